@@ -1,0 +1,41 @@
+package collective
+
+import (
+	"errors"
+
+	"github.com/gorovod/gorovod/ops"
+)
+
+// Error kinds callers can branch on with errors.Is.
+var (
+	ErrNotInitialized = errors.New("gorovod: not initialized (call collective.Init first)")
+	ErrShutdown       = errors.New("gorovod: shut down")
+	ErrPeerLost       = errors.New("gorovod: peer lost")
+	ErrMismatch       = errors.New("gorovod: mismatched collective")
+	ErrTimeout        = errors.New("gorovod: timed out")
+	ErrInvalid        = errors.New("gorovod: invalid argument")
+	ErrHostsUpdated   = errors.New("gorovod: hosts updated")
+)
+
+// ReduceOp is the reduction applied by Allreduce and ReduceScatter.
+type ReduceOp = ops.ReduceOp
+
+// Reduction operators.
+const (
+	Sum     = ops.Sum
+	Average = ops.Average
+	Min     = ops.Min
+	Max     = ops.Max
+	Product = ops.Product
+)
+
+// Float16 and BFloat16 are 16-bit floats stored as their bits.
+type (
+	Float16  = ops.F16
+	BFloat16 = ops.BF16
+)
+
+// Element is the set of element types the collectives accept.
+type Element interface {
+	float32 | float64 | int32 | int64 | int8 | uint8 | Float16 | BFloat16
+}
