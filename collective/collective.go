@@ -1,0 +1,402 @@
+package collective
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+	"unsafe"
+
+	"go.uber.org/zap"
+
+	"github.com/gorovod/gorovod/coordinator"
+	"github.com/gorovod/gorovod/internal/config"
+	"github.com/gorovod/gorovod/internal/env"
+	"github.com/gorovod/gorovod/internal/logging"
+	"github.com/gorovod/gorovod/internal/rendezvous"
+	"github.com/gorovod/gorovod/internal/transport"
+	"github.com/gorovod/gorovod/internal/transport/mesh"
+	"github.com/gorovod/gorovod/ops"
+)
+
+// Config is every tuning knob of a worker (see internal/config for fields).
+type Config = config.Config
+
+// DefaultConfig returns the defaults; Init applies GOROVOD_* env on top.
+func DefaultConfig() Config { return config.Default() }
+
+// Option configures Init.
+type Option func(*initOptions)
+
+type initOptions struct {
+	cfg    *Config
+	logger *zap.Logger
+	getenv func(string) string
+}
+
+// WithConfig replaces the configuration read from the environment.
+func WithConfig(c Config) Option { return func(o *initOptions) { o.cfg = &c } }
+
+// WithLogger sets the logger (default: zap production logger at the level of
+// GOROVOD_LOG_LEVEL, warn when unset, with rank and host on every line).
+func WithLogger(l *zap.Logger) Option { return func(o *initOptions) { o.logger = l } }
+
+// withEnv replaces os.Getenv (tests).
+func withEnv(getenv func(string) string) Option { return func(o *initOptions) { o.getenv = getenv } }
+
+var (
+	globalMu sync.Mutex
+	global   *engine
+)
+
+func current() (*engine, error) {
+	globalMu.Lock()
+	defer globalMu.Unlock()
+	if global == nil {
+		return nil, ErrNotInitialized
+	}
+	return global, nil
+}
+
+// Init joins this process to the job: it reads its place from the launcher's
+// environment (gorun, mpirun, srun, torchrun-style RANK/WORLD_SIZE; none
+// means a world of one), registers with the rendezvous service, connects to
+// every peer and starts the background loop. ctx bounds the whole start-up.
+func Init(ctx context.Context, opts ...Option) error {
+	o := initOptions{getenv: os.Getenv}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	globalMu.Lock()
+	defer globalMu.Unlock()
+	if global != nil {
+		return fmt.Errorf("%w: Init called twice without Shutdown", ErrInvalid)
+	}
+	cfg := config.Default()
+	if o.cfg != nil {
+		cfg = *o.cfg
+		if err := cfg.Validate(); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalid, err)
+		}
+	} else {
+		var err error
+		if cfg, err = cfg.FromEnv(o.getenv); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalid, err)
+		}
+	}
+	li, err := detectLaunch(o.getenv)
+	if err != nil {
+		return err
+	}
+	log := o.logger
+	if log == nil {
+		log, err = logging.New(o.getenv(env.LogLevel))
+		if err != nil {
+			return fmt.Errorf("%w: %s: %w", ErrInvalid, env.LogLevel, err)
+		}
+	}
+	log = log.With(zap.Int("rank", li.Rank), zap.String("host", li.Host))
+	e, err := start(ctx, cfg, log, li)
+	if err != nil {
+		return err
+	}
+	global = e
+	go e.run()
+	log.Debug("initialized", zap.String("launcher", li.Source), zap.Int("size", e.topo.size),
+		zap.Int("local_rank", e.topo.localRank), zap.Int("local_size", e.topo.localSize))
+	return nil
+}
+
+// start does the I/O of Init: rendezvous and mesh.
+func start(ctx context.Context, cfg config.Config, log *zap.Logger, li launchInfo) (*engine, error) {
+	if li.Source == "single" {
+		topo := topology{rank: 0, size: 1, localRank: 0, localSize: 1, crossRank: 0, crossSize: 1, host: li.Host}
+		return newEngine(cfg, log, topo, singleMesh{host: li.Host})
+	}
+	if li.SecretDerived {
+		log.Warn("no job secret in the environment; derived one from the launcher's job id (set GOROVOD_SECRET or GOROVOD_SECRET_FILE)")
+	}
+	var closers []func() error
+	cleanup := func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			_ = closers[i]()
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, li.StartTimeout+5*time.Second)
+	defer cancel()
+	if li.ServeRendezvous {
+		_, port, err := net.SplitHostPort(li.RendezvousAddr)
+		if err != nil {
+			return nil, fmt.Errorf("%w: rendezvous address %q: %v", ErrInvalid, li.RendezvousAddr, err)
+		}
+		lis, err := net.Listen("tcp", net.JoinHostPort("", port))
+		if err != nil {
+			return nil, fmt.Errorf("rank 0 cannot serve rendezvous on port %s: %w", port, err)
+		}
+		srv := rendezvous.NewServer(rendezvous.ServerConfig{Size: li.Size, Secret: li.Secret, StartTimeout: li.StartTimeout, Epoch: li.Epoch, Logger: log})
+		go func() { _ = srv.Serve(lis) }()
+		closers = append(closers, func() error { srv.Stop(); return nil })
+	}
+	bind := li.BindAddr
+	if bind == "" {
+		bind = chooseBindAddr(li.RendezvousAddr)
+	}
+	lis, err := net.Listen("tcp", net.JoinHostPort(bind, "0"))
+	if err != nil {
+		cleanup()
+		return nil, fmt.Errorf("data plane cannot listen on %s: %w", bind, err)
+	}
+	world, err := rendezvous.Register(ctx, li.RendezvousAddr, li.Secret, rendezvous.Registration{
+		Rank: li.Rank, Host: li.Host, LocalRank: li.LocalRank, Addr: lis.Addr().String(), Pid: os.Getpid(),
+	})
+	if err != nil {
+		_ = lis.Close()
+		cleanup()
+		return nil, fmt.Errorf("rank %d: rendezvous at %s: %w", li.Rank, li.RendezvousAddr, err)
+	}
+	peers := make([]mesh.Peer, len(world.Peers))
+	for i, p := range world.Peers {
+		peers[i] = mesh.Peer{Rank: p.Rank, Host: p.Host, Addr: p.Addr}
+	}
+	m, err := mesh.Build(ctx, mesh.Config{
+		Rank: li.Rank, Peers: peers, Secret: li.Secret, Epoch: world.Epoch,
+		Listener: lis, DisableShm: cfg.DisableShm, Logger: log,
+	})
+	if err != nil {
+		_ = lis.Close()
+		cleanup()
+		return nil, fmt.Errorf("rank %d: connecting to peers: %w", li.Rank, err)
+	}
+	me := world.Peers[li.Rank]
+	topo := topology{rank: li.Rank, size: len(world.Peers), localRank: me.LocalRank, localSize: me.LocalSize,
+		crossRank: me.CrossRank, crossSize: me.CrossSize, host: li.Host}
+	e, err := newEngine(cfg, log, topo, m)
+	if err != nil {
+		_ = m.Close()
+		cleanup()
+		return nil, err
+	}
+	e.closers = append(closers, lis.Close)
+	return e, nil
+}
+
+// chooseBindAddr picks the local address that routes to the rendezvous host.
+func chooseBindAddr(rendezvousAddr string) string {
+	c, err := net.Dial("udp", rendezvousAddr)
+	if err != nil {
+		return "127.0.0.1"
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).IP.String()
+}
+
+// Shutdown stops the background loop on every rank (any rank's Shutdown
+// ends the job's collectives; calls still pending fail with ErrShutdown) and
+// releases sockets and shared memory. It waits up to 30 s for the others.
+func Shutdown() error {
+	globalMu.Lock()
+	e := global
+	global = nil
+	globalMu.Unlock()
+	if e == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return e.shutdown(ctx)
+}
+
+// Initialized reports whether Init has succeeded and Shutdown not been called.
+func Initialized() bool { _, err := current(); return err == nil }
+
+func topo() topology {
+	e, err := current()
+	if err != nil {
+		return topology{rank: -1, size: -1, localRank: -1, localSize: -1, crossRank: -1, crossSize: -1}
+	}
+	return e.topo
+}
+
+// Rank is this process's global rank, or -1 before Init.
+func Rank() int { return topo().rank }
+
+// Size is the number of processes in the job, or -1 before Init.
+func Size() int { return topo().size }
+
+// LocalRank is the rank among processes on this host, or -1 before Init.
+func LocalRank() int { return topo().localRank }
+
+// LocalSize is the number of processes on this host, or -1 before Init.
+func LocalSize() int { return topo().localSize }
+
+// CrossRank is the index of this host among the job's hosts, or -1 before Init.
+func CrossRank() int { return topo().crossRank }
+
+// CrossSize is the number of hosts, or -1 before Init.
+func CrossSize() int { return topo().crossSize }
+
+// Handle is the result of an asynchronous collective.
+type Handle struct{ en *entry }
+
+// Wait blocks until the collective finished or ctx is done. Returning early
+// on ctx does not cancel the collective: its buffer may still be written
+// until Done is closed.
+func (h *Handle) Wait(ctx context.Context) error {
+	select {
+	case <-h.en.done:
+		return h.en.err
+	case <-ctx.Done():
+		return fmt.Errorf("%w: waiting for %s %q: %w", ErrTimeout, h.en.req.Op, h.en.req.Name, ctx.Err())
+	}
+}
+
+// Done is closed when the collective finished.
+func (h *Handle) Done() <-chan struct{} { return h.en.done }
+
+func failed(err error) *Handle {
+	en := &entry{done: make(chan struct{})}
+	en.finish(err)
+	return &Handle{en: en}
+}
+
+func dtypeOf[T Element]() ops.DType {
+	var z T
+	switch any(z).(type) {
+	case float32:
+		return ops.Float32
+	case float64:
+		return ops.Float64
+	case int32:
+		return ops.Int32
+	case int64:
+		return ops.Int64
+	case int8:
+		return ops.Int8
+	case uint8:
+		return ops.Uint8
+	case Float16:
+		return ops.Float16
+	case BFloat16:
+		return ops.BFloat16
+	}
+	return 0
+}
+
+func asBytes[T Element](buf []T) []byte {
+	if len(buf) == 0 {
+		return []byte{}
+	}
+	return unsafe.Slice((*byte)(unsafe.Pointer(&buf[0])), len(buf)*int(unsafe.Sizeof(buf[0])))
+}
+
+func fromBytes[T Element](b []byte) []T {
+	var z T
+	n := len(b) / int(unsafe.Sizeof(z))
+	if n == 0 {
+		return []T{}
+	}
+	return unsafe.Slice((*T)(unsafe.Pointer(&b[0])), n)
+}
+
+func validName(name string) error {
+	if name == "" {
+		return fmt.Errorf("%w: empty tensor name", ErrInvalid)
+	}
+	return nil
+}
+
+func submit(req coordinator.Request, buf []byte) *Handle { return submitWith(req, buf, nil) }
+
+func submitWith(req coordinator.Request, buf []byte, prep func(*entry)) *Handle {
+	e, err := current()
+	if err != nil {
+		return failed(err)
+	}
+	if err := validName(req.Name); err != nil {
+		return failed(err)
+	}
+	req.Device = -1
+	if req.Prescale == 0 {
+		req.Prescale, req.Postscale = 1, 1
+	}
+	return &Handle{en: e.submit(req, buf, prep)}
+}
+
+// AllreduceAsync starts an in-place allreduce of buf across all ranks.
+func AllreduceAsync[T Element](ctx context.Context, name string, buf []T, op ReduceOp, opts ...CallOption) *Handle {
+	co := callOpts(opts)
+	switch op {
+	case Sum, Average, Min, Max, Product:
+	default:
+		return failed(fmt.Errorf("%w: allreduce %q: unsupported reduce op %v", ErrInvalid, name, op))
+	}
+	return submit(coordinator.Request{
+		Name: name, Op: coordinator.OpAllreduce, DType: dtypeOf[T](), Shape: []int64{int64(len(buf))},
+		ReduceOp: op, Prescale: co.prescale, Postscale: co.postscale,
+	}, asBytes(buf))
+}
+
+// Allreduce reduces buf elementwise across all ranks, in place: afterwards
+// every rank holds the same result. name identifies the tensor across ranks.
+func Allreduce[T Element](ctx context.Context, name string, buf []T, op ReduceOp, opts ...CallOption) error {
+	return AllreduceAsync(ctx, name, buf, op, opts...).Wait(ctx)
+}
+
+// BroadcastAsync starts a broadcast of root's buf to every rank's buf.
+func BroadcastAsync[T Element](ctx context.Context, name string, buf []T, root int) *Handle {
+	if s := Size(); root < 0 || (s > 0 && root >= s) {
+		return failed(fmt.Errorf("%w: broadcast %q: root %d out of range [0,%d)", ErrInvalid, name, root, s))
+	}
+	return submit(coordinator.Request{
+		Name: name, Op: coordinator.OpBroadcast, DType: dtypeOf[T](), Shape: []int64{int64(len(buf))}, Root: root,
+	}, asBytes(buf))
+}
+
+// Broadcast copies root's buf into every rank's buf (same length everywhere).
+func Broadcast[T Element](ctx context.Context, name string, buf []T, root int) error {
+	return BroadcastAsync(ctx, name, buf, root).Wait(ctx)
+}
+
+// Barrier returns once every rank has called it.
+func Barrier(ctx context.Context) error {
+	e, err := current()
+	if err != nil {
+		return err
+	}
+	e.mu.Lock()
+	e.barriers++
+	name := "barrier/" + strconv.FormatUint(e.barriers, 10)
+	e.mu.Unlock()
+	return submit(coordinator.Request{Name: name, Op: coordinator.OpBarrier, DType: ops.Uint8}, nil).Wait(ctx)
+}
+
+// CallOption adjusts one collective call.
+type CallOption func(*callOptions)
+
+type callOptions struct{ prescale, postscale float64 }
+
+// WithPrescale multiplies the local input by f before reducing.
+func WithPrescale(f float64) CallOption { return func(o *callOptions) { o.prescale = f } }
+
+// WithPostscale multiplies the reduced result by f.
+func WithPostscale(f float64) CallOption { return func(o *callOptions) { o.postscale = f } }
+
+func callOpts(opts []CallOption) callOptions {
+	co := callOptions{prescale: 1, postscale: 1}
+	for _, o := range opts {
+		o(&co)
+	}
+	return co
+}
+
+// singleMesh is the mesh of a world of one.
+type singleMesh struct{ host string }
+
+func (singleMesh) Rank() int               { return 0 }
+func (singleMesh) Size() int               { return 1 }
+func (singleMesh) Link(int) transport.Link { return nil }
+func (m singleMesh) Host(int) string       { return m.host }
+func (singleMesh) Close() error            { return nil }

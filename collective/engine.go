@@ -1,0 +1,493 @@
+package collective
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"time"
+	"unsafe"
+
+	"go.uber.org/zap"
+
+	"github.com/gorovod/gorovod/coordinator"
+	"github.com/gorovod/gorovod/fusion"
+	"github.com/gorovod/gorovod/internal/config"
+	"github.com/gorovod/gorovod/internal/transport"
+	"github.com/gorovod/gorovod/ops"
+)
+
+// entry is one submitted tensor waiting for its response.
+type entry struct {
+	req        coordinator.Request
+	buf        []byte // input; also the output of in-place ops
+	out        []byte // result of allgather / alltoall / reduce-scatter
+	outCounts  []int
+	lastJoined int
+	done       chan struct{}
+	err        error
+}
+
+func (en *entry) finish(err error) {
+	en.err = err
+	close(en.done)
+}
+
+// engine is one process's background loop and everything it drives: the
+// negotiation controller, the data-plane communicator and the queue of
+// submitted tensors. Exactly one goroutine (run) negotiates and executes, so
+// every rank issues data-plane operations in the same order.
+type engine struct {
+	cfg  config.Config
+	log  *zap.Logger
+	topo topology
+	mesh transport.Mesh
+	comm *ops.Comm
+	ctrl *coordinator.Controller
+	fbuf *fusion.Buffer
+	met  *metrics
+
+	mu       sync.Mutex
+	pending  map[string]*entry // submitted and not finished, by name
+	queue    []coordinator.Request
+	fatal    error // once set, the loop has stopped and new calls fail with it
+	stopping bool
+	barriers uint64
+
+	wake     chan struct{} // a submission arrived
+	stop     chan struct{} // Shutdown asked the loop to stop
+	loopDone chan struct{}
+	closers  []func() error // run after the loop ends, in reverse order
+}
+
+type topology struct {
+	rank, size, localRank, localSize, crossRank, crossSize int
+	host                                                   string
+}
+
+func newEngine(cfg config.Config, log *zap.Logger, topo topology, mesh transport.Mesh) (*engine, error) {
+	comm, err := ops.NewComm(mesh, ops.Config{SegmentBytes: cfg.SegmentBytes, Hierarchical: cfg.HierarchicalAllreduce})
+	if err != nil {
+		return nil, err
+	}
+	ctrl, err := coordinator.NewController(coordinator.Config{
+		Rank:                 topo.rank,
+		Size:                 topo.size,
+		CacheCapacity:        cfg.CacheCapacity,
+		FusionThresholdBytes: cfg.FusionThresholdBytes,
+		StallWarning:         stallWarning(cfg),
+		StallShutdown:        cfg.StallShutdownTime,
+	})
+	if err != nil {
+		_ = comm.Close()
+		return nil, err
+	}
+	e := &engine{
+		cfg: cfg, log: log, topo: topo, mesh: mesh, comm: comm, ctrl: ctrl,
+		fbuf:     fusion.NewBuffer(),
+		met:      newMetrics(),
+		pending:  make(map[string]*entry),
+		wake:     make(chan struct{}, 1),
+		stop:     make(chan struct{}),
+		loopDone: make(chan struct{}),
+	}
+	return e, nil
+}
+
+func stallWarning(cfg config.Config) time.Duration {
+	if cfg.StallCheckDisabled {
+		return 0
+	}
+	return cfg.StallWarningTime
+}
+
+// submit queues a request; the loop picks it up on its next cycle.
+func (e *engine) submit(req coordinator.Request, buf []byte, prep func(*entry)) *entry {
+	en := &entry{req: req, buf: buf, done: make(chan struct{}), lastJoined: -1}
+	if prep != nil {
+		prep(en)
+	}
+	e.mu.Lock()
+	switch {
+	case e.fatal != nil:
+		e.mu.Unlock()
+		en.finish(e.fatal)
+		return en
+	case e.stopping:
+		e.mu.Unlock()
+		en.finish(fmt.Errorf("%w: %s %q submitted after Shutdown", ErrShutdown, req.Op, req.Name))
+		return en
+	}
+	if _, dup := e.pending[req.Name]; dup {
+		e.mu.Unlock()
+		en.finish(fmt.Errorf("%w: a collective named %q is already in flight on rank %d; names must be unique among concurrent calls", ErrInvalid, req.Name, e.topo.rank))
+		return en
+	}
+	e.pending[req.Name] = en
+	e.queue = append(e.queue, req)
+	e.mu.Unlock()
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+	return en
+}
+
+// run is the background loop. It owns every data-plane operation.
+func (e *engine) run() {
+	defer close(e.loopDone)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	x := &exchange{e: e}
+	timer := time.NewTimer(e.cfg.CycleTime)
+	defer timer.Stop()
+	stopped := false
+	for {
+		if !stopped {
+			select {
+			case <-e.wake:
+				e.settle()
+			case <-timer.C:
+			case <-e.stop:
+				stopped = true
+			}
+		}
+		if !stopped {
+			select {
+			case <-e.stop:
+				stopped = true
+			default:
+			}
+		}
+		start := time.Now()
+		e.mu.Lock()
+		reqs := e.queue
+		e.queue = nil
+		e.mu.Unlock()
+
+		rl, err := e.ctrl.Cycle(ctx, x, start, reqs, stopped)
+		e.met.cycle(time.Since(start))
+		if err != nil {
+			e.die(fmt.Errorf("negotiation on rank %d (%s) failed: %w", e.topo.rank, e.topo.host, e.peerErr(err)))
+			return
+		}
+		e.logStalls()
+		for i := range rl.Responses {
+			if err := e.execute(ctx, &rl.Responses[i]); err != nil {
+				e.die(fmt.Errorf("rank %d (%s): %w", e.topo.rank, e.topo.host, e.peerErr(err)))
+				return
+			}
+		}
+		if rl.Shutdown {
+			e.die(fmt.Errorf("%w", ErrShutdown))
+			return
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		timer.Reset(e.cfg.CycleTime)
+	}
+}
+
+// settle gives a burst of submissions (a model's gradients) the chance to
+// land in one cycle: it yields until the queue stops growing or the batch
+// window passes. A lone small op pays at most the window.
+func (e *engine) settle() {
+	if e.cfg.BatchWindow <= 0 {
+		return
+	}
+	deadline := time.Now().Add(e.cfg.BatchWindow)
+	last := -1
+	for time.Now().Before(deadline) {
+		e.mu.Lock()
+		n := len(e.queue)
+		e.mu.Unlock()
+		if n == last {
+			return
+		}
+		last = n
+		runtime.Gosched()
+	}
+}
+
+// die fails every pending call with err and stops accepting new ones.
+func (e *engine) die(err error) {
+	e.mu.Lock()
+	if e.fatal == nil {
+		e.fatal = err
+	}
+	pend := e.pending
+	e.pending = map[string]*entry{}
+	e.queue = nil
+	e.mu.Unlock()
+	if !errors.Is(err, ErrShutdown) {
+		e.log.Error("collective loop stopped", zap.Error(err))
+	}
+	for _, en := range pend {
+		en.finish(err)
+	}
+}
+
+// peerErr turns a transport error into ErrPeerLost naming the rank and host.
+func (e *engine) peerErr(err error) error {
+	var pe *transport.PeerError
+	if errors.As(err, &pe) && pe.Host == "" && e.mesh != nil && pe.Rank >= 0 && pe.Rank < e.topo.size {
+		pe.Host = e.mesh.Host(pe.Rank)
+	}
+	return err
+}
+
+func (e *engine) take(names []string) []*entry {
+	out := make([]*entry, len(names))
+	e.mu.Lock()
+	for i, n := range names {
+		out[i] = e.pending[n]
+		delete(e.pending, n)
+	}
+	e.mu.Unlock()
+	return out
+}
+
+// execute runs one response. A returned error is fatal to the loop (the
+// data plane is broken); errors that concern only these tensors finish
+// their entries and return nil.
+func (e *engine) execute(ctx context.Context, r *coordinator.Response) error {
+	entries := e.take(r.Names)
+	if r.Error != "" {
+		err := responseError(r)
+		for _, en := range entries {
+			if en != nil {
+				en.finish(err)
+			}
+		}
+		return nil
+	}
+	err := e.executeOp(ctx, r, entries)
+	for _, en := range entries {
+		if en != nil {
+			en.finish(err)
+		}
+	}
+	if err != nil && !errors.Is(err, ops.ErrInvalid) {
+		return err
+	}
+	return nil
+}
+
+func responseError(r *coordinator.Response) error {
+	switch r.ErrorKind {
+	case coordinator.ErrorMismatch:
+		return fmt.Errorf("%w: %s", ErrMismatch, r.Error)
+	case coordinator.ErrorTimeout:
+		return fmt.Errorf("%w: %s", ErrTimeout, r.Error)
+	case coordinator.ErrorShutdown:
+		return fmt.Errorf("%w: %s", ErrShutdown, r.Error)
+	}
+	return fmt.Errorf("%w: %s", ErrInvalid, r.Error)
+}
+
+func (e *engine) executeOp(ctx context.Context, r *coordinator.Response, entries []*entry) error {
+	start := time.Now()
+	defer func() { e.met.op(r.Op, len(entries), time.Since(start)) }()
+	switch r.Op {
+	case coordinator.OpAllreduce:
+		bufs := make([][]byte, len(entries))
+		for i, en := range entries {
+			if en == nil {
+				return fmt.Errorf("%w: response for %q has no local tensor", ErrInvalid, r.Names[i])
+			}
+			bufs[i] = en.buf
+		}
+		if len(bufs) == 1 {
+			return e.comm.Allreduce(ctx, bufs[0], r.DType, r.ReduceOp, r.Prescale, r.Postscale)
+		}
+		fused := e.fbuf.Pack(bufs)
+		if err := e.comm.Allreduce(ctx, fused, r.DType, r.ReduceOp, r.Prescale, r.Postscale); err != nil {
+			return err
+		}
+		e.fbuf.Unpack(fused, bufs)
+		e.met.fused(len(bufs))
+		return nil
+	case coordinator.OpBroadcast:
+		for _, en := range entries {
+			if err := e.comm.Broadcast(ctx, en.buf, r.Root); err != nil {
+				return err
+			}
+		}
+		return nil
+	case coordinator.OpAllgather:
+		for i, en := range entries {
+			counts := r.AllgatherBytes(i)
+			total := 0
+			for _, c := range counts {
+				total += c
+			}
+			en.out = make([]byte, total)
+			en.outCounts = counts
+			if err := e.comm.Allgatherv(ctx, en.buf, en.out, counts); err != nil {
+				return err
+			}
+		}
+		return nil
+	case coordinator.OpAlltoall:
+		for _, en := range entries {
+			out, counts, err := e.comm.Alltoallv(ctx, en.buf, en.splits)
+			if err != nil {
+				return err
+			}
+			en.out, en.outCounts = out, counts
+		}
+		return nil
+	case coordinator.OpReduceScatter:
+		for _, en := range entries {
+			counts := splitEven(len(en.buf)/r.DType.Size(), e.topo.size)
+			mine, err := e.comm.ReduceScatter(ctx, en.buf, counts, r.DType, r.ReduceOp)
+			if err != nil {
+				return err
+			}
+			en.out = append([]byte(nil), mine...)
+		}
+		return nil
+	case coordinator.OpBarrier:
+		return nil // negotiation completing on every rank is the barrier
+	}
+	return fmt.Errorf("%w: response with unknown op %v", ErrInvalid, r.Op)
+}
+
+// splitEven splits n elements over size ranks, the first n%size ranks
+// getting one more.
+func splitEven(n, size int) []int {
+	out := make([]int, size)
+	for i := range out {
+		out[i] = n / size
+		if i < n%size {
+			out[i]++
+		}
+	}
+	return out
+}
+
+func (e *engine) logStalls() {
+	for _, s := range e.ctrl.Stalls() {
+		e.log.Warn("stalled collective: some ranks have not submitted it",
+			zap.String("tensor", s.Name), zap.Ints("missing_ranks", s.MissingRanks),
+			zap.Duration("waiting", s.Waiting))
+	}
+}
+
+// shutdown stops the loop (coordinated with the other ranks) and releases
+// everything; ctx bounds the wait for the other ranks to agree.
+func (e *engine) shutdown(ctx context.Context) error {
+	e.mu.Lock()
+	first := !e.stopping
+	e.stopping = true
+	e.mu.Unlock()
+	if first {
+		close(e.stop)
+	}
+	var err error
+	select {
+	case <-e.loopDone:
+	case <-ctx.Done():
+		err = fmt.Errorf("%w: other ranks did not acknowledge shutdown: %w", ErrTimeout, ctx.Err())
+		_ = e.mesh.Close() // unblocks the loop
+		<-e.loopDone
+	}
+	e.close()
+	return err
+}
+
+func (e *engine) close() {
+	_ = e.comm.Close()
+	_ = e.mesh.Close()
+	for i := len(e.closers) - 1; i >= 0; i-- {
+		_ = e.closers[i]()
+	}
+	e.closers = nil
+}
+
+// exchange implements coordinator.Exchange over the data plane. Only the
+// loop goroutine calls it, between data-plane ops, so it may use the mesh's
+// links directly.
+type exchange struct{ e *engine }
+
+const maxControlMessage = 64 << 20
+
+func (x *exchange) Rank() int { return x.e.topo.rank }
+func (x *exchange) Size() int { return x.e.topo.size }
+
+func (x *exchange) AllreduceBits(ctx context.Context, bits []uint64, op ops.ReduceOp) error {
+	if len(bits) == 0 || x.e.topo.size == 1 {
+		return nil
+	}
+	b := unsafe.Slice((*byte)(unsafe.Pointer(&bits[0])), len(bits)*8)
+	return x.e.comm.Allreduce(ctx, b, ops.Uint64, op, 1, 1)
+}
+
+func (x *exchange) GatherToRoot(ctx context.Context, payload []byte) ([][]byte, error) {
+	e := x.e
+	if e.topo.rank != 0 {
+		return nil, sendFrame(ctx, e.mesh.Link(0), payload)
+	}
+	all := make([][]byte, e.topo.size)
+	all[0] = payload
+	for r := 1; r < e.topo.size; r++ {
+		p, err := recvFrame(ctx, e.mesh.Link(r), r)
+		if err != nil {
+			return nil, err
+		}
+		all[r] = p
+	}
+	return all, nil
+}
+
+func (x *exchange) BroadcastFromRoot(ctx context.Context, payload []byte) ([]byte, error) {
+	e := x.e
+	if e.topo.rank != 0 {
+		return recvFrame(ctx, e.mesh.Link(0), 0)
+	}
+	for r := 1; r < e.topo.size; r++ {
+		if err := sendFrame(ctx, e.mesh.Link(r), payload); err != nil {
+			return nil, err
+		}
+	}
+	return payload, nil
+}
+
+func sendFrame(ctx context.Context, l transport.Link, p []byte) error {
+	var hdr [8]byte
+	n := uint64(len(p))
+	for i := range hdr {
+		hdr[i] = byte(n >> (8 * i))
+	}
+	if err := l.Send(ctx, hdr[:]); err != nil {
+		return err
+	}
+	if len(p) == 0 {
+		return nil
+	}
+	return l.Send(ctx, p)
+}
+
+func recvFrame(ctx context.Context, l transport.Link, from int) ([]byte, error) {
+	var hdr [8]byte
+	if err := l.Recv(ctx, hdr[:]); err != nil {
+		return nil, err
+	}
+	var n uint64
+	for i := range hdr {
+		n |= uint64(hdr[i]) << (8 * i)
+	}
+	if n > maxControlMessage {
+		return nil, &transport.PeerError{Rank: from, Op: "recv", Err: fmt.Errorf("%w: control message of %d bytes", transport.ErrMalformed, n)}
+	}
+	p := make([]byte, n)
+	if n == 0 {
+		return p, nil
+	}
+	return p, l.Recv(ctx, p)
+}

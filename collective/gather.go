@@ -1,0 +1,111 @@
+package collective
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/gorovod/gorovod/coordinator"
+)
+
+// Result is the handle of an asynchronous collective that produces a new
+// slice (allgather, alltoall, reduce-scatter).
+type Result[T Element] struct {
+	h *Handle
+}
+
+// Wait blocks until the collective finished or ctx is done and returns its
+// output. For Alltoall, the second value holds how many elements came from
+// each rank; for Allgather, how many each rank contributed.
+func (r Result[T]) Wait(ctx context.Context) ([]T, []int, error) {
+	if err := r.h.Wait(ctx); err != nil {
+		return nil, nil, err
+	}
+	var z T
+	size := elemSize(z)
+	counts := make([]int, len(r.h.en.outCounts))
+	for i, c := range r.h.en.outCounts {
+		counts[i] = c / size
+	}
+	return fromBytes[T](r.h.en.out), counts, nil
+}
+
+// Done is closed when the collective finished.
+func (r Result[T]) Done() <-chan struct{} { return r.h.Done() }
+
+func elemSize[T Element](z T) int { return dtypeOf[T]().Size() }
+
+// AllgatherAsync starts an allgather: every rank contributes in (any length,
+// may differ per rank) and receives the concatenation in rank order.
+func AllgatherAsync[T Element](ctx context.Context, name string, in []T) Result[T] {
+	return Result[T]{h: submit(coordinator.Request{
+		Name: name, Op: coordinator.OpAllgather, DType: dtypeOf[T](), Shape: []int64{int64(len(in))},
+	}, asBytes(in))}
+}
+
+// Allgather concatenates every rank's in, in rank order.
+func Allgather[T Element](ctx context.Context, name string, in []T) ([]T, error) {
+	out, _, err := AllgatherAsync(ctx, name, in).Wait(ctx)
+	return out, err
+}
+
+// AlltoallAsync starts an alltoall: rank r sends in[sum(splits[:j]) : +splits[j]]
+// to rank j; it receives from every rank what that rank addressed to it.
+func AlltoallAsync[T Element](ctx context.Context, name string, in []T, splits []int) Result[T] {
+	size := Size()
+	if splits == nil && size > 0 {
+		if len(in)%size != 0 {
+			return Result[T]{h: failed(fmt.Errorf("%w: alltoall %q: %d elements do not split evenly over %d ranks; pass splits", ErrInvalid, name, len(in), size))}
+		}
+		splits = make([]int, size)
+		for i := range splits {
+			splits[i] = len(in) / size
+		}
+	}
+	if len(splits) != size {
+		return Result[T]{h: failed(fmt.Errorf("%w: alltoall %q: %d splits for %d ranks", ErrInvalid, name, len(splits), size))}
+	}
+	total := 0
+	es := dtypeOf[T]().Size()
+	byteSplits := make([]int, len(splits))
+	for i, s := range splits {
+		if s < 0 {
+			return Result[T]{h: failed(fmt.Errorf("%w: alltoall %q: negative split %d for rank %d", ErrInvalid, name, s, i))}
+		}
+		total += s
+		byteSplits[i] = s * es
+	}
+	if total != len(in) {
+		return Result[T]{h: failed(fmt.Errorf("%w: alltoall %q: splits sum to %d but the input has %d elements", ErrInvalid, name, total, len(in)))}
+	}
+	h := submitWith(coordinator.Request{
+		Name: name, Op: coordinator.OpAlltoall, DType: dtypeOf[T](), Shape: []int64{int64(len(in))},
+	}, asBytes(in), func(en *entry) { en.splits = byteSplits })
+	return Result[T]{h: h}
+}
+
+// Alltoall exchanges slices between all ranks (see AlltoallAsync); it
+// returns the received elements and how many came from each rank.
+func Alltoall[T Element](ctx context.Context, name string, in []T, splits []int) ([]T, []int, error) {
+	return AlltoallAsync(ctx, name, in, splits).Wait(ctx)
+}
+
+// ReduceScatterAsync starts a reduce-scatter: the elementwise reduction of
+// every rank's in (same length everywhere) is split into Size() nearly equal
+// parts (the first len%Size ranks get one more element) and rank r gets part r.
+func ReduceScatterAsync[T Element](ctx context.Context, name string, in []T, op ReduceOp) Result[T] {
+	switch op {
+	case Sum, Average, Min, Max, Product:
+	default:
+		return Result[T]{h: failed(fmt.Errorf("%w: reducescatter %q: unsupported reduce op %v", ErrInvalid, name, op))}
+	}
+	return Result[T]{h: submit(coordinator.Request{
+		Name: name, Op: coordinator.OpReduceScatter, DType: dtypeOf[T](), Shape: []int64{int64(len(in))}, ReduceOp: op,
+		Prescale: 1, Postscale: 1,
+	}, asBytes(in))}
+}
+
+// ReduceScatter returns this rank's part of the reduction of every rank's in.
+func ReduceScatter[T Element](ctx context.Context, name string, in []T, op ReduceOp) ([]T, error) {
+	out, _, err := ReduceScatterAsync(ctx, name, in, op).Wait(ctx)
+	return out, err
+}

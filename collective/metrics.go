@@ -1,0 +1,60 @@
+package collective
+
+import (
+	"sync/atomic"
+	"time"
+
+	"github.com/gorovod/gorovod/coordinator"
+)
+
+// metrics are the worker's counters; the loop updates them, Stats reads them.
+type metrics struct {
+	cycles, cycleNanos atomic.Int64
+	ops, opNanos       atomic.Int64
+	tensors, fusedOps  atomic.Int64
+}
+
+func newMetrics() *metrics { return &metrics{} }
+
+func (m *metrics) cycle(d time.Duration) {
+	m.cycles.Add(1)
+	m.cycleNanos.Add(int64(d))
+}
+
+func (m *metrics) op(_ coordinator.OpType, tensors int, d time.Duration) {
+	m.ops.Add(1)
+	m.tensors.Add(int64(tensors))
+	m.opNanos.Add(int64(d))
+}
+
+func (m *metrics) fused(int) { m.fusedOps.Add(1) }
+
+// Stats is a snapshot of this worker's counters.
+type Stats struct {
+	Cycles         int64         // negotiation cycles run
+	CycleTime      time.Duration // total time in negotiation
+	BackendOps     int64         // data-plane operations executed (a fused op counts once)
+	Tensors        int64         // tensors completed
+	FusedOps       int64         // backend ops that carried more than one tensor
+	OpTime         time.Duration // total time in data-plane operations
+	RequestsToRoot int64         // negotiation requests this rank sent to rank 0
+	CacheHits      int64
+	CacheMisses    int64
+}
+
+// GetStats returns this worker's counters (zero before Init).
+func GetStats() Stats {
+	e, err := current()
+	if err != nil {
+		return Stats{}
+	}
+	m := e.met
+	s := Stats{
+		Cycles: m.cycles.Load(), CycleTime: time.Duration(m.cycleNanos.Load()),
+		BackendOps: m.ops.Load(), Tensors: m.tensors.Load(), FusedOps: m.fusedOps.Load(),
+		OpTime: time.Duration(m.opNanos.Load()),
+	}
+	cs := e.ctrl.Stats()
+	s.RequestsToRoot, s.CacheHits, s.CacheMisses = cs.RequestsSent, cs.CacheHits, cs.CacheMisses
+	return s
+}
