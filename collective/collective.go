@@ -400,3 +400,23 @@ func (singleMesh) Size() int               { return 1 }
 func (singleMesh) Link(int) transport.Link { return nil }
 func (m singleMesh) Host(int) string       { return m.host }
 func (singleMesh) Close() error            { return nil }
+
+// RunExclusive runs fn on every rank with direct access to the data plane,
+// bypassing negotiation: it is negotiated once (like a barrier named name),
+// then fn runs on the background loop at the same point on every rank, so
+// fn must issue the same sequence of ops on every rank. For benchmarks and
+// tools; an error fn returns fails this call on this rank.
+func RunExclusive(ctx context.Context, name string, fn func(ctx context.Context, c *ops.Comm) error) error {
+	return submitWith(coordinator.Request{Name: "exclusive/" + name, Op: coordinator.OpBarrier, DType: ops.Uint8}, nil,
+		func(en *entry) { en.exclusive = fn }).Wait(ctx)
+}
+
+// ActiveConfig returns the configuration the running worker uses (the
+// defaults before Init).
+func ActiveConfig() Config {
+	e, err := current()
+	if err != nil {
+		return DefaultConfig()
+	}
+	return e.cfg
+}

@@ -353,7 +353,16 @@ func (e *engine) executeOp(ctx context.Context, r *coordinator.Response, entries
 		}
 		return nil
 	case coordinator.OpBarrier:
-		return nil // negotiation completing on every rank is the barrier
+		// Negotiation completing on every rank is the barrier; an exclusive
+		// section runs here, at the same point of every rank's op sequence.
+		for _, en := range entries {
+			if en != nil && en.exclusive != nil {
+				if err := en.exclusive(ctx, e.comm); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
 	}
 	return fmt.Errorf("%w: response with unknown op %v", ErrInvalid, r.Op)
 }

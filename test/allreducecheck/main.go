@@ -127,7 +127,7 @@ func check[T collective.Element](ctx context.Context, c *checker, tname string, 
 			for i := range buf {
 				want := expect(c.size, i, op, cv)
 				got := cv.t(buf[i])
-				if !close(got, want, cv.tol) {
+				if !near(got, want, cv.tol) {
 					return fmt.Errorf("%s: element %d is %v, want %v", name, i, got, want)
 				}
 				c.checks++
@@ -163,7 +163,7 @@ func expect[T collective.Element](size, i int, op collective.ReduceOp, cv conv[T
 	return acc
 }
 
-func close(got, want, tol float64) bool {
+func near(got, want, tol float64) bool {
 	if tol == 0 {
 		return got == want
 	}

@@ -1,0 +1,78 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"unsafe"
+
+	"github.com/gorovod/gorovod/collective"
+	"github.com/gorovod/gorovod/ops"
+)
+
+// apiOnce runs one iteration through the public (negotiated) API.
+func apiOnce(ctx context.Context, c *benchCase, name string, buf []byte, inplace bool) error {
+	_, err := apiResult(ctx, c, name, buf, inplace)
+	return err
+}
+
+// apiResult runs one iteration through the public API and returns the bytes
+// of its result.
+func apiResult(ctx context.Context, c *benchCase, name string, buf []byte, inplace bool) ([]byte, error) {
+	switch c.b.o.dtype {
+	case ops.Float32:
+		return typed[float32](ctx, c, name, buf)
+	case ops.Float64:
+		return typed[float64](ctx, c, name, buf)
+	case ops.Int32:
+		return typed[int32](ctx, c, name, buf)
+	case ops.Int64:
+		return typed[int64](ctx, c, name, buf)
+	case ops.Int8:
+		return typed[int8](ctx, c, name, buf)
+	case ops.Uint8:
+		return typed[uint8](ctx, c, name, buf)
+	case ops.Float16:
+		return typed[ops.F16](ctx, c, name, buf)
+	case ops.BFloat16:
+		return typed[ops.BF16](ctx, c, name, buf)
+	}
+	return nil, fmt.Errorf("dtype %v not supported by the public API", c.b.o.dtype)
+}
+
+func typed[T collective.Element](ctx context.Context, c *benchCase, name string, buf []byte) ([]byte, error) {
+	o := c.b.o
+	t := asT[T](buf)
+	switch o.op {
+	case "allreduce":
+		return buf, collective.Allreduce(ctx, name, t, o.redop)
+	case "broadcast":
+		return buf, collective.Broadcast(ctx, name, t, o.root)
+	case "allgather":
+		out, err := collective.Allgather(ctx, name, asT[T](c.src))
+		copy(c.dst, asBytes(out))
+		return c.dst, err
+	case "reducescatter":
+		out, err := collective.ReduceScatter(ctx, name, t, o.redop)
+		return asBytes(out), err
+	case "alltoall":
+		out, _, err := collective.Alltoall(ctx, name, t, c.elemCounts)
+		return asBytes(out), err
+	}
+	return nil, fmt.Errorf("unknown op %q", o.op)
+}
+
+func asT[T collective.Element](b []byte) []T {
+	var z T
+	n := len(b) / int(unsafe.Sizeof(z))
+	if n == 0 {
+		return nil
+	}
+	return unsafe.Slice((*T)(unsafe.Pointer(&b[0])), n)
+}
+
+func asBytes[T collective.Element](t []T) []byte {
+	if len(t) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*byte)(unsafe.Pointer(&t[0])), len(t)*int(unsafe.Sizeof(t[0])))
+}

@@ -1,0 +1,301 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"time"
+	"unsafe"
+
+	"github.com/gorovod/gorovod/collective"
+	"github.com/gorovod/gorovod/ops"
+)
+
+// benchCase holds the buffers of one size and runs one iteration of the op.
+type benchCase struct {
+	b          *bench
+	size       int64
+	src, dst   []byte
+	chunk      int64 // elements per rank (allgather: each rank's part; others: the split)
+	counts     []int // bytes per rank (allgather / alltoall splits)
+	elemCounts []int // elements per rank (reduce-scatter)
+}
+
+func newCase(b *bench, size int64) *benchCase {
+	c := &benchCase{b: b, size: size}
+	es := int64(b.o.dtype.Size())
+	count := size / es
+	c.chunk = count / int64(b.np)
+	c.counts = make([]int, b.np)
+	c.elemCounts = make([]int, b.np)
+	for i := range c.counts {
+		c.counts[i] = int(c.chunk * es)
+		c.elemCounts[i] = int(c.chunk)
+	}
+	switch b.o.op {
+	case "allgather":
+		c.src = make([]byte, c.chunk*es)
+		c.dst = make([]byte, size)
+	default:
+		c.src = make([]byte, size)
+		if !b.o.inplaceOnly {
+			c.dst = make([]byte, size)
+		}
+	}
+	c.fill()
+	return c
+}
+
+// value is element i of rank r's input.
+func (c *benchCase) value(r int, i int64) float64 {
+	if c.b.o.redop == ops.Product {
+		return float64(1 + (int64(r)+i)%2)
+	}
+	return float64((int64(r) + i) % 7)
+}
+
+func (c *benchCase) fill() {
+	n := int64(len(c.src)) / int64(c.b.o.dtype.Size())
+	for i := int64(0); i < n; i++ {
+		setElem(c.b.o.dtype, c.src, i, c.value(c.b.rank, i))
+	}
+}
+
+// once runs one iteration; comm is nil through the public API.
+func (c *benchCase) once(ctx context.Context, name string, inplace bool, comm *ops.Comm) error {
+	o := c.b.o
+	buf := c.src
+	if !inplace && o.op != "allgather" {
+		copy(c.dst, c.src) // out of place: the result goes to a separate buffer
+		buf = c.dst
+	}
+	if comm == nil {
+		return apiOnce(ctx, c, name, buf, inplace)
+	}
+	switch o.op {
+	case "allreduce":
+		return comm.Allreduce(ctx, buf, o.dtype, o.redop, 1, 1)
+	case "broadcast":
+		return comm.Broadcast(ctx, buf, o.root)
+	case "allgather":
+		send := c.src
+		if inplace { // nccl-tests' in place: the send buffer is this rank's part of the output
+			off := int64(c.b.rank) * int64(len(c.src))
+			send = c.dst[off : off+int64(len(c.src))]
+		}
+		return comm.Allgatherv(ctx, send, c.dst, c.counts)
+	case "reducescatter":
+		_, err := comm.ReduceScatter(ctx, buf, c.elemCounts, o.dtype, o.redop)
+		return err
+	case "alltoall":
+		_, _, err := comm.Alltoallv(ctx, buf, c.counts)
+		return err
+	}
+	return fmt.Errorf("unknown op %q", o.op)
+}
+
+// time runs warm-up iterations, settles an iteration count every rank
+// agrees on, and returns the mean time per iteration averaged over ranks.
+func (c *benchCase) time(ctx context.Context, name string, inplace bool) (time.Duration, error) {
+	var per time.Duration
+	body := func(ctx context.Context, comm *ops.Comm) error {
+		start := time.Now()
+		for i := 0; i < max(1, c.b.o.warmup); i++ {
+			if err := c.once(ctx, name, inplace, comm); err != nil {
+				return err
+			}
+		}
+		iters := c.b.o.iters
+		if iters == 0 {
+			each := time.Since(start) / time.Duration(max(1, c.b.o.warmup))
+			guess := float64(c.b.o.targetTime) / float64(max(each, time.Microsecond))
+			agreed, err := c.agree(ctx, comm, name+"/iters", math.Max(3, math.Min(guess, 20000)))
+			if err != nil {
+				return err
+			}
+			iters = int(agreed)
+		}
+		start = time.Now()
+		for i := 0; i < iters; i++ {
+			if err := c.once(ctx, name, inplace, comm); err != nil {
+				return err
+			}
+		}
+		per = time.Since(start) / time.Duration(iters)
+		return nil
+	}
+	var err error
+	if c.b.o.direct {
+		err = collective.RunExclusive(ctx, name, body)
+	} else {
+		err = body(ctx, nil)
+	}
+	if err != nil {
+		return 0, err
+	}
+	avg, err := avgAcross(ctx, name+"/avg", float64(per))
+	return time.Duration(avg), err
+}
+
+// agree returns the largest v over all ranks, through the data plane inside
+// an exclusive section or the public API outside one.
+func (c *benchCase) agree(ctx context.Context, comm *ops.Comm, name string, v float64) (float64, error) {
+	if comm == nil {
+		return agreeMax(ctx, name, v)
+	}
+	buf := []float64{v}
+	b := unsafe.Slice((*byte)(unsafe.Pointer(&buf[0])), 8)
+	err := comm.Allreduce(ctx, b, ops.Float64, ops.Max, 1, 1)
+	return buf[0], err
+}
+
+// check reruns the op once on fresh input and counts wrong elements.
+func (c *benchCase) check(ctx context.Context, name string, inplace bool) (int64, error) {
+	c.fill()
+	var out []byte
+	var err error
+	run := func(ctx context.Context, comm *ops.Comm) error {
+		out, err = c.checkOnce(ctx, name, inplace, comm)
+		return err
+	}
+	if c.b.o.direct {
+		if e := collective.RunExclusive(ctx, name, run); e != nil {
+			return 0, e
+		}
+	} else if e := run(ctx, nil); e != nil {
+		return 0, e
+	}
+	wrong := c.countWrong(out)
+	c.fill()
+	return wrong, nil
+}
+
+// checkOnce runs one iteration and returns the bytes holding its result.
+func (c *benchCase) checkOnce(ctx context.Context, name string, inplace bool, comm *ops.Comm) ([]byte, error) {
+	o := c.b.o
+	buf := c.src
+	if !inplace && o.op != "allgather" {
+		copy(c.dst, c.src)
+		buf = c.dst
+	}
+	if comm == nil {
+		return apiResult(ctx, c, name, buf, inplace)
+	}
+	switch o.op {
+	case "reducescatter":
+		return comm.ReduceScatter(ctx, buf, c.elemCounts, o.dtype, o.redop)
+	case "alltoall":
+		out, _, err := comm.Alltoallv(ctx, buf, c.counts)
+		return out, err
+	case "allgather":
+		return c.dst, c.once(ctx, name, inplace, comm)
+	}
+	return buf, c.once(ctx, name, true, comm)
+}
+
+func (c *benchCase) countWrong(out []byte) int64 {
+	o := c.b.o
+	n := int64(len(out)) / int64(o.dtype.Size())
+	var wrong int64
+	for i := int64(0); i < n; i++ {
+		want := c.expect(i)
+		got := getElem(o.dtype, out, i)
+		tol := 1e-5
+		if o.dtype == ops.Float16 || o.dtype == ops.BFloat16 {
+			tol = 2e-2
+		}
+		if !o.dtype.IsFloat() {
+			tol = 0
+			if o.redop == ops.Average {
+				want = math.Trunc(want)
+			}
+		}
+		if math.Abs(got-want) > tol*math.Max(1, math.Abs(want)) {
+			wrong++
+		}
+	}
+	return wrong
+}
+
+// expect is the correct value of output element i on this rank.
+func (c *benchCase) expect(i int64) float64 {
+	o, np, rank := c.b.o, c.b.np, c.b.rank
+	reduce := func(idx int64) float64 {
+		acc := c.value(0, idx)
+		for r := 1; r < np; r++ {
+			v := c.value(r, idx)
+			switch o.redop {
+			case ops.Sum, ops.Average:
+				acc += v
+			case ops.Min:
+				acc = math.Min(acc, v)
+			case ops.Max:
+				acc = math.Max(acc, v)
+			case ops.Product:
+				acc *= v
+			}
+		}
+		if o.redop == ops.Average {
+			acc /= float64(np)
+		}
+		return acc
+	}
+	switch o.op {
+	case "allreduce":
+		return reduce(i)
+	case "broadcast":
+		return c.value(o.root, i)
+	case "allgather":
+		return c.value(int(i/c.chunk), i%c.chunk)
+	case "reducescatter":
+		return reduce(int64(rank)*c.chunk + i)
+	case "alltoall":
+		return c.value(int(i/c.chunk), int64(rank)*c.chunk+i%c.chunk)
+	}
+	return math.NaN()
+}
+
+func setElem(dt ops.DType, b []byte, i int64, v float64) {
+	p := unsafe.Pointer(&b[i*int64(dt.Size())])
+	switch dt {
+	case ops.Float32:
+		*(*float32)(p) = float32(v)
+	case ops.Float64:
+		*(*float64)(p) = v
+	case ops.Int32:
+		*(*int32)(p) = int32(v)
+	case ops.Int64:
+		*(*int64)(p) = int64(v)
+	case ops.Int8:
+		*(*int8)(p) = int8(v)
+	case ops.Uint8:
+		*(*uint8)(p) = uint8(v)
+	case ops.Float16:
+		*(*ops.F16)(p) = ops.F16FromFloat32(float32(v))
+	case ops.BFloat16:
+		*(*ops.BF16)(p) = ops.BF16FromFloat32(float32(v))
+	}
+}
+
+func getElem(dt ops.DType, b []byte, i int64) float64 {
+	p := unsafe.Pointer(&b[i*int64(dt.Size())])
+	switch dt {
+	case ops.Float32:
+		return float64(*(*float32)(p))
+	case ops.Float64:
+		return *(*float64)(p)
+	case ops.Int32:
+		return float64(*(*int32)(p))
+	case ops.Int64:
+		return float64(*(*int64)(p))
+	case ops.Int8:
+		return float64(*(*int8)(p))
+	case ops.Uint8:
+		return float64(*(*uint8)(p))
+	case ops.Float16:
+		return float64((*(*ops.F16)(p)).Float32())
+	case ops.BFloat16:
+		return float64((*(*ops.BF16)(p)).Float32())
+	}
+	return math.NaN()
+}

@@ -1,0 +1,183 @@
+// Package e2e runs real jobs: gorun starting the test programs as separate
+// processes that rendezvous, connect and run collectives.
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+var binDir string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "gorovod-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binDir = dir
+	cmd := exec.Command("go", "build", "-o", dir+"/",
+		"github.com/gorovod/gorovod/cmd/gorun",
+		"github.com/gorovod/gorovod/test/allreducecheck",
+		"github.com/gorovod/gorovod/test/worker")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building test binaries:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+type result struct {
+	out  string
+	code int
+	took time.Duration
+}
+
+// gorun runs bin/gorun with args and a hang bound; a run that exceeds the
+// bound fails the test.
+func gorun(t *testing.T, bound time.Duration, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), bound)
+	defer cancel()
+	for i, a := range args {
+		if a == "allreducecheck" || a == "worker" {
+			args[i] = filepath.Join(binDir, a)
+		}
+	}
+	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "gorun"), args...)
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	r := result{out: string(out), took: time.Since(start)}
+	if ctx.Err() != nil {
+		t.Fatalf("gorun %s did not finish within %v; output:\n%s", strings.Join(args, " "), bound, out)
+	}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		r.code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("gorun: %v", err)
+	}
+	return r
+}
+
+func TestAllreduceEveryDtypeOpAndLength(t *testing.T) {
+	r := gorun(t, 3*time.Minute, "-np", "3", "allreducecheck")
+	if r.code != 0 {
+		t.Fatalf("exit code %d; output:\n%s", r.code, r.out)
+	}
+	for rank := 0; rank < 3; rank++ {
+		re := regexp.MustCompile(fmt.Sprintf(`(?m)^\[%d\]<stdout>:\s*rank %d of 3: \d+ checks OK`, rank, rank))
+		if !re.MatchString(r.out) {
+			t.Errorf("no success line with prefix for rank %d; output:\n%s", rank, r.out)
+		}
+	}
+}
+
+func TestAllreduceTCPOnly(t *testing.T) {
+	r := gorun(t, 3*time.Minute, "-np", "3", "--disable-shm", "allreducecheck", "-quick")
+	if r.code != 0 {
+		t.Fatalf("exit code %d; output:\n%s", r.code, r.out)
+	}
+}
+
+func TestStartTimeoutNamesRanksThatNeverRegistered(t *testing.T) {
+	r := gorun(t, time.Minute, "-np", "3", "--start-timeout", "3s", "worker", "-mode", "noinit", "-rank", "2")
+	if r.code == 0 {
+		t.Fatalf("gorun succeeded although rank 2 never called Init; output:\n%s", r.out)
+	}
+	if !regexp.MustCompile(`\[2\].*did not register|did not register.*\[2\]|rank 2 .*did not register|ranks? \[?2\]? did not register`).MatchString(r.out) {
+		t.Fatalf("output does not name rank 2 as not registered:\n%s", r.out)
+	}
+}
+
+func TestMismatchFailsEveryRankAndJobGoesOn(t *testing.T) {
+	r := gorun(t, time.Minute, "-np", "3", "worker", "-mode", "mismatch", "-rank", "1")
+	if r.code != 0 {
+		t.Fatalf("exit code %d; output:\n%s", r.code, r.out)
+	}
+	for rank := 0; rank < 3; rank++ {
+		re := regexp.MustCompile(fmt.Sprintf(`rank %d: mismatch after (\S+): .*rank 1.*1000|rank %d: mismatch after (\S+): .*1000.*rank 1`, rank, rank))
+		m := re.FindStringSubmatch(r.out)
+		if m == nil {
+			t.Errorf("rank %d: no mismatch error naming rank 1 and count 1000; output:\n%s", rank, r.out)
+			continue
+		}
+		if !strings.Contains(r.out, "1024") {
+			t.Errorf("error does not name the other count 1024:\n%s", r.out)
+		}
+		if !strings.Contains(r.out, fmt.Sprintf("rank %d: next allreduce ok", rank)) {
+			t.Errorf("rank %d: allreduce after the mismatch did not work:\n%s", rank, r.out)
+		}
+	}
+}
+
+func TestStallWarningThenTimeout(t *testing.T) {
+	r := gorun(t, time.Minute, "-np", "3", "--stall-check-warning-time-seconds", "2",
+		"--stall-check-shutdown-time-seconds", "4", "worker", "-mode", "stall", "-rank", "2")
+	if r.code == 0 {
+		t.Fatalf("gorun exited 0 after a stall shutdown; output:\n%s", r.out)
+	}
+	if !regexp.MustCompile(`(?s)stall.*grad/x.*\[2\]|(?s)stall.*\[2\].*grad/x`).MatchString(r.out) {
+		t.Errorf("rank 0 did not log the missing rank 2 and tensor grad/x:\n%s", r.out)
+	}
+	for _, rank := range []int{0, 1} {
+		if !regexp.MustCompile(fmt.Sprintf(`rank %d: grad/x: .*timed out`, rank)).MatchString(r.out) {
+			t.Errorf("rank %d: call did not fail with ErrTimeout:\n%s", rank, r.out)
+		}
+	}
+}
+
+func TestPeerDeathFailsEveryOtherRankNamingIt(t *testing.T) {
+	for _, shm := range []bool{true, false} {
+		t.Run(fmt.Sprintf("shm=%v", shm), func(t *testing.T) {
+			args := []string{"-np", "3"}
+			if !shm {
+				args = append(args, "--disable-shm")
+			}
+			args = append(args, "worker", "-mode", "die", "-rank", "1", "-n", "4000000")
+			r := gorun(t, time.Minute, args...)
+			if r.code == 0 {
+				t.Fatalf("gorun exited 0 though rank 1 died; output:\n%s", r.out)
+			}
+			for _, rank := range []int{0, 2} {
+				re := regexp.MustCompile(fmt.Sprintf(`rank %d: allreduce failed after .*rank 1.*\(peer lost: true\)`, rank))
+				if !re.MatchString(r.out) {
+					t.Errorf("rank %d did not fail with ErrPeerLost naming rank 1:\n%s", rank, r.out)
+				}
+			}
+		})
+	}
+}
+
+func TestSteadyStateNeedsNoRequestsAndFuses(t *testing.T) {
+	r := gorun(t, time.Minute, "-np", "2", "worker", "-mode", "steady", "-steps", "20")
+	if r.code != 0 {
+		t.Fatalf("exit code %d; output:\n%s", r.code, r.out)
+	}
+	re := regexp.MustCompile(`rank (\d): steady: requests after first step (\d+), backend ops per step ([\d.]+)`)
+	ms := re.FindAllStringSubmatch(r.out, -1)
+	if len(ms) != 2 {
+		t.Fatalf("want 2 steady lines; output:\n%s", r.out)
+	}
+	for _, m := range ms {
+		if m[2] != "0" {
+			t.Errorf("rank %s sent %s requests to rank 0 after the first step", m[1], m[2])
+		}
+		var ops float64
+		fmt.Sscan(m[3], &ops)
+		if ops > 2 {
+			t.Errorf("rank %s ran %.2f backend ops per step, want <= 2", m[1], ops)
+		}
+	}
+}
