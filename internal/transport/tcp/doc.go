@@ -1,0 +1,14 @@
+// Package tcp is the transport.Link between workers on different hosts (and
+// on one host when shared memory is disabled): one TCP connection per peer
+// pair, authenticated by internal/transport/handshake before it is wrapped.
+//
+// The socket has TCP_NODELAY (collectives send latency-bound small messages)
+// and large kernel buffers (SocketBufferBytes). Context cancellation does not
+// cost a goroutine per call: context.AfterFunc moves the connection's
+// deadline into the past when ctx is done.
+//
+// Errors are *transport.PeerError naming the peer's rank, host and the
+// operation; the peer closing or resetting the connection is ErrPeerLost, a
+// local Close is ErrClosed, a done ctx wraps ctx.Err(). After an error the
+// link is unusable (a partial message may have been sent).
+package tcp
