@@ -24,10 +24,10 @@ type Peer struct {
 
 // Config says who this rank is and whom to connect to.
 type Config struct {
-	Rank    int
-	Peers   []Peer // indexed by rank; Peers[i].Rank == i
-	Secret  []byte // job secret for the handshake
-	Epoch   uint64 // membership epoch; connections from other epochs are refused
+	Rank   int
+	Peers  []Peer // indexed by rank; Peers[i].Rank == i
+	Secret []byte // job secret for the handshake
+	Epoch  uint64 // membership epoch; connections from other epochs are refused
 	// Listener is already listening at Peers[Rank].Addr. Build accepts on it
 	// until every lower rank has connected and does not close it.
 	Listener     net.Listener
