@@ -124,10 +124,14 @@ func ParseHosts(spec string) ([]Host, error) {
 	}
 	var out []Host
 	seen := map[string]int{}
-	for i, part := range strings.Split(spec, ",") {
+	parts := strings.Split(spec, ",")
+	for i, part := range parts {
 		h, err := ParseHost(part)
 		if err != nil {
-			return nil, fmt.Errorf("host entry %d: %w", i+1, err)
+			if len(parts) == 1 {
+				return nil, err
+			}
+			return nil, fmt.Errorf("entry %d of %d: %w", i+1, len(parts), err)
 		}
 		if j, dup := seen[h.Name]; dup {
 			return nil, fmt.Errorf("%w: host %q listed twice (entries %d and %d); give its total slot count once", ErrInvalid, h.Name, j, i+1)

@@ -118,6 +118,10 @@ func (s *Server) Stop() {
 func (s *Server) Registered() []int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.registeredLocked()
+}
+
+func (s *Server) registeredLocked() []int {
 	var out []int
 	for r, reg := range s.regs {
 		if reg != nil {
@@ -172,7 +176,12 @@ func (s *Server) failLocked(err error) {
 		s.timer.Stop()
 	}
 	close(s.done)
-	s.log.Warn("rendezvous failed", zap.Error(err))
+	if s.count > 0 {
+		s.log.Warn("rendezvous failed", zap.Error(err), zap.Ints("waiting_ranks", s.registeredLocked()))
+	} else {
+		// Nobody waits (a program that does not use Gorovod): not news.
+		s.log.Debug("rendezvous closed", zap.Error(err))
+	}
 }
 
 // expire runs when the start timeout passes.
