@@ -12,6 +12,7 @@ import (
 
 	"github.com/gorovod/gorovod/internal/transport"
 	"github.com/gorovod/gorovod/internal/transport/handshake"
+	"github.com/gorovod/gorovod/internal/transport/shm"
 	"github.com/gorovod/gorovod/internal/transport/tcp"
 )
 
@@ -63,8 +64,11 @@ func (c *Config) validate() error {
 	if c.Rank > 0 && c.Listener == nil {
 		return fmt.Errorf("mesh: %w: rank %d needs a Listener (lower ranks dial it)", errInvalid, c.Rank)
 	}
-	if c.ShmSlotBytes < 0 || c.ShmSlots < 0 {
-		return fmt.Errorf("mesh: %w: ShmSlotBytes %d, ShmSlots %d", errInvalid, c.ShmSlotBytes, c.ShmSlots)
+	if c.ShmSlots != 0 && (c.ShmSlots < shm.MinSlots || c.ShmSlots > shm.MaxSlots) {
+		return fmt.Errorf("mesh: %w: ShmSlots %d, want 0 (default) or %d..%d", errInvalid, c.ShmSlots, shm.MinSlots, shm.MaxSlots)
+	}
+	if c.ShmSlotBytes != 0 && (c.ShmSlotBytes < shm.MinSlotBytes || c.ShmSlotBytes > shm.MaxSlotBytes || c.ShmSlotBytes%64 != 0) {
+		return fmt.Errorf("mesh: %w: ShmSlotBytes %d, want 0 (default) or a multiple of 64 in %d..%d", errInvalid, c.ShmSlotBytes, shm.MinSlotBytes, shm.MaxSlotBytes)
 	}
 	return nil
 }
@@ -277,7 +281,7 @@ func (b *builder) install(peer int, l transport.Link) {
 func (b *builder) link(ctx context.Context, conn net.Conn, peer int, purpose handshake.Purpose) (transport.Link, error) {
 	host := b.cfg.Peers[peer].Host
 	if purpose == handshake.PurposeShm {
-		return newShmLink(ctx, conn, b.cfg, peer)
+		return newShmLink(ctx, conn, b.cfg, b.log, peer)
 	}
 	return tcp.New(conn, peer, host), nil
 }

@@ -14,6 +14,8 @@ import (
 
 	"github.com/gorovod/gorovod/internal/transport"
 	"github.com/gorovod/gorovod/internal/transport/handshake"
+	"github.com/gorovod/gorovod/internal/transport/shm"
+	"github.com/gorovod/gorovod/internal/transport/tcp"
 	"github.com/gorovod/gorovod/internal/transport/tcp/linktest"
 )
 
@@ -171,6 +173,19 @@ func TestMesh(t *testing.T) {
 					t.Fatalf("rank %d: mesh says rank %d size %d host %q", r, m.Rank(), m.Size(), m.Host(r))
 				}
 			}
+			for r, m := range meshes {
+				for p := range meshes {
+					if p == r {
+						continue
+					}
+					_, isShm := m.Link(p).(*shm.Link)
+					_, isTCP := m.Link(p).(*tcp.Link)
+					wantShm := tc.hosts[p] == tc.hosts[r] && !tc.disableShm && shm.Available()
+					if isShm != wantShm || isTCP == wantShm {
+						t.Fatalf("rank %d: link to %d is %T (same host %v, shm disabled %v)", r, p, m.Link(p), tc.hosts[p] == tc.hosts[r], tc.disableShm)
+					}
+				}
+			}
 			exchange(t, meshes, 1)
 			exchange(t, meshes, 3<<20+1)
 			closeAll(t, meshes)
@@ -299,6 +314,8 @@ func TestConfigValidation(t *testing.T) {
 		{Rank: 0, Peers: peers},
 		{Rank: 1, Peers: peers, Secret: []byte("s")}, // no listener
 		{Rank: 0, Peers: []Peer{{0, "a", "x:1"}, {0, "a", "x:2"}}, Secret: []byte("s")},
+		{Rank: 0, Peers: peers, Secret: []byte("s"), ShmSlots: 1},
+		{Rank: 0, Peers: peers, Secret: []byte("s"), ShmSlotBytes: 1000},
 	} {
 		if _, err := Build(context.Background(), cfg); err == nil {
 			t.Errorf("Build(%+v) succeeded", cfg)

@@ -1,0 +1,35 @@
+// Package shm is the transport.Link between two workers on the same host:
+// one file in /dev/shm per direction, mapped by both processes, holding a
+// ring of slots with head/tail counters (the design of NCCL's SHM transport).
+//
+// Ring protocol (ring.go): the sender waits until head-tail < slots, copies
+// up to slotBytes into slot head%slots, stores its length, then advances
+// head with an atomic store, which publishes both. The receiver waits until
+// head != tail, reads the slot (possibly over several Recv calls: a Link is
+// a byte stream) and advances tail, which frees the slot. Each counter has a
+// single writer and sits on its own cache lines. RecvReduce hands the slot
+// bytes to the caller's function in place, saving the copy out.
+//
+// Setup (setup.go, wire format in wire.go) runs over the peers' already
+// authenticated TCP connection: each side creates the ring it receives on,
+// named gorovod-<job>-e<epoch>-<from>to<to>-<random>, they swap names, map
+// each other's file, ack, and each unlinks its own file once the peer's ack
+// arrives. From then on nothing is left in /dev/shm whatever happens to the
+// processes; the memory goes when both have unmapped it (Close, or exit).
+// Only a process killed inside the few microseconds between create and the
+// peer's ack can leave a file behind. If either side cannot create or map a
+// ring, both get ErrUnavailable at the same point of the exchange and the
+// connection can carry a TCP link instead.
+//
+// Peer death: the TCP connection stays open beside the rings and a watcher
+// goroutine blocks reading it; when the peer exits, is killed or closes the
+// link, the kernel closes it and every wait fails with ErrPeerLost naming the
+// peer's rank (bytes published before are still delivered).
+//
+// Waiting (wait.go): poll the counter a few hundred times, then call the
+// sched_yield system call for a few hundred microseconds (so that with more
+// ranks than cores the peer gets the CPU; runtime.Gosched only yields to
+// goroutines of this process), then sleep with nanosleep from 10 us doubling
+// to 1 ms so an idle rank does not burn a core. ctx, Close and peer death
+// are checked between polls.
+package shm

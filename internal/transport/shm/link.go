@@ -1,0 +1,232 @@
+//go:build linux
+
+package shm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+
+	"github.com/gorovod/gorovod/internal/transport"
+)
+
+// Link is a transport.Link to a peer on the same host through two mapped
+// rings, one per direction, with the TCP connection the two sides set it up
+// over kept open beside it: when it closes, the peer is gone.
+type Link struct {
+	peer int
+	host string
+	conn net.Conn
+	tx   *ring // the peer's file: this side sends into it
+	rx   *ring // this side's file: the peer sends into it
+	wait WaitPolicy
+
+	txHead uint64 // sender-local copy of tx.head
+	rxTail uint64 // receiver-local copy of rx.tail
+	rxOff  int    // bytes of slot rxTail already consumed
+
+	// Send and Recv hold mu shared; Close takes it exclusively before
+	// unmapping, so no call touches memory that is gone.
+	mu     sync.RWMutex
+	closed atomic.Bool
+
+	gone       atomic.Bool
+	goneReason atomic.Pointer[string]
+	watchDone  chan struct{}
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+var (
+	_ transport.Link        = (*Link)(nil)
+	_ transport.Buffered    = (*Link)(nil)
+	_ transport.RecvReducer = (*Link)(nil)
+)
+
+// newLink starts the watcher of conn; the Link owns conn and both rings.
+func newLink(conn net.Conn, peer int, host string, tx, rx *ring, wait WaitPolicy) *Link {
+	l := &Link{peer: peer, host: host, conn: conn, tx: tx, rx: rx, wait: wait, watchDone: make(chan struct{})}
+	go l.watch()
+	return l
+}
+
+// watch blocks reading the control connection: nothing is ever sent on it,
+// so any return means the peer closed it, exited or was killed.
+func (l *Link) watch() {
+	defer close(l.watchDone)
+	var b [1]byte
+	n, err := l.conn.Read(b[:])
+	if l.closed.Load() {
+		return
+	}
+	reason := "the peer closed the link or exited"
+	switch {
+	case n > 0:
+		reason = "unexpected data on the shared-memory control connection"
+	case err != nil && !errors.Is(err, io.EOF):
+		reason = "control connection: " + err.Error()
+	}
+	l.goneReason.Store(&reason)
+	l.gone.Store(true)
+}
+
+// Rank is the peer's rank.
+func (l *Link) Rank() int { return l.peer }
+
+// BufferedBytes implements transport.Buffered: a Send that fits in the
+// peer's ring completes without waiting, when the ring is drained.
+func (l *Link) BufferedBytes() int {
+	return int(l.tx.slots) * l.tx.slotBytes
+}
+
+// Send copies p into the peer's ring, a slot at a time.
+func (l *Link) Send(ctx context.Context, p []byte) error {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if err := l.start(ctx, "send"); err != nil {
+		return err
+	}
+	r := l.tx
+	done := ctx.Done()
+	for off := 0; off < len(p); {
+		var b backoff
+		for {
+			tail := r.loadTail()
+			if tail > l.txHead {
+				return l.fail("send", fmt.Errorf("%w: shm tail %d ahead of head %d", transport.ErrMalformed, tail, l.txHead))
+			}
+			if l.txHead-tail < r.slots {
+				break
+			}
+			if err := l.blocked(ctx, done, &b, "send"); err != nil {
+				return err
+			}
+		}
+		k := min(len(p)-off, r.slotBytes)
+		copy(r.slot(l.txHead), p[off:off+k])
+		atomic.StoreUint32(&r.lens[l.txHead%r.slots], uint32(k))
+		l.txHead++
+		atomic.StoreUint64(r.head, l.txHead) // publishes data and length
+		off += k
+	}
+	return nil
+}
+
+// Recv copies len(p) bytes out of this side's ring.
+func (l *Link) Recv(ctx context.Context, p []byte) error {
+	return l.recv(ctx, p, nil)
+}
+
+// RecvReduce implements transport.RecvReducer: fn sees the bytes where they
+// sit in the ring, without a copy out.
+func (l *Link) RecvReduce(ctx context.Context, dst []byte, fn func(dst, src []byte)) error {
+	return l.recv(ctx, dst, fn)
+}
+
+func (l *Link) recv(ctx context.Context, p []byte, fn func(dst, src []byte)) error {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if err := l.start(ctx, "recv"); err != nil {
+		return err
+	}
+	r := l.rx
+	done := ctx.Done()
+	for off := 0; off < len(p); {
+		var b backoff
+		for {
+			head := r.loadHead()
+			if head != l.rxTail {
+				if head-l.rxTail > r.slots {
+					return l.fail("recv", fmt.Errorf("%w: shm head %d out of range for tail %d", transport.ErrMalformed, head, l.rxTail))
+				}
+				break
+			}
+			if err := l.blocked(ctx, done, &b, "recv"); err != nil {
+				return err
+			}
+		}
+		n := int(atomic.LoadUint32(&r.lens[l.rxTail%r.slots]))
+		if n <= 0 || n > r.slotBytes || l.rxOff >= n {
+			return l.fail("recv", fmt.Errorf("%w: shm slot length %d (slot size %d, %d consumed)", transport.ErrMalformed, n, r.slotBytes, l.rxOff))
+		}
+		src := r.slot(l.rxTail)[l.rxOff:n]
+		k := min(len(src), len(p)-off)
+		if fn != nil {
+			fn(p[off:off+k], src[:k])
+		} else {
+			copy(p[off:off+k], src[:k])
+		}
+		off += k
+		l.rxOff += k
+		if l.rxOff == n {
+			l.rxOff = 0
+			l.rxTail++
+			atomic.StoreUint64(r.tail, l.rxTail) // frees the slot
+		}
+	}
+	return nil
+}
+
+func (l *Link) start(ctx context.Context, op string) error {
+	if l.closed.Load() {
+		return l.fail(op, transport.ErrClosed)
+	}
+	if err := ctx.Err(); err != nil {
+		return l.fail(op, err)
+	}
+	return nil
+}
+
+// blocked runs one step of waiting: it reports a closed link, a lost peer
+// or a done ctx, and otherwise pauses per the wait policy. A lost peer is
+// reported only after the caller has looked once more, so bytes the peer
+// published before it went away are still delivered.
+func (l *Link) blocked(ctx context.Context, done <-chan struct{}, b *backoff, op string) error {
+	if l.closed.Load() {
+		return l.fail(op, transport.ErrClosed)
+	}
+	if l.gone.Load() {
+		if b.n >= 0 {
+			b.n = -1 // look once more
+			return nil
+		}
+		reason := "peer gone"
+		if r := l.goneReason.Load(); r != nil {
+			reason = *r
+		}
+		return l.fail(op, fmt.Errorf("%w: %s", transport.ErrPeerLost, reason))
+	}
+	if done != nil {
+		select {
+		case <-done:
+			return l.fail(op, ctx.Err())
+		default:
+		}
+	}
+	b.pause(&l.wait)
+	return nil
+}
+
+func (l *Link) fail(op string, err error) error {
+	return &transport.PeerError{Rank: l.peer, Host: l.host, Op: op, Err: err}
+}
+
+// Close closes the control connection (the peer sees this side go), waits
+// for calls in flight to notice, and unmaps both rings. Idempotent.
+func (l *Link) Close() error {
+	l.closeOnce.Do(func() {
+		l.closed.Store(true)
+		err := l.conn.Close()
+		<-l.watchDone
+		l.mu.Lock()
+		err = errors.Join(err, l.tx.unmap(), l.rx.unmap())
+		l.mu.Unlock()
+		l.closeErr = err
+	})
+	return l.closeErr
+}

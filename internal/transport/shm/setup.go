@@ -1,0 +1,285 @@
+//go:build linux
+
+package shm
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/gorovod/gorovod/internal/transport"
+)
+
+// Available reports whether shared-memory links work on this platform.
+func Available() bool { return true }
+
+// ErrUnavailable: the setup exchange completed but shared memory could not
+// be set up (no /dev/shm, different /dev/shm namespaces, a bad offer). Both
+// sides get it at the same point of the exchange, so the connection can
+// still carry a TCP link.
+var ErrUnavailable = errors.New("shared memory unavailable")
+
+// Config describes one side of a shared-memory link.
+type Config struct {
+	Rank     int    // this side's rank
+	Peer     int    // the peer's rank
+	PeerHost string // for error messages
+	Epoch    uint64 // membership epoch, part of the file names
+	// JobTag identifies the job in file names ([a-z0-9-], at most 32
+	// chars); both sides must use the same. "" = "job".
+	JobTag    string
+	Slots     int        // slots of the ring this side receives on; 0 = DefaultSlots
+	SlotBytes int        // bytes per slot; 0 = DefaultSlotBytes
+	Dir       string     // where the files live; "" = /dev/shm
+	Wait      WaitPolicy // zero = DefaultWaitPolicy()
+	Logger    *zap.Logger
+}
+
+func (c *Config) fill() error {
+	if c.JobTag == "" {
+		c.JobTag = "job"
+	}
+	if len(c.JobTag) > 32 {
+		return fmt.Errorf("shm: job tag %q longer than 32 chars", c.JobTag)
+	}
+	for _, r := range c.JobTag {
+		if !('a' <= r && r <= 'z' || '0' <= r && r <= '9' || r == '-') {
+			return fmt.Errorf("shm: job tag %q has a character outside [a-z0-9-]", c.JobTag)
+		}
+	}
+	if c.Slots == 0 {
+		c.Slots = DefaultSlots
+	}
+	if c.SlotBytes == 0 {
+		c.SlotBytes = DefaultSlotBytes
+	}
+	if c.Slots < 0 || c.SlotBytes < 0 {
+		return fmt.Errorf("shm: %d slots of %d bytes", c.Slots, c.SlotBytes)
+	}
+	if err := checkGeometry(uint32(c.Slots), uint32(c.SlotBytes)); err != nil {
+		return fmt.Errorf("shm: config: %w", err)
+	}
+	if c.Dir == "" {
+		c.Dir = "/dev/shm"
+	}
+	if c.Wait == (WaitPolicy{}) {
+		c.Wait = DefaultWaitPolicy()
+	}
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+	if c.Rank < 0 || c.Peer < 0 || c.Rank == c.Peer {
+		return fmt.Errorf("shm: ranks %d and %d", c.Rank, c.Peer)
+	}
+	return nil
+}
+
+// namePrefix is the fixed part of the name of the file carrying from -> to.
+func namePrefix(tag string, epoch uint64, from, to int) string {
+	return fmt.Sprintf("gorovod-%s-e%d-%dto%d-", tag, epoch, from, to)
+}
+
+// Setup turns conn, an authenticated connection to the peer, into a shared-
+// memory link. Both sides call it. Each creates the file of the ring it
+// receives on, they swap names over conn, map each other's file, and each
+// unlinks its own file as soon as the peer has mapped it: from then on
+// nothing is left in Dir whatever happens to either process. The Link owns
+// conn (it watches it to notice the peer's death); on error the caller
+// still owns conn, and after an error wrapping ErrUnavailable conn is in
+// step on both sides and may carry a TCP link instead.
+func Setup(ctx context.Context, conn net.Conn, cfg Config) (_ *Link, err error) {
+	if err := cfg.fill(); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			err = &transport.PeerError{Rank: cfg.Peer, Host: cfg.PeerHost, Op: "shm setup", Err: err}
+		}
+	}()
+	release := bindContext(ctx, conn)
+	defer func() { err = release(err) }()
+
+	// 1. Create and map the ring this side receives on. If that fails the
+	// exchange still runs (with an empty name), so that both sides learn
+	// that shared memory is unavailable and can fall back to TCP.
+	var suffix [suffixBytes]byte
+	if _, err := rand.Read(suffix[:]); err != nil {
+		return nil, err
+	}
+	myName := namePrefix(cfg.JobTag, cfg.Epoch, cfg.Peer, cfg.Rank) + hex.EncodeToString(suffix[:])
+	myPath := filepath.Join(cfg.Dir, myName)
+	var rx, tx *ring
+	defer func() {
+		if err != nil {
+			_ = rx.unmap()
+			_ = tx.unmap()
+		}
+	}()
+	rxMem, createErr := createMapped(myPath, ringFileSize(cfg.Slots, cfg.SlotBytes))
+	unlinked := createErr != nil
+	unlink := func() {
+		if !unlinked {
+			unlinked = true
+			if err := os.Remove(myPath); err != nil {
+				cfg.Logger.Warn("cannot remove shared-memory file", zap.String("path", myPath), zap.Error(err))
+			}
+		}
+	}
+	defer unlink()
+	if createErr == nil {
+		initHeader(rxMem, cfg.Slots, cfg.SlotBytes)
+		rx = newRing(rxMem, cfg.Slots, cfg.SlotBytes)
+	} else {
+		myName = ""
+	}
+
+	// 2. Swap offers.
+	off := setupMsg{Type: msgOffer, Offer: offer{Slots: uint32(cfg.Slots), SlotBytes: uint32(cfg.SlotBytes), Name: myName}}
+	if _, err := conn.Write(off.encode()); err != nil {
+		return nil, ioError(err)
+	}
+	peerOff, err := readSetup(conn)
+	if err != nil {
+		return nil, ioError(err)
+	}
+	if peerOff.Type != msgOffer {
+		return nil, fmt.Errorf("%w: shm setup message type %d where an offer was expected", transport.ErrMalformed, peerOff.Type)
+	}
+
+	// 3. Map the peer's ring, then tell it how that went.
+	var mapErr error
+	switch {
+	case createErr != nil:
+		mapErr = fmt.Errorf("creating this side's ring: %w", createErr)
+	case peerOff.Offer.Name == "":
+		mapErr = errors.New("the peer could not create its ring (see its log)")
+	default:
+		mapErr = checkGeometry(peerOff.Offer.Slots, peerOff.Offer.SlotBytes)
+	}
+	if mapErr == nil {
+		mapErr = checkName(peerOff.Offer.Name, namePrefix(cfg.JobTag, cfg.Epoch, cfg.Rank, cfg.Peer))
+	}
+	if mapErr == nil {
+		slots, slotBytes := int(peerOff.Offer.Slots), int(peerOff.Offer.SlotBytes)
+		var txMem []byte
+		txMem, mapErr = openMapped(filepath.Join(cfg.Dir, peerOff.Offer.Name), ringFileSize(slots, slotBytes))
+		if mapErr == nil {
+			tx = newRing(txMem, slots, slotBytes)
+			mapErr = checkHeader(txMem, slots, slotBytes)
+		}
+	}
+	ack := setupMsg{Type: msgAck, Status: ackOK}
+	if mapErr != nil {
+		ack.Status = ackFailed
+	}
+	if _, err := conn.Write(ack.encode()); err != nil {
+		return nil, ioError(err)
+	}
+
+	// 4. Once the peer has mapped this side's file, its name can go.
+	peerAck, err := readSetup(conn)
+	if err != nil {
+		return nil, ioError(err)
+	}
+	unlink()
+	if peerAck.Type != msgAck {
+		return nil, fmt.Errorf("%w: shm setup message type %d where an ack was expected", transport.ErrMalformed, peerAck.Type)
+	}
+	// Both acks are in: conn is in step on both sides, and a failure on
+	// either side is reported as ErrUnavailable on both.
+	if mapErr != nil {
+		return nil, fmt.Errorf("%w: mapping the peer's ring: %w", ErrUnavailable, mapErr)
+	}
+	if peerAck.Status != ackOK {
+		return nil, fmt.Errorf("%w: the peer could not map this side's ring (see its log)", ErrUnavailable)
+	}
+	if err := release(nil); err != nil {
+		return nil, err
+	}
+	release = func(err error) error { return err }
+	cfg.Logger.Debug("shared-memory link up", zap.Int("peer", cfg.Peer),
+		zap.Int("rx_slots", cfg.Slots), zap.Int("rx_slot_bytes", cfg.SlotBytes),
+		zap.Int("tx_slots", tx.slots64()), zap.Int("tx_slot_bytes", tx.slotBytes))
+	return newLink(conn, cfg.Peer, cfg.PeerHost, tx, rx, cfg.Wait), nil
+}
+
+func (r *ring) slots64() int { return int(r.slots) }
+
+// createMapped creates path (which must not exist) with size bytes and maps it.
+func createMapped(path string, size int) ([]byte, error) {
+	fd, err := syscall.Open(path, syscall.O_RDWR|syscall.O_CREAT|syscall.O_EXCL|syscall.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, &os.PathError{Op: "create", Path: path, Err: err}
+	}
+	defer syscall.Close(fd)
+	if err := syscall.Ftruncate(fd, int64(size)); err != nil {
+		_ = os.Remove(path)
+		return nil, &os.PathError{Op: "truncate", Path: path, Err: err}
+	}
+	mem, err := syscall.Mmap(fd, 0, size, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED)
+	if err != nil {
+		_ = os.Remove(path)
+		return nil, &os.PathError{Op: "mmap", Path: path, Err: err}
+	}
+	return mem, nil
+}
+
+// openMapped maps an existing file of exactly size bytes.
+func openMapped(path string, size int) ([]byte, error) {
+	fd, err := syscall.Open(path, syscall.O_RDWR|syscall.O_CLOEXEC|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer syscall.Close(fd)
+	var st syscall.Stat_t
+	if err := syscall.Fstat(fd, &st); err != nil {
+		return nil, &os.PathError{Op: "stat", Path: path, Err: err}
+	}
+	if st.Size != int64(size) {
+		return nil, fmt.Errorf("%w: %s has %d bytes, want %d", transport.ErrMalformed, path, st.Size, size)
+	}
+	mem, err := syscall.Mmap(fd, 0, size, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED)
+	if err != nil {
+		return nil, &os.PathError{Op: "mmap", Path: path, Err: err}
+	}
+	return mem, nil
+}
+
+func ioError(err error) error {
+	switch {
+	case errors.Is(err, transport.ErrMalformed), errors.Is(err, os.ErrDeadlineExceeded):
+		return err
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return fmt.Errorf("%w: connection closed during shm setup", transport.ErrPeerLost)
+	}
+	return fmt.Errorf("%w: %v", transport.ErrPeerLost, err)
+}
+
+// bindContext makes conn's I/O honour ctx during setup; release clears the
+// deadline and reports a ctx-caused failure as ctx.Err().
+func bindContext(ctx context.Context, conn net.Conn) func(error) error {
+	if d, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(d)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+	return func(err error) error {
+		if !stop() && ctx.Err() != nil && err == nil {
+			err = ctx.Err()
+		}
+		if err != nil && ctx.Err() != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+			err = ctx.Err()
+		}
+		_ = conn.SetDeadline(time.Time{})
+		return err
+	}
+}
