@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -147,7 +146,7 @@ func makePlan(o *options, fs *pflag.FlagSet, args []string) (plan, []string, err
 		return p, nil, usagef("%v", err)
 	}
 	for _, s := range slots {
-		if !isLocalHost(s.Host) {
+		if !launch.IsLocalHost(s.Host) {
 			return p, nil, usagef("host %q is not this machine: starting workers on other hosts (ssh) is not supported yet", s.Host)
 		}
 	}
@@ -182,28 +181,6 @@ func programProblem(err error) string {
 		return "is not executable"
 	}
 	return err.Error()
-}
-
-// isLocalHost reports whether name is this machine.
-func isLocalHost(name string) bool {
-	switch strings.ToLower(name) {
-	case "localhost", "localhost.localdomain", "ip6-localhost":
-		return true
-	}
-	if ip := net.ParseIP(name); ip != nil {
-		if ip.IsLoopback() {
-			return true
-		}
-		addrs, _ := net.InterfaceAddrs()
-		for _, a := range addrs {
-			if n, ok := a.(*net.IPNet); ok && n.IP.Equal(ip) {
-				return true
-			}
-		}
-		return false
-	}
-	h, err := os.Hostname()
-	return err == nil && strings.EqualFold(h, name)
 }
 
 func runJob(ctx context.Context, o *options, fs *pflag.FlagSet, args []string, stdout, stderr io.Writer) error {
@@ -281,8 +258,9 @@ func runJob(ctx context.Context, o *options, fs *pflag.FlagSet, args []string, s
 	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(signals)
 
-	spawner := launch.NewLocal()
-	defer spawner.Close()
+	local := launch.NewLocal()
+	defer local.Close()
+	spawner := launch.HostRouter{Local: local} // Remote: the ssh spawner, when it exists
 	if ctx == nil {
 		ctx = context.Background()
 	}

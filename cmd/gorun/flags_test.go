@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gorovod/gorovod/internal/launch"
 )
 
 func TestNormalizeArgs(t *testing.T) {
@@ -66,12 +68,12 @@ func TestExportEnv(t *testing.T) {
 
 func TestIsLocalHost(t *testing.T) {
 	for _, h := range []string{"localhost", "LOCALHOST", "127.0.0.1", "127.0.1.1", "::1"} {
-		if !isLocalHost(h) {
+		if !launch.IsLocalHost(h) {
 			t.Errorf("%q should be local", h)
 		}
 	}
 	for _, h := range []string{"192.0.2.7", "surely-not-this-host.invalid"} {
-		if isLocalHost(h) {
+		if launch.IsLocalHost(h) {
 			t.Errorf("%q should not be local", h)
 		}
 	}
