@@ -328,35 +328,56 @@ func TestWorkerKilledBySignal(t *testing.T) {
 	}
 }
 
-func TestSIGINTStopsWorkers(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, gorunBin, "-np", "2", "sh", "-c", `echo "pid $$"; exec sleep 60`)
+// startJob starts gorun with workers that print their pids and sleep, and
+// returns once every worker printed.
+func startJob(t *testing.T, ctx context.Context, np int) (*exec.Cmd, []int, *bufio.Scanner, *bytes.Buffer) {
+	t.Helper()
+	cmd := exec.CommandContext(ctx, gorunBin, "-np", strconv.Itoa(np), "sh", "-c", `echo "pid $$"; exec sleep 60`)
 	cmd.Env = cleanEnv()
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	stderr := new(bytes.Buffer)
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	sc := bufio.NewScanner(out)
 	var text strings.Builder
-	for len(pids(t, text.String())) < 2 && sc.Scan() {
+	for len(pids(t, text.String())) < np && sc.Scan() {
 		text.WriteString(sc.Text() + "\n")
 	}
 	ps := pids(t, text.String())
-	if len(ps) != 2 {
+	if len(ps) != np {
 		t.Fatalf("workers did not start: %q %s", text.String(), stderr.String())
 	}
+	return cmd, ps, sc, stderr
+}
+
+func TestWorkersDieWithGorun(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cmd, ps, _, _ := startJob(t, ctx, 3)
+	if err := cmd.Process.Kill(); err != nil { // SIGKILL: gorun cannot clean up itself
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	for _, p := range ps {
+		waitGone(t, p)
+	}
+}
+
+func TestSIGINTStopsWorkers(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cmd, ps, sc, stderr := startJob(t, ctx, 2)
 	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}
 	for sc.Scan() {
 	}
-	err = cmd.Wait()
+	err := cmd.Wait()
 	if ctx.Err() != nil {
 		t.Fatalf("gorun did not stop after SIGINT\n%s", stderr.String())
 	}
