@@ -47,8 +47,10 @@ type Cluster struct {
 	KnownHosts string // known_hosts with every host's key under its name and address
 	SSHConfig  string // ssh_config for ssh -F: host aliases, key, known hosts, BatchMode
 
-	slot  int
-	tools *tools
+	slot    int
+	owner   string // content of the slot's owner file: only its owner tears it down
+	tools   *tools
+	spawner *spawner
 
 	mu        sync.Mutex
 	sshd      []*daemon // nil while stopped
@@ -120,12 +122,14 @@ func New(ctx context.Context, n int, opts ...Option) (*Cluster, error) {
 	}
 	// A sweep failure only matters if it leaves no free slot; claim says so.
 	sweepErr := sweep(ctx, t)
-	slot, err := claim()
+	slot, own, err := claim()
 	unlock()
 	if err != nil {
 		return nil, errors.Join(err, sweepErr)
 	}
 	c := newCluster(slot, n, cfg, t)
+	c.owner = own
+	c.spawner = newSpawner()
 	if err := c.build(ctx); err != nil {
 		if cerr := c.Close(); cerr != nil {
 			err = fmt.Errorf("%w (and cleanup failed: %v)", err, cerr)
@@ -274,10 +278,15 @@ func (c *Cluster) Close() error {
 			}
 		}
 		c.mu.Unlock()
+		c.spawner.close()
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		if err := teardown(ctx, c.tools, c.slot); err != nil {
-			errs = append(errs, err)
+		// A slot whose owner file is no longer ours was swept and maybe
+		// reclaimed (only if this process looked dead): not ours to remove.
+		if ownerOf(c.slot) == c.owner {
+			if err := teardown(ctx, c.tools, c.slot); err != nil {
+				errs = append(errs, err)
+			}
 		}
 		if len(errs) > 0 {
 			c.closeErr = fmt.Errorf("netns: closing cluster %s: %w", c.Bridge, errors.Join(errs...))

@@ -38,6 +38,7 @@ func checkGoroutines(t *testing.T, base int) {
 }
 
 func TestSSHReachesEveryHost(t *testing.T) {
+	t.Parallel()
 	c := Setup(t, 3)
 	ctx := testCtx(t)
 	// Hosts in parallel: an ssh login costs a few hundred ms here.
@@ -72,6 +73,7 @@ func TestSSHReachesEveryHost(t *testing.T) {
 }
 
 func TestHostsReachEachOtherAndTheRoot(t *testing.T) {
+	t.Parallel()
 	c := Setup(t, 3)
 	ctx := testCtx(t)
 
@@ -119,6 +121,8 @@ func TestHostsReachEachOtherAndTheRoot(t *testing.T) {
 	}
 }
 
+// Not parallel: the parallel tests wait until it is done, so their
+// goroutines do not disturb its leak check.
 func TestCleanupLeavesNothing(t *testing.T) {
 	base := runtime.NumGoroutine()
 	var c *Cluster
@@ -198,6 +202,7 @@ func allPids() []int {
 }
 
 func TestStopSSHDRefusesConnections(t *testing.T) {
+	t.Parallel()
 	c := Setup(t, 2)
 	ctx := testCtx(t)
 	if err := c.StopSSHD(1); err != nil {
@@ -222,6 +227,7 @@ func TestStopSSHDRefusesConnections(t *testing.T) {
 }
 
 func TestDisconnectDropsTraffic(t *testing.T) {
+	t.Parallel()
 	c := Setup(t, 2)
 	ctx := testCtx(t)
 	addr := net.JoinHostPort(c.Hosts[1].Addr, strconv.Itoa(c.Hosts[1].SSHPort))
@@ -243,6 +249,7 @@ func TestDisconnectDropsTraffic(t *testing.T) {
 }
 
 func TestProcessesFindsSleep(t *testing.T) {
+	t.Parallel()
 	c := Setup(t, 2)
 	ctx := testCtx(t)
 	cmd := c.Command(ctx, 0, "sleep", "1003")
@@ -272,15 +279,17 @@ func TestProcessesFindsSleep(t *testing.T) {
 // A cluster whose owner died (a crashed test binary) is removed by the
 // next Setup, processes inside included.
 func TestSetupSweepsCrashedRun(t *testing.T) {
+	t.Parallel()
 	ctx := testCtx(t)
 	old, err := New(ctx, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	swept := false
+	// After the sweep this only stops old's spawner: its slot is no longer
+	// its own, even if the new cluster reclaimed the same slot.
 	t.Cleanup(func() {
-		if !swept {
-			old.Close()
+		if err := old.Close(); err != nil {
+			t.Errorf("closing the swept cluster: %v", err)
 		}
 	})
 	orphan := old.Command(context.Background(), 0, "sleep", "1004")
@@ -292,23 +301,26 @@ func TestSetupSweepsCrashedRun(t *testing.T) {
 	if err := dead.Run(); err != nil {
 		t.Fatal(err)
 	}
-	forged := strconv.Itoa(dead.Process.Pid) + " 1\n"
+	forged := strconv.Itoa(dead.Process.Pid) + " 1 feed\n"
 	if err := os.WriteFile(filepath.Join(old.Dir, "owner"), []byte(forged), 0o600); err != nil {
 		t.Fatal(err)
 	}
 
 	c := Setup(t, 1)
-	swept = true
 	if err := orphan.Wait(); err == nil {
 		t.Error("sleep in the crashed run's host exited normally; the sweep should have killed it")
 	}
 	<-old.sshd[0].done // the sweep killed the crashed run's sshd too
+	if c.slot == old.slot && ownerOf(c.slot) == old.owner {
+		t.Errorf("slot %d reclaimed with the swept cluster's owner line", c.slot)
+	}
 	if out, err := c.SSHCommand(ctx, 0, "hostname").CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "host1" {
 		t.Errorf("new cluster after sweep: %q, %v", out, err)
 	}
 }
 
 func TestConcurrentClustersGetDistinctSubnets(t *testing.T) {
+	t.Parallel()
 	type res struct {
 		c   *Cluster
 		err error

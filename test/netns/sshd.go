@@ -139,7 +139,7 @@ func (c *Cluster) startSSHD(ctx context.Context, i int) (*daemon, error) {
 	// If the test binary dies without cleanup, sshd dies with it; the next
 	// Setup's sweep removes the rest. ip and nsenter exec, so this is sshd.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	if err := c.spawner.start(cmd); err != nil {
 		return nil, fmt.Errorf("netns: %s: starting sshd: %w", h.Name, err)
 	}
 	d := &daemon{cmd: cmd, done: make(chan struct{})}

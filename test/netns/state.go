@@ -2,6 +2,8 @@ package netns
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -108,19 +110,27 @@ func owner(pid int) (string, error) {
 	return strconv.Itoa(pid) + " " + f[19], nil
 }
 
-func ownerAlive(slot int) bool {
+// ownerOf returns the owner line of slot ("pid starttime nonce"), or "".
+func ownerOf(slot int) string {
 	b, err := os.ReadFile(filepath.Join(stateRoot, slotName(slot), "owner"))
 	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// ownerAlive reports whether the process that claimed slot still runs.
+func ownerAlive(slot int) bool {
+	f := strings.Fields(ownerOf(slot))
+	if len(f) < 2 {
 		return false
 	}
-	want := strings.TrimSpace(string(b))
-	pidStr, _, _ := strings.Cut(want, " ")
-	pid, err := strconv.Atoi(pidStr)
+	pid, err := strconv.Atoi(f[0])
 	if err != nil {
 		return false
 	}
 	got, err := owner(pid)
-	return err == nil && got == want
+	return err == nil && got == f[0]+" "+f[1]
 }
 
 // listNames returns the entries of dir that belong to slot (all slots if slot < 0).
@@ -161,13 +171,19 @@ func sweep(ctx context.Context, t *tools) error {
 	return errors.Join(errs...)
 }
 
-// claim picks a free slot, writes its owner file and returns it. Call with
-// the machine lock held, after sweep.
-func claim() (int, error) {
+// claim picks a free slot, writes its owner file and returns the slot and
+// the owner line. Call with the machine lock held, after sweep.
+func claim() (int, string, error) {
 	me, err := owner(os.Getpid())
 	if err != nil {
-		return 0, fmt.Errorf("netns: reading own start time: %w", err)
+		return 0, "", fmt.Errorf("netns: reading own start time: %w", err)
 	}
+	// The nonce tells this process's clusters apart.
+	var nonce [8]byte
+	if _, err := rand.Read(nonce[:]); err != nil {
+		return 0, "", fmt.Errorf("netns: %w", err)
+	}
+	me += " " + hex.EncodeToString(nonce[:])
 	used := rootAddrs()
 	for s := 0; s < maxClusters; s++ {
 		dir := filepath.Join(stateRoot, slotName(s))
@@ -184,15 +200,15 @@ func claim() (int, error) {
 			if errors.Is(err, os.ErrExist) {
 				continue
 			}
-			return 0, fmt.Errorf("netns: creating %s: %w", dir, err)
+			return 0, "", fmt.Errorf("netns: creating %s: %w", dir, err)
 		}
 		if err := os.WriteFile(filepath.Join(dir, "owner"), []byte(me+"\n"), 0o600); err != nil {
 			os.RemoveAll(dir)
-			return 0, fmt.Errorf("netns: writing owner of %s: %w", dir, err)
+			return 0, "", fmt.Errorf("netns: writing owner of %s: %w", dir, err)
 		}
-		return s, nil
+		return s, me, nil
 	}
-	return 0, fmt.Errorf("netns: all %d address slots in 198.18.0.0/15 are in use", maxClusters)
+	return 0, "", fmt.Errorf("netns: all %d address slots in 198.18.0.0/15 are in use", maxClusters)
 }
 
 func rootAddrs() []netip.Prefix {
