@@ -410,7 +410,7 @@ func TestBadInput(t *testing.T) {
 		{[]string{"-np", "x", "true"}, `invalid argument "x"`},
 		{[]string{"-np", "2", "-H", "host:", "true"}, "missing slot count"},
 		{[]string{"-np", "2", "-H", "host:x", "true"}, `slot count "x" is not a number`},
-		{[]string{"-np", "2", "-H", "host:0", "true"}, "slot count 0 must be at least 1"},
+		{[]string{"-np", "2", "-H", "host:0", "true"}, "slot count 0 must be between 1 and"},
 		{[]string{"-np", "2", "-H", ":4", "true"}, "missing host name"},
 		{[]string{"-np", "2", "-H", "", "true"}, "empty host list"},
 		{[]string{"-np", "5", "-H", "localhost:4", "true"}, "5 processes requested but only 4 slots given by -H"},
@@ -525,5 +525,25 @@ func TestHostfile(t *testing.T) {
 	r := gorun(t, 10*time.Second, "--hostfile", hf, "sh", "-c", `echo "rank $GOROVOD_RANK of $GOROVOD_SIZE on $GOROVOD_HOSTNAME"`)
 	if r.code != 0 || !strings.Contains(r.stdout, "[1]<stdout>:rank 1 of 2 on localhost\n") {
 		t.Fatalf("exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+}
+
+func TestKillGracePeriod(t *testing.T) {
+	dir := t.TempDir()
+	// Rank 0 ignores SIGTERM; rank 1 fails once rank 0 is up. gorun must
+	// SIGKILL rank 0 after the grace period and still exit with rank 1's code.
+	script := fmt.Sprintf(`if [ "$GOROVOD_RANK" = 1 ]; then
+  while [ ! -e %[1]s/up ]; do sleep 0.01; done; exit 5
+fi
+trap "" TERM; echo "pid $$"; touch %[1]s/up; while :; do sleep 1; done`, dir)
+	r := gorun(t, 10*time.Second, "-np", "2", "--kill-grace-period", "200ms", "sh", "-c", script)
+	if r.code != 5 {
+		t.Fatalf("exit %d, want 5\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if !strings.Contains(r.stderr, "killing them") {
+		t.Errorf("stderr does not say the workers were killed:\n%s", r.stderr)
+	}
+	for _, p := range pids(t, r.stdout) {
+		waitGone(t, p)
 	}
 }

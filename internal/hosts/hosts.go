@@ -13,6 +13,9 @@ import (
 // ErrInvalid marks a host spec, hostfile or assignment that cannot be used.
 var ErrInvalid = errors.New("invalid host spec")
 
+// MaxSlots bounds a host's slot count, so totals never overflow.
+const MaxSlots = 1 << 16
+
 // Host is one machine of a job and how many processes it may run.
 type Host struct {
 	Name  string // host name or IP address (IPv6 without brackets)
@@ -95,8 +98,8 @@ func finish(spec, name, slots string, hasSlots bool) (Host, error) {
 	if err != nil {
 		return Host{}, fmt.Errorf("%w: %q: slot count %q is not a number", ErrInvalid, spec, slots)
 	}
-	if n < 1 {
-		return Host{}, fmt.Errorf("%w: %q: slot count %d must be at least 1", ErrInvalid, spec, n)
+	if n < 1 || n > MaxSlots {
+		return Host{}, fmt.Errorf("%w: %q: slot count %d must be between 1 and %d", ErrInvalid, spec, n, MaxSlots)
 	}
 	h.Slots = n
 	return h, nil
@@ -196,8 +199,8 @@ func parseHostfileLine(fields []string) (Host, error) {
 		if err != nil {
 			return Host{}, fmt.Errorf("%w: slots=%q is not a number", ErrInvalid, val)
 		}
-		if n < 1 {
-			return Host{}, fmt.Errorf("%w: slots=%d must be at least 1", ErrInvalid, n)
+		if n < 1 || n > MaxSlots {
+			return Host{}, fmt.Errorf("%w: slots=%d must be between 1 and %d", ErrInvalid, n, MaxSlots)
 		}
 		h.Slots, explicit = n, true
 	}
@@ -236,8 +239,8 @@ func Assign(hosts []Host, np int) ([]Slot, error) {
 	}
 	names := make([]string, 0, np)
 	for _, h := range hosts {
-		if h.Slots < 1 {
-			return nil, fmt.Errorf("%w: host %q has %d slots", ErrInvalid, h.Name, h.Slots)
+		if h.Slots < 1 || h.Slots > MaxSlots {
+			return nil, fmt.Errorf("%w: host %q has %d slots (want 1 to %d)", ErrInvalid, h.Name, h.Slots, MaxSlots)
 		}
 		for i := 0; i < h.Slots && len(names) < np; i++ {
 			names = append(names, h.Name)

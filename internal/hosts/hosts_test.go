@@ -27,8 +27,8 @@ func TestParseHosts(t *testing.T) {
 		{"  ", nil, "empty host list"},
 		{"host:", nil, "missing slot count"},
 		{"host:x", nil, `slot count "x" is not a number`},
-		{"host:0", nil, "slot count 0 must be at least 1"},
-		{"host:-2", nil, "slot count -2 must be at least 1"},
+		{"host:0", nil, "slot count 0 must be between 1 and 65536"},
+		{"host:-2", nil, "slot count -2 must be between 1 and 65536"},
 		{":4", nil, "missing host name"},
 		{"host1:2,", nil, "empty host entry"},
 		{"a:1,,b:1", nil, "empty host entry"},
@@ -39,6 +39,8 @@ func TestParseHosts(t *testing.T) {
 		{"a:b:c", nil, "not host:slots nor an IPv6 address"},
 		{"bad/name:2", nil, "contains '/'"},
 		{"host:2x", nil, "is not a number"},
+		{"host:65537", nil, "slot count 65537 must be between 1 and 65536"},
+		{"host:99999999999999999999", nil, "is not a number"},
 	}
 	for _, tc := range cases {
 		got, err := ParseHosts(tc.spec)
@@ -88,7 +90,7 @@ func TestParseHostfile(t *testing.T) {
 		{"crlf and tabs", "node1\tslots=2\r\nnode2\r\n", []Host{{"node1", 2}, {"node2", 1}}, ""},
 		{"empty", "# nothing\n\n", nil, "lists no hosts"},
 		{"bad slots", "node1 slots=4\nnode2 slots=x\n", nil, `line 2: invalid host spec: slots="x" is not a number`},
-		{"zero slots", "node1 slots=0\n", nil, "line 1: invalid host spec: slots=0 must be at least 1"},
+		{"zero slots", "node1 slots=0\n", nil, "line 1: invalid host spec: slots=0 must be between 1 and 65536"},
 		{"unknown key", "node1 cpus=4\n", nil, `line 1: invalid host spec: unexpected "cpus=4"`},
 		{"twice", "node1:2 slots=4\n", nil, "line 1: invalid host spec: slot count given twice"},
 		{"twice keys", "node1 slots=2 slots=4\n", nil, "slot count given twice"},
