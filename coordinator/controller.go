@@ -1,0 +1,604 @@
+package coordinator
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/gorovod/gorovod/ops"
+)
+
+// Exchange is the I/O a negotiation cycle needs; the collective package
+// implements it over the data plane. The coordinator never does I/O itself
+// except through this interface.
+type Exchange interface {
+	Rank() int
+	Size() int
+	// AllreduceBits combines bits elementwise across all ranks (ops.BitAnd
+	// or ops.BitOr), in place.
+	AllreduceBits(ctx context.Context, bits []uint64, op ops.ReduceOp) error
+	// GatherToRoot: every rank passes its payload; rank 0 gets all payloads
+	// in rank order, the others nil.
+	GatherToRoot(ctx context.Context, payload []byte) ([][]byte, error)
+	// BroadcastFromRoot: rank 0 passes payload and every rank gets a copy.
+	BroadcastFromRoot(ctx context.Context, payload []byte) ([]byte, error)
+}
+
+// Stats are a controller's counters since it was created.
+type Stats struct {
+	Cycles         int64 // Cycle calls completed
+	FastPathCycles int64 // cycles decided from the cache bits alone
+	SlowPathCycles int64 // cycles that gathered requests to rank 0
+	RequestsSent   int64 // requests this rank sent to rank 0
+	CacheHits      int64 // requests found in the cache (counted once per request)
+	CacheMisses    int64 // requests not in the cache
+	CacheInvalid   int64 // requests cached with other parameters, or stalled while cached
+	CacheErased    int64 // cache entries erased by invalidation
+	Responses      int64 // responses returned to the caller
+	FusedResponses int64 // returned responses carrying more than one name
+	FusedTensors   int64 // names carried by fused responses
+	Errors         int64 // returned error responses
+}
+
+// Status bits of word 0 of the AND exchange. Each is written inverted (set
+// means "no") so that the AND of all ranks clears it when any rank has the
+// condition: one exchange computes ANDs (cache hits) and ORs (status).
+const (
+	statusNotShutdown uint64 = 1 << iota
+	statusNotUncached        // no request that needs rank 0 (also: rank 0 must time out a stall)
+	statusNotInvalid         // no cache entry to erase
+	statusNotJoined          // this rank has not joined
+	statusAll         = statusNotShutdown | statusNotUncached | statusNotInvalid | statusNotJoined
+)
+
+// queued is one of this rank's requests in flight.
+type queued struct {
+	req      Request
+	since    time.Time // when it was submitted
+	state    cacheState
+	bit      int
+	counted  bool // stats already counted its lookup
+	sent     bool // sent to rank 0; waiting in the message table
+	answered bool
+}
+
+// Controller negotiates, for one rank, which collectives every rank runs
+// and in which order. It is a state machine with no goroutines, clocks or
+// I/O of its own: Cycle drives it through an Exchange. It is not safe for
+// concurrent use; the background loop owns it.
+type Controller struct {
+	cfg      Config
+	sets     map[int][]int // process set -> member ranks, ascending; 0 is everyone
+	memberOf map[int]bool  // sets this rank belongs to
+	cache    *responseCache
+
+	// Per-rank state.
+	pending    map[key]*queued // every request in flight on this rank
+	queue      []*queued       // the subset not yet sent to rank 0, in submission order
+	selfJoined bool            // this rank submitted Join and has not seen the Join response
+	joinMode   bool            // the last cycle saw some rank joined: the cache is bypassed
+	stats      Stats
+	broken     error
+
+	// Rank 0 only.
+	table  *messageTable
+	stalls []Stall
+
+	cur cycleState
+}
+
+// cycleState is what one cycle carries from phase to phase.
+type cycleState struct {
+	now         time.Time
+	shutdown    bool // this rank asked
+	anyShutdown bool
+	slow        bool
+	bypass      bool // some rank joined: hits not shared by all go to rank 0
+	bits        []uint64
+	invalid     []uint64 // this rank's invalid cache bits
+	cached      []Response
+	cachedKeys  map[key]bool
+	localErrs   []Response // errors only this rank sees (bad process set, duplicate name)
+}
+
+// NewController validates cfg and returns a controller for cfg.Rank.
+func NewController(cfg Config) (*Controller, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.MaxStallNamesPerRank == 0 {
+		cfg.MaxStallNamesPerRank = 6
+	}
+	all := make([]int, cfg.Size)
+	for i := range all {
+		all[i] = i
+	}
+	c := &Controller{
+		cfg:      cfg,
+		sets:     map[int][]int{0: all},
+		memberOf: map[int]bool{0: true},
+		cache:    newResponseCache(cfg.CacheCapacity),
+		pending:  make(map[key]*queued),
+	}
+	if cfg.Rank == 0 {
+		c.table = newMessageTable(cfg.Size)
+	}
+	return c, nil
+}
+
+// AddProcessSet registers process set id (> 0) with the given member
+// ranks. Every rank must register the same sets, in the same cycle
+// interval, before submitting requests for them.
+func (c *Controller) AddProcessSet(id int, ranks []int) error {
+	if id <= 0 {
+		return fmt.Errorf("%w: process set id %d, must be > 0 (0 is the global set)", ErrInvalid, id)
+	}
+	if _, ok := c.sets[id]; ok {
+		return fmt.Errorf("%w: process set %d is already registered", ErrInvalid, id)
+	}
+	if len(ranks) == 0 {
+		return fmt.Errorf("%w: process set %d has no ranks", ErrInvalid, id)
+	}
+	m := slices.Clone(ranks)
+	slices.Sort(m)
+	for i, r := range m {
+		if r < 0 || r >= c.cfg.Size {
+			return fmt.Errorf("%w: process set %d: rank %d out of range [0,%d)", ErrInvalid, id, r, c.cfg.Size)
+		}
+		if i > 0 && m[i-1] == r {
+			return fmt.Errorf("%w: process set %d: rank %d listed twice", ErrInvalid, id, r)
+		}
+	}
+	c.sets[id] = m
+	if slices.Contains(m, c.cfg.Rank) {
+		c.memberOf[id] = true
+	}
+	return nil
+}
+
+// Stats returns the counters.
+func (c *Controller) Stats() Stats { return c.stats }
+
+// Stalls returns, on rank 0, the tensors the last cycle found stalled (each
+// reported when it first passes StallWarning and again every StallWarning
+// after that); nil on other ranks and in cycles with nothing new to report.
+func (c *Controller) Stalls() []Stall { return c.stalls }
+
+// Cycle runs one negotiation cycle. Every rank must call it the same number
+// of times (it exchanges with all ranks). newReqs are the requests this rank
+// submitted since the last cycle; now is the loop's clock; shutdown asks
+// every rank to stop. The returned responses must be executed in order; they
+// concern only process sets this rank belongs to. An error (I/O, or a
+// malformed message from a peer) leaves the controller unusable.
+func (c *Controller) Cycle(ctx context.Context, x Exchange, now time.Time, newReqs []Request, shutdown bool) (ResponseList, error) {
+	if c.broken != nil {
+		return ResponseList{}, c.broken
+	}
+	if x.Rank() != c.cfg.Rank || x.Size() != c.cfg.Size {
+		return ResponseList{}, fmt.Errorf("%w: exchange is rank %d of %d, controller rank %d of %d",
+			ErrInvalid, x.Rank(), x.Size(), c.cfg.Rank, c.cfg.Size)
+	}
+	rl, err := c.cycle(ctx, x, now, newReqs, shutdown)
+	if err != nil {
+		c.broken = fmt.Errorf("coordinator: controller unusable after a failed cycle: %w", err)
+		return ResponseList{}, err
+	}
+	return rl, nil
+}
+
+func (c *Controller) cycle(ctx context.Context, x Exchange, now time.Time, newReqs []Request, shutdown bool) (ResponseList, error) {
+	bits := c.begin(now, newReqs, shutdown)
+	if err := x.AllreduceBits(ctx, bits, ops.BitAnd); err != nil {
+		return ResponseList{}, fmt.Errorf("cache bit exchange: %w", err)
+	}
+	if inv := c.afterAnd(bits); inv != nil {
+		if err := x.AllreduceBits(ctx, inv, ops.BitOr); err != nil {
+			return ResponseList{}, fmt.Errorf("cache invalidation exchange: %w", err)
+		}
+		c.afterOr(inv)
+	} else {
+		c.afterOr(nil)
+	}
+	if !c.cur.slow {
+		return c.finish(c.fastPath()), nil
+	}
+	payloads, err := x.GatherToRoot(ctx, c.requestPayload())
+	if err != nil {
+		return ResponseList{}, fmt.Errorf("gathering requests to rank 0: %w", err)
+	}
+	var out []byte
+	var rl ResponseList
+	if c.cfg.Rank == 0 {
+		if rl, err = c.coordinate(payloads); err != nil {
+			return ResponseList{}, err
+		}
+		out = AppendResponseList(nil, &rl)
+	}
+	got, err := x.BroadcastFromRoot(ctx, out)
+	if err != nil {
+		return ResponseList{}, fmt.Errorf("broadcasting responses from rank 0: %w", err)
+	}
+	if c.cfg.Rank != 0 {
+		if rl, err = DecodeResponseList(got); err != nil {
+			return ResponseList{}, fmt.Errorf("response list from rank 0: %w", err)
+		}
+	}
+	return c.finish(rl), nil
+}
+
+func (c *Controller) member(set int) bool { return c.memberOf[set] }
+
+func (c *Controller) localError(r *Request, kind ErrorKind, format string, args ...any) {
+	c.cur.localErrs = append(c.cur.localErrs, Response{
+		Op: r.Op, Names: []string{r.Name}, DType: r.DType, Device: r.Device, ProcessSet: r.ProcessSet,
+		Error: fmt.Sprintf(format, args...), ErrorKind: kind,
+	})
+}
+
+// begin is phase 1: admit new requests, look them up in the cache and
+// return the vector for the AND exchange (status word, then cache bits).
+func (c *Controller) begin(now time.Time, newReqs []Request, shutdown bool) []uint64 {
+	c.cur = cycleState{now: now, shutdown: shutdown}
+	c.stalls = nil
+	for i := range newReqs {
+		r := newReqs[i]
+		r.Rank = c.cfg.Rank
+		if r.Op == OpJoin {
+			r.Name, r.ProcessSet = JoinName, 0
+		}
+		if _, ok := c.sets[r.ProcessSet]; !ok {
+			c.localError(&r, ErrorInvalid, "%s %q: unknown process set %d", r.Op, r.Name, r.ProcessSet)
+			continue
+		}
+		if !c.member(r.ProcessSet) {
+			c.localError(&r, ErrorInvalid, "%s %q: rank %d is not a member of process set %d (ranks %v)",
+				r.Op, r.Name, r.Rank, r.ProcessSet, c.sets[r.ProcessSet])
+			continue
+		}
+		k := key{r.ProcessSet, r.Name}
+		if _, dup := c.pending[k]; dup {
+			c.localError(&r, ErrorInvalid, "%s %q: rank %d already has a collective of that name in flight", r.Op, r.Name, r.Rank)
+			continue
+		}
+		q := &queued{req: r, since: now, bit: -1}
+		c.pending[k] = q
+		c.queue = append(c.queue, q)
+		if r.Op == OpJoin {
+			c.selfJoined = true
+		}
+	}
+
+	words := c.cache.words()
+	bits := make([]uint64, 1+words)
+	c.cur.invalid = make([]uint64, words)
+	var uncached, invalid bool
+	bypass := c.joinMode || c.selfJoined
+	for _, q := range c.queue {
+		q.state, q.bit = cacheMiss, -1
+		if c.cache.enabled() && cacheableOp(q.req.Op) {
+			q.bit, q.state = c.cache.lookup(&q.req)
+			if q.state == cacheHit && c.cfg.StallWarning > 0 && now.Sub(q.since) > c.cfg.StallWarning {
+				// A cached tensor waiting this long is stuck on other
+				// ranks; the slow path lets rank 0's stall inspector see it.
+				q.state = cacheInvalid
+			}
+		}
+		if !q.counted {
+			q.counted = true
+			switch q.state {
+			case cacheHit:
+				c.stats.CacheHits++
+			case cacheMiss:
+				c.stats.CacheMisses++
+			}
+		}
+		switch q.state {
+		case cacheHit:
+			bits[1+q.bit/64] |= 1 << (q.bit % 64)
+			if bypass {
+				uncached = true
+			}
+		case cacheInvalid:
+			c.stats.CacheInvalid++
+			c.cur.invalid[q.bit/64] |= 1 << (q.bit % 64)
+			invalid, uncached = true, true
+		default:
+			uncached = true
+		}
+	}
+	// Entries of sets this rank is not in must not block their members.
+	if len(c.sets) > 1 {
+		for bit, e := range c.cache.entries {
+			if !c.member(e.key.set) {
+				bits[1+bit/64] |= 1 << (bit % 64)
+			}
+		}
+	}
+	if c.table != nil && c.cfg.StallShutdown > 0 && c.table.overdue(now, c.cfg.StallShutdown) {
+		uncached = true // rank 0 must broadcast timeout errors
+	}
+	st := statusAll
+	if shutdown {
+		st &^= statusNotShutdown
+	}
+	if uncached {
+		st &^= statusNotUncached
+	}
+	if invalid {
+		st &^= statusNotInvalid
+	}
+	if c.selfJoined {
+		st &^= statusNotJoined
+	}
+	bits[0] = st
+	c.cur.bits = bits
+	return bits
+}
+
+func cacheableOp(op OpType) bool {
+	switch op {
+	case OpAllreduce, OpAllgather, OpBroadcast, OpAlltoall, OpReduceScatter:
+		return true
+	}
+	return false
+}
+
+// afterAnd is phase 2: read the combined status and hits. It returns the
+// vector for the OR exchange of invalid bits, or nil when no rank has any.
+func (c *Controller) afterAnd(bits []uint64) []uint64 {
+	st := bits[0]
+	c.cur.anyShutdown = st&statusNotShutdown == 0
+	c.cur.slow = st&statusNotUncached == 0
+	anyJoined := st&statusNotJoined == 0
+	c.cur.bypass = c.joinMode || anyJoined
+	c.joinMode = anyJoined
+	c.cur.bits = bits
+	if st&statusNotInvalid == 0 {
+		return c.cur.invalid
+	}
+	return nil
+}
+
+// afterOr is phase 3: turn the common hits into responses, then erase the
+// invalidated entries (bits are renumbered after an erase, so hits are
+// resolved first).
+func (c *Controller) afterOr(invalid []uint64) {
+	common := c.cur.bits[1:]
+	if invalid != nil {
+		for i := range common {
+			common[i] &^= invalid[i]
+		}
+	}
+	c.cur.cachedKeys = nil
+	for bit, e := range c.cache.entries {
+		if common[bit/64]&(1<<(bit%64)) == 0 {
+			continue
+		}
+		if c.cur.cachedKeys == nil {
+			c.cur.cachedKeys = make(map[key]bool)
+		}
+		c.cur.cached = append(c.cur.cached, e.resp)
+		c.cur.cachedKeys[e.key] = true
+		if o := c.cfg.Observer; o != nil && c.cfg.Rank == 0 {
+			o.OnNegotiateStart(c.cur.now, e.key.name, e.resp.Op)
+			o.OnNegotiateEnd(c.cur.now, e.key.name)
+		}
+	}
+	if invalid != nil {
+		c.stats.CacheErased += int64(c.cache.erase(invalid))
+	}
+}
+
+// fastPath is phase 4 when no rank needs rank 0: every rank builds the
+// same list from the common hits.
+func (c *Controller) fastPath() ResponseList {
+	return ResponseList{
+		Responses: fuse(c.cur.cached, c.cfg.FusionThresholdBytes),
+		Shutdown:  c.cur.anyShutdown,
+	}
+}
+
+// requestPayload is phase 4 of the slow path on every rank: the requests
+// rank 0 has not seen yet. Hits every rank shares are answered from the
+// cache; other hits wait for the other ranks, unless some rank has joined
+// (a joined rank never submits them, so rank 0 must count them).
+func (c *Controller) requestPayload() []byte {
+	var l RequestList
+	l.Shutdown = c.cur.shutdown
+	kept := c.queue[:0]
+	for _, q := range c.queue {
+		k := key{q.req.ProcessSet, q.req.Name}
+		if q.state == cacheHit && (c.cur.cachedKeys[k] || !c.cur.bypass) {
+			kept = append(kept, q)
+			continue
+		}
+		q.sent = true
+		l.Requests = append(l.Requests, q.req)
+	}
+	clear(c.queue[len(kept):])
+	c.queue = kept
+	c.stats.RequestsSent += int64(len(l.Requests))
+	return AppendRequestList(nil, &l)
+}
+
+// coordinate is phase 5 on rank 0: count the gathered requests, answer the
+// ready ones (and the overdue ones), fuse, and return the list to broadcast.
+func (c *Controller) coordinate(payloads [][]byte) (ResponseList, error) {
+	if len(payloads) != c.cfg.Size {
+		return ResponseList{}, fmt.Errorf("%w: gathered %d request lists for %d ranks", ErrInvalid, len(payloads), c.cfg.Size)
+	}
+	lists := make([]RequestList, len(payloads))
+	for r, p := range payloads {
+		l, err := DecodeRequestList(p)
+		if err != nil {
+			return ResponseList{}, fmt.Errorf("request list from rank %d: %w", r, err)
+		}
+		lists[r] = l
+	}
+	return c.coordinateLists(lists), nil
+}
+
+func (c *Controller) coordinateLists(lists []RequestList) ResponseList {
+	t, now, obs := c.table, c.cur.now, c.cfg.Observer
+	responses := slices.Clone(c.cur.cached)
+	var errs []Response
+	var ready []*tableEntry
+	inReady := make(map[*tableEntry]bool)
+	joinArrived := false
+	shutdown := c.cur.anyShutdown
+	for rank := range lists {
+		l := &lists[rank]
+		shutdown = shutdown || l.Shutdown
+		for i := range l.Requests {
+			req := &l.Requests[i]
+			req.Rank = rank
+			if req.Op == OpJoin {
+				req.Name, req.ProcessSet = JoinName, 0
+			}
+			members, ok := c.sets[req.ProcessSet]
+			if !ok || !slices.Contains(members, rank) {
+				// The sender's controller checks this; only a peer out of
+				// step with our process sets gets here.
+				errs = append(errs, Response{Op: req.Op, Names: []string{req.Name}, ProcessSet: req.ProcessSet, Device: CPU,
+					Error:     fmt.Sprintf("%s %q: rank %d sent it for process set %d, which rank 0 does not have it in", req.Op, req.Name, rank, req.ProcessSet),
+					ErrorKind: ErrorInvalid})
+				continue
+			}
+			e, isNew, dup := t.add(req, now)
+			if dup {
+				continue
+			}
+			if obs != nil {
+				if isNew {
+					obs.OnNegotiateStart(now, req.Name, req.Op)
+				}
+				obs.OnRankReady(now, req.Name, rank)
+			}
+			if req.Op == OpJoin {
+				joinArrived = true
+			}
+			if !inReady[e] && t.ready(e, members) {
+				inReady[e] = true
+				ready = append(ready, e)
+			}
+		}
+	}
+	if joinArrived {
+		// A join makes every tensor the joined ranks did not submit count
+		// them as ready.
+		for _, e := range t.order {
+			if !e.done && !inReady[e] && t.ready(e, c.sets[e.key.set]) {
+				inReady[e] = true
+				ready = append(ready, e)
+			}
+		}
+	}
+	var join *Response
+	for _, e := range ready {
+		r := t.buildResponse(e, c.sets[e.key.set])
+		if e.key == joinKey {
+			join = &r
+		} else {
+			responses = append(responses, r)
+		}
+	}
+	// The join entry is removed last: buildResponse consults it to name
+	// the joined ranks.
+	for _, e := range ready {
+		t.remove(e)
+		if obs != nil {
+			obs.OnNegotiateEnd(now, e.key.name)
+		}
+	}
+	if c.cfg.StallShutdown > 0 {
+		for _, e := range t.order {
+			if e.done || now.Sub(e.firstSeen) < c.cfg.StallShutdown {
+				continue
+			}
+			s := t.stall(e, c.sets[e.key.set], now)
+			responses = append(responses, Response{
+				Op: s.Op, Names: []string{e.key.name}, ProcessSet: e.key.set, Device: CPU, ErrorKind: ErrorTimeout,
+				Error: fmt.Sprintf("%s %q timed out after %v: ranks %v never submitted it (ranks %v did); the stall shutdown time is %v",
+					s.Op, e.key.name, s.Waiting, s.MissingRanks, s.SubmittedRanks, c.cfg.StallShutdown),
+			})
+			t.remove(e)
+			if obs != nil {
+				obs.OnNegotiateEnd(now, e.key.name)
+			}
+		}
+	}
+	t.compact()
+	if join != nil {
+		responses = append(responses, *join)
+	}
+	responses = append(errs, fuse(responses, c.cfg.FusionThresholdBytes)...)
+	return ResponseList{Responses: responses, Shutdown: shutdown}
+}
+
+// finish is the last phase on every rank: update the cache from the common
+// list (identically everywhere), retire the answered requests, and keep the
+// responses for the sets this rank is in.
+func (c *Controller) finish(rl ResponseList) ResponseList {
+	for i := range rl.Responses {
+		r := &rl.Responses[i]
+		cache := c.cache.enabled() && cacheable(r)
+		for j, name := range r.Names {
+			k := key{r.ProcessSet, name}
+			q := c.pending[k]
+			if cache {
+				var params *Request
+				if q != nil {
+					params = &q.req
+				}
+				c.cache.put(r.single(j), params)
+			}
+			if q != nil {
+				delete(c.pending, k)
+				q.answered = true
+			}
+		}
+		if r.Op == OpJoin { // completed or failed: this rank is no longer joined
+			c.selfJoined = false
+		}
+	}
+	kept := c.queue[:0]
+	for _, q := range c.queue {
+		if !q.answered {
+			kept = append(kept, q)
+		}
+	}
+	clear(c.queue[len(kept):])
+	c.queue = kept
+
+	out := ResponseList{Shutdown: rl.Shutdown, Responses: c.cur.localErrs}
+	for i := range rl.Responses {
+		r := &rl.Responses[i]
+		if r.Op != OpJoin && !c.member(r.ProcessSet) {
+			continue
+		}
+		out.Responses = append(out.Responses, *r)
+	}
+	for i := range out.Responses {
+		r := &out.Responses[i]
+		if r.Error != "" {
+			c.stats.Errors++
+		}
+		if len(r.Names) > 1 {
+			c.stats.FusedResponses++
+			c.stats.FusedTensors += int64(len(r.Names))
+		}
+	}
+	c.stats.Responses += int64(len(out.Responses))
+	c.stats.Cycles++
+	if c.cur.slow {
+		c.stats.SlowPathCycles++
+	} else {
+		c.stats.FastPathCycles++
+	}
+	if c.table != nil && c.cfg.StallWarning > 0 {
+		c.stalls = c.table.inspect(c.cur.now, c.cfg.StallWarning, c.sets)
+	}
+	c.cur = cycleState{}
+	return out
+}

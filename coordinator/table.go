@@ -1,0 +1,296 @@
+package coordinator
+
+import (
+	"fmt"
+	"slices"
+	"time"
+)
+
+// key identifies a tensor: names are unique within a process set.
+type key struct {
+	set  int
+	name string
+}
+
+// tableEntry collects the requests rank 0 has received for one tensor.
+type tableEntry struct {
+	key        key
+	seq        uint64     // arrival order of the first request
+	reqs       []*Request // by global rank; nil: not submitted yet
+	count      int        // non-nil reqs
+	lastRank   int        // the rank whose request arrived last
+	firstSeen  time.Time
+	lastWarned time.Time
+	done       bool
+}
+
+// messageTable is rank 0's view of everything submitted and not yet
+// answered: Horovod's message table plus the stall inspector's clocks.
+type messageTable struct {
+	size    int
+	entries map[key]*tableEntry
+	order   []*tableEntry // by seq; done entries are dropped lazily
+	seq     uint64
+}
+
+func newMessageTable(size int) *messageTable {
+	return &messageTable{size: size, entries: make(map[key]*tableEntry)}
+}
+
+var joinKey = key{0, JoinName}
+
+// joined reports whether rank has submitted Join and the Join has not completed.
+func (t *messageTable) joined(rank int) bool {
+	e := t.entries[joinKey]
+	return e != nil && e.reqs[rank] != nil
+}
+
+func (t *messageTable) anyJoined() bool { return t.entries[joinKey] != nil }
+
+// add records req (whose Rank is set); it returns the entry and whether it
+// is new. A second request from the same rank for one name is ignored (the
+// controller of that rank never sends one).
+func (t *messageTable) add(req *Request, now time.Time) (e *tableEntry, isNew, dup bool) {
+	k := key{req.ProcessSet, req.Name}
+	e = t.entries[k]
+	if e == nil {
+		t.seq++
+		e = &tableEntry{key: k, seq: t.seq, reqs: make([]*Request, t.size), firstSeen: now}
+		t.entries[k] = e
+		t.order = append(t.order, e)
+		isNew = true
+	}
+	if e.reqs[req.Rank] != nil {
+		return e, isNew, true
+	}
+	r := *req
+	e.reqs[req.Rank] = &r
+	e.count++
+	e.lastRank = req.Rank
+	return e, isNew, false
+}
+
+// ready reports whether every member of the entry's set has submitted it
+// or joined.
+func (t *messageTable) ready(e *tableEntry, members []int) bool {
+	if e.count == len(members) {
+		return true
+	}
+	if !t.anyJoined() {
+		return false
+	}
+	for _, m := range members {
+		if e.reqs[m] == nil && !t.joined(m) {
+			return false
+		}
+	}
+	return true
+}
+
+func (t *messageTable) remove(e *tableEntry) {
+	e.done = true
+	delete(t.entries, e.key)
+}
+
+// compact drops answered entries from the ordered list.
+func (t *messageTable) compact() {
+	kept := t.order[:0]
+	for _, e := range t.order {
+		if !e.done {
+			kept = append(kept, e)
+		}
+	}
+	clear(t.order[len(kept):])
+	t.order = kept
+}
+
+// buildResponse validates the requests of a ready entry and turns them
+// into a response, or an error response naming the ranks and values that
+// disagree.
+func (t *messageTable) buildResponse(e *tableEntry, members []int) Response {
+	var first *Request
+	for _, m := range members {
+		if e.reqs[m] != nil {
+			first = e.reqs[m]
+			break
+		}
+	}
+	if first == nil { // only possible for a corrupt table; answer rather than hang
+		return Response{Op: OpBarrier, Names: []string{e.key.name}, ProcessSet: e.key.set, Device: CPU,
+			Error: fmt.Sprintf("%q has no submitting rank", e.key.name), ErrorKind: ErrorInvalid}
+	}
+	resp := Response{
+		Op: first.Op, Names: []string{e.key.name}, DType: first.DType, ReduceOp: first.ReduceOp,
+		Root: first.Root, Device: first.Device, Prescale: first.Prescale, Postscale: first.Postscale,
+		ProcessSet: e.key.set,
+	}
+	fail := func(kind ErrorKind, format string, args ...any) Response {
+		resp.Error = fmt.Sprintf(format, args...)
+		resp.ErrorKind = kind
+		resp.Counts, resp.FirstDims, resp.RowElems, resp.JoinedRanks = nil, nil, nil, nil
+		return resp
+	}
+	if first.Op == OpJoin {
+		resp.LastJoined = e.lastRank
+		resp.Device = CPU
+		return resp
+	}
+	for _, m := range members {
+		if e.reqs[m] == nil {
+			resp.JoinedRanks = append(resp.JoinedRanks, m)
+		}
+	}
+	name := e.key.name
+	if !first.Op.valid() {
+		return fail(ErrorInvalid, "%q: rank %d sent unknown op %v", name, first.Rank, first.Op)
+	}
+	// Per-request checks, then each request against the lowest rank's.
+	for _, m := range members {
+		r := e.reqs[m]
+		if r == nil {
+			continue
+		}
+		if r.Op != first.Op {
+			return fail(ErrorMismatch, "mismatched operations for %q: rank %d sent %s, rank %d sent %s",
+				name, first.Rank, first.Op, r.Rank, r.Op)
+		}
+		if r.Op == OpBarrier {
+			continue
+		}
+		if r.DType.Size() == 0 {
+			return fail(ErrorInvalid, "%s %q: rank %d sent unknown dtype %v", r.Op, name, r.Rank, r.DType)
+		}
+		if _, err := elementCount(r.Shape); err != nil {
+			return fail(ErrorInvalid, "%s %q: rank %d: %v", r.Op, name, r.Rank, err)
+		}
+		if r.DType != first.DType {
+			return fail(ErrorMismatch, "mismatched %s %q: rank %d sent dtype %s, rank %d sent dtype %s",
+				r.Op, name, first.Rank, first.DType, r.Rank, r.DType)
+		}
+		if r.Device != first.Device {
+			return fail(ErrorMismatch, "mismatched %s %q: rank %d sent device %s, rank %d sent device %s",
+				r.Op, name, first.Rank, deviceString(first.Device), r.Rank, deviceString(r.Device))
+		}
+		switch r.Op {
+		case OpAllreduce, OpBroadcast, OpReduceScatter:
+			c0, _ := elementCount(first.Shape)
+			c1, _ := elementCount(r.Shape)
+			if c0 != c1 {
+				return fail(ErrorMismatch, "mismatched %s %q: rank %d sent count %d (shape %v), rank %d sent count %d (shape %v)",
+					r.Op, name, first.Rank, c0, shapeString(first.Shape), r.Rank, c1, shapeString(r.Shape))
+			}
+		case OpAllgather, OpAlltoall:
+			if len(r.Shape) == 0 {
+				return fail(ErrorInvalid, "%s %q: rank %d sent a scalar; it needs at least one dimension", r.Op, name, r.Rank)
+			}
+			if len(r.Shape) != len(first.Shape) {
+				return fail(ErrorMismatch, "mismatched %s %q: rank %d sent shape %v (%d dims), rank %d sent shape %v (%d dims)",
+					r.Op, name, first.Rank, shapeString(first.Shape), len(first.Shape), r.Rank, shapeString(r.Shape), len(r.Shape))
+			}
+			if !slices.Equal(r.Shape[1:], first.Shape[1:]) {
+				return fail(ErrorMismatch, "mismatched %s %q: rank %d sent shape %v, rank %d sent shape %v (dimensions after the first must match)",
+					r.Op, name, first.Rank, shapeString(first.Shape), r.Rank, shapeString(r.Shape))
+			}
+		}
+		switch r.Op {
+		case OpAllreduce, OpReduceScatter:
+			if r.ReduceOp != first.ReduceOp {
+				return fail(ErrorMismatch, "mismatched %s %q: rank %d sent reduce op %s, rank %d sent reduce op %s",
+					r.Op, name, first.Rank, first.ReduceOp, r.Rank, r.ReduceOp)
+			}
+			if r.Prescale != first.Prescale {
+				return fail(ErrorMismatch, "mismatched %s %q: rank %d sent prescale %g, rank %d sent prescale %g",
+					r.Op, name, first.Rank, first.Prescale, r.Rank, r.Prescale)
+			}
+			if r.Postscale != first.Postscale {
+				return fail(ErrorMismatch, "mismatched %s %q: rank %d sent postscale %g, rank %d sent postscale %g",
+					r.Op, name, first.Rank, first.Postscale, r.Rank, r.Postscale)
+			}
+		case OpBroadcast:
+			if r.Root != first.Root {
+				return fail(ErrorMismatch, "mismatched broadcast %q: rank %d sent root %d, rank %d sent root %d",
+					name, first.Rank, first.Root, r.Rank, r.Root)
+			}
+		}
+	}
+	switch first.Op {
+	case OpBroadcast:
+		if !slices.Contains(members, first.Root) {
+			return fail(ErrorInvalid, "broadcast %q: root %d is not a rank of process set %d (ranks %v)", name, first.Root, e.key.set, members)
+		}
+		if slices.Contains(resp.JoinedRanks, first.Root) {
+			return fail(ErrorInvalid, "broadcast %q: root %d has joined and cannot send", name, first.Root)
+		}
+		fallthrough
+	case OpAllreduce, OpReduceScatter:
+		c, _ := elementCount(first.Shape)
+		resp.Counts = []int64{c}
+	case OpAllgather:
+		row, _ := elementCount(first.Shape[1:])
+		dims := make([]int64, len(members))
+		var total int64
+		for i, m := range members {
+			if r := e.reqs[m]; r != nil {
+				dims[i] = r.Shape[0]
+				total += r.Shape[0]
+			}
+		}
+		resp.FirstDims, resp.RowElems, resp.Counts = [][]int64{dims}, []int64{row}, []int64{total * row}
+	default:
+		resp.Counts = []int64{0}
+	}
+	return resp
+}
+
+// Stall is one tensor that some ranks submitted and others did not, as
+// rank 0's stall inspector sees it.
+type Stall struct {
+	Name           string
+	ProcessSet     int
+	Op             OpType
+	SubmittedRanks []int
+	MissingRanks   []int
+	Waiting        time.Duration // since the first rank submitted it
+}
+
+func (t *messageTable) stall(e *tableEntry, members []int, now time.Time) Stall {
+	s := Stall{Name: e.key.name, ProcessSet: e.key.set, Waiting: now.Sub(e.firstSeen)}
+	for _, m := range members {
+		switch r := e.reqs[m]; {
+		case r != nil:
+			s.SubmittedRanks = append(s.SubmittedRanks, m)
+			s.Op = r.Op
+		case t.joined(m):
+		default:
+			s.MissingRanks = append(s.MissingRanks, m)
+		}
+	}
+	return s
+}
+
+// overdue reports whether some tensor has waited at least limit.
+func (t *messageTable) overdue(now time.Time, limit time.Duration) bool {
+	for _, e := range t.order {
+		if !e.done && now.Sub(e.firstSeen) >= limit {
+			return true
+		}
+	}
+	return false
+}
+
+// inspect returns the tensors that have waited at least warn and were not
+// reported in the last warn interval, oldest first.
+func (t *messageTable) inspect(now time.Time, warn time.Duration, sets map[int][]int) []Stall {
+	var out []Stall
+	for _, e := range t.order {
+		if e.done || now.Sub(e.firstSeen) < warn {
+			continue
+		}
+		if !e.lastWarned.IsZero() && now.Sub(e.lastWarned) < warn {
+			continue
+		}
+		e.lastWarned = now
+		out = append(out, t.stall(e, sets[e.key.set], now))
+	}
+	return out
+}

@@ -1,0 +1,85 @@
+package fusion
+
+// Buffer is a persistent fusion buffer: Pack copies several same-dtype
+// tensors into one contiguous region so one collective can reduce them all,
+// Unpack copies the result back. It grows by size class (from its Pool) and
+// keeps its memory across cycles, so steady-state packing allocates nothing.
+// Not safe for concurrent use; one background loop owns it.
+type Buffer struct {
+	pool    *Pool
+	buf     []byte
+	offsets []int // offsets[i] is where entry i starts; the last is the total
+}
+
+// NewBuffer returns an empty buffer drawing memory from DefaultPool.
+func NewBuffer() *Buffer { return NewBufferFromPool(DefaultPool) }
+
+// NewBufferFromPool returns an empty buffer drawing memory from p.
+func NewBufferFromPool(p *Pool) *Buffer {
+	if p == nil {
+		p = DefaultPool
+	}
+	return &Buffer{pool: p}
+}
+
+// Reserve makes sure the buffer holds at least n bytes without growing
+// later, and returns buf[:n].
+func (b *Buffer) Reserve(n int) []byte {
+	if n > cap(b.buf) {
+		if b.buf != nil {
+			b.pool.Put(b.buf)
+		}
+		b.buf = b.pool.Get(n)
+	}
+	return b.buf[:n]
+}
+
+// Pack copies entries back to back into the buffer and returns the packed
+// region (valid until the next Pack or Reserve). Offsets tells where each
+// entry landed.
+func (b *Buffer) Pack(entries [][]byte) []byte {
+	total := 0
+	for _, e := range entries {
+		total += len(e)
+	}
+	out := b.Reserve(total)
+	b.offsets = b.offsets[:0]
+	off := 0
+	for _, e := range entries {
+		b.offsets = append(b.offsets, off)
+		off += copy(out[off:], e)
+	}
+	b.offsets = append(b.offsets, off)
+	return out
+}
+
+// Unpack copies buf (a region laid out as Pack lays out entries) back into
+// entries, in order. It never reads past buf: if buf is shorter than the
+// entries, the tail entries are left partly or wholly untouched; it returns
+// the number of bytes copied.
+func (b *Buffer) Unpack(buf []byte, entries [][]byte) int {
+	off := 0
+	for _, e := range entries {
+		if off >= len(buf) {
+			break
+		}
+		off += copy(e, buf[off:])
+	}
+	return off
+}
+
+// Offsets returns where each entry of the last Pack starts, plus the total
+// length as a last element. Valid until the next Pack.
+func (b *Buffer) Offsets() []int { return b.offsets }
+
+// Cap is the capacity of the memory the buffer holds.
+func (b *Buffer) Cap() int { return cap(b.buf) }
+
+// Release gives the memory back to the pool; the buffer stays usable.
+func (b *Buffer) Release() {
+	if b.buf != nil {
+		b.pool.Put(b.buf)
+		b.buf = nil
+	}
+	b.offsets = nil
+}
