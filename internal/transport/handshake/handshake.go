@@ -275,10 +275,24 @@ func bindContext(ctx context.Context, conn net.Conn) func(error) error {
 				err = fmt.Errorf("handshake: %w", ctx.Err())
 			}
 		}
-		if err != nil && ctx.Err() != nil && errors.Is(err, os.ErrDeadlineExceeded) {
-			err = fmt.Errorf("handshake: %w", ctx.Err())
+		if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+			if cerr := ctxErr(ctx); cerr != nil {
+				err = fmt.Errorf("handshake: %w", cerr)
+			}
 		}
 		_ = conn.SetDeadline(time.Time{})
 		return err
 	}
+}
+
+// ctxErr is ctx.Err(), or DeadlineExceeded once ctx's deadline has passed:
+// the connection's copy of the deadline can fire before ctx's own timer.
+func ctxErr(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if d, ok := ctx.Deadline(); ok && !time.Now().Before(d) {
+		return context.DeadlineExceeded
+	}
+	return nil
 }

@@ -84,11 +84,6 @@ func (c *Config) fill() error {
 	return nil
 }
 
-// namePrefix is the fixed part of the name of the file carrying from -> to.
-func namePrefix(tag string, epoch uint64, from, to int) string {
-	return fmt.Sprintf("gorovod-%s-e%d-%dto%d-", tag, epoch, from, to)
-}
-
 // Setup turns conn, an authenticated connection to the peer, into a shared-
 // memory link. Both sides call it. Each creates the file of the ring it
 // receives on, they swap names over conn, map each other's file, and each
@@ -276,10 +271,24 @@ func bindContext(ctx context.Context, conn net.Conn) func(error) error {
 		if !stop() && ctx.Err() != nil && err == nil {
 			err = ctx.Err()
 		}
-		if err != nil && ctx.Err() != nil && errors.Is(err, os.ErrDeadlineExceeded) {
-			err = ctx.Err()
+		if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+			if cerr := ctxErr(ctx); cerr != nil {
+				err = cerr
+			}
 		}
 		_ = conn.SetDeadline(time.Time{})
 		return err
 	}
+}
+
+// ctxErr is ctx.Err(), or DeadlineExceeded once ctx's deadline has passed:
+// the connection's copy of the deadline can fire before ctx's own timer.
+func ctxErr(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if d, ok := ctx.Deadline(); ok && !time.Now().Before(d) {
+		return context.DeadlineExceeded
+	}
+	return nil
 }

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"net"
 
+	"go.uber.org/zap"
+
 	"github.com/gorovod/gorovod/internal/transport"
 )
 
@@ -25,6 +27,7 @@ type Config struct {
 	JobTag           string
 	Slots, SlotBytes int
 	Dir              string
+	Logger           *zap.Logger
 }
 
 // Setup fails off Linux; callers check Available first.

@@ -133,6 +133,11 @@ func readSetup(r io.Reader) (setupMsg, error) {
 	return decodeSetup(buf[:n])
 }
 
+// namePrefix is the fixed part of the name of the file carrying from -> to.
+func namePrefix(tag string, epoch uint64, from, to int) string {
+	return fmt.Sprintf("gorovod-%s-e%d-%dto%d-", tag, epoch, from, to)
+}
+
 // checkName accepts only the names this package makes for the expected
 // direction: a fixed prefix and a hex suffix, so no path can sneak in.
 func checkName(name, prefix string) error {

@@ -8,6 +8,7 @@ import (
 )
 
 func tcpPair(t testing.TB) (a, b net.Conn) {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -333,3 +333,64 @@ func CheckGoroutines(t *testing.T) func() {
 		t.Fatalf("%d goroutines running, %d before:\n%s", n, before, buf)
 	}
 }
+
+// BenchmarkThroughput measures one-way throughput: A sends b.N messages of
+// size bytes, B receives them.
+func BenchmarkThroughput(b *testing.B, p Pair, size int) {
+	ctx := context.Background()
+	src, dst := make([]byte, size), make([]byte, size)
+	done := make(chan error, 1)
+	b.SetBytes(int64(size))
+	b.ResetTimer()
+	go func() {
+		for i := 0; i < b.N; i++ {
+			if err := p.A.Send(ctx, src); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	for i := 0; i < b.N; i++ {
+		if err := p.B.Recv(ctx, dst); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := <-done; err != nil {
+		b.Fatal(err)
+	}
+}
+
+// BenchmarkPingPong measures round trips of size bytes; the reported time
+// per op is one round trip (two one-way latencies).
+func BenchmarkPingPong(b *testing.B, p Pair, size int) {
+	ctx := context.Background()
+	done := make(chan error, 1)
+	go func() {
+		buf := make([]byte, size)
+		for i := 0; i < b.N; i++ {
+			if err := p.B.Recv(ctx, buf); err != nil {
+				done <- err
+				return
+			}
+			if err := p.B.Send(ctx, buf); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	buf := make([]byte, size)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := p.A.Send(ctx, buf); err != nil {
+			b.Fatal(err)
+		}
+		if err := p.A.Recv(ctx, buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := <-done; err != nil {
+		b.Fatal(err)
+	}
+}
