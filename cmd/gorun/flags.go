@@ -47,7 +47,7 @@ func (o *options) register(fs *pflag.FlagSet) {
 	fs.Var(&o.killGrace, "kill-grace-period", "time between SIGTERM and SIGKILL when stopping workers (duration or seconds)")
 	fs.BoolVar(&o.verbose, "verbose", false, "debug logging in gorun and the workers")
 	fs.StringArrayVarP(&o.envVars, "env", "x", nil, "export `NAME[=value]` to the workers (NAME alone: gorun's value); repeatable")
-	fs.StringVar(&o.outputDir, "output-filename", "", "also write each worker's output to `DIR`/rank.R/stdout and stderr")
+	fs.StringVar(&o.outputDir, "output-filename", "", "also write each worker's output to `DIR`/rank.R/stdout and stderr (R zero-padded: rank.07 of 16)")
 
 	fs.Float64Var(&o.fusionThresholdMB, "fusion-threshold-mb", 0, "fuse tensors into buffers of up to this many MiB (0 disables fusion; default 128)")
 	fs.Float64Var(&o.cycleTimeMs, "cycle-time-ms", 0, "background loop cycle time in milliseconds (default 1)")

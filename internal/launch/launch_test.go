@@ -367,11 +367,12 @@ func TestOutputDir(t *testing.T) {
 	res, err := Run(ctx, JobConfig{Spawner: l, Stdout: &out, Stderr: &out, OutputDir: dir, Workers: []Worker{
 		{Rank: 0, Host: "localhost", Argv: []string{"sh", "-c", "echo a; echo b >&2"}},
 		{Rank: 1, Host: "localhost", Argv: []string{"sh", "-c", "echo c"}},
+		{Rank: 10, Host: "localhost", Argv: []string{"true"}},
 	}}, nil)
 	if err != nil || res.ExitCode != 0 {
 		t.Fatal(res, err)
 	}
-	for f, want := range map[string]string{"rank.0/stdout": "a\n", "rank.0/stderr": "b\n", "rank.1/stdout": "c\n", "rank.1/stderr": ""} {
+	for f, want := range map[string]string{"rank.00/stdout": "a\n", "rank.00/stderr": "b\n", "rank.01/stdout": "c\n", "rank.01/stderr": "", "rank.10/stdout": ""} {
 		b, err := os.ReadFile(filepath.Join(dir, f))
 		if err != nil || string(b) != want {
 			t.Errorf("%s = %q, %v; want %q", f, b, err, want)

@@ -31,7 +31,8 @@ type JobConfig struct {
 	// with its rank ("[1]<stdout>:").
 	Stdout, Stderr io.Writer
 	// OutputDir, when set, also receives every worker's raw output in
-	// OutputDir/rank.N/stdout and .../stderr.
+	// OutputDir/rank.N/stdout and .../stderr, N zero-padded to the width of
+	// the largest rank as horovodrun does (rank.07 in a job of 16).
 	OutputDir string
 	// KillGracePeriod is how long stopped workers get between SIGTERM and
 	// SIGKILL; 0 means 3 s.
@@ -106,10 +107,14 @@ func Run(ctx context.Context, cfg JobConfig, signals <-chan os.Signal) (Result, 
 			p.proc.Wait()
 		}
 	}
+	width := 1
+	for _, w := range cfg.Workers {
+		width = max(width, len(strconv.Itoa(w.Rank)))
+	}
 	for _, w := range cfg.Workers {
 		var extraOut, extraErr io.Writer
 		if cfg.OutputDir != "" {
-			fo, fe, err := rankFiles(cfg.OutputDir, w.Rank)
+			fo, fe, err := rankFiles(cfg.OutputDir, w.Rank, width)
 			if err != nil {
 				killStarted()
 				return Result{}, err
@@ -244,8 +249,8 @@ func orDiscard(w io.Writer) io.Writer {
 }
 
 // rankFiles creates dir/rank.N/stdout and stderr.
-func rankFiles(dir string, rank int) (*os.File, *os.File, error) {
-	d := filepath.Join(dir, "rank."+strconv.Itoa(rank))
+func rankFiles(dir string, rank, width int) (*os.File, *os.File, error) {
+	d := filepath.Join(dir, fmt.Sprintf("rank.%0*d", width, rank))
 	if err := os.MkdirAll(d, 0o755); err != nil {
 		return nil, nil, fmt.Errorf("output directory for rank %d: %w", rank, err)
 	}
