@@ -72,6 +72,7 @@ func NewServer(cfg ServerConfig) *Server {
 		s.skew = defaultMaxClockSkew
 	}
 	s.nonces.window = s.skew
+	s.cfg.Secret = append([]byte(nil), cfg.Secret...) // the caller may reuse its slice
 	switch {
 	case cfg.Size < 1:
 		s.cfgErr = errorf(ErrInvalid, "server Size is %d, must be >= 1", cfg.Size)
