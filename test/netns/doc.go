@@ -9,6 +9,8 @@
 //		cmd := exec.Command(gorunBin, "-np", "6", "-H", c.HostsFlag(2), workerBin)
 //		// c.HostsFlag(2)     == "198.18.0.11:2,198.18.0.12:2,198.18.0.13:2"
 //		// c.HostNamesFlag(2) == "host1:2,host2:2,host3:2" (needs ssh -F c.SSHConfig)
+//		// Pass c.SSHArgs() the way gorun takes extra ssh options (an option or
+//		// an environment variable such as GOROVOD_SSH_ARGS: gorun's choice).
 //		cmd.Env = append(os.Environ(), "GOROVOD_SSH_ARGS="+strings.Join(c.SSHArgs(), " "))
 //		...
 //		// No worker left behind on host2:

@@ -3,6 +3,7 @@ package netns
 import (
 	"bufio"
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"os"
@@ -146,7 +147,7 @@ func TestCleanupLeavesNothing(t *testing.T) {
 		}
 	})
 	if c == nil {
-		t.Fatal("Setup did not run")
+		t.Skip("no cluster: the subtest skipped")
 	}
 	if local != nil {
 		if err := local.Wait(); err == nil {
@@ -282,6 +283,9 @@ func TestSetupSweepsCrashedRun(t *testing.T) {
 	t.Parallel()
 	ctx := testCtx(t)
 	old, err := New(ctx, 1)
+	if errors.Is(err, ErrNotPermitted) {
+		t.Skip(err)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -333,8 +337,13 @@ func TestConcurrentClustersGetDistinctSubnets(t *testing.T) {
 		}()
 	}
 	var cs []*Cluster
+	var skip error
 	for range 2 {
 		r := <-ch
+		if errors.Is(r.err, ErrNotPermitted) {
+			skip = r.err
+			continue
+		}
 		if r.err != nil {
 			t.Error(r.err)
 			continue
@@ -346,8 +355,11 @@ func TestConcurrentClustersGetDistinctSubnets(t *testing.T) {
 			}
 		})
 	}
+	if skip != nil {
+		t.Skip(skip)
+	}
 	if len(cs) != 2 {
-		t.FailNow()
+		return // failed above
 	}
 	if cs[0].Prefix == cs[1].Prefix || cs[0].Bridge == cs[1].Bridge || cs[0].Hosts[0].NS == cs[1].Hosts[0].NS {
 		t.Errorf("clusters share %s / %s", cs[0].Prefix, cs[0].Bridge)
