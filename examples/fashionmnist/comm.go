@@ -1,0 +1,39 @@
+//go:build !shim
+
+package main
+
+import (
+	"context"
+
+	"github.com/gorovod/gorovod/collective"
+)
+
+// collectiveComm runs the training collectives through package collective.
+type collectiveComm struct{}
+
+func (collectiveComm) Rank() int { return collective.Rank() }
+func (collectiveComm) Size() int { return collective.Size() }
+
+func (collectiveComm) Broadcast(ctx context.Context, name string, buf []float32, root int) error {
+	return collective.Broadcast(ctx, name, buf, root)
+}
+
+func (collectiveComm) AverageAsync(ctx context.Context, name string, buf []float32) Waiter {
+	return collective.AllreduceAsync(ctx, name, buf, collective.Average)
+}
+
+func (collectiveComm) Sum64(ctx context.Context, name string, buf []float64) error {
+	return collective.Allreduce(ctx, name, buf, collective.Sum)
+}
+
+// Barrier waits for every rank (before shutting down, so that no rank
+// leaves while another still prints its results).
+func (collectiveComm) Barrier(ctx context.Context) error { return collective.Barrier(ctx) }
+
+// startComm joins the job (a world of one when not started by a launcher).
+func startComm(ctx context.Context) (Comm, func() error, error) {
+	if err := collective.Init(ctx); err != nil {
+		return nil, nil, err
+	}
+	return collectiveComm{}, collective.Shutdown, nil
+}
