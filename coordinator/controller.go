@@ -80,6 +80,7 @@ type Controller struct {
 	joinMode   bool            // the last cycle saw some rank joined: the cache is bypassed
 	stats      Stats
 	broken     error
+	lastSlow   bool // the last cycle took the slow path (for tests and logs)
 
 	// Rank 0 only.
 	table  *messageTable
@@ -414,7 +415,9 @@ func (c *Controller) requestPayload() []byte {
 			continue
 		}
 		q.sent = true
-		l.Requests = append(l.Requests, q.req)
+		r := q.req
+		r.Age = max(0, c.cur.now.Sub(q.since))
+		l.Requests = append(l.Requests, r)
 	}
 	clear(c.queue[len(kept):])
 	c.queue = kept
@@ -599,6 +602,7 @@ func (c *Controller) finish(rl ResponseList) ResponseList {
 	if c.table != nil && c.cfg.StallWarning > 0 {
 		c.stalls = c.table.inspect(c.cur.now, c.cfg.StallWarning, c.sets)
 	}
+	c.lastSlow = c.cur.slow
 	c.cur = cycleState{}
 	return out
 }

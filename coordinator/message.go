@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/gorovod/gorovod/ops"
 )
@@ -77,6 +78,11 @@ type Request struct {
 	// Prescale multiplies the input before reduction, Postscale the result.
 	Prescale, Postscale float64
 	ProcessSet          int // 0 is the global set
+	// Age is filled in by the controller when it sends the request to rank
+	// 0: how long it has been queued on its rank (a cached request may wait
+	// a while before it takes the slow path). Rank 0 dates the tensor's
+	// stall clock from the oldest submission, without comparing clocks.
+	Age time.Duration
 }
 
 // sameParams reports whether r and o describe the same tensor and call

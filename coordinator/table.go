@@ -63,6 +63,9 @@ func (t *messageTable) add(req *Request, now time.Time) (e *tableEntry, isNew, d
 	if e.reqs[req.Rank] != nil {
 		return e, isNew, true
 	}
+	if req.Age > 0 && now.Add(-req.Age).Before(e.firstSeen) {
+		e.firstSeen = now.Add(-req.Age)
+	}
 	r := *req
 	e.reqs[req.Rank] = &r
 	e.count++
@@ -184,8 +187,8 @@ func (t *messageTable) buildResponse(e *tableEntry, members []int) Response {
 				return fail(ErrorInvalid, "%s %q: rank %d sent a scalar; it needs at least one dimension", r.Op, name, r.Rank)
 			}
 			if len(r.Shape) != len(first.Shape) {
-				return fail(ErrorMismatch, "mismatched %s %q: rank %d sent shape %v (%d dims), rank %d sent shape %v (%d dims)",
-					r.Op, name, first.Rank, shapeString(first.Shape), len(first.Shape), r.Rank, shapeString(r.Shape), len(r.Shape))
+				return fail(ErrorMismatch, "mismatched %s %q: rank %d sent shape %v (%s), rank %d sent shape %v (%s)",
+					r.Op, name, first.Rank, shapeString(first.Shape), dims(len(first.Shape)), r.Rank, shapeString(r.Shape), dims(len(r.Shape)))
 			}
 			if !slices.Equal(r.Shape[1:], first.Shape[1:]) {
 				return fail(ErrorMismatch, "mismatched %s %q: rank %d sent shape %v, rank %d sent shape %v (dimensions after the first must match)",
@@ -293,4 +296,11 @@ func (t *messageTable) inspect(now time.Time, warn time.Duration, sets map[int][
 		out = append(out, t.stall(e, sets[e.key.set], now))
 	}
 	return out
+}
+
+func dims(n int) string {
+	if n == 1 {
+		return "1 dim"
+	}
+	return fmt.Sprintf("%d dims", n)
 }

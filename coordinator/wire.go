@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"time"
 
 	"github.com/gorovod/gorovod/ops"
 )
@@ -16,6 +17,7 @@ import (
 //	RequestList  = version flags(bit0 shutdown) uvarint(n) Request*n
 //	Request      = string(name) u8(op) u8(dtype) u8(reduceop) uvarint(ndims) varint*ndims
 //	               varint(root) varint(device) f64(prescale) f64(postscale) varint(set)
+//	               varint(age ns)
 //	ResponseList = version flags(bit0 shutdown) uvarint(n) Response*n
 //	Response     = u8(op) u8(dtype) u8(reduceop) varint(root) varint(device) f64(prescale)
 //	               f64(postscale) varint(set) strings(names) varints(counts)
@@ -48,6 +50,7 @@ func AppendRequestList(dst []byte, l *RequestList) []byte {
 		dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(r.Prescale))
 		dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(r.Postscale))
 		dst = binary.AppendVarint(dst, int64(r.ProcessSet))
+		dst = binary.AppendVarint(dst, int64(r.Age))
 	}
 	return dst
 }
@@ -74,6 +77,7 @@ func DecodeRequestList(b []byte) (RequestList, error) {
 		r.Prescale = d.f64()
 		r.Postscale = d.f64()
 		r.ProcessSet = d.int()
+		r.Age = time.Duration(d.varint())
 	}
 	if err := d.finish("request list"); err != nil {
 		return RequestList{}, err
