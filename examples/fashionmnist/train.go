@@ -147,6 +147,10 @@ func (t *Trainer) Run(ctx context.Context, report func(Progress)) (Progress, err
 		start := time.Now()
 		p := Progress{Epoch: epoch, Epochs: t.cfg.Epochs, Steps: steps}
 		for s := 0; s < steps; s++ {
+			// The collectives notice cancellation too, but a world of one has none.
+			if err := ctx.Err(); err != nil {
+				return last, fmt.Errorf("epoch %d step %d: %w", epoch, s+1, err)
+			}
 			off := (s*size + rank) * batch
 			t.ws.Load(t.train, perm[off:off+batch])
 			var pending []Waiter

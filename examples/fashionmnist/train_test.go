@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime"
 	"sync"
@@ -239,3 +240,37 @@ func TestNewTrainerRejectsUnusableSettings(t *testing.T) {
 
 func zero() float64 { return 0 }
 func nan() float64  { z := zero(); return z / z }
+
+func TestRunStopsWhenCancelled(t *testing.T) {
+	train, test := Synthetic(640, 64, 1)
+	tr, err := NewTrainer(smallRecipe, localComm{}, train, test)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	steps := 0
+	_, err = tr.Run(ctx, func(p Progress) {
+		steps++
+		if p.Step == 3 {
+			cancel()
+		}
+	})
+	if !errors.Is(err, context.Canceled) || steps != 3 {
+		t.Fatalf("after cancelling at step 3: %d steps reported, error %v", steps, err)
+	}
+}
+
+func BenchmarkTrainStep(b *testing.B) {
+	train, _ := Synthetic(64, 1, 1)
+	m := NewMLP(imageSize, 256, numClasses)
+	m.InitRandom(1)
+	g := NewMLP(imageSize, 256, numClasses)
+	ws := m.NewWorkspace(64)
+	ws.Load(train, seq(64))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		m.LossAndGrad(ws, g, nil)
+	}
+	b.ReportMetric(float64(64*b.N)/b.Elapsed().Seconds(), "samples/s")
+}
