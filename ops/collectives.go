@@ -1,0 +1,246 @@
+package ops
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+
+	"github.com/gorovod/gorovod/internal/transport"
+)
+
+func checkCounts(what string, counts []int, n int) (int, error) {
+	if len(counts) != n {
+		return 0, fmt.Errorf("%w: %s: %d counts for %d ranks", ErrInvalid, what, len(counts), n)
+	}
+	total := 0
+	for r, k := range counts {
+		if k < 0 {
+			return 0, fmt.Errorf("%w: %s: count %d for rank %d is negative", ErrInvalid, what, k, r)
+		}
+		total += k
+	}
+	return total, nil
+}
+
+func prefix(counts []int, unit int) []int {
+	offs := make([]int, len(counts)+1)
+	for i, k := range counts {
+		offs[i+1] = offs[i] + k*unit
+	}
+	return offs
+}
+
+// Allgatherv gathers every rank's send into recv, in rank order:
+// counts[r] is the number of bytes rank r contributes (counts may differ
+// and be zero), len(send) == counts[Rank()] and len(recv) == sum(counts).
+// It runs the allgather half of the ring, forwarding segments as they
+// arrive.
+func (c *Comm) Allgatherv(ctx context.Context, send, recv []byte, counts []int) error {
+	total, err := checkCounts("allgatherv", counts, c.size)
+	if err != nil {
+		return err
+	}
+	if len(send) != counts[c.rank] || len(recv) != total {
+		return fmt.Errorf("%w: allgatherv on rank %d: send has %d bytes (count %d), recv %d (counts sum to %d)",
+			ErrInvalid, c.rank, len(send), counts[c.rank], len(recv), total)
+	}
+	offs := prefix(counts, 1)
+	copy(recv[offs[c.rank]:], send)
+	if c.size == 1 || total == 0 {
+		return nil
+	}
+	return c.run(ctx, "allgatherv", func(ctx context.Context) error {
+		return c.ring(ctx, ringSpec{group: all(c.size), pos: c.rank, buf: recv, offs: offs, ag: true})
+	})
+}
+
+// ReduceScatter reduces buf over all ranks and leaves rank r with the r-th
+// part: counts[r] elements of dt (sum(counts) elements in buf). The result
+// is computed in place; mine aliases buf. Average divides by Size
+// (truncating for integers).
+func (c *Comm) ReduceScatter(ctx context.Context, buf []byte, counts []int, dt DType, op ReduceOp) ([]byte, error) {
+	if err := checkReduce(dt, op); err != nil {
+		return nil, fmt.Errorf("ops: reducescatter: %w", err)
+	}
+	total, err := checkCounts("reducescatter", counts, c.size)
+	if err != nil {
+		return nil, err
+	}
+	if len(buf) != total*dt.Size() {
+		return nil, fmt.Errorf("%w: reducescatter %s on rank %d: buffer has %d bytes, counts sum to %d elements (%d bytes)",
+			ErrInvalid, dt, c.rank, len(buf), total, total*dt.Size())
+	}
+	offs := prefix(counts, dt.Size())
+	mine := buf[offs[c.rank]:offs[c.rank+1]]
+	finish := c.finisher(dt, op, 1)
+	rop := op
+	if op == Average {
+		rop = Sum
+	}
+	if c.size == 1 || total == 0 {
+		if finish != nil {
+			finish(mine)
+		}
+		return mine, nil
+	}
+	err = c.run(ctx, "reducescatter", func(ctx context.Context) error {
+		return c.ring(ctx, ringSpec{group: all(c.size), pos: c.rank, buf: buf, offs: offs, rs: true, dt: dt, op: rop, finish: finish})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return mine, nil
+}
+
+// Broadcast copies root's buf to every rank's buf (same length
+// everywhere). Below SmallBytes it uses a binomial tree (log2 n steps);
+// larger buffers flow down a chain starting at root in segments, each rank
+// forwarding a segment while it receives the next.
+func (c *Comm) Broadcast(ctx context.Context, buf []byte, root int) error {
+	if root < 0 || root >= c.size {
+		return fmt.Errorf("%w: broadcast: root %d out of range for %d ranks", ErrInvalid, root, c.size)
+	}
+	if c.size == 1 || len(buf) == 0 {
+		return nil
+	}
+	n := c.size
+	v := (c.rank - root + n) % n // position relative to root
+	real := func(v int) int { return (v + root) % n }
+	small := len(buf) < c.cfg.SmallBytes
+	return c.run(ctx, "broadcast", func(ctx context.Context) error {
+		if small {
+			// Binomial tree: receive from the parent, then send to the
+			// children, largest subtree first. Children only wait on us,
+			// so blocking sends cannot deadlock.
+			mask := 1
+			for ; mask < n; mask <<= 1 {
+				if v&mask != 0 {
+					if err := c.recv(ctx, real(v-mask), buf); err != nil {
+						return err
+					}
+					break
+				}
+			}
+			for mask >>= 1; mask > 0; mask >>= 1 {
+				if v+mask < n {
+					if err := c.links[real(v+mask)].Send(ctx, buf); err != nil {
+						return err
+					}
+				}
+			}
+			return nil
+		}
+		seg := c.cfg.SegmentBytes
+		if v == 0 {
+			// Root only sends: blocking sends on this goroutine.
+			return c.links[real(1)].Send(ctx, buf)
+		}
+		if v == n-1 {
+			return c.recv(ctx, real(v-1), buf)
+		}
+		o := c.to(real(v+1), len(buf))
+		for b := buf; len(b) > 0; {
+			p := b[:min(seg, len(b))]
+			b = b[len(p):]
+			if err := c.recv(ctx, real(v-1), p); err != nil {
+				return err
+			}
+			if err := o.send(ctx, p); err != nil {
+				return err
+			}
+		}
+		if !o.inline {
+			return c.snd.wait()
+		}
+		return nil
+	})
+}
+
+// Alltoallv sends send[off_r : off_r+sendCounts[r]] to every rank r (offsets
+// in rank order) and returns what every rank sent to this one,
+// concatenated in rank order, with the byte count from each rank. The
+// receive counts are exchanged first, so they need not be known.
+func (c *Comm) Alltoallv(ctx context.Context, send []byte, sendCounts []int) ([]byte, []int, error) {
+	total, err := checkCounts("alltoallv", sendCounts, c.size)
+	if err != nil {
+		return nil, nil, err
+	}
+	if total != len(send) {
+		return nil, nil, fmt.Errorf("%w: alltoallv on rank %d: send counts sum to %d bytes, send has %d", ErrInvalid, c.rank, total, len(send))
+	}
+	soffs := prefix(sendCounts, 1)
+	recvCounts := make([]int, c.size)
+	recvCounts[c.rank] = sendCounts[c.rank]
+	if c.size == 1 {
+		return append([]byte(nil), send...), recvCounts, nil
+	}
+	var recv []byte
+	err = c.run(ctx, "alltoallv", func(ctx context.Context) error {
+		n, r := c.size, c.rank
+		// Pairwise schedule: at step s send to r+s, receive from r-s.
+		// Separate send and receive headers: a queued send must not be
+		// overwritten by a later receive.
+		shdr, rhdr := make([]byte, 8*n), make([]byte, 8*n)
+		for s := 1; s < n; s++ {
+			to, from := (r+s)%n, (r-s+n)%n
+			binary.LittleEndian.PutUint64(shdr[8*to:], uint64(sendCounts[to]))
+			if err := c.to(to, 8).send(ctx, shdr[8*to:8*to+8]); err != nil {
+				return err
+			}
+			if err := c.recv(ctx, from, rhdr[8*from:8*from+8]); err != nil {
+				return err
+			}
+			k := binary.LittleEndian.Uint64(rhdr[8*from:])
+			if k > 1<<40 {
+				return fmt.Errorf("%w: alltoallv: rank %d announced %d bytes", ErrInvalid, from, k)
+			}
+			recvCounts[from] = int(k)
+		}
+		if err := c.snd.wait(); err != nil {
+			return err
+		}
+		roffs := prefix(recvCounts, 1)
+		recv = make([]byte, roffs[n])
+		copy(recv[roffs[r]:], send[soffs[r]:soffs[r+1]])
+		for s := 1; s < n; s++ {
+			to, from := (r+s)%n, (r-s+n)%n
+			if err := c.to(to, sendCounts[to]).send(ctx, send[soffs[to]:soffs[to+1]]); err != nil {
+				return err
+			}
+			if err := c.recv(ctx, from, recv[roffs[from]:roffs[from+1]]); err != nil {
+				return err
+			}
+		}
+		return c.snd.wait()
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return recv, recvCounts, nil
+}
+
+// Barrier returns once every rank has entered it (dissemination barrier:
+// ceil(log2 n) rounds of one byte to rank+2^k and from rank-2^k).
+func (c *Comm) Barrier(ctx context.Context) error {
+	if c.size == 1 {
+		return nil
+	}
+	return c.run(ctx, "barrier", func(ctx context.Context) error {
+		n, r := c.size, c.rank
+		tok := []byte{0xb7}
+		var in [1]byte
+		for k := 1; k < n; k <<= 1 {
+			to, from := (r+k)%n, (r-k+n)%n
+			if err := c.to(to, 1).send(ctx, tok); err != nil {
+				return err
+			}
+			if err := c.recv(ctx, from, in[:]); err != nil {
+				return err
+			}
+			if in[0] != tok[0] {
+				return fmt.Errorf("%w: barrier: rank %d sent %#x, not the barrier token (operations out of step?)", transport.ErrMalformed, from, in[0])
+			}
+		}
+		return c.snd.wait()
+	})
+}

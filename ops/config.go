@@ -1,0 +1,91 @@
+package ops
+
+import "fmt"
+
+// Algorithm selects how Allreduce moves data.
+type Algorithm uint8
+
+const (
+	// Auto picks by message size: RecursiveDoubling below SmallBytes, Ring
+	// (or Hierarchical when Config.Hierarchical is set and ranks span hosts)
+	// from SmallBytes up.
+	Auto Algorithm = iota
+	// Ring is reduce-scatter then allgather around a ring of all ranks, in
+	// pipelined segments: bandwidth-optimal, 2(n-1) latency steps.
+	Ring
+	// RecursiveDoubling exchanges whole buffers with partners at distance
+	// 1, 2, 4, ... (non-powers of two fold the extra ranks in first): log2(n)
+	// latency steps, for small messages.
+	RecursiveDoubling
+	// Hierarchical reduce-scatters within each host, allreduces across hosts
+	// among ranks with the same local index, then allgathers within the
+	// host. It needs the same number of ranks on every host; otherwise Ring
+	// is used.
+	Hierarchical
+)
+
+func (a Algorithm) String() string {
+	switch a {
+	case Auto:
+		return "auto"
+	case Ring:
+		return "ring"
+	case RecursiveDoubling:
+		return "recursive-doubling"
+	case Hierarchical:
+		return "hierarchical"
+	}
+	return fmt.Sprintf("algorithm(%d)", uint8(a))
+}
+
+// Limits and defaults of Config.
+const (
+	DefaultSegmentBytes = 256 << 10
+	MaxSegmentBytes     = 1 << 20
+	DefaultSmallBytes   = 64 << 10
+)
+
+// Config tunes a Comm. The zero value means defaults. Every rank must use
+// the same Config: the segment size decides how bytes are cut on the wire
+// and the algorithm choice must agree everywhere.
+type Config struct {
+	// SegmentBytes is the pipeline unit of the ring and chain algorithms
+	// (rounded down to whole elements): a received segment is reduced and
+	// forwarded while the next one arrives. 0 = DefaultSegmentBytes; at most
+	// MaxSegmentBytes.
+	SegmentBytes int
+	// SmallBytes: with Algorithm Auto, allreduces of fewer bytes use
+	// recursive doubling and broadcasts a binomial tree (latency-optimised);
+	// larger ones the pipelined ring / chain. 0 = DefaultSmallBytes.
+	SmallBytes int
+	// Algorithm forces an allreduce algorithm; Auto chooses by size.
+	Algorithm Algorithm
+	// Hierarchical lets Auto use the Hierarchical algorithm for large
+	// allreduces when ranks span several hosts (mesh.Host).
+	Hierarchical bool
+}
+
+// DefaultConfig returns the defaults spelled out.
+func DefaultConfig() Config {
+	return Config{SegmentBytes: DefaultSegmentBytes, SmallBytes: DefaultSmallBytes}
+}
+
+// withDefaults validates c and fills zero fields.
+func (c Config) withDefaults() (Config, error) {
+	switch {
+	case c.SegmentBytes == 0:
+		c.SegmentBytes = DefaultSegmentBytes
+	case c.SegmentBytes < 0 || c.SegmentBytes > MaxSegmentBytes:
+		return c, fmt.Errorf("%w: Config.SegmentBytes %d: want 1..%d (0 for the default %d)", ErrInvalid, c.SegmentBytes, MaxSegmentBytes, DefaultSegmentBytes)
+	}
+	switch {
+	case c.SmallBytes == 0:
+		c.SmallBytes = DefaultSmallBytes
+	case c.SmallBytes < 0:
+		return c, fmt.Errorf("%w: Config.SmallBytes %d: must not be negative (0 for the default %d)", ErrInvalid, c.SmallBytes, DefaultSmallBytes)
+	}
+	if c.Algorithm > Hierarchical {
+		return c, fmt.Errorf("%w: Config.Algorithm %d: want Auto, Ring, RecursiveDoubling or Hierarchical", ErrInvalid, uint8(c.Algorithm))
+	}
+	return c, nil
+}

@@ -1,0 +1,71 @@
+// Package ops holds the collective algorithms that run over host memory and
+// the reduction kernels they use.
+//
+// # Calling contract
+//
+// A Comm wraps a transport.Mesh. Every rank of the mesh must call the same
+// Comm operations in the same order with the same sizes (buffer lengths,
+// counts, root, dtype, op) and the same Config: the algorithms carry no
+// framing, each rank knows how many bytes to expect from each peer. Buffers
+// are raw bytes of little-endian elements of the given DType (callers view
+// []float32 etc. with unsafe.Slice). Operations on one Comm are serialised;
+// the mesh's links must not be used by anyone else while an operation runs.
+//
+// Every operation takes a context: when it is done the operation returns
+// promptly with an error wrapping ctx.Err(). Link failures come back
+// wrapped, keeping the *transport.PeerError that names the peer (errors.As).
+// Once an operation fails after bytes have moved, the Comm closes the mesh
+// (so that every peer's operation fails too, instead of waiting for its
+// deadline) and later operations return the first error: rebuild the mesh
+// and the Comm to continue. Argument errors (ErrInvalid) are found before
+// any byte moves and leave the Comm usable.
+//
+// # Algorithms
+//
+//   - Allreduce: recursive doubling below Config.SmallBytes (log2 n exchanges
+//     of the whole buffer; a non-power-of-two world first folds the extra
+//     ranks into partners), otherwise a ring: reduce-scatter then allgather,
+//     2(n-1) steps, each chunk cut into Config.SegmentBytes segments. A
+//     received segment is reduced and immediately queued for sending to the
+//     right neighbour (the next step sends exactly the chunk just received),
+//     so sending, receiving and reducing overlap. Hierarchical (Config or
+//     Algorithm) reduce-scatters within each host, allreduces across hosts
+//     among ranks with the same local index, and allgathers within the host.
+//     Postscale/average is applied to each rank's reduced chunk before the
+//     allgather, so every rank scales 1/n of the data.
+//   - Allgatherv: the allgather half of the ring, any count per rank.
+//   - ReduceScatter: the reduce-scatter half of the ring, any count per rank.
+//   - Broadcast: binomial tree below SmallBytes, else a pipelined chain from
+//     the root.
+//   - Alltoallv: pairwise exchange (step s: send to rank+s, receive from
+//     rank-s), receive counts exchanged first.
+//   - Barrier: dissemination, ceil(log2 n) rounds of one byte.
+//
+// # Goroutines and copies
+//
+// Sending and receiving must run concurrently (two ranks doing a blocking
+// Send of a large segment to each other deadlock over TCP), but a goroutine
+// per chunk is wasteful and a hand-off between goroutines can cost a
+// scheduler tick on a small machine. So each Comm owns exactly one sender
+// goroutine, which performs queued sends in order while the calling
+// goroutine receives and reduces; Close stops it. When all the bytes an
+// operation sends to a peer fit in the link's buffer (transport.Buffered,
+// with a factor-two margin), the caller's goroutine sends them itself and no
+// hand-off happens: small allreduces, barriers and the count exchange of
+// alltoall stay on one goroutine.
+//
+// Received bytes are reduced straight from the link's memory when the link
+// is a transport.RecvReducer (shared memory); otherwise they land in one
+// segment-sized scratch buffer and are reduced from there. The allgather
+// phase receives directly into the caller's buffer.
+//
+// # Kernels
+//
+// Reduce and Scale cover float32, float64, float16, bfloat16, int8, uint8,
+// int32, int64 and uint64 with Sum, Average, Min, Max and Product (BitAnd,
+// BitOr for integers). float16 and bfloat16 compute through float32 and
+// round to nearest even. On amd64 with cgo, float types use C kernels
+// compiled with -O3 in three variants (x86-64-v2, AVX2+F16C, AVX-512),
+// picked at load time; slices under 1 KiB and the purego build tag use the
+// Go kernels, which give bit-identical results.
+package ops
