@@ -77,7 +77,7 @@ type Controller struct {
 	pending    map[key]*queued // every request in flight on this rank
 	queue      []*queued       // the subset not yet sent to rank 0, in submission order
 	selfJoined bool            // this rank submitted Join and has not seen the Join response
-	joinMode   bool            // the last cycle saw some rank joined: the cache is bypassed
+	joinMode   bool            // the last cycle saw some rank joined: the cache is bypassed (same on every rank)
 	stats      Stats
 	broken     error
 	lastSlow   bool // the last cycle took the slow path (for tests and logs)
@@ -95,7 +95,6 @@ type cycleState struct {
 	shutdown    bool // this rank asked
 	anyShutdown bool
 	slow        bool
-	bypass      bool // some rank joined: hits not shared by all go to rank 0
 	bits        []uint64
 	invalid     []uint64 // this rank's invalid cache bits
 	cached      []Response
@@ -279,7 +278,16 @@ func (c *Controller) begin(now time.Time, newReqs []Request, shutdown bool) []ui
 		q.state, q.bit = cacheMiss, -1
 		if c.cache.enabled() && cacheableOp(q.req.Op) {
 			q.bit, q.state = c.cache.lookup(&q.req)
-			if q.state == cacheHit && c.cfg.StallWarning > 0 && now.Sub(q.since) > c.cfg.StallWarning {
+			switch {
+			case q.state != cacheHit:
+			case bypass:
+				// A joined rank never hits, so no hit would be common: the
+				// entry is erased everywhere and every rank's request for
+				// it goes to rank 0, which counts the joined ranks. (Sending
+				// only this rank's request while others wait on their hits
+				// would split the tensor between the two paths forever.)
+				q.state = cacheInvalid
+			case c.stuckAfter() > 0 && now.Sub(q.since) > c.stuckAfter():
 				// A cached tensor waiting this long is stuck on other
 				// ranks; the slow path lets rank 0's stall inspector see it.
 				q.state = cacheInvalid
@@ -297,9 +305,6 @@ func (c *Controller) begin(now time.Time, newReqs []Request, shutdown bool) []ui
 		switch q.state {
 		case cacheHit:
 			bits[1+q.bit/64] |= 1 << (q.bit % 64)
-			if bypass {
-				uncached = true
-			}
 		case cacheInvalid:
 			c.stats.CacheInvalid++
 			c.cur.invalid[q.bit/64] |= 1 << (q.bit % 64)
@@ -337,6 +342,15 @@ func (c *Controller) begin(now time.Time, newReqs []Request, shutdown bool) []ui
 	return bits
 }
 
+// stuckAfter is how long a cached request may wait for the other ranks
+// before it is sent to rank 0's stall inspector; 0 means never.
+func (c *Controller) stuckAfter() time.Duration {
+	if c.cfg.StallWarning > 0 {
+		return c.cfg.StallWarning
+	}
+	return c.cfg.StallShutdown
+}
+
 func cacheableOp(op OpType) bool {
 	switch op {
 	case OpAllreduce, OpAllgather, OpBroadcast, OpAlltoall, OpReduceScatter:
@@ -351,9 +365,7 @@ func (c *Controller) afterAnd(bits []uint64) []uint64 {
 	st := bits[0]
 	c.cur.anyShutdown = st&statusNotShutdown == 0
 	c.cur.slow = st&statusNotUncached == 0
-	anyJoined := st&statusNotJoined == 0
-	c.cur.bypass = c.joinMode || anyJoined
-	c.joinMode = anyJoined
+	c.joinMode = st&statusNotJoined == 0
 	c.cur.bits = bits
 	if st&statusNotInvalid == 0 {
 		return c.cur.invalid
@@ -402,15 +414,13 @@ func (c *Controller) fastPath() ResponseList {
 
 // requestPayload is phase 4 of the slow path on every rank: the requests
 // rank 0 has not seen yet. Hits every rank shares are answered from the
-// cache; other hits wait for the other ranks, unless some rank has joined
-// (a joined rank never submits them, so rank 0 must count them).
+// cache; other hits wait for the other ranks.
 func (c *Controller) requestPayload() []byte {
 	var l RequestList
 	l.Shutdown = c.cur.shutdown
 	kept := c.queue[:0]
 	for _, q := range c.queue {
-		k := key{q.req.ProcessSet, q.req.Name}
-		if q.state == cacheHit && (c.cur.cachedKeys[k] || !c.cur.bypass) {
+		if q.state == cacheHit {
 			kept = append(kept, q)
 			continue
 		}

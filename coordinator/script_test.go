@@ -468,10 +468,15 @@ func pathOf(c *Controller) string {
 	return "fast path"
 }
 
+type fataler interface {
+	Helper()
+	Fatalf(format string, args ...any)
+}
+
 // lockstep runs the phases of one cycle on every controller in turn, doing
 // the exchanges in memory; it checks that the ranks agree on every
 // collective decision.
-func lockstep(t *testing.T, ctrls []*Controller, now time.Time, reqs [][]Request, shutdown []bool) []ResponseList {
+func lockstep(t fataler, ctrls []*Controller, now time.Time, reqs [][]Request, shutdown []bool) []ResponseList {
 	t.Helper()
 	n := len(ctrls)
 	bits := make([][]uint64, n)
