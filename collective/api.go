@@ -3,6 +3,7 @@ package collective
 import (
 	"errors"
 
+	"github.com/gorovod/gorovod/internal/transport"
 	"github.com/gorovod/gorovod/ops"
 )
 
@@ -10,7 +11,7 @@ import (
 var (
 	ErrNotInitialized = errors.New("gorovod: not initialized (call collective.Init first)")
 	ErrShutdown       = errors.New("gorovod: shut down")
-	ErrPeerLost       = errors.New("gorovod: peer lost")
+	ErrPeerLost       = transport.ErrPeerLost
 	ErrMismatch       = errors.New("gorovod: mismatched collective")
 	ErrTimeout        = errors.New("gorovod: timed out")
 	ErrInvalid        = errors.New("gorovod: invalid argument")

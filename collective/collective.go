@@ -114,7 +114,7 @@ func Init(ctx context.Context, opts ...Option) error {
 func start(ctx context.Context, cfg config.Config, log *zap.Logger, li launchInfo) (*engine, error) {
 	if li.Source == "single" {
 		topo := topology{rank: 0, size: 1, localRank: 0, localSize: 1, crossRank: 0, crossSize: 1, host: li.Host}
-		return newEngine(cfg, log, topo, singleMesh{host: li.Host})
+		return newEngine(cfg, log, topo, singleMesh{host: li.Host}, nil)
 	}
 	if li.SecretDerived {
 		log.Warn("no job secret in the environment; derived one from the launcher's job id (set GOROVOD_SECRET or GOROVOD_SECRET_FILE)")
@@ -150,7 +150,7 @@ func start(ctx context.Context, cfg config.Config, log *zap.Logger, li launchInf
 		return nil, fmt.Errorf("data plane cannot listen on %s: %w", bind, err)
 	}
 	world, err := rendezvous.Register(ctx, li.RendezvousAddr, li.Secret, rendezvous.Registration{
-		Rank: li.Rank, Host: li.Host, LocalRank: li.LocalRank, Addr: lis.Addr().String(), Pid: os.Getpid(),
+		Epoch: li.Epoch, Rank: li.Rank, Host: li.Host, LocalRank: li.LocalRank, Addr: lis.Addr().String(), Pid: os.Getpid(),
 	})
 	if err != nil {
 		_ = lis.Close()
@@ -173,7 +173,7 @@ func start(ctx context.Context, cfg config.Config, log *zap.Logger, li launchInf
 	me := world.Peers[li.Rank]
 	topo := topology{rank: li.Rank, size: len(world.Peers), localRank: me.LocalRank, localSize: me.LocalSize,
 		crossRank: me.CrossRank, crossSize: me.CrossSize, host: li.Host}
-	e, err := newEngine(cfg, log, topo, m)
+	e, err := newEngine(cfg, log, topo, m, nil)
 	if err != nil {
 		_ = m.Close()
 		cleanup()

@@ -24,6 +24,8 @@ type entry struct {
 	buf        []byte // input; also the output of in-place ops
 	out        []byte // result of allgather / alltoall / reduce-scatter
 	outCounts  []int
+	splits     []int // alltoall: bytes to each rank
+	exclusive  func(context.Context, *ops.Comm) error
 	lastJoined int
 	done       chan struct{}
 	err        error
@@ -39,14 +41,15 @@ func (en *entry) finish(err error) {
 // submitted tensors. Exactly one goroutine (run) negotiates and executes, so
 // every rank issues data-plane operations in the same order.
 type engine struct {
-	cfg  config.Config
-	log  *zap.Logger
-	topo topology
-	mesh transport.Mesh
-	comm *ops.Comm
-	ctrl *coordinator.Controller
-	fbuf *fusion.Buffer
-	met  *metrics
+	cfg     config.Config
+	log     *zap.Logger
+	topo    topology
+	mesh    transport.Mesh
+	tracker *failureTracker
+	comm    *ops.Comm
+	ctrl    *coordinator.Controller
+	fbuf    *fusion.Buffer
+	met     *metrics
 
 	mu       sync.Mutex
 	pending  map[string]*entry // submitted and not finished, by name
@@ -66,8 +69,9 @@ type topology struct {
 	host                                                   string
 }
 
-func newEngine(cfg config.Config, log *zap.Logger, topo topology, mesh transport.Mesh) (*engine, error) {
-	comm, err := ops.NewComm(mesh, ops.Config{SegmentBytes: cfg.SegmentBytes, Hierarchical: cfg.HierarchicalAllreduce})
+func newEngine(cfg config.Config, log *zap.Logger, topo topology, mesh transport.Mesh, oracle failureOracle) (*engine, error) {
+	tracker := newFailureTracker(mesh, oracle)
+	comm, err := ops.NewComm(tracker, ops.Config{SegmentBytes: cfg.SegmentBytes, Hierarchical: cfg.HierarchicalAllreduce})
 	if err != nil {
 		return nil, err
 	}
@@ -84,7 +88,7 @@ func newEngine(cfg config.Config, log *zap.Logger, topo topology, mesh transport
 		return nil, err
 	}
 	e := &engine{
-		cfg: cfg, log: log, topo: topo, mesh: mesh, comm: comm, ctrl: ctrl,
+		cfg: cfg, log: log, topo: topo, mesh: mesh, tracker: tracker, comm: comm, ctrl: ctrl,
 		fbuf:     fusion.NewBuffer(),
 		met:      newMetrics(),
 		pending:  make(map[string]*entry),
@@ -169,13 +173,13 @@ func (e *engine) run() {
 		rl, err := e.ctrl.Cycle(ctx, x, start, reqs, stopped)
 		e.met.cycle(time.Since(start))
 		if err != nil {
-			e.die(fmt.Errorf("negotiation on rank %d (%s) failed: %w", e.topo.rank, e.topo.host, e.peerErr(err)))
+			e.die(e.peerErr(fmt.Errorf("negotiation on rank %d (%s) failed: %w", e.topo.rank, e.topo.host, err)))
 			return
 		}
 		e.logStalls()
 		for i := range rl.Responses {
 			if err := e.execute(ctx, &rl.Responses[i]); err != nil {
-				e.die(fmt.Errorf("rank %d (%s): %w", e.topo.rank, e.topo.host, e.peerErr(err)))
+				e.die(e.peerErr(fmt.Errorf("rank %d (%s): %w", e.topo.rank, e.topo.host, err)))
 				return
 			}
 		}
@@ -232,11 +236,15 @@ func (e *engine) die(err error) {
 	}
 }
 
-// peerErr turns a transport error into ErrPeerLost naming the rank and host.
+// peerErr explains a data-plane error: when the job's first failure is
+// known (see failureTracker), the error names the rank that was lost first,
+// not just the neighbour this rank noticed.
 func (e *engine) peerErr(err error) error {
-	var pe *transport.PeerError
-	if errors.As(err, &pe) && pe.Host == "" && e.mesh != nil && pe.Rank >= 0 && pe.Rank < e.topo.size {
-		pe.Host = e.mesh.Host(pe.Rank)
+	if !errors.Is(err, transport.ErrPeerLost) {
+		return err
+	}
+	if f, ok := e.tracker.firstFailure(); ok {
+		return fmt.Errorf("%s: %w", f, err)
 	}
 	return err
 }

@@ -1,0 +1,136 @@
+package collective
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/gorovod/gorovod/internal/transport"
+)
+
+// Failure is one rank's report that it lost a peer.
+type Failure struct {
+	Rank     int    // the rank that noticed
+	Host     string // its host
+	Lost     int    // the peer it lost
+	LostHost string
+	Message  string
+}
+
+func (f Failure) String() string {
+	return fmt.Sprintf("rank %d on %s was lost (first noticed by rank %d on %s: %s)", f.Lost, f.LostHost, f.Rank, f.Host, f.Message)
+}
+
+// failureOracle records the first data-plane failure of the job, so that
+// every rank can name the rank that failed first rather than the neighbour
+// whose fail-stop it noticed. The launcher's rendezvous service is the
+// oracle in real jobs; tests use memOracle.
+type failureOracle interface {
+	Report(ctx context.Context, f Failure) (first Failure, err error)
+}
+
+// memOracle is an in-process oracle (tests, and a world of one).
+type memOracle struct {
+	mu    sync.Mutex
+	first *Failure
+}
+
+func (o *memOracle) Report(_ context.Context, f Failure) (Failure, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.first == nil {
+		o.first = &f
+	}
+	return *o.first, nil
+}
+
+// failureTracker wraps a mesh so that the first lost-peer error any link
+// sees is reported to the oracle before the error reaches the algorithms
+// (whose fail-stop then makes other ranks notice this rank). Reporting at
+// the point of detection is what makes the oracle's first report the true
+// origin.
+type failureTracker struct {
+	transport.Mesh
+	oracle failureOracle
+	once   sync.Once
+	done   chan struct{}
+	first  Failure
+	known  bool
+}
+
+func newFailureTracker(m transport.Mesh, oracle failureOracle) *failureTracker {
+	return &failureTracker{Mesh: m, oracle: oracle, done: make(chan struct{})}
+}
+
+func (t *failureTracker) Link(peer int) transport.Link {
+	l := t.Mesh.Link(peer)
+	if l == nil {
+		return nil
+	}
+	tl := trackedLink{Link: l, t: t, peer: peer}
+	if rr, ok := l.(transport.RecvReducer); ok {
+		return &trackedReducerLink{trackedLink: tl, rr: rr}
+	}
+	return &tl
+}
+
+// observe reports err if it is the first lost peer this rank sees.
+func (t *failureTracker) observe(peer int, err error) error {
+	if err == nil || !errors.Is(err, transport.ErrPeerLost) || t.oracle == nil {
+		return err
+	}
+	t.once.Do(func() {
+		defer close(t.done)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		f := Failure{Rank: t.Rank(), Host: t.Host(t.Rank()), Lost: peer, LostHost: t.Host(peer), Message: err.Error()}
+		first, rerr := t.oracle.Report(ctx, f)
+		if rerr != nil {
+			first = f
+		}
+		t.first, t.known = first, true
+	})
+	return err
+}
+
+// firstFailure returns the job's first failure once this rank reported one.
+func (t *failureTracker) firstFailure() (Failure, bool) {
+	select {
+	case <-t.done:
+		return t.first, t.known
+	default:
+		return Failure{}, false
+	}
+}
+
+type trackedLink struct {
+	transport.Link
+	t    *failureTracker
+	peer int
+}
+
+func (l *trackedLink) Send(ctx context.Context, p []byte) error {
+	return l.t.observe(l.peer, l.Link.Send(ctx, p))
+}
+
+func (l *trackedLink) Recv(ctx context.Context, p []byte) error {
+	return l.t.observe(l.peer, l.Link.Recv(ctx, p))
+}
+
+func (l *trackedLink) BufferedBytes() int {
+	if b, ok := l.Link.(transport.Buffered); ok {
+		return b.BufferedBytes()
+	}
+	return 0
+}
+
+type trackedReducerLink struct {
+	trackedLink
+	rr transport.RecvReducer
+}
+
+func (l *trackedReducerLink) RecvReduce(ctx context.Context, dst []byte, fn func(dst, src []byte)) error {
+	return l.t.observe(l.peer, l.rr.RecvReduce(ctx, dst, fn))
+}
