@@ -526,7 +526,7 @@ func (c *Controller) coordinateLists(lists []RequestList) ResponseList {
 	}
 	if c.cfg.StallShutdown > 0 {
 		for _, e := range t.order {
-			if e.done || now.Sub(e.firstSeen) < c.cfg.StallShutdown {
+			if e.done || e.key == joinKey || now.Sub(e.firstSeen) < c.cfg.StallShutdown {
 				continue
 			}
 			s := t.stall(e, c.sets[e.key.set], now)

@@ -45,11 +45,15 @@ func randomNegotiation(seed uint64) (err error) {
 	n := 2 + rng.IntN(3)
 	capacity := []int{0, 2, 5, 1024}[rng.IntN(4)]
 	threshold := []int64{0, 256, 128 << 20}[rng.IntN(3)]
+	var stallWarn, stallShutdown time.Duration
+	if rng.IntN(2) == 0 {
+		stallWarn, stallShutdown = 5*time.Millisecond, 20*time.Millisecond
+	}
 	ctrls := make([]*Controller, n)
 	for r := range ctrls {
 		cfg := DefaultConfig(r, n)
 		cfg.CacheCapacity, cfg.FusionThresholdBytes = capacity, threshold
-		cfg.StallWarning = 0
+		cfg.StallWarning, cfg.StallShutdown = stallWarn, stallShutdown
 		c, err := NewController(cfg)
 		if err != nil {
 			return err
@@ -168,7 +172,7 @@ func randomNegotiation(seed uint64) (err error) {
 				}
 			}
 		}
-		now = now.Add(time.Millisecond)
+		now = now.Add(time.Duration(1+rng.IntN(3)) * time.Millisecond)
 		return nil
 	}
 	steps := 10 + rng.IntN(30)

@@ -271,10 +271,12 @@ func (t *messageTable) stall(e *tableEntry, members []int, now time.Time) Stall 
 	return s
 }
 
-// overdue reports whether some tensor has waited at least limit.
+// overdue reports whether some tensor has waited at least limit. Joins
+// are exempt from the stall inspector: ranks join early by design (uneven
+// data) while the others keep working.
 func (t *messageTable) overdue(now time.Time, limit time.Duration) bool {
 	for _, e := range t.order {
-		if !e.done && now.Sub(e.firstSeen) >= limit {
+		if !e.done && e.key != joinKey && now.Sub(e.firstSeen) >= limit {
 			return true
 		}
 	}
@@ -286,7 +288,7 @@ func (t *messageTable) overdue(now time.Time, limit time.Duration) bool {
 func (t *messageTable) inspect(now time.Time, warn time.Duration, sets map[int][]int) []Stall {
 	var out []Stall
 	for _, e := range t.order {
-		if e.done || now.Sub(e.firstSeen) < warn {
+		if e.done || e.key == joinKey || now.Sub(e.firstSeen) < warn {
 			continue
 		}
 		if !e.lastWarned.IsZero() && now.Sub(e.lastWarned) < warn {
