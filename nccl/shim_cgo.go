@@ -253,6 +253,7 @@ static int gr_streamSynchronize(gr_lib *l, int dev, uintptr_t s) {
 import "C"
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"unsafe"
@@ -266,8 +267,11 @@ type cShim struct {
 	ncclPath, cudaPath string
 }
 
-func openFirst(names []string) (unsafe.Pointer, string, error) {
-	var errs []string
+// openFirst dlopens the first of names that loads. Its error lists the
+// names that were simply not found together, and the loader's text for
+// any that failed otherwise (wrong architecture, missing dependency).
+func openFirst(names []string) (unsafe.Pointer, error) {
+	var notFound, failed []string
 	buf := (*C.char)(C.calloc(512, 1))
 	defer C.free(unsafe.Pointer(buf))
 	for _, n := range names {
@@ -275,16 +279,24 @@ func openFirst(names []string) (unsafe.Pointer, string, error) {
 		h := C.gr_open(cn, buf, 512)
 		C.free(unsafe.Pointer(cn))
 		if h != nil {
-			return h, n, nil
+			return h, nil
 		}
-		errs = append(errs, C.GoString(buf))
+		msg := C.GoString(buf)
+		if msg == n+": cannot open shared object file: No such file or directory" {
+			notFound = append(notFound, n)
+		} else {
+			failed = append(failed, msg)
+		}
 	}
-	return nil, "", fmt.Errorf("tried %s: %s", strings.Join(names, ", "), strings.Join(errs, "; "))
+	if len(notFound) > 0 {
+		failed = append(failed, strings.Join(notFound, ", ")+": not found")
+	}
+	return nil, errors.New(strings.Join(failed, "; "))
 }
 
 func loadShim(ncclNames, cudartNames []string) (shim, error) {
-	nh, _, nerr := openFirst(ncclNames)
-	ch, _, cerr := openFirst(cudartNames)
+	nh, nerr := openFirst(ncclNames)
+	ch, cerr := openFirst(cudartNames)
 	switch {
 	case nerr != nil && cerr != nil:
 		return nil, fmt.Errorf("%w: cannot load NCCL (%v) nor the CUDA runtime (%v)", ErrUnavailable, nerr, cerr)
