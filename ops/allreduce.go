@@ -36,7 +36,7 @@ func (c *Comm) Allreduce(ctx context.Context, buf []byte, dt DType, op ReduceOp,
 	return c.run(ctx, "allreduce", func(ctx context.Context) error {
 		switch algo {
 		case RecursiveDoubling:
-			if err := c.recursiveDoubling(ctx, buf, dt, rop); err != nil {
+			if err := c.recursiveDoubling(ctx, all(c.size), c.rank, buf, dt, rop); err != nil {
 				return err
 			}
 			if finish != nil {
@@ -241,44 +241,46 @@ func (c *Comm) exchange(ctx context.Context, peer int, p, q []byte) error {
 	return nil
 }
 
-// recursiveDoubling: with p the largest power of two <= n and rem = n-p,
-// the first 2*rem ranks pair up and the even one hands its data to the odd
-// one (which takes part for both); the p remaining ranks exchange whole
-// buffers with partners at distance 1, 2, 4, ...; finally the odd ranks
-// hand the result back. Each exchange computes lower-rank-data op
-// higher-rank-data on both sides, so all ranks agree bit for bit even for
-// non-commutative NaN cases of Min/Max.
-func (c *Comm) recursiveDoubling(ctx context.Context, buf []byte, dt DType, op ReduceOp) error {
-	n, r := c.size, c.rank
+// recursiveDoubling allreduces buf over group (this rank at index pos).
+// With p the largest power of two <= n and rem = n-p, the first 2*rem
+// members pair up and the even one hands its data to the odd one (which
+// takes part for both); the p remaining members exchange whole buffers with
+// partners at distance 1, 2, 4, ...; finally the odd ones hand the result
+// back. Each exchange computes lower-index data op higher-index data on both
+// sides, so all ranks agree bit for bit even where Min/Max meet a NaN.
+func (c *Comm) recursiveDoubling(ctx context.Context, group []int, pos int, buf []byte, dt DType, op ReduceOp) error {
+	n, r := len(group), pos
+	if n == 1 {
+		return nil
+	}
 	p := 1 << (bits.Len(uint(n)) - 1)
 	rem := n - p
 	tmp := c.buffer(len(buf))
 
-	vr := r - rem // virtual rank among the p
+	vr := r - rem // index among the p that exchange
 	if r < 2*rem {
 		if r%2 == 0 {
-			if err := c.to(r+1, len(buf)).sendSync(ctx, buf); err != nil {
+			if err := c.to(group[r+1], len(buf)).sendSync(ctx, buf); err != nil {
 				return err
 			}
-			return c.recv(ctx, r+1, buf)
+			return c.recv(ctx, group[r+1], buf)
 		}
-		if err := c.recv(ctx, r-1, tmp); err != nil {
+		if err := c.recv(ctx, group[r-1], tmp); err != nil {
 			return err
 		}
-		// Lower rank's data on the left.
-		reduce(dt, op, tmp, buf)
+		reduce(dt, op, tmp, buf) // lower index on the left
 		copy(buf, tmp)
 		vr = r / 2
 	}
-	real := func(v int) int {
+	member := func(v int) int {
 		if v < rem {
 			return 2*v + 1
 		}
 		return v + rem
 	}
 	for mask := 1; mask < p; mask <<= 1 {
-		peer := real(vr ^ mask)
-		if err := c.exchange(ctx, peer, buf, tmp); err != nil {
+		peer := member(vr ^ mask)
+		if err := c.exchange(ctx, group[peer], buf, tmp); err != nil {
 			return err
 		}
 		if peer > r {
@@ -289,7 +291,7 @@ func (c *Comm) recursiveDoubling(ctx context.Context, buf []byte, dt DType, op R
 		}
 	}
 	if r < 2*rem {
-		return c.to(r-1, len(buf)).sendSync(ctx, buf)
+		return c.to(group[r-1], len(buf)).sendSync(ctx, buf)
 	}
 	return nil
 }
@@ -328,12 +330,20 @@ func (c *Comm) hierarchical(ctx context.Context, buf []byte, dt DType, op Reduce
 			cpos = i
 		}
 	}
-	if len(c.cross) > 1 && len(mine) > 0 {
+	switch {
+	case len(c.cross) > 1 && len(mine) >= c.cfg.SmallBytes:
 		if err := c.ringAllreduce(ctx, c.cross, cpos, mine, dt, op, finish); err != nil {
 			return err
 		}
-	} else if finish != nil {
-		finish(mine)
+	case len(c.cross) > 1 && len(mine) > 0:
+		if err := c.recursiveDoubling(ctx, c.cross, cpos, mine, dt, op); err != nil {
+			return err
+		}
+		fallthrough
+	default:
+		if finish != nil {
+			finish(mine)
+		}
 	}
 	return c.ring(ctx, ringSpec{group: c.local, pos: lpos, buf: buf, offs: offs, ag: true})
 }

@@ -151,10 +151,6 @@ func (c *Comm) run(ctx context.Context, name string, body func(ctx context.Conte
 		c.mu.Unlock()
 		return fmt.Errorf("ops: %s on rank %d: communicator unusable after an earlier failure: %w", name, c.rank, err)
 	}
-	if err := ctx.Err(); err != nil {
-		c.mu.Unlock()
-		return fmt.Errorf("ops: %s on rank %d: %w", name, c.rank, err)
-	}
 	opCtx, cancel := context.WithCancelCause(ctx)
 	c.cancelOp = cancel
 	c.mu.Unlock()

@@ -684,34 +684,76 @@ func TestDeadline(t *testing.T) {
 	}
 }
 
+// cancelMesh wraps a mesh so that ctx is cancelled once the rank has sent
+// a number of bytes: a deterministic "cancel in the middle of an op".
+type cancelMesh struct {
+	transport.Mesh
+	left   atomic.Int64
+	cancel context.CancelFunc
+}
+
+type cancelLink struct {
+	transport.Link
+	m *cancelMesh
+}
+
+func (m *cancelMesh) Link(p int) transport.Link {
+	l := m.Mesh.Link(p)
+	if l == nil {
+		return nil
+	}
+	return cancelLink{l, m}
+}
+
+func (l cancelLink) Send(ctx context.Context, p []byte) error {
+	err := l.Link.Send(ctx, p)
+	if l.m.left.Add(-int64(len(p))) <= 0 {
+		l.m.cancel()
+	}
+	return err
+}
+
 // TestCancelPropagates: one rank's ctx is cancelled mid-op; the others have
 // no deadline and must still fail (the cancelled rank closes its mesh).
+// Also a rank whose ctx is done before the op starts.
 func TestCancelPropagates(t *testing.T) {
 	defer checkGoroutines(t)()
-	ws := newWorld(t, 4, Config{Algorithm: Ring, SegmentBytes: 4096})
-	defer ws.close()
-	ws.w.Delay(0, 1, time.Millisecond) // slow enough to be mid-op
-	bg, stop := context.WithTimeout(context.Background(), 20*time.Second)
-	defer stop()
-	ctx1, cancel1 := context.WithCancel(bg)
-	var once sync.Once
-	errs := ws.each(func(rank int, c *Comm) error {
-		ctx := bg
-		if rank == 1 {
-			ctx = ctx1
-			once.Do(func() { time.AfterFunc(5*time.Millisecond, cancel1) })
+	for _, already := range []bool{false, true} {
+		w := inmem.MustWorld(4)
+		ctx1, cancel1 := context.WithCancel(context.Background())
+		cm := &cancelMesh{Mesh: w.Mesh(1), cancel: cancel1}
+		cm.left.Store(100 << 10)
+		if already {
+			cancel1()
 		}
-		return c.Allreduce(ctx, make([]byte, 1<<20), Float32, Sum, 1, 1)
-	})
-	if bg.Err() != nil {
-		t.Fatal("a rank hung until the test deadline")
-	}
-	if !errors.Is(errs[1], context.Canceled) {
-		t.Errorf("cancelled rank: %v", errs[1])
-	}
-	for _, r := range []int{0, 2, 3} {
-		if !errors.Is(errs[r], transport.ErrPeerLost) {
-			t.Errorf("rank %d: %v, want ErrPeerLost", r, errs[r])
+		ws := &world{w: w}
+		for r := range 4 {
+			var m transport.Mesh = w.Mesh(r)
+			if r == 1 {
+				m = cm
+			}
+			c, err := NewComm(m, Config{Algorithm: Ring, SegmentBytes: 4096})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ws.comms = append(ws.comms, c)
+		}
+		errs := ws.each(func(rank int, c *Comm) error {
+			ctx := context.Background()
+			if rank == 1 {
+				ctx = ctx1
+			}
+			return c.Allreduce(ctx, make([]byte, 1<<20), Float32, Sum, 1, 1)
+		})
+		ws.close()
+		cancel1()
+		if !errors.Is(errs[1], context.Canceled) {
+			t.Errorf("already=%v: cancelled rank: %v", already, errs[1])
+		}
+		for _, r := range []int{0, 2, 3} {
+			if !errors.Is(errs[r], transport.ErrPeerLost) {
+				t.Errorf("already=%v: rank %d: %v, want ErrPeerLost", already, r, errs[r])
+			}
 		}
 	}
 }

@@ -14,11 +14,17 @@
 // Every operation takes a context: when it is done the operation returns
 // promptly with an error wrapping ctx.Err(). Link failures come back
 // wrapped, keeping the *transport.PeerError that names the peer (errors.As).
-// Once an operation fails after bytes have moved, the Comm closes the mesh
-// (so that every peer's operation fails too, instead of waiting for its
-// deadline) and later operations return the first error: rebuild the mesh
-// and the Comm to continue. Argument errors (ErrInvalid) are found before
-// any byte moves and leave the Comm usable.
+// Once an operation fails (a lost peer, a done ctx, Close), the byte
+// streams between ranks are out of step, and a rank that skipped its part
+// would leave the others waiting: so the Comm closes the mesh, which makes
+// every peer's operation fail promptly with ErrPeerLost instead of waiting
+// for its deadline, and later operations return the first error. Rebuild
+// the mesh and the Comm to continue. Argument errors (ErrInvalid) are found
+// before any byte moves and leave the Comm usable.
+//
+// A rank names the peer it lost contact with: the ranks next to a dead rank
+// name it, ranks further away may name a neighbour that aborted because of
+// it (the data plane has no side channel to carry the first cause).
 //
 // # Algorithms
 //

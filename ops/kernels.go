@@ -95,9 +95,17 @@ func reduceGo(dt DType, op ReduceOp, dst, src []byte) {
 	case Uint64:
 		reduceInt(op, as[uint64](dst), as[uint64](src))
 	case Float16:
-		reduceHalf(op, as[uint16](dst), as[uint16](src), f16ToF32Bits, f32ToF16Bits)
+		if op == Sum || op == Average {
+			sumF16(as[uint16](dst), as[uint16](src))
+		} else {
+			reduceHalf(op, as[uint16](dst), as[uint16](src), f16ToF32Bits, f32ToF16Bits)
+		}
 	case BFloat16:
-		reduceHalf(op, as[uint16](dst), as[uint16](src), bf16ToF32Bits, f32ToBF16Bits)
+		if op == Sum || op == Average {
+			sumBF16(as[uint16](dst), as[uint16](src))
+		} else {
+			reduceHalf(op, as[uint16](dst), as[uint16](src), bf16ToF32Bits, f32ToBF16Bits)
+		}
 	}
 }
 
@@ -165,6 +173,22 @@ func reduceInt[T integer](op ReduceOp, d, s []T) {
 		}
 	default:
 		reduceNum(op, d, s)
+	}
+}
+
+// sumF16 and sumBF16 are the hot cases of the portable build, written out
+// so the conversions inline.
+func sumF16(d, s []uint16) {
+	s = s[:len(d)]
+	for i := range d {
+		d[i] = f32ToF16Bits(f32bits(f32frombits(f16ToF32Bits(d[i])) + f32frombits(f16ToF32Bits(s[i]))))
+	}
+}
+
+func sumBF16(d, s []uint16) {
+	s = s[:len(d)]
+	for i := range d {
+		d[i] = f32ToBF16Bits(f32bits(f32frombits(uint32(d[i])<<16) + f32frombits(uint32(s[i])<<16)))
 	}
 }
 

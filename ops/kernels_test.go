@@ -473,3 +473,26 @@ func BenchmarkReduce(b *testing.B) {
 		}
 	}
 }
+
+// TestReduceSinkSplitElements feeds RecvReduce-style pieces that cut
+// elements at random places; the result must equal one whole Reduce.
+func TestReduceSinkSplitElements(t *testing.T) {
+	r := rand.New(rand.NewPCG(6, 6))
+	for _, dt := range []DType{Float64, Float16, Int32, Int8, BFloat16} {
+		for range 50 {
+			n := r.IntN(300)
+			dst, src := randBuf(r, dt, n, false), randBuf(r, dt, n, false)
+			want := append([]byte(nil), dst...)
+			reduceGo(dt, Sum, want, src)
+			sink := reduceSink{dt: dt, op: Sum, dst: dst}
+			for off := 0; off < len(src); {
+				k := min(1+r.IntN(13), len(src)-off)
+				sink.fn(dst[off:off+k], src[off:off+k])
+				off += k
+			}
+			if !bytes.Equal(dst, want) {
+				t.Fatalf("%s n=%d: split pieces reduce differently", dt, n)
+			}
+		}
+	}
+}
