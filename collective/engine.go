@@ -171,10 +171,13 @@ func (e *engine) run() {
 		e.mu.Unlock()
 
 		rl, err := e.ctrl.Cycle(ctx, x, start, reqs, stopped)
-		e.met.cycle(time.Since(start))
+		e.met.cycle(time.Since(start), e.ctrl.Stats())
 		if err != nil {
 			e.die(e.peerErr(fmt.Errorf("negotiation on rank %d (%s) failed: %w", e.topo.rank, e.topo.host, err)))
 			return
+		}
+		if debugCycles && len(rl.Responses) > 0 {
+			fmt.Printf("rank %d cycle reqs=%d responses=%d first=%d\n", e.topo.rank, len(reqs), len(rl.Responses), len(rl.Responses[0].Names))
 		}
 		e.logStalls()
 		for i := range rl.Responses {
@@ -198,22 +201,29 @@ func (e *engine) run() {
 }
 
 // settle gives a burst of submissions (a model's gradients) the chance to
-// land in one cycle: it yields until the queue stops growing or the batch
-// window passes. A lone small op pays at most the window.
+// land in one cycle: it polls the queue until no submission arrived for the
+// batch window, or a whole cycle time passed. A lone op pays one window.
 func (e *engine) settle() {
-	if e.cfg.BatchWindow <= 0 {
+	quiet := e.cfg.BatchWindow
+	if quiet <= 0 {
 		return
 	}
-	deadline := time.Now().Add(e.cfg.BatchWindow)
-	last := -1
-	for time.Now().Before(deadline) {
+	start := time.Now()
+	lastGrowth, last := start, -1
+	for {
 		e.mu.Lock()
 		n := len(e.queue)
 		e.mu.Unlock()
-		if n == last {
+		now := time.Now()
+		switch {
+		case n != last:
+			last, lastGrowth = n, now
+		case now.Sub(lastGrowth) >= quiet:
 			return
 		}
-		last = n
+		if now.Sub(start) >= e.cfg.CycleTime {
+			return
+		}
 		runtime.Gosched()
 	}
 }
@@ -230,6 +240,9 @@ func (e *engine) die(err error) {
 	e.mu.Unlock()
 	if !errors.Is(err, ErrShutdown) {
 		e.log.Error("collective loop stopped", zap.Error(err))
+		// Fail-stop: peers blocked on this rank (say, waiting for rank 0's
+		// responses) see it gone now rather than never.
+		_ = e.mesh.Close()
 	}
 	for _, en := range pend {
 		en.finish(err)
@@ -508,3 +521,5 @@ func recvFrame(ctx context.Context, l transport.Link, from int) ([]byte, error) 
 	}
 	return p, l.Recv(ctx, p)
 }
+
+var debugCycles = false

@@ -12,13 +12,22 @@ type metrics struct {
 	cycles, cycleNanos atomic.Int64
 	ops, opNanos       atomic.Int64
 	tensors, fusedOps  atomic.Int64
+	ctrl               atomic.Pointer[coordinator.Stats] // snapshot after the last cycle
 }
 
 func newMetrics() *metrics { return &metrics{} }
 
-func (m *metrics) cycle(d time.Duration) {
+func (m *metrics) cycle(d time.Duration, cs coordinator.Stats) {
 	m.cycles.Add(1)
 	m.cycleNanos.Add(int64(d))
+	m.ctrl.Store(&cs)
+}
+
+func (m *metrics) controller() coordinator.Stats {
+	if p := m.ctrl.Load(); p != nil {
+		return *p
+	}
+	return coordinator.Stats{}
 }
 
 func (m *metrics) op(_ coordinator.OpType, tensors int, d time.Duration) {
@@ -54,7 +63,7 @@ func GetStats() Stats {
 		BackendOps: m.ops.Load(), Tensors: m.tensors.Load(), FusedOps: m.fusedOps.Load(),
 		OpTime: time.Duration(m.opNanos.Load()),
 	}
-	cs := e.ctrl.Stats()
+	cs := m.controller()
 	s.RequestsToRoot, s.CacheHits, s.CacheMisses = cs.RequestsSent, cs.CacheHits, cs.CacheMisses
 	return s
 }
