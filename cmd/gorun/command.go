@@ -24,6 +24,7 @@ import (
 	"github.com/gorovod/gorovod/internal/launch"
 	"github.com/gorovod/gorovod/internal/logging"
 	"github.com/gorovod/gorovod/internal/rendezvous"
+	"github.com/gorovod/gorovod/internal/sysinfo"
 )
 
 const examples = `  # 4 workers on this machine
@@ -37,6 +38,9 @@ const examples = `  # 4 workers on this machine
 
   # tuning knobs reach the workers as GOROVOD_* variables
   gorun -np 2 --fusion-threshold-mb 32 --cycle-time-ms 2 ./train
+
+  # what does this machine offer (shm, NCCL, GPUs, interfaces)?
+  gorun --check
 
   # pass variables to the workers; keep each rank's output in files too
   gorun -np 2 -x OMP_NUM_THREADS=1 -x PATH --output-filename logs ./train`
@@ -70,6 +74,9 @@ func newCommand(stdout, stderr io.Writer) *cobra.Command {
 		SilenceUsage:  true,
 		Args:          cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if o.check {
+				return runCheck(cmd.Context(), args, stdout)
+			}
 			return runJob(cmd.Context(), &o, cmd.Flags(), args, stdout, stderr)
 		},
 	}
@@ -82,6 +89,20 @@ func newCommand(stdout, stderr io.Writer) *cobra.Command {
 	o.register(fs)
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	return cmd
+}
+
+// runCheck prints the machine probe; the probe bounds each part itself,
+// the deadline only keeps a wedged driver from hanging gorun.
+func runCheck(ctx context.Context, args []string, stdout io.Writer) error {
+	if len(args) > 0 {
+		return usagef("--check takes no program (got %q)", args[0])
+	}
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return sysinfo.Probe(ctx).Write(stdout)
 }
 
 // plan is a validated job.

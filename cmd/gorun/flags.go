@@ -22,6 +22,7 @@ type options struct {
 	startTimeout secondsOrDuration
 	killGrace    secondsOrDuration
 	verbose      bool
+	check        bool
 	envVars      []string // -x NAME[=value]
 	outputDir    string
 
@@ -46,6 +47,8 @@ func (o *options) register(fs *pflag.FlagSet) {
 	fs.Var(&o.startTimeout, "start-timeout", "how long workers may take to register with the rendezvous (duration like 30s, or seconds)")
 	fs.Var(&o.killGrace, "kill-grace-period", "time between SIGTERM and SIGKILL when stopping workers (duration or seconds)")
 	fs.BoolVar(&o.verbose, "verbose", false, "debug logging in gorun and the workers")
+	fs.BoolVar(&o.check, "check", false, "print what this machine offers Gorovod (transports, NCCL, GPUs, interfaces, CPU) and exit")
+	fs.BoolVar(&o.check, "check-build", false, "same as --check (horovodrun's name)")
 	fs.StringArrayVarP(&o.envVars, "env", "x", nil, "export `NAME[=value]` to the workers (NAME alone: gorun's value); repeatable")
 	fs.StringVar(&o.outputDir, "output-filename", "", "also write each worker's output to `DIR`/rank.R/stdout and stderr (R zero-padded: rank.07 of 16)")
 

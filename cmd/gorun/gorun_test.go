@@ -547,3 +547,14 @@ trap "" TERM; echo "pid $$"; touch %[1]s/up; while :; do sleep 1; done`, dir)
 		waitGone(t, p)
 	}
 }
+
+func TestCheck(t *testing.T) {
+	r := gorun(t, 40*time.Second, "--check")
+	if r.code != 0 || !strings.Contains(r.stdout, "Transports:") || !strings.Contains(r.stdout, "tcp") {
+		t.Fatalf("--check: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	r = gorun(t, 10*time.Second, "--check", "hostname")
+	if r.code != 2 || !strings.Contains(r.stderr, "--check takes no program") {
+		t.Fatalf("--check with a program: exit %d\n%s", r.code, r.stderr)
+	}
+}
