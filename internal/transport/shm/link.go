@@ -73,6 +73,7 @@ func (l *Link) watch() {
 	}
 	l.goneReason.Store(&reason)
 	l.gone.Store(true)
+	l.wakeSelf()
 }
 
 // Rank is the peer's rank.
@@ -111,7 +112,11 @@ func (l *Link) Send(ctx context.Context, p []byte) error {
 		copy(r.slot(l.txHead), p[off:off+k])
 		atomic.StoreUint32(&r.lens[l.txHead%r.slots], uint32(k))
 		l.txHead++
-		atomic.StoreUint64(r.head, l.txHead) // publishes data and length
+		// Publishes data and length. A swap, not a store: a full barrier
+		// even under the race detector, whose atomic stores are only
+		// release stores, so the read of the sleep flag below cannot pass it.
+		atomic.SwapUint64(r.head, l.txHead)
+		wake(r.rxSeq, r.rxSleep)
 		off += k
 	}
 	return nil
@@ -166,7 +171,8 @@ func (l *Link) recv(ctx context.Context, p []byte, fn func(dst, src []byte)) err
 		if l.rxOff == n {
 			l.rxOff = 0
 			l.rxTail++
-			atomic.StoreUint64(r.tail, l.rxTail) // frees the slot
+			atomic.SwapUint64(r.tail, l.rxTail) // frees the slot; a swap as in Send
+			wake(r.txSeq, r.txSleep)
 		}
 	}
 	return nil
@@ -183,9 +189,10 @@ func (l *Link) start(ctx context.Context, op string) error {
 }
 
 // blocked runs one step of waiting: it reports a closed link, a lost peer
-// or a done ctx, and otherwise pauses per the wait policy. A lost peer is
-// reported only after the caller has looked once more, so bytes the peer
-// published before it went away are still delivered.
+// or a done ctx, and otherwise pauses per the wait policy, ending up
+// blocked in the kernel until the peer wakes it. A lost peer is reported
+// only after the caller has looked once more, so bytes the peer published
+// before it went away are still delivered.
 func (l *Link) blocked(ctx context.Context, done <-chan struct{}, b *backoff, op string) error {
 	if l.closed.Load() {
 		return l.fail(op, transport.ErrClosed)
@@ -208,8 +215,38 @@ func (l *Link) blocked(ctx context.Context, done <-chan struct{}, b *backoff, op
 		default:
 		}
 	}
-	b.pause(&l.wait)
+	if b.pause(&l.wait) {
+		l.block(op == "recv")
+	}
 	return nil
+}
+
+// block sleeps in the kernel until the peer (or Close, or the loss of the
+// peer) wakes it, or BlockTimeout passes; see the protocol in wait.go.
+func (l *Link) block(recv bool) {
+	seq, flag := l.tx.txSeq, l.tx.txSleep
+	if recv {
+		seq, flag = l.rx.rxSeq, l.rx.rxSleep
+	}
+	s := atomic.LoadUint32(seq)
+	atomic.SwapUint32(flag, 1) // full barrier before the re-check (see Send)
+	stuck := !l.closed.Load() && !l.gone.Load()
+	if stuck && recv {
+		stuck = l.rx.loadHead() == l.rxTail
+	} else if stuck {
+		stuck = l.txHead-l.tx.loadTail() >= l.tx.slots
+	}
+	if stuck && !futexWait(seq, s, l.wait.BlockTimeout) {
+		nanosleep(maxNanosleep) // no futex (some sandboxes): sleep instead
+	}
+	atomic.StoreUint32(flag, 0)
+}
+
+// wakeSelf wakes this side's own blocked calls (Close, peer lost); the
+// closed or gone flag is stored before.
+func (l *Link) wakeSelf() {
+	forceWake(l.rx.rxSeq)
+	forceWake(l.tx.txSeq)
 }
 
 func (l *Link) fail(op string, err error) error {
@@ -223,6 +260,7 @@ func (l *Link) Close() error {
 		l.closed.Store(true)
 		err := l.conn.Close()
 		<-l.watchDone
+		l.wakeSelf()
 		l.mu.Lock()
 		err = errors.Join(err, l.tx.unmap(), l.rx.unmap())
 		l.mu.Unlock()

@@ -19,6 +19,8 @@ import (
 //	0     magic "GRVSHM01" | version u32 | slots u32 | slotBytes u32
 //	128   head u64: slots published by the sender
 //	256   tail u64: slots consumed by the receiver
+//	384   rxSleep u32: 1 while the receiver blocks on rxSeq | rxSeq u32 (futex word)
+//	448   txSleep u32: 1 while the sender blocks on txSeq   | txSeq u32 (futex word)
 //	512   lens [slots]u32: bytes in each slot, written before head moves
 //	4096  slots*slotBytes of data
 const (
@@ -26,6 +28,10 @@ const (
 	ringVersion  = 1
 	offHead      = 128
 	offTail      = 256
+	offRxSleep   = 384
+	offRxSeq     = 388
+	offTxSleep   = 448
+	offTxSeq     = 452
 	offLens      = 512
 	ringDataOff  = 4096
 	ringLensSize = ringDataOff - offLens
@@ -39,6 +45,10 @@ type ring struct {
 	mem       []byte
 	head      *uint64
 	tail      *uint64
+	rxSleep   *uint32 // see block in wait.go
+	rxSeq     *uint32
+	txSleep   *uint32
+	txSeq     *uint32
 	lens      []uint32
 	slots     uint64
 	slotBytes int
@@ -49,6 +59,10 @@ func newRing(mem []byte, slots, slotBytes int) *ring {
 		mem:       mem,
 		head:      (*uint64)(unsafe.Pointer(&mem[offHead])),
 		tail:      (*uint64)(unsafe.Pointer(&mem[offTail])),
+		rxSleep:   (*uint32)(unsafe.Pointer(&mem[offRxSleep])),
+		rxSeq:     (*uint32)(unsafe.Pointer(&mem[offRxSeq])),
+		txSleep:   (*uint32)(unsafe.Pointer(&mem[offTxSleep])),
+		txSeq:     (*uint32)(unsafe.Pointer(&mem[offTxSeq])),
 		lens:      unsafe.Slice((*uint32)(unsafe.Pointer(&mem[offLens])), slots),
 		slots:     uint64(slots),
 		slotBytes: slotBytes,

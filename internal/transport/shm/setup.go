@@ -75,6 +75,9 @@ func (c *Config) fill() error {
 	if c.Wait == (WaitPolicy{}) {
 		c.Wait = DefaultWaitPolicy()
 	}
+	if c.Wait.BlockTimeout <= 0 {
+		c.Wait.BlockTimeout = DefaultWaitPolicy().BlockTimeout
+	}
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
 	}
