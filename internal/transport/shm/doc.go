@@ -27,9 +27,13 @@
 // peer's rank (bytes published before are still delivered).
 //
 // Waiting (wait.go): poll the counter a few hundred times, then call the
-// sched_yield system call for a few hundred microseconds (so that with more
-// ranks than cores the peer gets the CPU; runtime.Gosched only yields to
-// goroutines of this process), then sleep with nanosleep from 10 us doubling
-// to 1 ms so an idle rank does not burn a core. ctx, Close and peer death
-// are checked between polls.
+// sched_yield system call for ~300 us (so that with more ranks than cores
+// the peer gets the CPU; runtime.Gosched only yields to goroutines of this
+// process), then sleep in short nanosleeps (10 us doubling to 200 us) for
+// ~1 ms, then block on a futex in the shared mapping until the peer wakes
+// it: an idle rank costs no CPU, and the peer pays one wake-up system call
+// per publish only while this side is blocked. The wake-up protocol (flag,
+// sequence word, full barriers) loses no wake-ups; the block also times out
+// every 10 ms to look at ctx. Close and peer death are checked between polls
+// and wake a blocked side at once.
 package shm
