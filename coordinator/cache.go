@@ -19,6 +19,8 @@ type cacheEntry struct {
 	params    Request
 	hasParams bool
 	seq       uint64 // last use; smallest is least recently used
+	bit       int    // its position in entries (and in the bit vectors)
+	hit       uint64 // the cycle in which every rank last hit it
 }
 
 // responseCache is Horovod's response cache: an LRU of negotiated
@@ -53,16 +55,30 @@ func cacheable(r *Response) bool {
 	return false
 }
 
-func (c *responseCache) lookup(req *Request) (int, cacheState) {
+func (c *responseCache) lookup(req *Request) (*cacheEntry, cacheState) {
 	bit, ok := c.byKey[key{req.ProcessSet, req.Name}]
 	if !ok {
-		return -1, cacheMiss
+		return nil, cacheMiss
 	}
 	e := c.entries[bit]
 	if e.hasParams && e.params.sameParams(req) {
-		return bit, cacheHit
+		return e, cacheHit
 	}
-	return bit, cacheInvalid
+	return e, cacheInvalid
+}
+
+// refresh marks e most recently used.
+func (c *responseCache) refresh(e *cacheEntry) {
+	c.seq++
+	e.seq = c.seq
+}
+
+// entry returns the entry for k, or nil.
+func (c *responseCache) entry(k key) *cacheEntry {
+	if bit, ok := c.byKey[k]; ok {
+		return c.entries[bit]
+	}
+	return nil
 }
 
 // put stores a single-name response (or refreshes it) as most recently used.
@@ -86,7 +102,8 @@ func (c *responseCache) put(resp Response, params *Request) {
 		e.params = *params
 	}
 	if len(c.entries) < c.capacity {
-		c.byKey[k] = len(c.entries)
+		e.bit = len(c.entries)
+		c.byKey[k] = e.bit
 		c.entries = append(c.entries, e)
 		return
 	}
@@ -129,6 +146,7 @@ func (c *responseCache) erase(bits []uint64) int {
 func (c *responseCache) renumber() {
 	sort.Slice(c.entries, func(i, j int) bool { return c.entries[i].seq < c.entries[j].seq })
 	for i, e := range c.entries {
+		e.bit = i
 		c.byKey[e.key] = i
 	}
 }

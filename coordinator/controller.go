@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"fmt"
+	"math/bits"
 	"slices"
 	"time"
 
@@ -57,9 +58,9 @@ type queued struct {
 	req      Request
 	since    time.Time // when it was submitted
 	state    cacheState
-	bit      int
-	counted  bool // stats already counted its lookup
-	sent     bool // sent to rank 0; waiting in the message table
+	entry    *cacheEntry // the cache entry of a HIT or INVALID lookup, this cycle
+	counted  bool        // stats already counted its lookup
+	sent     bool        // sent to rank 0; waiting in the message table
 	answered bool
 }
 
@@ -86,20 +87,24 @@ type Controller struct {
 	table  *messageTable
 	stalls []Stall
 
-	cur cycleState
+	cur     cycleState
+	cycleNo uint64    // counts begin calls; marks the cache entries hit in this cycle
+	free    []*queued // recycled queue entries (steady state allocates none)
+	bitsBuf []uint64  // reused AND vector
+	invBuf  []uint64  // reused invalid-bits vector
 }
 
 // cycleState is what one cycle carries from phase to phase.
 type cycleState struct {
-	now         time.Time
-	shutdown    bool // this rank asked
-	anyShutdown bool
-	slow        bool
-	bits        []uint64
-	invalid     []uint64 // this rank's invalid cache bits
-	cached      []Response
-	cachedKeys  map[key]bool
-	localErrs   []Response // errors only this rank sees (bad process set, duplicate name)
+	now           time.Time
+	shutdown      bool // this rank asked
+	anyShutdown   bool
+	slow          bool
+	bits          []uint64
+	invalid       []uint64      // this rank's invalid cache bits
+	cached        []*Response   // common hits, in bit order; point into the cache until finish
+	cachedEntries []*cacheEntry // their entries
+	localErrs     []Response    // errors only this rank sees (bad process set, duplicate name)
 }
 
 // NewController validates cfg and returns a controller for cfg.Rank.
@@ -229,6 +234,21 @@ func (c *Controller) cycle(ctx context.Context, x Exchange, now time.Time, newRe
 
 func (c *Controller) member(set int) bool { return c.memberOf[set] }
 
+func (c *Controller) newQueued() *queued {
+	if n := len(c.free); n > 0 {
+		q := c.free[n-1]
+		c.free = c.free[:n-1]
+		return q
+	}
+	return &queued{}
+}
+
+// recycle returns an answered entry to the free list.
+func (c *Controller) recycle(q *queued) {
+	*q = queued{}
+	c.free = append(c.free, q)
+}
+
 func (c *Controller) localError(r *Request, kind ErrorKind, format string, args ...any) {
 	c.cur.localErrs = append(c.cur.localErrs, Response{
 		Op: r.Op, Names: []string{r.Name}, DType: r.DType, Device: r.Device, ProcessSet: r.ProcessSet,
@@ -240,6 +260,7 @@ func (c *Controller) localError(r *Request, kind ErrorKind, format string, args 
 // return the vector for the AND exchange (status word, then cache bits).
 func (c *Controller) begin(now time.Time, newReqs []Request, shutdown bool) []uint64 {
 	c.cur = cycleState{now: now, shutdown: shutdown}
+	c.cycleNo++
 	c.stalls = nil
 	for i := range newReqs {
 		r := newReqs[i]
@@ -261,7 +282,8 @@ func (c *Controller) begin(now time.Time, newReqs []Request, shutdown bool) []ui
 			c.localError(&r, ErrorInvalid, "%s %q: rank %d already has a collective of that name in flight", r.Op, r.Name, r.Rank)
 			continue
 		}
-		q := &queued{req: r, since: now, bit: -1}
+		q := c.newQueued()
+		q.req, q.since = r, now
 		c.pending[k] = q
 		c.queue = append(c.queue, q)
 		if r.Op == OpJoin {
@@ -270,14 +292,19 @@ func (c *Controller) begin(now time.Time, newReqs []Request, shutdown bool) []ui
 	}
 
 	words := c.cache.words()
-	bits := make([]uint64, 1+words)
-	c.cur.invalid = make([]uint64, words)
+	if len(c.bitsBuf) != 1+words {
+		c.bitsBuf, c.invBuf = make([]uint64, 1+words), make([]uint64, words)
+	}
+	bits := c.bitsBuf
+	clear(bits)
+	clear(c.invBuf)
+	c.cur.invalid = c.invBuf
 	var uncached, invalid bool
 	bypass := c.joinMode || c.selfJoined
 	for _, q := range c.queue {
-		q.state, q.bit = cacheMiss, -1
+		q.state, q.entry = cacheMiss, nil
 		if c.cache.enabled() && cacheableOp(q.req.Op) {
-			q.bit, q.state = c.cache.lookup(&q.req)
+			q.entry, q.state = c.cache.lookup(&q.req)
 			switch {
 			case q.state != cacheHit:
 			case bypass:
@@ -304,10 +331,10 @@ func (c *Controller) begin(now time.Time, newReqs []Request, shutdown bool) []ui
 		}
 		switch q.state {
 		case cacheHit:
-			bits[1+q.bit/64] |= 1 << (q.bit % 64)
+			bits[1+q.entry.bit/64] |= 1 << (q.entry.bit % 64)
 		case cacheInvalid:
 			c.stats.CacheInvalid++
-			c.cur.invalid[q.bit/64] |= 1 << (q.bit % 64)
+			c.cur.invalid[q.entry.bit/64] |= 1 << (q.entry.bit % 64)
 			invalid, uncached = true, true
 		default:
 			uncached = true
@@ -383,16 +410,23 @@ func (c *Controller) afterOr(invalid []uint64) {
 			common[i] &^= invalid[i]
 		}
 	}
-	c.cur.cachedKeys = nil
+	hits := 0
+	for i, w := range common {
+		if i*64 < len(c.cache.entries) {
+			hits += bits.OnesCount64(w)
+		}
+	}
+	if hits > 0 {
+		c.cur.cached = make([]*Response, 0, hits)
+		c.cur.cachedEntries = make([]*cacheEntry, 0, hits)
+	}
 	for bit, e := range c.cache.entries {
 		if common[bit/64]&(1<<(bit%64)) == 0 {
 			continue
 		}
-		if c.cur.cachedKeys == nil {
-			c.cur.cachedKeys = make(map[key]bool)
-		}
-		c.cur.cached = append(c.cur.cached, e.resp)
-		c.cur.cachedKeys[e.key] = true
+		c.cur.cached = append(c.cur.cached, &e.resp)
+		c.cur.cachedEntries = append(c.cur.cachedEntries, e)
+		e.hit = c.cycleNo
 		if o := c.cfg.Observer; o != nil && c.cfg.Rank == 0 {
 			o.OnNegotiateStart(c.cur.now, e.key.name, e.resp.Op)
 			o.OnNegotiateEnd(c.cur.now, e.key.name)
@@ -454,7 +488,7 @@ func (c *Controller) coordinate(payloads [][]byte) (ResponseList, error) {
 
 func (c *Controller) coordinateLists(lists []RequestList) ResponseList {
 	t, now, obs := c.table, c.cur.now, c.cfg.Observer
-	responses := slices.Clone(c.cur.cached)
+	var responses []Response
 	var errs []Response
 	var ready []*tableEntry
 	inReady := make(map[*tableEntry]bool)
@@ -545,19 +579,45 @@ func (c *Controller) coordinateLists(lists []RequestList) ResponseList {
 	if join != nil {
 		responses = append(responses, *join)
 	}
-	responses = append(errs, fuse(responses, c.cfg.FusionThresholdBytes)...)
-	return ResponseList{Responses: responses, Shutdown: shutdown}
+	all := make([]*Response, 0, len(c.cur.cached)+len(responses))
+	all = append(all, c.cur.cached...)
+	for i := range responses {
+		all = append(all, &responses[i])
+	}
+	return ResponseList{Responses: append(errs, fuse(all, c.cfg.FusionThresholdBytes)...), Shutdown: shutdown}
 }
 
 // finish is the last phase on every rank: update the cache from the common
 // list (identically everywhere), retire the answered requests, and keep the
 // responses for the sets this rank is in.
 func (c *Controller) finish(rl ResponseList) ResponseList {
+	// Common hits, in bit order: refresh them in the LRU and retire this
+	// rank's requests for them.
+	for _, e := range c.cur.cachedEntries {
+		c.cache.refresh(e)
+	}
+	for _, q := range c.queue {
+		if q.state == cacheHit && q.entry.hit == c.cycleNo {
+			q.answered = true
+			delete(c.pending, key{q.req.ProcessSet, q.req.Name})
+		}
+	}
+	// Everything else came from rank 0 (the fast path has nothing else):
+	// cache it and retire the requests it answers.
 	for i := range rl.Responses {
 		r := &rl.Responses[i]
+		if r.Op == OpJoin { // completed or failed: this rank is no longer joined
+			c.selfJoined = false
+		}
+		if !c.cur.slow {
+			continue
+		}
 		cache := c.cache.enabled() && cacheable(r)
 		for j, name := range r.Names {
 			k := key{r.ProcessSet, name}
+			if e := c.cache.entry(k); e != nil && e.hit == c.cycleNo {
+				continue // a common hit, done above
+			}
 			q := c.pending[k]
 			if cache {
 				var params *Request
@@ -569,28 +629,33 @@ func (c *Controller) finish(rl ResponseList) ResponseList {
 			if q != nil {
 				delete(c.pending, k)
 				q.answered = true
+				if q.sent {
+					c.recycle(q)
+				}
 			}
-		}
-		if r.Op == OpJoin { // completed or failed: this rank is no longer joined
-			c.selfJoined = false
 		}
 	}
 	kept := c.queue[:0]
 	for _, q := range c.queue {
 		if !q.answered {
 			kept = append(kept, q)
+		} else {
+			c.recycle(q)
 		}
 	}
 	clear(c.queue[len(kept):])
 	c.queue = kept
 
-	out := ResponseList{Shutdown: rl.Shutdown, Responses: c.cur.localErrs}
-	for i := range rl.Responses {
-		r := &rl.Responses[i]
-		if r.Op != OpJoin && !c.member(r.ProcessSet) {
-			continue
+	out := ResponseList{Shutdown: rl.Shutdown, Responses: rl.Responses}
+	if len(c.cur.localErrs) > 0 || len(c.sets) > 1 {
+		out.Responses = c.cur.localErrs
+		for i := range rl.Responses {
+			r := &rl.Responses[i]
+			if r.Op != OpJoin && !c.member(r.ProcessSet) {
+				continue
+			}
+			out.Responses = append(out.Responses, *r)
 		}
-		out.Responses = append(out.Responses, *r)
 	}
 	for i := range out.Responses {
 		r := &out.Responses[i]

@@ -22,15 +22,19 @@ func compatible(a, b *Response) bool {
 // fit, so interleaved dtypes still fuse. threshold 0 disables fusion. The
 // result is a deterministic function of the input, so every rank fusing the
 // same list gets the same plan.
-func fuse(in []Response, threshold int64) []Response {
+func fuse(in []*Response, threshold int64) []Response {
 	if threshold <= 0 || len(in) < 2 {
-		return in
+		out := make([]Response, len(in))
+		for i, r := range in {
+			out[i] = *r
+		}
+		return out
 	}
-	out := make([]Response, 0, len(in))
+	var out []Response
 	q := in
-	var skipped []Response
+	var skipped []*Response
 	for len(q) > 0 {
-		r := q[0]
+		r := *q[0]
 		q = q[1:]
 		if !fusible(&r) {
 			out = append(out, r)
@@ -42,13 +46,14 @@ func fuse(in []Response, threshold int64) []Response {
 		i := 0
 		merged := false
 		for i < len(q) {
-			n := &q[i]
+			n := q[i]
 			nb := n.Bytes()
 			if compatible(&r, n) && size+nb <= threshold {
 				if !merged {
-					// r may alias the caller's slice: copy before appending.
-					r.Names = slices.Clone(r.Names)
-					r.Counts = slices.Clone(r.Counts)
+					// r's slices belong to the input (or the cache): copy
+					// before appending, sized for the worst case.
+					r.Names = append(make([]string, 0, len(q)+1), r.Names...)
+					r.Counts = append(make([]int64, 0, len(q)+1), r.Counts...)
 					merged = true
 				}
 				r.Names = append(r.Names, n.Names...)
@@ -61,12 +66,12 @@ func fuse(in []Response, threshold int64) []Response {
 			if size+skippedSize > threshold {
 				break
 			}
-			skipped = append(skipped, *n)
+			skipped = append(skipped, n)
 			i++
 		}
 		out = append(out, r)
 		if len(skipped) > 0 {
-			rest := make([]Response, 0, len(skipped)+len(q)-i)
+			rest := make([]*Response, 0, len(skipped)+len(q)-i)
 			rest = append(rest, skipped...)
 			q = append(rest, q[i:]...)
 		} else {
