@@ -14,7 +14,7 @@ all: build
 
 build:
 	@mkdir -p $(BIN)
-	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/... ./examples/...
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/... ./examples/... ./test/allreducecheck ./test/worker
 
 # The main job: data-parallel Fashion-MNIST training on this machine.
 run: build
