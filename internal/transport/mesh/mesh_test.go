@@ -51,7 +51,7 @@ func buildAllGated(ctx context.Context, peers []Peer, lis []net.Listener, mod fu
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			cfg := Config{Rank: r, Peers: peers, Secret: []byte("job-secret"), Epoch: 4, Listener: lis[r]}
+			cfg := Config{Rank: r, Peers: peers, Secret: testSecret, Epoch: 4, Listener: lis[r]}
 			if mod != nil {
 				mod(&cfg)
 			}
@@ -129,14 +129,20 @@ func closeAll(t *testing.T, meshes []transport.Mesh) {
 	}
 }
 
-func shmFiles(t *testing.T) []string {
+// testSecret is unique to this test process, so its shared-memory files
+// (named after the job tag derived from the secret) are told apart from
+// those of other jobs on the machine.
+var testSecret = []byte(fmt.Sprintf("job-secret-%d", os.Getpid()))
+
+// shmFiles lists the files in /dev/shm of this test's jobs.
+func shmFiles() []string {
 	ents, err := os.ReadDir("/dev/shm")
 	if err != nil {
 		return nil
 	}
 	var names []string
 	for _, e := range ents {
-		if strings.HasPrefix(e.Name(), "gorovod-") {
+		if strings.HasPrefix(e.Name(), "gorovod-"+jobTag(testSecret)+"-") {
 			names = append(names, e.Name())
 		}
 	}
@@ -157,7 +163,6 @@ func TestMesh(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			defer linktest.CheckGoroutines(t)()
-			shmBefore := len(shmFiles(t))
 			peers, lis := world(t, tc.hosts)
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
@@ -189,8 +194,8 @@ func TestMesh(t *testing.T) {
 			exchange(t, meshes, 1)
 			exchange(t, meshes, 3<<20+1)
 			closeAll(t, meshes)
-			if n := len(shmFiles(t)); n > shmBefore {
-				t.Fatalf("/dev/shm holds %d gorovod files after Close, %d before", n, shmBefore)
+			if left := shmFiles(); len(left) > 0 {
+				t.Fatalf("/dev/shm holds files of this job after Close: %v", left)
 			}
 		})
 	}
@@ -205,8 +210,8 @@ func TestMeshRefusesIntruder(t *testing.T) {
 	defer cancel()
 	intruders := []handshake.Config{
 		{Secret: []byte("wrong"), Epoch: 4, Rank: 0},
-		{Secret: []byte("job-secret"), Epoch: 3, Rank: 0},
-		{Secret: []byte("job-secret"), Epoch: 4, Rank: 2}, // a higher rank never dials
+		{Secret: testSecret, Epoch: 3, Rank: 0},
+		{Secret: testSecret, Epoch: 4, Rank: 2}, // a higher rank never dials
 	}
 	// Rank 0 starts only once every intruder has been refused by rank 1,
 	// which is then waiting for it: the mesh forms after the refusals.
@@ -320,5 +325,23 @@ func TestConfigValidation(t *testing.T) {
 		if _, err := Build(context.Background(), cfg); err == nil {
 			t.Errorf("Build(%+v) succeeded", cfg)
 		}
+	}
+}
+
+// Ranks that disagree on DisableShm are told so instead of hanging.
+func TestMeshShmDisagreement(t *testing.T) {
+	if !shm.Available() {
+		t.Skip("no shared memory here")
+	}
+	defer linktest.CheckGoroutines(t)()
+	peers, lis := world(t, []string{"a", "a"})
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	_, errs := buildAll(ctx, peers, lis, func(c *Config) { c.DisableShm = c.Rank == 0 })
+	if !errors.Is(errs[0], transport.ErrAuth) || !strings.Contains(errs[0].Error(), "purpose") {
+		t.Fatalf("rank 0: %v, want ErrAuth about the purpose", errs[0])
+	}
+	if errs[1] == nil {
+		t.Fatal("rank 1 built a mesh without rank 0")
 	}
 }
