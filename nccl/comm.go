@@ -365,6 +365,28 @@ func (c *Comm) live() (handle, error) {
 	return c.h, nil
 }
 
+// call makes one NCCL call on the live handle. On a nonblocking
+// communicator no call blocks, so it holds the handle lock throughout and an
+// Abort from another goroutine waits for it instead of freeing the
+// communicator under it. A blocking communicator's call may wait for peers
+// indefinitely; there Abort must be able to run concurrently (NCCL allows
+// it: that is how a stuck call is released).
+func (c *Comm) call(f func(h handle) Result) (Result, error) {
+	if c.nonblocking {
+		c.hmu.Lock()
+		defer c.hmu.Unlock()
+		if c.h == 0 {
+			return 0, c.cause
+		}
+		return f(c.h), nil
+	}
+	h, err := c.live()
+	if err != nil {
+		return 0, err
+	}
+	return f(h), nil
+}
+
 // enqueue runs one NCCL call under the op lock and turns its result into an
 // error. Errors other than bad arguments leave NCCL communicators unusable,
 // so they abort it.
@@ -374,11 +396,10 @@ func (c *Comm) enqueue(ctx context.Context, call string, f func(h handle) Result
 	}
 	c.opMu.Lock()
 	defer c.opMu.Unlock()
-	h, err := c.live()
+	r, err := c.call(f)
 	if err != nil {
 		return err
 	}
-	r := f(h)
 	switch {
 	case r == Success:
 		return nil

@@ -69,7 +69,7 @@ func buildFakes() (string, error) {
 }
 
 // loadFake loads a fake NCCL variant and logs its calls to a fresh file.
-func loadFake(t *testing.T, v fakeVariant) (*Library, *callLog) {
+func loadFake(t testing.TB, v fakeVariant) (*Library, *callLog) {
 	t.Helper()
 	fakes.once.Do(func() { fakes.dir, fakes.err = buildFakes() })
 	if errors.Is(fakes.err, exec.ErrNotFound) {
@@ -215,7 +215,7 @@ func TestFakeMissingSymbol(t *testing.T) {
 	}
 }
 
-func fakesDir(t *testing.T) string {
+func fakesDir(t testing.TB) string {
 	loadFake(t, fakeNew)
 	return fakes.dir
 }
@@ -514,4 +514,99 @@ func TestFakeNonblockingAsyncError(t *testing.T) {
 	}
 	<-c.Done()
 	log.want(t, "initRankConfig", "allReduce", "allReduce", "abort rank=0")
+}
+
+// busyStream is a stream whose work never completes in the fake runtime.
+const busyStream = Stream(0xB05)
+
+func TestFakeSynchronizeDeadlineAborts(t *testing.T) {
+	checkNoLeak(t)
+	lib, log := loadFake(t, fakeNew)
+	w := newWorld(t, lib)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	err := w.comm.Synchronize(ctx, busyStream)
+	if !errors.Is(err, ErrAborted) || !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "rank 0") {
+		t.Fatalf("Synchronize on a stuck stream: %v, want ErrAborted + DeadlineExceeded", err)
+	}
+	<-w.comm.Done()
+	log.want(t, "abort rank=0")
+	// The device-level wait only reports the context: it owns no communicator.
+	cctx, ccancel := context.WithCancel(context.Background())
+	ccancel()
+	if err := w.dev.Synchronize(cctx, busyStream); !errors.Is(err, context.Canceled) {
+		t.Errorf("Device.Synchronize: %v", err)
+	}
+	if err := w.dev.Synchronize(context.Background(), w.stream); err != nil {
+		t.Errorf("Device.Synchronize on an idle stream: %v", err)
+	}
+}
+
+func TestFakeConcurrentCallsAndAbort(t *testing.T) {
+	// Collectives from several goroutines, the watchdog and an Abort in the
+	// middle: every call either succeeds or reports the abort (run with -race).
+	checkNoLeak(t)
+	lib, _ := loadFake(t, fakeNew)
+	w := newWorld(t, lib, WithWatchdogInterval(time.Millisecond))
+	buf := w.upload(t, make([]byte, 64))
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	errs := make(chan error, 4*50)
+	started := make(chan struct{}, 4)
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			started <- struct{}{}
+			for i := 0; i < 50; i++ {
+				if err := w.comm.Allreduce(ctx, buf, buf, 16, ops.Float32, ops.Sum, w.stream); err != nil {
+					errs <- err
+				}
+			}
+		}()
+	}
+	for g := 0; g < 4; g++ {
+		<-started
+	}
+	if err := w.comm.Abort(); err != nil {
+		t.Errorf("Abort: %v", err)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if !errors.Is(err, ErrAborted) {
+			t.Errorf("concurrent Allreduce: %v, want nil or ErrAborted", err)
+		}
+	}
+	if err := w.comm.Allreduce(ctx, buf, buf, 16, ops.Float32, ops.Sum, w.stream); !errors.Is(err, ErrAborted) {
+		t.Errorf("after Abort: %v", err)
+	}
+}
+
+// BenchmarkFakeAllreduce measures the binding's own cost per collective
+// (locks, cgo crossing, cudaSetDevice, enqueue) against the fake library,
+// where the "collective" is a 4-byte copy.
+func BenchmarkFakeAllreduce(b *testing.B) {
+	for _, v := range []fakeVariant{fakeOld, fakeNew} {
+		b.Run(string(v), func(b *testing.B) {
+			lib, _ := loadFake(b, v)
+			b.Setenv("FAKE_NCCL_LOG", "") // keep file appends out of the measurement
+			id, _ := lib.GetUniqueID()
+			c, err := lib.NewComm(context.Background(), 1, 0, id, 0)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			d := lib.Device(0)
+			p, _ := d.Malloc(4)
+			defer d.Free(p)
+			ctx := context.Background()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if err := c.Allreduce(ctx, p, p, 1, ops.Float32, ops.Sum, 0); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }

@@ -3,6 +3,7 @@ package nccl
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"sync"
 	"time"
 )
@@ -231,14 +232,15 @@ func (d Device) Synchronize(ctx context.Context, s Stream) error {
 	})
 }
 
-// pollUntil calls poll until it reports done or ctx ends, backing off from
-// 10µs to 1ms between calls: GPU work often completes within microseconds,
-// while a stuck peer should not cost a core.
+// pollUntil calls poll until it reports done or ctx ends. It first
+// re-polls after yielding the processor (GPU work and NCCL enqueues usually
+// complete within microseconds, below a timer's resolution), then backs off
+// with a timer from 10µs to 1ms so that a stuck peer does not cost a core.
 func pollUntil(ctx context.Context, poll func() (bool, error)) error {
-	const minWait, maxWait = 10 * time.Microsecond, time.Millisecond
+	const spins, minWait, maxWait = 50, 10 * time.Microsecond, time.Millisecond
 	wait := minWait
 	var timer *time.Timer
-	for {
+	for i := 0; ; i++ {
 		done, err := poll()
 		if done || err != nil {
 			if timer != nil {
@@ -248,6 +250,10 @@ func pollUntil(ctx context.Context, poll func() (bool, error)) error {
 		}
 		if err := ctx.Err(); err != nil {
 			return err
+		}
+		if i < spins {
+			runtime.Gosched()
+			continue
 		}
 		if timer == nil {
 			timer = time.NewTimer(wait)

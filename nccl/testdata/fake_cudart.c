@@ -17,7 +17,8 @@ const char *cudaGetErrorString(int e) {
 static char streams[4];
 int cudaStreamCreate(void **s) { *s = &streams[1]; return 0; }
 int cudaStreamDestroy(void *s) { return s == &streams[1] ? 0 : 400; } // cudaErrorInvalidResourceHandle
-int cudaStreamQuery(void *s) { return 0; }
+// Stream 0xB05 is busy forever: work on it never completes.
+int cudaStreamQuery(void *s) { return s == (void *)0xB05 ? 600 : 0; } // cudaErrorNotReady
 int cudaStreamSynchronize(void *s) { return 0; }
 int cudaMalloc(void **p, size_t n) { *p = malloc(n ? n : 1); return *p ? 0 : 2; }
 int cudaFree(void *p) { free(p); return 0; }

@@ -36,7 +36,7 @@ typedef struct {
 
 static void flog(const char *fmt, ...) {
 	const char *path = getenv("FAKE_NCCL_LOG");
-	if (path == NULL) return;
+	if (path == NULL || path[0] == 0) return;
 	FILE *f = fopen(path, "a");
 	if (f == NULL) return;
 	va_list ap;
