@@ -115,8 +115,9 @@ func (c *Comm) Size() int { return c.size }
 // Config is the configuration in use, defaults filled in.
 func (c *Comm) Config() Config { return c.cfg }
 
-// Close stops the Comm's goroutine, interrupting a running operation (which
-// fails with ErrClosed). It does not close the mesh. Idempotent.
+// Close stops the Comm's goroutine. A running operation is interrupted: it
+// fails with ErrClosed and, like any failed operation, closes the mesh.
+// Otherwise Close leaves the mesh to its owner. Idempotent.
 func (c *Comm) Close() error {
 	c.closeOnce.Do(func() {
 		c.mu.Lock()
