@@ -2,7 +2,9 @@ package coordinator
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
+	"hash/fnv"
 	"math/bits"
 	"slices"
 	"time"
@@ -53,6 +55,22 @@ const (
 	statusAll         = statusNotShutdown | statusNotUncached | statusNotInvalid | statusNotJoined
 )
 
+// headerWords precede the cache bits in the AND vector: the status word,
+// then a hash of the settings every rank must share and its complement
+// (the AND of both equals them on every rank only if all ranks agree).
+const headerWords = 3
+
+// settingsHash digests the settings that must be equal on every rank.
+func settingsHash(cfg *Config) uint64 {
+	h := fnv.New64a()
+	var b [24]byte
+	binary.LittleEndian.PutUint64(b[0:], uint64(cfg.Size))
+	binary.LittleEndian.PutUint64(b[8:], uint64(cfg.CacheCapacity))
+	binary.LittleEndian.PutUint64(b[16:], uint64(cfg.FusionThresholdBytes))
+	h.Write(b[:])
+	return h.Sum64()
+}
+
 // queued is one of this rank's requests in flight.
 type queued struct {
 	req      Request
@@ -87,11 +105,12 @@ type Controller struct {
 	table  *messageTable
 	stalls []Stall
 
-	cur     cycleState
-	cycleNo uint64    // counts begin calls; marks the cache entries hit in this cycle
-	free    []*queued // recycled queue entries (steady state allocates none)
-	bitsBuf []uint64  // reused AND vector
-	invBuf  []uint64  // reused invalid-bits vector
+	settings uint64 // settingsHash(cfg)
+	cur      cycleState
+	cycleNo  uint64    // counts begin calls; marks the cache entries hit in this cycle
+	free     []*queued // recycled queue entries (steady state allocates none)
+	bitsBuf  []uint64  // reused AND vector
+	invBuf   []uint64  // reused invalid-bits vector
 }
 
 // cycleState is what one cycle carries from phase to phase.
@@ -125,6 +144,7 @@ func NewController(cfg Config) (*Controller, error) {
 		memberOf: map[int]bool{0: true},
 		cache:    newResponseCache(cfg.CacheCapacity),
 		pending:  make(map[key]*queued),
+		settings: settingsHash(&cfg),
 	}
 	if cfg.Rank == 0 {
 		c.table = newMessageTable(cfg.Size)
@@ -197,7 +217,11 @@ func (c *Controller) cycle(ctx context.Context, x Exchange, now time.Time, newRe
 	if err := x.AllreduceBits(ctx, bits, ops.BitAnd); err != nil {
 		return ResponseList{}, fmt.Errorf("cache bit exchange: %w", err)
 	}
-	if inv := c.afterAnd(bits); inv != nil {
+	inv, err := c.afterAnd(bits)
+	if err != nil {
+		return ResponseList{}, err
+	}
+	if inv != nil {
 		if err := x.AllreduceBits(ctx, inv, ops.BitOr); err != nil {
 			return ResponseList{}, fmt.Errorf("cache invalidation exchange: %w", err)
 		}
@@ -292,8 +316,8 @@ func (c *Controller) begin(now time.Time, newReqs []Request, shutdown bool) []ui
 	}
 
 	words := c.cache.words()
-	if len(c.bitsBuf) != 1+words {
-		c.bitsBuf, c.invBuf = make([]uint64, 1+words), make([]uint64, words)
+	if len(c.bitsBuf) != headerWords+words {
+		c.bitsBuf, c.invBuf = make([]uint64, headerWords+words), make([]uint64, words)
 	}
 	bits := c.bitsBuf
 	clear(bits)
@@ -331,7 +355,7 @@ func (c *Controller) begin(now time.Time, newReqs []Request, shutdown bool) []ui
 		}
 		switch q.state {
 		case cacheHit:
-			bits[1+q.entry.bit/64] |= 1 << (q.entry.bit % 64)
+			bits[headerWords+q.entry.bit/64] |= 1 << (q.entry.bit % 64)
 		case cacheInvalid:
 			c.stats.CacheInvalid++
 			c.cur.invalid[q.entry.bit/64] |= 1 << (q.entry.bit % 64)
@@ -344,7 +368,7 @@ func (c *Controller) begin(now time.Time, newReqs []Request, shutdown bool) []ui
 	if len(c.sets) > 1 {
 		for bit, e := range c.cache.entries {
 			if !c.member(e.key.set) {
-				bits[1+bit/64] |= 1 << (bit % 64)
+				bits[headerWords+bit/64] |= 1 << (bit % 64)
 			}
 		}
 	}
@@ -365,6 +389,7 @@ func (c *Controller) begin(now time.Time, newReqs []Request, shutdown bool) []ui
 		st &^= statusNotJoined
 	}
 	bits[0] = st
+	bits[1], bits[2] = c.settings, ^c.settings
 	c.cur.bits = bits
 	return bits
 }
@@ -388,23 +413,29 @@ func cacheableOp(op OpType) bool {
 
 // afterAnd is phase 2: read the combined status and hits. It returns the
 // vector for the OR exchange of invalid bits, or nil when no rank has any.
-func (c *Controller) afterAnd(bits []uint64) []uint64 {
+// It fails when the ranks' settings differ: they would plan different
+// fusions from the same cache bits.
+func (c *Controller) afterAnd(bits []uint64) ([]uint64, error) {
+	if bits[1] != c.settings || bits[2] != ^c.settings {
+		return nil, fmt.Errorf("%w: ranks disagree on negotiation settings (world size, Config.CacheCapacity or Config.FusionThresholdBytes); rank %d has size %d, cache capacity %d, fusion threshold %d bytes",
+			ErrInvalid, c.cfg.Rank, c.cfg.Size, c.cfg.CacheCapacity, c.cfg.FusionThresholdBytes)
+	}
 	st := bits[0]
 	c.cur.anyShutdown = st&statusNotShutdown == 0
 	c.cur.slow = st&statusNotUncached == 0
 	c.joinMode = st&statusNotJoined == 0
 	c.cur.bits = bits
 	if st&statusNotInvalid == 0 {
-		return c.cur.invalid
+		return c.cur.invalid, nil
 	}
-	return nil
+	return nil, nil
 }
 
 // afterOr is phase 3: turn the common hits into responses, then erase the
 // invalidated entries (bits are renumbered after an erase, so hits are
 // resolved first).
 func (c *Controller) afterOr(invalid []uint64) {
-	common := c.cur.bits[1:]
+	common := c.cur.bits[headerWords:]
 	if invalid != nil {
 		for i := range common {
 			common[i] &^= invalid[i]

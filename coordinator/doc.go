@@ -7,7 +7,8 @@
 // every rank the same number of times, passing the requests submitted since
 // the last cycle, its clock (the controller never reads one) and whether it
 // wants to shut down. It executes the returned responses in order, matching
-// each name to its pending tensor. Names must be unique among one rank's
+// each name to its pending tensor. Responses share memory with the controller's cache:
+// treat them as read-only. Names must be unique among one rank's
 // collectives in flight (per process set). Process sets are registered with
 // AddProcessSet identically on every rank before they are used. All I/O goes
 // through the Exchange the caller implements: one bitwise allreduce of a
@@ -20,7 +21,9 @@
 //     (same name and parameters as a cached response), INVALID (same name,
 //     other parameters) or MISS. It writes a bit vector: a status word
 //     (shutdown, uncached-in-queue, invalid-in-queue, joined; written
-//     inverted so that AND acts as OR) and one bit per cache entry it hit.
+//     inverted so that AND acts as OR), a hash of the settings that must
+//     agree (size, cache capacity, fusion threshold) and its complement,
+//     and one bit per cache entry it hit.
 //  2. One AND allreduce combines the vectors: a cache bit survives when
 //     every rank hit it. If any rank had INVALID entries, one OR allreduce
 //     spreads their bits and every rank erases those entries.

@@ -494,7 +494,11 @@ func lockstep(t fataler, ctrls []*Controller, now time.Time, reqs [][]Request, s
 	}
 	inv := make([][]uint64, n)
 	for r, c := range ctrls {
-		inv[r] = c.afterAnd(slices.Clone(and))
+		var err error
+		inv[r], err = c.afterAnd(slices.Clone(and))
+		if err != nil {
+			t.Fatalf("rank %d: %v", r, err)
+		}
 		if (inv[r] == nil) != (inv[0] == nil) {
 			t.Fatalf("ranks disagree on the invalidation exchange")
 		}
