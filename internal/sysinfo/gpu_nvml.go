@@ -12,16 +12,18 @@ import (
 const nvmlLibrary = "libnvidia-ml.so.1"
 
 // probeGPUs lists GPUs through NVML, which go-nvml dlopens at run time.
-func probeGPUs() GPUs {
+func probeGPUs() GPUs { return probeGPUsFrom(nvmlLibrary) }
+
+func probeGPUsFrom(path string) GPUs {
 	// nvml.Init only says "library not found"; dlopen it first for the
 	// loader's reason.
-	lib := dl.New(nvmlLibrary, dl.RTLD_LAZY|dl.RTLD_LOCAL)
+	lib := dl.New(path, dl.RTLD_LAZY|dl.RTLD_LOCAL)
 	if err := lib.Open(); err != nil {
 		return GPUs{Reason: "NVML unavailable: " + err.Error()}
 	}
 	defer lib.Close()
 
-	n := nvml.New(nvml.WithLibraryPath(nvmlLibrary))
+	n := nvml.New(nvml.WithLibraryPath(path))
 	if r := n.Init(); r != nvml.SUCCESS {
 		return GPUs{Reason: "NVML unavailable: nvmlInit: " + r.Error()}
 	}
