@@ -7,13 +7,16 @@
 // every rank the same number of times, passing the requests submitted since
 // the last cycle, its clock (the controller never reads one) and whether it
 // wants to shut down. It executes the returned responses in order, matching
-// each name to its pending tensor. Responses share memory with the controller's cache:
-// treat them as read-only. Names must be unique among one rank's
-// collectives in flight (per process set). Process sets are registered with
-// AddProcessSet identically on every rank before they are used. All I/O goes
-// through the Exchange the caller implements: one bitwise allreduce of a
-// small []uint64, and on the slow path a gather to rank 0 and a broadcast
-// from it.
+// each name to its pending tensor. Responses share memory with the
+// controller's cache: treat them as read-only. Names must be unique among
+// one rank's collectives in flight (per process set); a duplicate, or a
+// request for a process set this rank is not in, gets an error response on
+// this rank only. Process sets are registered with AddProcessSet
+// identically on every rank before they are used. All I/O goes through the
+// Exchange the caller implements: one bitwise allreduce of a small []uint64
+// per cycle, and on the slow path a gather to rank 0 and a broadcast from
+// it. A Join is submitted as a Request with Op OpJoin; it is answered under
+// JoinName.
 //
 // # One cycle
 //
