@@ -345,3 +345,18 @@ func TestMeshShmDisagreement(t *testing.T) {
 		t.Fatal("rank 1 built a mesh without rank 0")
 	}
 }
+
+func TestBuildLocal(t *testing.T) {
+	defer linktest.CheckGoroutines(t)()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	meshes, err := BuildLocal(ctx, 3, nil, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeAll(t, meshes)
+	exchange(t, meshes, 70000)
+	if _, err := BuildLocal(ctx, 2, []string{"a"}, Config{}); err == nil {
+		t.Fatal("BuildLocal with 2 ranks and 1 host succeeded")
+	}
+}
