@@ -191,7 +191,7 @@ func (c *Comm) initBlocking(ctx context.Context, id UniqueID, where string, grac
 		// NCCL ignored the abort for longer than the grace period. The init
 		// goroutine ends whenever NCCL returns; the slot stays allocated
 		// because NCCL may still write to it.
-		return fmt.Errorf("%s (ncclCommInitRank still running after abort and %v)", cause, grace)
+		return fmt.Errorf("%w (ncclCommInitRank still running %v after the abort)", cause, grace)
 	}
 	if r == Success && !aborted {
 		if h := slot.comm(); h != 0 {
@@ -308,8 +308,10 @@ func (c *Comm) Abort() error {
 }
 
 // Close stops the watchdog and destroys the communicator after the
-// collective in progress, if any, has been enqueued. Closing an aborted
-// communicator releases nothing more and returns nil. Idempotent.
+// collective in progress, if any, has been enqueued (a collective stuck
+// inside NCCL on a blocking communicator keeps Close waiting: Abort, or a
+// context on the collective, releases it). Closing an aborted communicator
+// releases nothing more and returns nil. Idempotent.
 func (c *Comm) Close() error {
 	if c == nil {
 		return fmt.Errorf("%w: nil communicator", ErrUnavailable)
@@ -387,6 +389,21 @@ func (c *Comm) call(f func(h handle) Result) (Result, error) {
 	return f(h), nil
 }
 
+// callCtx is call with ctx honoured while a blocking communicator sits in
+// NCCL: when ctx ends first, the communicator is aborted, which makes NCCL
+// return. Nonblocking communicators never wait inside NCCL; waitReady
+// watches ctx for them.
+func (c *Comm) callCtx(ctx context.Context, call string, f func(h handle) Result) (Result, error) {
+	if c.nonblocking || ctx.Done() == nil {
+		return c.call(f)
+	}
+	stop := context.AfterFunc(ctx, func() {
+		c.abortWith(fmt.Errorf("%w: %s did not return on rank %d: %w", ErrAborted, call, c.rank, context.Cause(ctx)))
+	})
+	defer stop()
+	return c.call(f)
+}
+
 // enqueue runs one NCCL call under the op lock and turns its result into an
 // error. Errors other than bad arguments leave NCCL communicators unusable,
 // so they abort it.
@@ -396,7 +413,7 @@ func (c *Comm) enqueue(ctx context.Context, call string, f func(h handle) Result
 	}
 	c.opMu.Lock()
 	defer c.opMu.Unlock()
-	r, err := c.call(f)
+	r, err := c.callCtx(ctx, call, f)
 	if err != nil {
 		return err
 	}
@@ -545,14 +562,13 @@ func (c *Comm) AlltoallV(ctx context.Context, sendbuf DevicePtr, sendCounts, sen
 // communicator's async error. If ctx ends first the communicator is aborted:
 // a kernel waiting on a lost peer never finishes otherwise.
 func (c *Comm) Synchronize(ctx context.Context, stream Stream) error {
-	dev := c.l.Device(c.device)
 	err := pollUntil(ctx, func() (bool, error) {
 		switch e := c.l.s.streamQuery(c.device, stream); e {
 		case 0:
 			return true, nil
 		case cudaErrorNotReady:
 		case -1: // no cudaStreamQuery: block
-			return true, dev.l.cudaErr("cudaStreamSynchronize", c.l.s.streamSynchronize(c.device, stream))
+			return true, c.l.cudaErr("cudaStreamSynchronize", c.l.s.streamSynchronize(c.device, stream))
 		default:
 			return true, c.l.cudaErr("cudaStreamQuery", e)
 		}

@@ -30,7 +30,10 @@
 //
 // Collectives (Allreduce, AllGather, Broadcast, ReduceScatter, Alltoall and
 // AlltoallV as grouped ncclSend/ncclRecv) enqueue work on a CUDA stream and
-// return; Synchronize waits for the stream under a context. Every call that
+// return; Synchronize waits for the stream under a context. A context that
+// ends while a call waits (a nonblocking communicator's ncclInProgress, a
+// blocking one stuck inside NCCL, a stream that never drains) aborts the
+// communicator: NCCL offers no way to cancel a single collective. Every call that
 // touches the GPU makes the communicator's device current on its OS thread
 // first, because CUDA's current device is per thread and goroutines move.
 // Calls on one Comm are serialised (NCCL communicators are not thread safe).

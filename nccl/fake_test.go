@@ -610,3 +610,27 @@ func BenchmarkFakeAllreduce(b *testing.B) {
 		})
 	}
 }
+
+func TestFakeBlockedCollectiveHonoursContext(t *testing.T) {
+	// On a blocking communicator a collective can wait inside NCCL for a
+	// lost peer; its context ending aborts the communicator, which releases it.
+	for _, tc := range []struct {
+		v    fakeVariant
+		opts []CommOption
+	}{{fakeOld, nil}, {fakeNew, []CommOption{WithBlockingInit()}}} {
+		t.Run(string(tc.v), func(t *testing.T) {
+			checkNoLeak(t)
+			lib, log := loadFake(t, tc.v)
+			w := newWorld(t, lib, tc.opts...)
+			buf := w.upload(t, make([]byte, 4*777))
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+			defer cancel()
+			err := w.comm.Allreduce(ctx, buf, buf, 777, ops.Float32, ops.Sum, w.stream)
+			if !errors.Is(err, ErrAborted) || !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "ncclAllReduce did not return") {
+				t.Fatalf("stuck Allreduce: %v, want ErrAborted + DeadlineExceeded", err)
+			}
+			<-w.comm.Done()
+			log.want(t, "allReduce count=777", "abort rank=0")
+		})
+	}
+}

@@ -7,7 +7,7 @@
 //   'E'  from the second poll after the first collective, ncclCommGetAsyncError
 //        reports ncclRemoteError (the first poll may be a nonblocking completion check)
 // and by the count of an allreduce: 999 -> ncclInvalidArgument,
-// 666 -> ncclRemoteError. Every call is appended to $FAKE_NCCL_LOG.
+// 666 -> ncclRemoteError, 777 -> blocks until aborted. Every call is appended to $FAKE_NCCL_LOG.
 //
 // Compile-time variants: FAKE_VERSION (ncclGetVersion's code), FAKE_CONFIG
 // (exports ncclCommInitRankConfig and ncclGetLastError, as 2.14+ does),
@@ -145,6 +145,10 @@ int ncclAllReduce(const void *s, void *r, size_t n, int dt, int op, void *comm, 
 	flog("allReduce count=%zu dt=%d op=%d stream=%p", n, dt, op, stream);
 	if (n == 999) return 4;
 	if (n == 666) return 6;
+	if (n == 777) { // a collective waiting for a peer that never comes
+		while (!c->aborted) usleep(100);
+		return 2;
+	}
 	if (c->nranks == 1) memmove(r, s, n * dtsize(dt));
 	return done(c);
 }
