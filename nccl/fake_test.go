@@ -634,3 +634,36 @@ func TestFakeBlockedCollectiveHonoursContext(t *testing.T) {
 		})
 	}
 }
+
+func TestFakeNewCommBroadcast(t *testing.T) {
+	checkNoLeak(t)
+	lib, log := loadFake(t, fakeNew)
+	ctx := context.Background()
+	var sent []byte
+	c, err := lib.NewCommBroadcast(ctx, 1, 0, 0, func(_ context.Context, b []byte) error {
+		sent = append([]byte(nil), b...)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if len(sent) != 129 || sent[0] != 1 || !bytes.HasPrefix(sent[1:], []byte("fake-unique-id")) {
+		t.Errorf("rank 0 broadcast %q, want status 1 and the id", sent)
+	}
+	log.want(t, "getUniqueId", "initRankConfig nranks=1 rank=0")
+
+	// A non-root rank hears that rank 0 failed instead of waiting in init.
+	_, err = lib.NewCommBroadcast(ctx, 2, 1, 0, func(_ context.Context, b []byte) error { return nil })
+	if !errors.Is(err, ErrAborted) || !strings.Contains(err.Error(), "rank 0 could not create") {
+		t.Errorf("rank 1 after rank 0 failed: %v", err)
+	}
+	boom := errors.New("mesh down")
+	if _, err = lib.NewCommBroadcast(ctx, 2, 1, 0, func(context.Context, []byte) error { return boom }); !errors.Is(err, boom) {
+		t.Errorf("broadcast failure: %v", err)
+	}
+	var nilLib *Library
+	if _, err := nilLib.NewCommBroadcast(ctx, 1, 0, 0, nil); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("nil library: %v", err)
+	}
+}
