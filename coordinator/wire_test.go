@@ -137,3 +137,59 @@ func FuzzDecodeResponseList(f *testing.F) {
 		}
 	})
 }
+
+// FuzzCoordinate feeds rank 0 request lists a broken or hostile peer might
+// send (any op, dtype, shape, root, set, age): it must answer, never panic,
+// and what it answers must encode and decode.
+func FuzzCoordinate(f *testing.F) {
+	rl := sampleRequestList()
+	f.Add(AppendRequestList(nil, &rl))
+	bad := RequestList{Requests: []Request{
+		{Name: "a", Op: OpAllgather, DType: ops.Float32, Shape: []int64{-3, 2}},
+		{Name: "b", Op: OpBroadcast, DType: ops.Float32, Shape: []int64{1 << 40, 1 << 40}, Root: -7},
+		{Name: "c", Op: OpType(77), DType: ops.DType(99)},
+		{Name: "d", Op: OpAllreduce, DType: ops.Float32, ProcessSet: 5},
+		{Name: "e", Op: OpAlltoall, DType: ops.Int8, Shape: []int64{}},
+	}}
+	f.Add(AppendRequestList(nil, &bad))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		peer, err := DecodeRequestList(b)
+		if err != nil {
+			return
+		}
+		cfg := DefaultConfig(0, 3)
+		cfg.StallWarning, cfg.StallShutdown = time.Second, 2*time.Second
+		c, err := NewController(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.AddProcessSet(1, []int{0, 1}); err != nil {
+			t.Fatal(err)
+		}
+		mine := []Request{allreduceReq("a", 4), {Name: "g", Op: OpAllgather, DType: ops.Float32, Shape: []int64{2, 2}, Device: CPU}}
+		for step := 0; step < 3; step++ {
+			now := time.Unix(int64(step), 0)
+			bits := c.begin(now, mine, false)
+			mine = nil
+			inv, err := c.afterAnd(bits)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.afterOr(inv)
+			own := c.requestPayload()
+			payload := AppendRequestList(nil, &peer)
+			out, err := c.coordinate([][]byte{own, payload, payload})
+			if err != nil {
+				t.Fatal(err)
+			}
+			enc := AppendResponseList(nil, &out)
+			if _, err := DecodeResponseList(enc); err != nil {
+				t.Fatalf("rank 0's own response list does not decode: %v", err)
+			}
+			got := c.finish(out)
+			for i := range got.Responses {
+				_ = got.Responses[i].String()
+			}
+		}
+	})
+}
