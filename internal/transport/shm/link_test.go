@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -210,5 +211,39 @@ func TestConfigChecks(t *testing.T) {
 		if err := c.fill(); err == nil {
 			t.Errorf("config %+v accepted", c)
 		}
+	}
+}
+
+// A /dev/shm too small for the rings (Docker's default is 64 MB) makes
+// setup fail cleanly with ErrUnavailable on both sides, not a SIGBUS later.
+func TestSetupFullTmpfs(t *testing.T) {
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=1m"); err != nil {
+		t.Skipf("cannot mount a small tmpfs here: %v", err)
+	}
+	t.Cleanup(func() { _ = syscall.Unmount(dir, 0) })
+	a, b := tcpPair(t)
+	defer a.Close()
+	defer b.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ch := make(chan error, 1)
+	go func() {
+		_, err := Setup(ctx, b, Config{Rank: 1, Peer: 0, JobTag: testTag, Dir: dir})
+		ch <- err
+	}()
+	_, err := Setup(ctx, a, Config{Rank: 0, Peer: 1, JobTag: testTag, Dir: dir})
+	errB := <-ch
+	for _, e := range []error{err, errB} {
+		if !errors.Is(e, ErrUnavailable) {
+			t.Errorf("setup on a full tmpfs: %v, want ErrUnavailable", e)
+		}
+	}
+	if !errors.Is(err, syscall.ENOSPC) && !errors.Is(errB, syscall.ENOSPC) {
+		t.Errorf("neither side reports ENOSPC: %v / %v", err, errB)
+	}
+	checkInStep(t, a, b)
+	if ents, _ := os.ReadDir(dir); len(ents) > 0 {
+		t.Fatalf("files left in %s: %v", dir, ents)
 	}
 }

@@ -220,9 +220,18 @@ func createMapped(path string, size int) ([]byte, error) {
 		return nil, &os.PathError{Op: "create", Path: path, Err: err}
 	}
 	defer syscall.Close(fd)
-	if err := syscall.Ftruncate(fd, int64(size)); err != nil {
-		_ = os.Remove(path)
-		return nil, &os.PathError{Op: "truncate", Path: path, Err: err}
+	// Allocate the pages now: on a full tmpfs (a container's small
+	// /dev/shm) this fails here with ENOSPC instead of a SIGBUS at the
+	// first write into a sparse page.
+	if err := syscall.Fallocate(fd, 0, 0, int64(size)); err != nil {
+		if err != syscall.EOPNOTSUPP {
+			_ = os.Remove(path)
+			return nil, &os.PathError{Op: "allocate", Path: path, Err: err}
+		}
+		if err := syscall.Ftruncate(fd, int64(size)); err != nil {
+			_ = os.Remove(path)
+			return nil, &os.PathError{Op: "truncate", Path: path, Err: err}
+		}
 	}
 	mem, err := syscall.Mmap(fd, 0, size, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED)
 	if err != nil {
