@@ -149,7 +149,14 @@ func start(ctx context.Context, cfg config.Config, log *zap.Logger, li launchInf
 		cleanup()
 		return nil, fmt.Errorf("data plane cannot listen on %s: %w", bind, err)
 	}
-	world, err := rendezvous.Register(ctx, li.RendezvousAddr, li.Secret, rendezvous.Registration{
+	rdv, err := rendezvous.Dial(li.RendezvousAddr, li.Secret)
+	if err != nil {
+		_ = lis.Close()
+		cleanup()
+		return nil, fmt.Errorf("rank %d: rendezvous at %s: %w", li.Rank, li.RendezvousAddr, err)
+	}
+	closers = append(closers, rdv.Close)
+	world, err := rdv.Register(ctx, rendezvous.Registration{
 		Epoch: li.Epoch, Rank: li.Rank, Host: li.Host, LocalRank: li.LocalRank, Addr: lis.Addr().String(), Pid: os.Getpid(),
 	})
 	if err != nil {
@@ -173,7 +180,7 @@ func start(ctx context.Context, cfg config.Config, log *zap.Logger, li launchInf
 	me := world.Peers[li.Rank]
 	topo := topology{rank: li.Rank, size: len(world.Peers), localRank: me.LocalRank, localSize: me.LocalSize,
 		crossRank: me.CrossRank, crossSize: me.CrossSize, host: li.Host}
-	e, err := newEngine(cfg, log, topo, m, nil)
+	e, err := newEngine(cfg, log, topo, m, rendezvousOracle{client: rdv, epoch: world.Epoch})
 	if err != nil {
 		_ = m.Close()
 		cleanup()

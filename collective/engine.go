@@ -288,6 +288,9 @@ func (e *engine) execute(ctx context.Context, r *coordinator.Response) error {
 		return nil
 	}
 	err := e.executeOp(ctx, r, entries)
+	if err != nil && !errors.Is(err, ops.ErrInvalid) {
+		err = e.peerErr(err)
+	}
 	for _, en := range entries {
 		if en != nil {
 			en.finish(err)

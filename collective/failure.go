@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gorovod/gorovod/internal/rendezvous"
 	"github.com/gorovod/gorovod/internal/transport"
 )
 
@@ -28,22 +29,35 @@ func (f Failure) String() string {
 // whose fail-stop it noticed. The launcher's rendezvous service is the
 // oracle in real jobs; tests use memOracle.
 type failureOracle interface {
-	Report(ctx context.Context, f Failure) (first Failure, err error)
+	// Report records f and returns the description of the job's first
+	// failure (f's own when it is the first).
+	Report(ctx context.Context, f Failure) (first string, err error)
 }
 
-// memOracle is an in-process oracle (tests, and a world of one).
+// memOracle is an in-process oracle (tests).
 type memOracle struct {
 	mu    sync.Mutex
-	first *Failure
+	first string
 }
 
-func (o *memOracle) Report(_ context.Context, f Failure) (Failure, error) {
+func (o *memOracle) Report(_ context.Context, f Failure) (string, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.first == nil {
-		o.first = &f
+	if o.first == "" {
+		o.first = f.String()
 	}
-	return *o.first, nil
+	return o.first, nil
+}
+
+// rendezvousOracle asks the launcher's rendezvous service.
+type rendezvousOracle struct {
+	client *rendezvous.Client
+	epoch  uint64
+}
+
+func (o rendezvousOracle) Report(ctx context.Context, f Failure) (string, error) {
+	first, err := o.client.ReportFailure(ctx, rendezvous.Status{Epoch: o.epoch, Rank: f.Rank, Message: f.String()})
+	return first.Message, err
 }
 
 // failureTracker wraps a mesh so that the first lost-peer error any link
@@ -56,8 +70,7 @@ type failureTracker struct {
 	oracle failureOracle
 	once   sync.Once
 	done   chan struct{}
-	first  Failure
-	known  bool
+	first  string
 }
 
 func newFailureTracker(m transport.Mesh, oracle failureOracle) *failureTracker {
@@ -87,21 +100,21 @@ func (t *failureTracker) observe(peer int, err error) error {
 		defer cancel()
 		f := Failure{Rank: t.Rank(), Host: t.Host(t.Rank()), Lost: peer, LostHost: t.Host(peer), Message: err.Error()}
 		first, rerr := t.oracle.Report(ctx, f)
-		if rerr != nil {
-			first = f
+		if rerr != nil || first == "" {
+			first = f.String()
 		}
-		t.first, t.known = first, true
+		t.first = first
 	})
 	return err
 }
 
 // firstFailure returns the job's first failure once this rank reported one.
-func (t *failureTracker) firstFailure() (Failure, bool) {
+func (t *failureTracker) firstFailure() (string, bool) {
 	select {
 	case <-t.done:
-		return t.first, t.known
+		return t.first, true
 	default:
-		return Failure{}, false
+		return "", false
 	}
 }
 

@@ -80,6 +80,24 @@ func (c *Client) ReportStatus(ctx context.Context, st Status) error {
 	return nil
 }
 
+// ReportFailure reports st (State is set to StateFailed) and returns the
+// first failure reported in st's epoch, which may be st itself: the job's
+// failure oracle, so every rank can name where a failure started.
+func (c *Client) ReportFailure(ctx context.Context, st Status) (Status, error) {
+	st.State = StateFailed
+	resp, err := c.rpc.ReportStatus(ctx, &pb.ReportStatusRequest{
+		Epoch: st.Epoch, Rank: int32(st.Rank), State: pb.WorkerState(st.State), Message: st.Message,
+	}, grpc.WaitForReady(true))
+	if err != nil {
+		return Status{}, fromStatus(ctx, c.addr, err)
+	}
+	f := resp.GetFirstFailure()
+	if f == nil {
+		return st, nil
+	}
+	return Status{Epoch: f.GetEpoch(), Rank: int(f.GetRank()), State: WorkerState(f.GetState()), Message: f.GetMessage()}, nil
+}
+
 // Register is Dial, Client.Register and Close in one call.
 func Register(ctx context.Context, addr string, secret []byte, reg Registration) (World, error) {
 	c, err := Dial(addr, secret)

@@ -476,3 +476,30 @@ func TestRankList(t *testing.T) {
 		}
 	}
 }
+
+func TestReportFailureReturnsTheFirstFailure(t *testing.T) {
+	checkNoLeaks(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, addr := serve(t, ServerConfig{Size: 3})
+	c, err := Dial(addr, secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.ReportStatus(ctx, Status{Rank: 0, State: StateOK}); err != nil {
+		t.Fatal(err)
+	}
+	first, err := c.ReportFailure(ctx, Status{Rank: 2, Message: "lost rank 1"})
+	if err != nil || first.Rank != 2 || first.Message != "lost rank 1" || first.State != StateFailed {
+		t.Fatalf("first report: %+v, %v", first, err)
+	}
+	second, err := c.ReportFailure(ctx, Status{Rank: 0, Message: "lost rank 2"})
+	if err != nil || second != first {
+		t.Fatalf("second report got %+v, %v; want the first failure %+v", second, err, first)
+	}
+	other, err := c.ReportFailure(ctx, Status{Epoch: 1, Rank: 0, Message: "epoch 1"})
+	if err != nil || other.Message != "epoch 1" {
+		t.Fatalf("a failure of another epoch: %+v, %v", other, err)
+	}
+}

@@ -359,12 +359,19 @@ func (s *Server) ReportStatus(ctx context.Context, req *pb.ReportStatusRequest) 
 	}
 	s.mu.Lock()
 	s.statuses = append(s.statuses, st)
+	var first *pb.ReportStatusRequest
+	for _, prev := range s.statuses { // the first failure of this epoch, maybe st itself
+		if prev.State == StateFailed && prev.Epoch == st.Epoch {
+			first = &pb.ReportStatusRequest{Epoch: prev.Epoch, Rank: int32(prev.Rank), State: pb.WorkerState(prev.State), Message: prev.Message}
+			break
+		}
+	}
 	s.mu.Unlock()
 	s.log.Debug("worker status", zap.Int("rank", st.Rank), zap.Stringer("state", st.State), zap.String("message", st.Message))
 	if s.cfg.OnStatus != nil {
 		s.cfg.OnStatus(st)
 	}
-	return &pb.ReportStatusResponse{}, nil
+	return &pb.ReportStatusResponse{FirstFailure: first}, nil
 }
 
 func zapMethod(m string) zap.Field { return zap.String("method", m) }
