@@ -47,6 +47,9 @@ func New(conn net.Conn, rank int, host string) *Link {
 	l.wr.set = conn.SetWriteDeadline
 	if tc, ok := conn.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
+		// A peer host that dies without a reset (power loss, partition) is
+		// noticed in about Idle + Interval*Count instead of minutes.
+		_ = tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: 10 * time.Second, Interval: 5 * time.Second, Count: 3})
 		_ = tc.SetReadBuffer(SocketBufferBytes)
 		_ = tc.SetWriteBuffer(SocketBufferBytes)
 		l.buffered = sendBufferBytes(tc)
