@@ -212,22 +212,6 @@ func (r *Response) single(i int) Response {
 	return s
 }
 
-// clone deep-copies r so callers can keep or modify it freely.
-func (r *Response) clone() Response {
-	c := *r
-	c.Names = append([]string(nil), r.Names...)
-	c.Counts = append([]int64(nil), r.Counts...)
-	if r.FirstDims != nil {
-		c.FirstDims = make([][]int64, len(r.FirstDims))
-		for i, d := range r.FirstDims {
-			c.FirstDims[i] = append([]int64(nil), d...)
-		}
-	}
-	c.RowElems = append([]int64(nil), r.RowElems...)
-	c.JoinedRanks = append([]int(nil), r.JoinedRanks...)
-	return c
-}
-
 // String renders r on one line, as the scripted tests print it.
 func (r *Response) String() string {
 	var b strings.Builder

@@ -147,3 +147,21 @@ func BenchmarkPackUnpack200x4KiB(b *testing.B) {
 		fb.Unpack(p, in)
 	}
 }
+
+func TestPoolConcurrent(t *testing.T) {
+	var p Pool
+	done := make(chan struct{})
+	for g := 0; g < 4; g++ {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for i := 0; i < 200; i++ {
+				b := p.Get(1000 * (i%7 + 1))
+				b[0] = byte(i)
+				p.Put(b)
+			}
+		}()
+	}
+	for g := 0; g < 4; g++ {
+		<-done
+	}
+}
