@@ -16,9 +16,9 @@ import (
 // responses only for tensors every rank submitted with matching parameters,
 // and every tensor eventually answered once every rank has submitted it.
 func TestRandomNegotiation(t *testing.T) {
-	seeds := 300
+	seeds := 120
 	if testing.Short() {
-		seeds = 50
+		seeds = 30
 	}
 	for seed := 0; seed < seeds; seed++ {
 		if err := randomNegotiation(uint64(seed)); err != nil {
