@@ -86,7 +86,10 @@ type Mesh struct {
 
 var _ transport.Mesh = (*Mesh)(nil)
 
+// Rank is this process's rank.
 func (m *Mesh) Rank() int { return m.rank }
+
+// Size is the number of ranks in the world.
 func (m *Mesh) Size() int { return len(m.peers) }
 
 // Link returns the link to peer; nil for this rank or out of range.
