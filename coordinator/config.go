@@ -77,3 +77,9 @@ type Observer interface {
 	// OnNegotiateEnd: a response (or error) for name was decided.
 	OnNegotiateEnd(now time.Time, name string)
 }
+
+// CycleObserver is an optional capability of an Observer: it is also told
+// when each cycle starts (Horovod's CYCLE_START timeline markers).
+type CycleObserver interface {
+	OnCycleStart(now time.Time)
+}

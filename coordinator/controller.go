@@ -182,6 +182,32 @@ func (c *Controller) AddProcessSet(id int, ranks []int) error {
 	return nil
 }
 
+// SetFusionThreshold changes the fusion threshold (autotuning). Every rank
+// must make the same change between the same two cycles: the next cycle
+// fails on every rank if the thresholds differ.
+func (c *Controller) SetFusionThreshold(bytes int64) error {
+	if bytes < 0 {
+		return fmt.Errorf("%w: fusion threshold %d bytes, must be >= 0", ErrInvalid, bytes)
+	}
+	c.cfg.FusionThresholdBytes = bytes
+	c.settings = settingsHash(&c.cfg)
+	return nil
+}
+
+// FusionThreshold returns the fusion threshold in bytes.
+func (c *Controller) FusionThreshold() int64 { return c.cfg.FusionThresholdBytes }
+
+// InFlight returns the names of this rank's requests not answered yet, in
+// no particular order (for diagnostics, e.g. what a shutdown abandoned).
+func (c *Controller) InFlight() []string {
+	out := make([]string, 0, len(c.pending))
+	for k := range c.pending {
+		out = append(out, k.name)
+	}
+	slices.Sort(out)
+	return out
+}
+
 // Stats returns the counters.
 func (c *Controller) Stats() Stats { return c.stats }
 
@@ -285,6 +311,9 @@ func (c *Controller) localError(r *Request, kind ErrorKind, format string, args 
 func (c *Controller) begin(now time.Time, newReqs []Request, shutdown bool) []uint64 {
 	c.cur = cycleState{now: now, shutdown: shutdown}
 	c.cycleNo++
+	if co, ok := c.cfg.Observer.(CycleObserver); ok && c.cfg.Rank == 0 {
+		co.OnCycleStart(now)
+	}
 	c.stalls = nil
 	for i := range newReqs {
 		r := newReqs[i]

@@ -27,7 +27,8 @@ var rewrite = flag.Bool("rewrite", false, "rewrite the expected output of testda
 //	                             NAME may contain %d with count=N to submit N tensors
 //	cycle [shutdown=r1] [brief]  one lock-step cycle of every rank
 //	advance 30s                  move the clock
-//	stats r1 | cache r1 | stalls | pending r1
+//	fusion 64KiB                 change the fusion threshold on every rank
+//	stats r1 | cache r1 | stalls | pending r1 | inflight r1
 func TestScripts(t *testing.T) {
 	files, err := filepath.Glob("testdata/*.txt")
 	if err != nil || len(files) == 0 {
@@ -136,6 +137,9 @@ func (o *recordingObserver) OnNegotiateStart(now time.Time, name string, op OpTy
 func (o *recordingObserver) OnRankReady(now time.Time, name string, rank int) {
 	o.events = append(o.events, fmt.Sprintf("obs %v: ready %s r%d", now.Sub(o.start), name, rank))
 }
+func (o *recordingObserver) OnCycleStart(now time.Time) {
+	o.events = append(o.events, fmt.Sprintf("obs %v: cycle", now.Sub(o.start)))
+}
 func (o *recordingObserver) OnNegotiateEnd(now time.Time, name string) {
 	o.events = append(o.events, fmt.Sprintf("obs %v: end %s", now.Sub(o.start), name))
 }
@@ -204,6 +208,19 @@ func (s *scripted) run(line string) []string {
 			out = []string{"(empty)"}
 		}
 		return out
+	case "fusion":
+		v, err := parseBytes(pos[0])
+		if err != nil {
+			s.fatalf("%s: %v", line, err)
+		}
+		for _, c := range s.ctrls {
+			if err := c.SetFusionThreshold(v); err != nil {
+				return []string{"error: " + err.Error()}
+			}
+		}
+		return nil
+	case "inflight":
+		return []string{fmt.Sprint(s.ctrls[s.rank(pos[0])].InFlight())}
 	case "pending":
 		c := s.ctrls[s.rank(pos[0])]
 		var out []string
