@@ -177,3 +177,20 @@ func TestParseOpType(t *testing.T) {
 		t.Errorf("String of unknown op: %q", s)
 	}
 }
+
+func TestSetFusionThreshold(t *testing.T) {
+	c, err := NewController(DefaultConfig(0, 2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := c.settings
+	if err := c.SetFusionThreshold(-1); !errors.Is(err, ErrInvalid) {
+		t.Errorf("negative threshold: %v", err)
+	}
+	if err := c.SetFusionThreshold(1 << 20); err != nil || c.FusionThreshold() != 1<<20 {
+		t.Fatalf("SetFusionThreshold: %v, threshold %d", err, c.FusionThreshold())
+	}
+	if c.settings == before {
+		t.Error("the settings hash did not change with the threshold")
+	}
+}
