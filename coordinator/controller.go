@@ -266,6 +266,8 @@ func (c *Controller) cycle(ctx context.Context, x Exchange, now time.Time, newRe
 	var rl ResponseList
 	if c.cfg.Rank == 0 {
 		if rl, err = c.coordinate(payloads); err != nil {
+			// Tell the other ranks why, rather than leave them waiting.
+			_, _ = x.BroadcastFromRoot(ctx, appendAbort(nil, err))
 			return ResponseList{}, err
 		}
 		out = AppendResponseList(nil, &rl)
@@ -275,6 +277,9 @@ func (c *Controller) cycle(ctx context.Context, x Exchange, now time.Time, newRe
 		return ResponseList{}, fmt.Errorf("broadcasting responses from rank 0: %w", err)
 	}
 	if c.cfg.Rank != 0 {
+		if err := decodeAbort(got); err != nil {
+			return ResponseList{}, err
+		}
 		if rl, err = DecodeResponseList(got); err != nil {
 			return ResponseList{}, fmt.Errorf("response list from rank 0: %w", err)
 		}

@@ -194,3 +194,39 @@ func TestSetFusionThreshold(t *testing.T) {
 		t.Error("the settings hash did not change with the threshold")
 	}
 }
+
+// A peer whose request list does not decode makes rank 0 fail, and rank 0
+// tells every other rank why instead of leaving them waiting.
+func TestMalformedRequestListAbortsEveryRank(t *testing.T) {
+	ctrls := newCluster(t, 3, nil)
+	w := &memWorld{n: 3}
+	errs := make([]error, 3)
+	var wg sync.WaitGroup
+	for r := range ctrls {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var x Exchange = &memExchange{w: w, rank: r}
+			if r == 2 {
+				x = &corruptGather{Exchange: x}
+			}
+			_, errs[r] = ctrls[r].Cycle(context.Background(), x, time.Unix(0, 0), []Request{allreduceReq("a", 4)}, false)
+		}()
+	}
+	wg.Wait()
+	for r, err := range errs {
+		if !errors.Is(err, ErrMalformed) {
+			t.Errorf("rank %d: %v, want ErrMalformed", r, err)
+		}
+	}
+	if !strings.Contains(errs[1].Error(), "rank 0 gave up") || !strings.Contains(errs[1].Error(), "from rank 2") {
+		t.Errorf("rank 1's error does not say what happened: %v", errs[1])
+	}
+}
+
+// corruptGather sends garbage instead of its request list.
+type corruptGather struct{ Exchange }
+
+func (c *corruptGather) GatherToRoot(ctx context.Context, p []byte) ([][]byte, error) {
+	return c.Exchange.GatherToRoot(ctx, []byte{wireVersion, 0, 5})
+}

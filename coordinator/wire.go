@@ -10,7 +10,8 @@ import (
 )
 
 // The whole wire format of negotiation lives in this file. Both messages
-// start with a version byte and a flags byte; integers are (u)varints,
+// start with a version byte (or, from rank 0, abortMarker and a reason) and
+// a flags byte; integers are (u)varints,
 // floats are 8 little-endian bytes, strings and lists are length-prefixed.
 // A Request's Rank is not sent: rank 0 knows who sent each payload.
 //
@@ -24,6 +25,28 @@ import (
 //	               uvarint(n) varints*n (firstdims) varints(rowelems) varints(joined)
 //	               varint(lastjoined) u8(errorkind) string(error)
 const wireVersion = 1
+
+// abortMarker replaces the version byte of the response broadcast when rank
+// 0 cannot go on (a peer's request list did not decode): the rest is the
+// reason, so every rank fails with it instead of waiting.
+const abortMarker = 0xff
+
+func appendAbort(dst []byte, err error) []byte {
+	return append(append(dst, abortMarker), err.Error()...)
+}
+
+// decodeAbort returns the error an abort message carries, or nil.
+func decodeAbort(b []byte) error {
+	if len(b) == 0 || b[0] != abortMarker {
+		return nil
+	}
+	const maxReason = 1 << 10
+	reason := b[1:]
+	if len(reason) > maxReason {
+		reason = reason[:maxReason]
+	}
+	return fmt.Errorf("%w: rank 0 gave up negotiating: %q", ErrMalformed, reason)
+}
 
 const flagShutdown = 1
 
