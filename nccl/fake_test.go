@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -666,4 +667,23 @@ func TestFakeNewCommBroadcast(t *testing.T) {
 	if _, err := nilLib.NewCommBroadcast(ctx, 1, 0, 0, nil); !errors.Is(err, ErrUnavailable) {
 		t.Errorf("nil library: %v", err)
 	}
+}
+
+// checkNoLeak fails t if goroutines started during the test are still
+// running once it is over (retrying briefly: exiting goroutines need a
+// moment to be descheduled).
+func checkNoLeak(t *testing.T) {
+	t.Helper()
+	before := runtime.NumGoroutine()
+	t.Cleanup(func() {
+		deadline := time.Now().Add(5 * time.Second)
+		for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+			runtime.Gosched()
+			time.Sleep(5 * time.Millisecond)
+		}
+		if n := runtime.NumGoroutine(); n > before {
+			buf := make([]byte, 1<<16)
+			t.Errorf("goroutines leaked: %d before, %d after\n%s", before, n, buf[:runtime.Stack(buf, true)])
+		}
+	})
 }

@@ -3,10 +3,8 @@ package nccl
 import (
 	"context"
 	"errors"
-	"runtime"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/gorovod/gorovod/ops"
 )
@@ -162,23 +160,4 @@ func TestNilLibrary(t *testing.T) {
 	var c *Comm
 	check("Abort on nil Comm", c.Abort())
 	check("Close on nil Comm", c.Close())
-}
-
-// checkNoLeak fails t if goroutines started during the test are still
-// running once it is over (retrying briefly: exiting goroutines need a
-// moment to be descheduled).
-func checkNoLeak(t *testing.T) {
-	t.Helper()
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(5 * time.Second)
-		for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
-			runtime.Gosched()
-			time.Sleep(5 * time.Millisecond)
-		}
-		if n := runtime.NumGoroutine(); n > before {
-			buf := make([]byte, 1<<16)
-			t.Errorf("goroutines leaked: %d before, %d after\n%s", before, n, buf[:runtime.Stack(buf, true)])
-		}
-	})
 }
