@@ -185,17 +185,29 @@ func (c *Comm) ring(ctx context.Context, r ringSpec) error {
 		total += len(chunk(st.chunk))
 	}
 	o := c.to(right, total)
-
+	// sent[i] is the sequence number of the last queued send of chunk i:
+	// the allgather phase overwrites chunks the reduce-scatter phase sent
+	// and waits for those sends first (by causality they finished long
+	// ago, since the reduced data includes them, but the program must not
+	// rely on the network for its memory ordering).
+	sent := make([]uint64, n)
 	for b := chunk(first); len(b) > 0; {
 		k := min(seg, len(b))
-		if err := o.send(ctx, b[:k]); err != nil {
+		seq, err := o.send(ctx, b[:k])
+		if err != nil {
 			return err
 		}
+		sent[first] = seq
 		b = b[k:]
 	}
 	for t, st := range steps {
 		last := t == len(steps)-1
 		mine := st.reduce && st.chunk == r.pos
+		if !st.reduce && sent[st.chunk] != 0 {
+			if err := c.snd.waitFor(sent[st.chunk]); err != nil {
+				return err
+			}
+		}
 		for b := chunk(st.chunk); len(b) > 0; {
 			p := b[:min(seg, len(b))]
 			b = b[len(p):]
@@ -212,9 +224,11 @@ func (c *Comm) ring(ctx context.Context, r ringSpec) error {
 				r.finish(p)
 			}
 			if !last {
-				if err := o.send(ctx, p); err != nil {
+				seq, err := o.send(ctx, p)
+				if err != nil {
 					return err
 				}
+				sent[st.chunk] = seq // forwarded at the next step
 			}
 		}
 	}
@@ -229,7 +243,7 @@ func (c *Comm) ring(ctx context.Context, r ringSpec) error {
 // On return p may be reused.
 func (c *Comm) exchange(ctx context.Context, peer int, p, q []byte) error {
 	o := c.to(peer, len(p))
-	if err := o.send(ctx, p); err != nil {
+	if _, err := o.send(ctx, p); err != nil {
 		return err
 	}
 	if err := c.recv(ctx, peer, q); err != nil {
@@ -298,7 +312,7 @@ func (c *Comm) recursiveDoubling(ctx context.Context, group []int, pos int, buf 
 
 // sendSync sends p and returns once it was handed to the link.
 func (o out) sendSync(ctx context.Context, p []byte) error {
-	if err := o.send(ctx, p); err != nil {
+	if _, err := o.send(ctx, p); err != nil {
 		return err
 	}
 	if !o.inline && len(p) > 0 {

@@ -145,7 +145,7 @@ func (c *Comm) Broadcast(ctx context.Context, buf []byte, root int) error {
 			if err := c.recv(ctx, real(v-1), p); err != nil {
 				return err
 			}
-			if err := o.send(ctx, p); err != nil {
+			if _, err := o.send(ctx, p); err != nil {
 				return err
 			}
 		}
@@ -184,7 +184,7 @@ func (c *Comm) Alltoallv(ctx context.Context, send []byte, sendCounts []int) ([]
 		for s := 1; s < n; s++ {
 			to, from := (r+s)%n, (r-s+n)%n
 			binary.LittleEndian.PutUint64(shdr[8*to:], uint64(sendCounts[to]))
-			if err := c.to(to, 8).send(ctx, shdr[8*to:8*to+8]); err != nil {
+			if _, err := c.to(to, 8).send(ctx, shdr[8*to:8*to+8]); err != nil {
 				return err
 			}
 			if err := c.recv(ctx, from, rhdr[8*from:8*from+8]); err != nil {
@@ -204,7 +204,7 @@ func (c *Comm) Alltoallv(ctx context.Context, send []byte, sendCounts []int) ([]
 		copy(recv[roffs[r]:], send[soffs[r]:soffs[r+1]])
 		for s := 1; s < n; s++ {
 			to, from := (r+s)%n, (r-s+n)%n
-			if err := c.to(to, sendCounts[to]).send(ctx, send[soffs[to]:soffs[to+1]]); err != nil {
+			if _, err := c.to(to, sendCounts[to]).send(ctx, send[soffs[to]:soffs[to+1]]); err != nil {
 				return err
 			}
 			if err := c.recv(ctx, from, recv[roffs[from]:roffs[from+1]]); err != nil {
@@ -231,7 +231,7 @@ func (c *Comm) Barrier(ctx context.Context) error {
 		var in [1]byte
 		for k := 1; k < n; k <<= 1 {
 			to, from := (r+k)%n, (r-k+n)%n
-			if err := c.to(to, 1).send(ctx, tok); err != nil {
+			if _, err := c.to(to, 1).send(ctx, tok); err != nil {
 				return err
 			}
 			if err := c.recv(ctx, from, in[:]); err != nil {

@@ -238,15 +238,16 @@ func (c *Comm) to(peer, total int) out {
 	return out{c: c, peer: peer, inline: c.fits(peer, total)}
 }
 
-func (o out) send(ctx context.Context, p []byte) error {
+// send sends p, or queues it; the sequence number (0 for an inline send,
+// which is complete on return) is for sender.waitFor.
+func (o out) send(ctx context.Context, p []byte) (uint64, error) {
 	if len(p) == 0 {
-		return nil
+		return 0, nil
 	}
 	if o.inline {
-		return o.c.links[o.peer].Send(ctx, p)
+		return 0, o.c.links[o.peer].Send(ctx, p)
 	}
-	o.c.snd.push(o.c.links[o.peer], p)
-	return nil
+	return o.c.snd.push(o.c.links[o.peer], p), nil
 }
 
 // recv reads len(p) bytes from peer.
@@ -322,24 +323,29 @@ type sendJob struct {
 // step sends right while receiving from the left, and two ranks doing a
 // blocking Send of a large segment to each other would deadlock.
 type sender struct {
-	mu     sync.Mutex
-	q      []sendJob
-	head   int
-	busy   bool
-	err    error // first send error of the current op
+	mu        sync.Mutex
+	q         []sendJob
+	head      int
+	busy      bool
+	pushed    uint64 // jobs ever queued (a job's sequence number)
+	completed uint64 // jobs ever finished (sent, failed or dropped)
+	want      uint64 // a waitFor is waiting for completed >= want
+	err       error  // first send error of the current op
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 
-	wake chan struct{} // cap 1: jobs were queued
-	idle chan struct{} // cap 1: the queue ran empty
+	wake     chan struct{} // cap 1: jobs were queued
+	idle     chan struct{} // cap 1: the queue ran empty
+	progress chan struct{} // cap 1: completed reached want (or a send failed)
 	quit chan struct{} // closed by Comm.Close
 	done chan struct{} // closed when loop returns
 }
 
 func newSender() *sender {
 	return &sender{
-		wake: make(chan struct{}, 1),
-		idle: make(chan struct{}, 1),
+		wake:     make(chan struct{}, 1),
+		idle:     make(chan struct{}, 1),
+		progress: make(chan struct{}, 1),
 		quit: make(chan struct{}),
 		done: make(chan struct{}),
 	}
@@ -358,11 +364,38 @@ func (s *sender) begin(ctx context.Context, cancel context.CancelCauseFunc) {
 	s.mu.Unlock()
 }
 
-func (s *sender) push(l transport.Link, p []byte) {
+// push queues a send and returns its sequence number (for waitFor).
+func (s *sender) push(l transport.Link, p []byte) uint64 {
 	s.mu.Lock()
 	s.q = append(s.q, sendJob{l, p})
+	s.pushed++
+	seq := s.pushed
 	s.mu.Unlock()
 	signal(s.wake)
+	return seq
+}
+
+// waitFor blocks until the send with sequence number seq (and all before
+// it) has finished, so its buffer may be written again; it returns early
+// with the op's send error. Besides ordering the program, this gives the
+// race detector the happens-before edge that the network provides but
+// cannot show it.
+func (s *sender) waitFor(seq uint64) error {
+	for {
+		s.mu.Lock()
+		if s.completed >= seq || s.err != nil {
+			err := s.err
+			s.mu.Unlock()
+			return err
+		}
+		s.want = seq
+		s.mu.Unlock()
+		select {
+		case <-s.progress:
+		case <-s.done:
+			return errCommClosed
+		}
+	}
 }
 
 // wait blocks until every queued send has completed or failed and returns
@@ -417,16 +450,20 @@ func (s *sender) loop() {
 		s.busy = true
 		ctx, failed := s.ctx, s.err != nil
 		s.mu.Unlock()
-		if failed {
-			continue // the op is failing: drop its remaining sends
+		var err error
+		if !failed { // else the op is failing: drop its remaining sends
+			err = job.link.Send(ctx, job.p)
 		}
-		if err := job.link.Send(ctx, job.p); err != nil {
-			s.mu.Lock()
-			if s.err == nil {
-				s.err = err
-				s.cancel(err) // unblocks the op's receives
-			}
-			s.mu.Unlock()
+		s.mu.Lock()
+		s.completed++
+		if err != nil && s.err == nil {
+			s.err = err
+			s.cancel(err) // unblocks the op's receives
 		}
+		if s.want != 0 && (s.completed >= s.want || s.err != nil) {
+			s.want = 0
+			signal(s.progress)
+		}
+		s.mu.Unlock()
 	}
 }
