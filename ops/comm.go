@@ -331,14 +331,14 @@ type sender struct {
 	completed uint64 // jobs ever finished (sent, failed or dropped)
 	want      uint64 // a waitFor is waiting for completed >= want
 	err       error  // first send error of the current op
-	ctx    context.Context
-	cancel context.CancelCauseFunc
+	ctx       context.Context
+	cancel    context.CancelCauseFunc
 
 	wake     chan struct{} // cap 1: jobs were queued
 	idle     chan struct{} // cap 1: the queue ran empty
 	progress chan struct{} // cap 1: completed reached want (or a send failed)
-	quit chan struct{} // closed by Comm.Close
-	done chan struct{} // closed when loop returns
+	quit     chan struct{} // closed by Comm.Close
+	done     chan struct{} // closed when loop returns
 }
 
 func newSender() *sender {
@@ -346,8 +346,8 @@ func newSender() *sender {
 		wake:     make(chan struct{}, 1),
 		idle:     make(chan struct{}, 1),
 		progress: make(chan struct{}, 1),
-		quit: make(chan struct{}),
-		done: make(chan struct{}),
+		quit:     make(chan struct{}),
+		done:     make(chan struct{}),
 	}
 }
 
