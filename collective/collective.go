@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -315,9 +316,13 @@ func validName(name string) error {
 	return nil
 }
 
-func submit(req coordinator.Request, buf []byte) *Handle { return submitWith(req, buf, nil) }
+func submit(req coordinator.Request, buf []byte, co callOptions) *Handle {
+	return submitWith(req, buf, co, nil)
+}
 
-func submitWith(req coordinator.Request, buf []byte, prep func(*entry)) *Handle {
+// submitWith validates what every call shares (initialized, a name, the
+// process set) and queues the request; prep fills op-specific entry fields.
+func submitWith(req coordinator.Request, buf []byte, co callOptions, prep func(*entry)) *Handle {
 	e, err := current()
 	if err != nil {
 		return failed(err)
@@ -325,11 +330,25 @@ func submitWith(req coordinator.Request, buf []byte, prep func(*entry)) *Handle 
 	if err := validName(req.Name); err != nil {
 		return failed(err)
 	}
-	req.Device = -1
+	req.Device = coordinator.CPU
 	if req.Prescale == 0 {
-		req.Prescale, req.Postscale = 1, 1
+		req.Prescale, req.Postscale = co.prescale, co.postscale
+	}
+	if ps := co.set; ps != nil {
+		if !ps.Included() {
+			return failed(fmt.Errorf("%w: %s %q in process set %d, which rank %d is not a member of", ErrInvalid, req.Op, req.Name, ps.id, e.topo.rank))
+		}
+		req.ProcessSet = ps.id
 	}
 	return &Handle{en: e.submit(req, buf, prep)}
+}
+
+// groupSize is the number of ranks a call with these options runs among.
+func (co callOptions) groupSize() int {
+	if co.set != nil {
+		return co.set.Size()
+	}
+	return Size()
 }
 
 // AllreduceAsync starts an in-place allreduce of buf across all ranks.
@@ -341,9 +360,8 @@ func AllreduceAsync[T Element](ctx context.Context, name string, buf []T, op Red
 		return failed(fmt.Errorf("%w: allreduce %q: unsupported reduce op %v", ErrInvalid, name, op))
 	}
 	return submit(coordinator.Request{
-		Name: name, Op: coordinator.OpAllreduce, DType: dtypeOf[T](), Shape: []int64{int64(len(buf))},
-		ReduceOp: op, Prescale: co.prescale, Postscale: co.postscale,
-	}, asBytes(buf))
+		Name: name, Op: coordinator.OpAllreduce, DType: dtypeOf[T](), Shape: []int64{int64(len(buf))}, ReduceOp: op,
+	}, asBytes(buf), co)
 }
 
 // Allreduce reduces buf elementwise across all ranks, in place: afterwards
@@ -353,22 +371,27 @@ func Allreduce[T Element](ctx context.Context, name string, buf []T, op ReduceOp
 }
 
 // BroadcastAsync starts a broadcast of root's buf to every rank's buf.
-func BroadcastAsync[T Element](ctx context.Context, name string, buf []T, root int) *Handle {
+func BroadcastAsync[T Element](ctx context.Context, name string, buf []T, root int, opts ...CallOption) *Handle {
+	co := callOpts(opts)
 	if s := Size(); root < 0 || (s > 0 && root >= s) {
 		return failed(fmt.Errorf("%w: broadcast %q: root %d out of range [0,%d)", ErrInvalid, name, root, s))
 	}
+	if co.set != nil && !slices.Contains(co.set.ranks, root) {
+		return failed(fmt.Errorf("%w: broadcast %q: root %d is not a member of process set %d %v", ErrInvalid, name, root, co.set.id, co.set.ranks))
+	}
 	return submit(coordinator.Request{
 		Name: name, Op: coordinator.OpBroadcast, DType: dtypeOf[T](), Shape: []int64{int64(len(buf))}, Root: root,
-	}, asBytes(buf))
+	}, asBytes(buf), co)
 }
 
 // Broadcast copies root's buf into every rank's buf (same length everywhere).
-func Broadcast[T Element](ctx context.Context, name string, buf []T, root int) error {
-	return BroadcastAsync(ctx, name, buf, root).Wait(ctx)
+func Broadcast[T Element](ctx context.Context, name string, buf []T, root int, opts ...CallOption) error {
+	return BroadcastAsync(ctx, name, buf, root, opts...).Wait(ctx)
 }
 
-// Barrier returns once every rank has called it.
-func Barrier(ctx context.Context) error {
+// Barrier returns once every rank (of the process set, with InProcessSet)
+// has called it.
+func Barrier(ctx context.Context, opts ...CallOption) error {
 	e, err := current()
 	if err != nil {
 		return err
@@ -377,13 +400,16 @@ func Barrier(ctx context.Context) error {
 	e.barriers++
 	name := "barrier/" + strconv.FormatUint(e.barriers, 10)
 	e.mu.Unlock()
-	return submit(coordinator.Request{Name: name, Op: coordinator.OpBarrier, DType: ops.Uint8}, nil).Wait(ctx)
+	return submit(coordinator.Request{Name: name, Op: coordinator.OpBarrier, DType: ops.Uint8}, nil, callOpts(opts)).Wait(ctx)
 }
 
 // CallOption adjusts one collective call.
 type CallOption func(*callOptions)
 
-type callOptions struct{ prescale, postscale float64 }
+type callOptions struct {
+	prescale, postscale float64
+	set                 *ProcessSet
+}
 
 // WithPrescale multiplies the local input by f before reducing.
 func WithPrescale(f float64) CallOption { return func(o *callOptions) { o.prescale = f } }
@@ -415,7 +441,7 @@ func (singleMesh) Close() error            { return nil }
 // tools; an error fn returns fails this call on this rank.
 func RunExclusive(ctx context.Context, name string, fn func(ctx context.Context, c *ops.Comm) error) error {
 	return submitWith(coordinator.Request{Name: "exclusive/" + name, Op: coordinator.OpBarrier, DType: ops.Uint8}, nil,
-		func(en *entry) { en.exclusive = fn }).Wait(ctx)
+		callOptions{prescale: 1, postscale: 1}, func(en *entry) { en.exclusive = fn }).Wait(ctx)
 }
 
 // ActiveConfig returns the configuration the running worker uses (the

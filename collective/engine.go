@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 	"unsafe"
@@ -57,6 +58,11 @@ type engine struct {
 	fatal    error // once set, the loop has stopped and new calls fail with it
 	stopping bool
 	barriers uint64
+	nextSet  int               // last process set id handed out (API side)
+	sets     map[int]*setState // loop goroutine only
+
+	lastDone   string // loop goroutine only: the last global collective completed
+	lastDoneAt time.Time
 
 	wake     chan struct{} // a submission arrived
 	stop     chan struct{} // Shutdown asked the loop to stop
@@ -71,7 +77,7 @@ type topology struct {
 
 func newEngine(cfg config.Config, log *zap.Logger, topo topology, mesh transport.Mesh, oracle failureOracle) (*engine, error) {
 	tracker := newFailureTracker(mesh, oracle)
-	comm, err := ops.NewComm(tracker, ops.Config{SegmentBytes: cfg.SegmentBytes, Hierarchical: cfg.HierarchicalAllreduce})
+	comm, err := ops.NewComm(tracker, opsConfig(cfg))
 	if err != nil {
 		return nil, err
 	}
@@ -92,12 +98,19 @@ func newEngine(cfg config.Config, log *zap.Logger, topo topology, mesh transport
 		fbuf:     fusion.NewBuffer(),
 		met:      newMetrics(),
 		pending:  make(map[string]*entry),
+		sets:     make(map[int]*setState),
 		wake:     make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 		loopDone: make(chan struct{}),
 	}
 	return e, nil
 }
+
+func opsConfig(cfg config.Config) ops.Config {
+	return ops.Config{SegmentBytes: cfg.SegmentBytes, Hierarchical: cfg.HierarchicalAllreduce}
+}
+
+func (e *engine) opsConfig() ops.Config { return opsConfig(e.cfg) }
 
 func stallWarning(cfg config.Config) time.Duration {
 	if cfg.StallCheckDisabled {
@@ -291,6 +304,9 @@ func (e *engine) execute(ctx context.Context, r *coordinator.Response) error {
 	if err != nil && !errors.Is(err, ops.ErrInvalid) {
 		err = e.peerErr(err)
 	}
+	if err == nil && r.ProcessSet == 0 && len(r.Names) > 0 {
+		e.lastDone, e.lastDoneAt = r.Names[len(r.Names)-1], time.Now()
+	}
 	for _, en := range entries {
 		if en != nil {
 			en.finish(err)
@@ -317,28 +333,49 @@ func responseError(r *coordinator.Response) error {
 func (e *engine) executeOp(ctx context.Context, r *coordinator.Response, entries []*entry) error {
 	start := time.Now()
 	defer func() { e.met.op(r.Op, len(entries), time.Since(start)) }()
+	comm, err := e.commFor(r.ProcessSet)
+	if err != nil {
+		return err
+	}
+	es := r.DType.Size()
+	// A rank that has joined takes part without a tensor of its own: it
+	// contributes the op's identity (allreduce), nothing (allgather), or a
+	// scratch buffer it then drops (broadcast, reduce-scatter, alltoall).
+	bufs := make([][]byte, len(entries))
+	for i, en := range entries {
+		if en != nil {
+			bufs[i] = en.buf
+			continue
+		}
+		if !slices.Contains(r.JoinedRanks, e.topo.rank) && r.Op != coordinator.OpJoin {
+			return fmt.Errorf("%w: response for %q has no local tensor", ErrInvalid, r.Names[i])
+		}
+		if r.Op != coordinator.OpAllgather && i < len(r.Counts) {
+			bufs[i] = make([]byte, int(r.Counts[i])*es)
+			if r.Op == coordinator.OpAllreduce || r.Op == coordinator.OpReduceScatter {
+				identityFill(r.DType, r.ReduceOp, bufs[i])
+			}
+		}
+	}
 	switch r.Op {
 	case coordinator.OpAllreduce:
-		bufs := make([][]byte, len(entries))
-		for i, en := range entries {
-			if en == nil {
-				return fmt.Errorf("%w: response for %q has no local tensor", ErrInvalid, r.Names[i])
-			}
-			bufs[i] = en.buf
-		}
 		if len(bufs) == 1 {
-			return e.comm.Allreduce(ctx, bufs[0], r.DType, r.ReduceOp, r.Prescale, r.Postscale)
+			return comm.Allreduce(ctx, bufs[0], r.DType, r.ReduceOp, r.Prescale, r.Postscale)
 		}
 		fused := e.fbuf.Pack(bufs)
-		if err := e.comm.Allreduce(ctx, fused, r.DType, r.ReduceOp, r.Prescale, r.Postscale); err != nil {
+		if err := comm.Allreduce(ctx, fused, r.DType, r.ReduceOp, r.Prescale, r.Postscale); err != nil {
 			return err
 		}
 		e.fbuf.Unpack(fused, bufs)
 		e.met.fused(len(bufs))
 		return nil
 	case coordinator.OpBroadcast:
-		for _, en := range entries {
-			if err := e.comm.Broadcast(ctx, en.buf, r.Root); err != nil {
+		root := r.Root // a global rank; the set's communicator counts members
+		if r.ProcessSet != 0 {
+			root = slices.Index(e.sets[r.ProcessSet].members, r.Root)
+		}
+		for _, b := range bufs {
+			if err := comm.Broadcast(ctx, b, root); err != nil {
 				return err
 			}
 		}
@@ -350,30 +387,47 @@ func (e *engine) executeOp(ctx context.Context, r *coordinator.Response, entries
 			for _, c := range counts {
 				total += c
 			}
-			en.out = make([]byte, total)
-			en.outCounts = counts
-			if err := e.comm.Allgatherv(ctx, en.buf, en.out, counts); err != nil {
+			out := make([]byte, total)
+			if err := comm.Allgatherv(ctx, bufs[i], out, counts); err != nil {
 				return err
+			}
+			if en != nil {
+				en.out, en.outCounts = out, counts
 			}
 		}
 		return nil
 	case coordinator.OpAlltoall:
-		for _, en := range entries {
-			out, counts, err := e.comm.Alltoallv(ctx, en.buf, en.splits)
+		for i, en := range entries {
+			splits := make([]int, comm.Size())
+			if en != nil {
+				splits = en.splits
+			}
+			out, counts, err := comm.Alltoallv(ctx, bufs[i], splits)
 			if err != nil {
 				return err
 			}
-			en.out, en.outCounts = out, counts
+			if en != nil {
+				en.out, en.outCounts = out, counts
+			}
 		}
 		return nil
 	case coordinator.OpReduceScatter:
-		for _, en := range entries {
-			counts := splitEven(len(en.buf)/r.DType.Size(), e.topo.size)
-			mine, err := e.comm.ReduceScatter(ctx, en.buf, counts, r.DType, r.ReduceOp)
+		for i, en := range entries {
+			counts := splitEven(len(bufs[i])/es, comm.Size())
+			mine, err := comm.ReduceScatter(ctx, bufs[i], counts, r.DType, r.ReduceOp)
 			if err != nil {
 				return err
 			}
-			en.out = append([]byte(nil), mine...)
+			if en != nil {
+				en.out = append([]byte(nil), mine...)
+			}
+		}
+		return nil
+	case coordinator.OpJoin:
+		for _, en := range entries {
+			if en != nil {
+				en.lastJoined = r.LastJoined
+			}
 		}
 		return nil
 	case coordinator.OpBarrier:
@@ -381,7 +435,7 @@ func (e *engine) executeOp(ctx context.Context, r *coordinator.Response, entries
 		// section runs here, at the same point of every rank's op sequence.
 		for _, en := range entries {
 			if en != nil && en.exclusive != nil {
-				if err := en.exclusive(ctx, e.comm); err != nil {
+				if err := en.exclusive(ctx, comm); err != nil {
 					return err
 				}
 			}
@@ -404,12 +458,22 @@ func splitEven(n, size int) []int {
 	return out
 }
 
+// logStalls reports, on rank 0, tensors some ranks submitted and others
+// did not. The missing ranks are alive: the cycle that found the stall
+// needed every rank's background loop to answer. What stalls is their
+// program, so the report says what every rank completed last.
 func (e *engine) logStalls() {
-	for _, s := range e.ctrl.Stalls() {
-		e.log.Warn("stalled collective: some ranks have not submitted it",
-			zap.String("tensor", s.Name), zap.Ints("missing_ranks", s.MissingRanks),
-			zap.Duration("waiting", s.Waiting))
+	rep := e.ctrl.StallReport()
+	if rep == "" {
+		return
 	}
+	last := "nothing yet"
+	if e.lastDone != "" {
+		last = fmt.Sprintf("%q, %v ago", e.lastDone, time.Since(e.lastDoneAt).Round(time.Millisecond))
+	}
+	e.log.Warn("stalled collectives (stall check): " + rep +
+		"\n  the missing ranks are alive (their background loops answered this negotiation cycle) but their programs have not submitted these tensors;" +
+		" the last collective every rank completed: " + last)
 }
 
 // shutdown stops the loop (coordinated with the other ranks) and releases
@@ -435,6 +499,11 @@ func (e *engine) shutdown(ctx context.Context) error {
 }
 
 func (e *engine) close() {
+	for _, st := range e.sets {
+		if st.comm != nil {
+			_ = st.comm.Close()
+		}
+	}
 	_ = e.comm.Close()
 	_ = e.mesh.Close()
 	for i := len(e.closers) - 1; i >= 0; i-- {

@@ -36,22 +36,23 @@ func elemSize[T Element](z T) int { return dtypeOf[T]().Size() }
 
 // AllgatherAsync starts an allgather: every rank contributes in (any length,
 // may differ per rank) and receives the concatenation in rank order.
-func AllgatherAsync[T Element](ctx context.Context, name string, in []T) Result[T] {
+func AllgatherAsync[T Element](ctx context.Context, name string, in []T, opts ...CallOption) Result[T] {
 	return Result[T]{h: submit(coordinator.Request{
 		Name: name, Op: coordinator.OpAllgather, DType: dtypeOf[T](), Shape: []int64{int64(len(in))},
-	}, asBytes(in))}
+	}, asBytes(in), callOpts(opts))}
 }
 
 // Allgather concatenates every rank's in, in rank order.
-func Allgather[T Element](ctx context.Context, name string, in []T) ([]T, error) {
-	out, _, err := AllgatherAsync(ctx, name, in).Wait(ctx)
+func Allgather[T Element](ctx context.Context, name string, in []T, opts ...CallOption) ([]T, error) {
+	out, _, err := AllgatherAsync(ctx, name, in, opts...).Wait(ctx)
 	return out, err
 }
 
 // AlltoallAsync starts an alltoall: rank r sends in[sum(splits[:j]) : +splits[j]]
 // to rank j; it receives from every rank what that rank addressed to it.
-func AlltoallAsync[T Element](ctx context.Context, name string, in []T, splits []int) Result[T] {
-	size := Size()
+func AlltoallAsync[T Element](ctx context.Context, name string, in []T, splits []int, opts ...CallOption) Result[T] {
+	co := callOpts(opts)
+	size := co.groupSize()
 	if splits == nil && size > 0 {
 		if len(in)%size != 0 {
 			return Result[T]{h: failed(fmt.Errorf("%w: alltoall %q: %d elements do not split evenly over %d ranks; pass splits", ErrInvalid, name, len(in), size))}
@@ -79,20 +80,20 @@ func AlltoallAsync[T Element](ctx context.Context, name string, in []T, splits [
 	}
 	h := submitWith(coordinator.Request{
 		Name: name, Op: coordinator.OpAlltoall, DType: dtypeOf[T](), Shape: []int64{int64(len(in))},
-	}, asBytes(in), func(en *entry) { en.splits = byteSplits })
+	}, asBytes(in), co, func(en *entry) { en.splits = byteSplits })
 	return Result[T]{h: h}
 }
 
 // Alltoall exchanges slices between all ranks (see AlltoallAsync); it
 // returns the received elements and how many came from each rank.
-func Alltoall[T Element](ctx context.Context, name string, in []T, splits []int) ([]T, []int, error) {
-	return AlltoallAsync(ctx, name, in, splits).Wait(ctx)
+func Alltoall[T Element](ctx context.Context, name string, in []T, splits []int, opts ...CallOption) ([]T, []int, error) {
+	return AlltoallAsync(ctx, name, in, splits, opts...).Wait(ctx)
 }
 
 // ReduceScatterAsync starts a reduce-scatter: the elementwise reduction of
 // every rank's in (same length everywhere) is split into Size() nearly equal
 // parts (the first len%Size ranks get one more element) and rank r gets part r.
-func ReduceScatterAsync[T Element](ctx context.Context, name string, in []T, op ReduceOp) Result[T] {
+func ReduceScatterAsync[T Element](ctx context.Context, name string, in []T, op ReduceOp, opts ...CallOption) Result[T] {
 	switch op {
 	case Sum, Average, Min, Max, Product:
 	default:
@@ -100,12 +101,11 @@ func ReduceScatterAsync[T Element](ctx context.Context, name string, in []T, op 
 	}
 	return Result[T]{h: submit(coordinator.Request{
 		Name: name, Op: coordinator.OpReduceScatter, DType: dtypeOf[T](), Shape: []int64{int64(len(in))}, ReduceOp: op,
-		Prescale: 1, Postscale: 1,
-	}, asBytes(in))}
+	}, asBytes(in), callOpts(opts))}
 }
 
 // ReduceScatter returns this rank's part of the reduction of every rank's in.
-func ReduceScatter[T Element](ctx context.Context, name string, in []T, op ReduceOp) ([]T, error) {
-	out, _, err := ReduceScatterAsync(ctx, name, in, op).Wait(ctx)
+func ReduceScatter[T Element](ctx context.Context, name string, in []T, op ReduceOp, opts ...CallOption) ([]T, error) {
+	out, _, err := ReduceScatterAsync(ctx, name, in, op, opts...).Wait(ctx)
 	return out, err
 }

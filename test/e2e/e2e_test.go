@@ -128,7 +128,7 @@ func TestStallWarningThenTimeout(t *testing.T) {
 	if r.code == 0 {
 		t.Fatalf("gorun exited 0 after a stall shutdown; output:\n%s", r.out)
 	}
-	if !regexp.MustCompile(`(?s)stall.*grad/x.*\[2\]|(?s)stall.*\[2\].*grad/x`).MatchString(r.out) {
+	if !regexp.MustCompile(`(?s)stall.*rank 2: .*grad/x.*alive`).MatchString(r.out) {
 		t.Errorf("rank 0 did not log the missing rank 2 and tensor grad/x:\n%s", r.out)
 	}
 	for _, rank := range []int{0, 1} {
@@ -178,6 +178,20 @@ func TestSteadyStateNeedsNoRequestsAndFuses(t *testing.T) {
 		fmt.Sscan(m[3], &ops)
 		if ops > 2 {
 			t.Errorf("rank %s ran %.2f backend ops per step, want <= 2", m[1], ops)
+		}
+	}
+}
+
+func TestProcessSetsJoinGroupedAndObjects(t *testing.T) {
+	r := gorun(t, time.Minute, "-np", "3", "worker", "-mode", "features")
+	if r.code != 0 {
+		t.Fatalf("exit code %d; output:\n%s", r.code, r.out)
+	}
+	for rank := 0; rank < 3; rank++ {
+		for _, what := range []string{"process set ok", "grouped allreduce ok", "objects ok", "join ok (last 2)"} {
+			if !strings.Contains(r.out, fmt.Sprintf("rank %d: %s", rank, what)) {
+				t.Errorf("rank %d did not report %q:\n%s", rank, what, r.out)
+			}
 		}
 	}
 }

@@ -131,8 +131,93 @@ func run(ctx context.Context, mode string, bad, n, steps int) error {
 		last := collective.GetStats()
 		fmt.Printf("rank %d: steady: requests after first step %d, backend ops per step %.2f\n", rank,
 			last.RequestsToRoot-first.RequestsToRoot, float64(last.BackendOps-first.BackendOps)/float64(steps-1))
+	case "features":
+		return features(ctx, rank)
 	default:
-		return fmt.Errorf("unknown mode %q (want %s)", mode, strings.Join([]string{"allreduce", "noinit", "mismatch", "stall", "die", "steady"}, ", "))
+		return fmt.Errorf("unknown mode %q (want %s)", mode, strings.Join([]string{"allreduce", "noinit", "mismatch", "stall", "die", "steady", "features"}, ", "))
 	}
+	return nil
+}
+
+// features exercises process sets, join, grouped allreduce and object
+// collectives; it needs 3 ranks.
+func features(ctx context.Context, rank int) error {
+	if collective.Size() != 3 {
+		return fmt.Errorf("features mode needs 3 ranks, got %d", collective.Size())
+	}
+	// process set {0, 2}
+	ps, err := collective.NewProcessSet(ctx, []int{2, 0})
+	if err != nil {
+		return fmt.Errorf("new process set: %w", err)
+	}
+	if ps.Included() {
+		buf := []int32{int32(rank), 1}
+		if err := collective.Allreduce(ctx, "ps/sum", buf, collective.Sum, collective.InProcessSet(ps)); err != nil {
+			return fmt.Errorf("allreduce in process set: %w", err)
+		}
+		if buf[0] != 2 || buf[1] != 2 {
+			return fmt.Errorf("allreduce in process set {0,2}: got %v, want [2 2]", buf)
+		}
+		b := []float64{float64(rank)}
+		if err := collective.Broadcast(ctx, "ps/bcast", b, 2, collective.InProcessSet(ps)); err != nil {
+			return fmt.Errorf("broadcast in process set: %w", err)
+		}
+		if b[0] != 2 {
+			return fmt.Errorf("broadcast from rank 2 in process set: got %v", b[0])
+		}
+	} else if err := collective.Allreduce(ctx, "ps/sum", []int32{1}, collective.Sum, collective.InProcessSet(ps)); !errors.Is(err, collective.ErrInvalid) {
+		return fmt.Errorf("non-member call: %v, want ErrInvalid", err)
+	}
+	fmt.Printf("rank %d: process set ok (member %v)\n", rank, ps.Included())
+
+	// grouped allreduce
+	g := [][]float32{{1, 2}, {float32(rank)}, {}, {5, 5, 5}}
+	if err := collective.GroupedAllreduce(ctx, "grads", g, collective.Sum); err != nil {
+		return fmt.Errorf("grouped allreduce: %w", err)
+	}
+	if g[0][0] != 3 || g[0][1] != 6 || g[1][0] != 3 || g[3][2] != 15 {
+		return fmt.Errorf("grouped allreduce: got %v", g)
+	}
+	fmt.Printf("rank %d: grouped allreduce ok\n", rank)
+
+	// objects
+	type cfg struct {
+		LR   float64
+		Name string
+	}
+	c := cfg{LR: float64(rank), Name: fmt.Sprintf("from %d", rank)}
+	if err := collective.BroadcastObject(ctx, "cfg", &c, 1); err != nil {
+		return fmt.Errorf("broadcast object: %w", err)
+	}
+	if c.LR != 1 || c.Name != "from 1" {
+		return fmt.Errorf("broadcast object from 1: got %+v", c)
+	}
+	all, err := collective.AllgatherObject(ctx, "names", strings.Repeat("x", rank))
+	if err != nil {
+		return fmt.Errorf("allgather object: %w", err)
+	}
+	if len(all) != 3 || all[0] != "" || all[2] != "xx" {
+		return fmt.Errorf("allgather object: got %q", all)
+	}
+	fmt.Printf("rank %d: objects ok\n", rank)
+
+	// join: rank r has r+1 batches; a joined rank contributes zeros
+	for step := 0; step <= rank; step++ {
+		buf := []float32{1}
+		if err := collective.Allreduce(ctx, fmt.Sprintf("join/step%d", step), buf, collective.Sum); err != nil {
+			return fmt.Errorf("allreduce before join: %w", err)
+		}
+		if want := float32(3 - step); buf[0] != want {
+			return fmt.Errorf("step %d: sum with joined ranks %v, want %v", step, buf[0], want)
+		}
+	}
+	last, err := collective.Join(ctx)
+	if err != nil {
+		return fmt.Errorf("join: %w", err)
+	}
+	if last != 2 {
+		return fmt.Errorf("join: last rank %d, want 2", last)
+	}
+	fmt.Printf("rank %d: join ok (last %d)\n", rank, last)
 	return nil
 }

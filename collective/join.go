@@ -1,0 +1,100 @@
+package collective
+
+import (
+	"bytes"
+	"context"
+	"encoding/gob"
+	"fmt"
+
+	"github.com/gorovod/gorovod/coordinator"
+	"github.com/gorovod/gorovod/ops"
+)
+
+// Join tells the other ranks this rank has no more data (uneven data sets):
+// until every rank has joined, this rank takes part in the others'
+// allreduces with the identity of their op (zeros for a sum), in allgathers
+// with nothing, and in broadcasts as a receiver. It returns the rank that
+// joined last, once every rank has joined.
+func Join(ctx context.Context) (lastRank int, err error) {
+	h := submit(coordinator.Request{Name: coordinator.JoinName, Op: coordinator.OpJoin, DType: ops.Uint8}, nil, callOpts(nil))
+	if err := h.Wait(ctx); err != nil {
+		return -1, err
+	}
+	return h.en.lastJoined, nil
+}
+
+// GroupedAllreduce reduces several tensors as one unit: one negotiation
+// and one backend operation for the whole list (they are packed into one
+// buffer). Every rank must pass the same number of tensors with the same
+// lengths, in the same order.
+func GroupedAllreduce[T Element](ctx context.Context, name string, bufs [][]T, op ReduceOp, opts ...CallOption) error {
+	total := 0
+	for _, b := range bufs {
+		total += len(b)
+	}
+	packed := make([]T, 0, total)
+	for _, b := range bufs {
+		packed = append(packed, b...)
+	}
+	// The tensor count is part of the name, so ranks passing different
+	// lists negotiate different names and the mismatch is reported.
+	if err := Allreduce(ctx, fmt.Sprintf("group/%s/%d", name, len(bufs)), packed, op, opts...); err != nil {
+		return err
+	}
+	off := 0
+	for _, b := range bufs {
+		off += copy(b, packed[off:off+len(b)])
+	}
+	return nil
+}
+
+// BroadcastObject sends root's *v to every rank (encoding/gob), replacing
+// *v on the others.
+func BroadcastObject[V any](ctx context.Context, name string, v *V, root int, opts ...CallOption) error {
+	var payload []byte
+	if Rank() == root {
+		var b bytes.Buffer
+		if err := gob.NewEncoder(&b).Encode(v); err != nil {
+			return fmt.Errorf("%w: broadcast object %q: encoding %T: %v", ErrInvalid, name, v, err)
+		}
+		payload = b.Bytes()
+	}
+	size := []int64{int64(len(payload))}
+	if err := Broadcast(ctx, name+"/size", size, root, opts...); err != nil {
+		return err
+	}
+	if Rank() != root {
+		payload = make([]byte, size[0])
+	}
+	if err := Broadcast(ctx, name+"/data", payload, root, opts...); err != nil {
+		return err
+	}
+	if Rank() == root {
+		return nil
+	}
+	if err := gob.NewDecoder(bytes.NewReader(payload)).Decode(v); err != nil {
+		return fmt.Errorf("%w: broadcast object %q: decoding into %T: %v", ErrInvalid, name, v, err)
+	}
+	return nil
+}
+
+// AllgatherObject gathers every rank's v (encoding/gob), in rank order.
+func AllgatherObject[V any](ctx context.Context, name string, v V, opts ...CallOption) ([]V, error) {
+	var b bytes.Buffer
+	if err := gob.NewEncoder(&b).Encode(&v); err != nil {
+		return nil, fmt.Errorf("%w: allgather object %q: encoding %T: %v", ErrInvalid, name, v, err)
+	}
+	data, counts, err := AllgatherAsync(ctx, name, b.Bytes(), opts...).Wait(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]V, len(counts))
+	off := 0
+	for i, c := range counts {
+		if err := gob.NewDecoder(bytes.NewReader(data[off : off+c])).Decode(&out[i]); err != nil {
+			return nil, fmt.Errorf("%w: allgather object %q: decoding element %d: %v", ErrInvalid, name, i, err)
+		}
+		off += c
+	}
+	return out, nil
+}
