@@ -189,8 +189,10 @@ func (c *benchCase) checkOnce(ctx context.Context, name string, inplace bool, co
 		return out, err
 	case "allgather":
 		return c.dst, c.once(ctx, name, inplace, comm)
+	case "broadcast":
+		return buf, comm.Broadcast(ctx, buf, o.root)
 	}
-	return buf, c.once(ctx, name, true, comm)
+	return buf, comm.Allreduce(ctx, buf, o.dtype, o.redop, 1, 1)
 }
 
 func (c *benchCase) countWrong(out []byte) int64 {

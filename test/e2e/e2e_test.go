@@ -27,7 +27,8 @@ func TestMain(m *testing.M) {
 	cmd := exec.Command("go", "build", "-o", dir+"/",
 		"github.com/gorovod/gorovod/cmd/gorun",
 		"github.com/gorovod/gorovod/test/allreducecheck",
-		"github.com/gorovod/gorovod/test/worker")
+		"github.com/gorovod/gorovod/test/worker",
+		"github.com/gorovod/gorovod/cmd/gorovod-bench")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building test binaries:", err)
@@ -51,7 +52,7 @@ func gorun(t *testing.T, bound time.Duration, args ...string) result {
 	ctx, cancel := context.WithTimeout(context.Background(), bound)
 	defer cancel()
 	for i, a := range args {
-		if a == "allreducecheck" || a == "worker" {
+		if a == "allreducecheck" || a == "worker" || a == "gorovod-bench" {
 			args[i] = filepath.Join(binDir, a)
 		}
 	}
@@ -193,5 +194,27 @@ func TestProcessSetsJoinGroupedAndObjects(t *testing.T) {
 				t.Errorf("rank %d did not report %q:\n%s", rank, what, r.out)
 			}
 		}
+	}
+}
+
+func TestBenchChecksEveryOpAndMode(t *testing.T) {
+	for _, op := range []string{"allreduce", "allgather", "broadcast", "reducescatter", "alltoall"} {
+		for _, direct := range []bool{false, true} {
+			args := []string{"-np", "3", "gorovod-bench", op, "-b", "1K", "-e", "1M", "-f", "32", "-c", "1", "-n", "3", "-w", "1", "-d", "bf16"}
+			if op == "allreduce" {
+				args = append(args, "-o", "max")
+			}
+			if direct {
+				args = append(args, "-direct")
+			}
+			r := gorun(t, time.Minute, args...)
+			if r.code != 0 || !strings.Contains(r.out, "# Out of bounds values : 0 OK") {
+				t.Errorf("%s direct=%v: exit %d, output:\n%s", op, direct, r.code, r.out)
+			}
+		}
+	}
+	r := gorun(t, time.Minute, "-np", "2", "gorovod-bench", "negotiation", "-tensors", "50", "-steps", "20")
+	if r.code != 0 || !strings.Contains(r.out, "steps/s") {
+		t.Errorf("negotiation mode: exit %d, output:\n%s", r.code, r.out)
 	}
 }
