@@ -183,7 +183,10 @@ func (e *engine) run() {
 		e.queue = nil
 		e.mu.Unlock()
 
-		rl, err := e.ctrl.Cycle(ctx, x, start, reqs, stopped)
+		cctx, ccancel := e.progressDeadline(ctx)
+		rl, err := e.ctrl.Cycle(cctx, x, start, reqs, stopped)
+		ccancel()
+		err = e.timeoutErr(err)
 		e.met.cycle(time.Since(start), e.ctrl.Stats())
 		if err != nil {
 			e.die(e.peerErr(fmt.Errorf("negotiation on rank %d (%s) failed: %w", e.topo.rank, e.topo.host, err)))
@@ -195,6 +198,7 @@ func (e *engine) run() {
 		e.logStalls()
 		for i := range rl.Responses {
 			if err := e.execute(ctx, &rl.Responses[i]); err != nil {
+				err = e.timeoutErr(err)
 				e.die(e.peerErr(fmt.Errorf("rank %d (%s): %w", e.topo.rank, e.topo.host, err)))
 				return
 			}
@@ -211,6 +215,24 @@ func (e *engine) run() {
 		}
 		timer.Reset(e.cfg.CycleTime)
 	}
+}
+
+// progressDeadline bounds one negotiation cycle or one data-plane op: a
+// peer that is alive but stuck (stopped, deadlocked) must not hang the job.
+func (e *engine) progressDeadline(ctx context.Context) (context.Context, context.CancelFunc) {
+	if e.cfg.ProgressTimeout <= 0 {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, e.cfg.ProgressTimeout)
+}
+
+// timeoutErr marks a progress deadline as ErrTimeout (the wrapped
+// PeerError still names the rank this one was waiting for).
+func (e *engine) timeoutErr(err error) error {
+	if err != nil && errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, ErrTimeout) {
+		return fmt.Errorf("%w: no progress for %v (GOROVOD_PROGRESS_TIMEOUT): %w", ErrTimeout, e.cfg.ProgressTimeout, err)
+	}
+	return err
 }
 
 // settle gives a burst of submissions (a model's gradients) the chance to
@@ -300,9 +322,11 @@ func (e *engine) execute(ctx context.Context, r *coordinator.Response) error {
 		}
 		return nil
 	}
-	err := e.executeOp(ctx, r, entries)
+	octx, cancel := e.progressDeadline(ctx)
+	err := e.executeOp(octx, r, entries)
+	cancel()
 	if err != nil && !errors.Is(err, ops.ErrInvalid) {
-		err = e.peerErr(err)
+		err = e.peerErr(e.timeoutErr(err))
 	}
 	if err == nil && r.ProcessSet == 0 && len(r.Names) > 0 {
 		e.lastDone, e.lastDoneAt = r.Names[len(r.Names)-1], time.Now()

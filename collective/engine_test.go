@@ -302,3 +302,28 @@ func TestStallShutdownFailsWithTimeout(t *testing.T) {
 		}
 	}
 }
+
+func TestStuckPeerFailsWithTimeoutNamingIt(t *testing.T) {
+	cfg := config.Default()
+	cfg.ProgressTimeout = 300 * time.Millisecond
+	wd := newWorld(t, 3, cfg)
+	// Rank 2 is alive but makes no progress: everything it sends is held.
+	wd.w.Delay(2, 0, time.Hour)
+	wd.w.Delay(2, 1, time.Hour)
+	ens := make([]*entry, 3)
+	for r, e := range wd.engines {
+		ens[r] = e.submit(allreduceReq("x", 4, ops.Sum), make([]byte, 16), nil)
+	}
+	for _, r := range []int{0, 1} {
+		err := wait(t, ens[r])
+		if !errors.Is(err, ErrTimeout) && !errors.Is(err, ErrPeerLost) {
+			t.Errorf("rank %d: %v, want ErrTimeout (or ErrPeerLost after a neighbour gave up)", r, err)
+		}
+	}
+	// Each rank names the peer it waited for: rank 2 itself, or a rank that
+	// was waiting for rank 2 (a timeout has no first cause to report).
+	err := wait(t, ens[0])
+	if !strings.Contains(err.Error(), "with rank 1") && !strings.Contains(err.Error(), "with rank 2") {
+		t.Errorf("rank 0: %v names no peer", err)
+	}
+}

@@ -29,6 +29,7 @@ const (
 	EnvMetricsAddr       = "GOROVOD_METRICS_ADDR"           // host:port for Prometheus text metrics
 	EnvBatchWindow       = "GOROVOD_BATCH_WINDOW"           // duration the loop waits for more submissions
 	EnvHierarchical      = "GOROVOD_HIERARCHICAL_ALLREDUCE" // 1/true
+	EnvProgressTimeout   = "GOROVOD_PROGRESS_TIMEOUT"       // duration, or seconds as a bare number; 0 = none
 )
 
 // Config is every knob of a worker. The zero value is not valid; start from
@@ -63,6 +64,10 @@ type Config struct {
 	HierarchicalAllreduce bool
 	// MetricsAddr, when set, serves Prometheus text metrics at /metrics.
 	MetricsAddr string
+	// ProgressTimeout bounds one negotiation cycle or one data-plane
+	// operation: past it the job fails with ErrTimeout naming the rank it
+	// was waiting for (a peer that is alive but stuck). 0 disables it.
+	ProgressTimeout time.Duration
 }
 
 // Default returns the defaults Horovod users expect.
@@ -74,6 +79,7 @@ func Default() Config {
 		CacheCapacity:        1024,
 		StallWarningTime:     60 * time.Second,
 		SegmentBytes:         256 << 10,
+		ProgressTimeout:      5 * time.Minute,
 	}
 }
 
@@ -94,8 +100,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: StallShutdownTime is %v, must be >= 0", ErrInvalid, c.StallShutdownTime)
 	case c.StallShutdownTime > 0 && c.StallShutdownTime < c.StallWarningTime:
 		return fmt.Errorf("%w: StallShutdownTime (%v) is shorter than StallWarningTime (%v)", ErrInvalid, c.StallShutdownTime, c.StallWarningTime)
-	case c.SegmentBytes < 4<<10 || c.SegmentBytes > 4<<20:
-		return fmt.Errorf("%w: SegmentBytes is %d, must be between 4 KiB and 4 MiB", ErrInvalid, c.SegmentBytes)
+	case c.SegmentBytes < 4<<10 || c.SegmentBytes > 1<<20:
+		return fmt.Errorf("%w: SegmentBytes is %d, must be between 4 KiB and 1 MiB", ErrInvalid, c.SegmentBytes)
+	case c.ProgressTimeout < 0:
+		return fmt.Errorf("%w: ProgressTimeout is %v, must be >= 0", ErrInvalid, c.ProgressTimeout)
 	}
 	return nil
 }
@@ -128,6 +136,7 @@ func (c Config) FromEnv(getenv func(string) string) (Config, error) {
 	set(EnvSegmentBytes, func(v string) error { return parseInt(v, &c.SegmentBytes) })
 	set(EnvMetricsAddr, func(v string) error { c.MetricsAddr = v; return nil })
 	set(EnvHierarchical, func(v string) error { return parseBool(v, &c.HierarchicalAllreduce) })
+	set(EnvProgressTimeout, func(v string) error { return parseDuration(v, time.Second, &c.ProgressTimeout) })
 	if err != nil {
 		return c, err
 	}
