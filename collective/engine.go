@@ -77,6 +77,12 @@ type topology struct {
 
 func newEngine(cfg config.Config, log *zap.Logger, topo topology, mesh transport.Mesh, oracle failureOracle) (*engine, error) {
 	tracker := newFailureTracker(mesh, oracle)
+	if cfg.SegmentBytes == 0 {
+		cfg.SegmentBytes = 256 << 10
+		if cfg.DisableShm || topo.crossSize > 1 {
+			cfg.SegmentBytes = 1 << 20 // TCP moves large segments faster
+		}
+	}
 	comm, err := ops.NewComm(tracker, opsConfig(cfg))
 	if err != nil {
 		return nil, err

@@ -57,7 +57,9 @@ type Config struct {
 	TimelineFile string
 	// DisableShm forces TCP between peers on the same host.
 	DisableShm bool
-	// SegmentBytes is the pipeline segment of ring algorithms.
+	// SegmentBytes is the pipeline segment of ring algorithms; 0 chooses by
+	// transport: 256 KiB when every peer is reached over shared memory,
+	// 1 MiB when some are over TCP (measured best on each).
 	SegmentBytes int
 	// HierarchicalAllreduce uses the intra-host/inter-host algorithm when
 	// ranks span several hosts.
@@ -78,7 +80,6 @@ func Default() Config {
 		BatchWindow:          20 * time.Microsecond,
 		CacheCapacity:        1024,
 		StallWarningTime:     60 * time.Second,
-		SegmentBytes:         256 << 10,
 		ProgressTimeout:      5 * time.Minute,
 	}
 }
@@ -100,8 +101,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: StallShutdownTime is %v, must be >= 0", ErrInvalid, c.StallShutdownTime)
 	case c.StallShutdownTime > 0 && c.StallShutdownTime < c.StallWarningTime:
 		return fmt.Errorf("%w: StallShutdownTime (%v) is shorter than StallWarningTime (%v)", ErrInvalid, c.StallShutdownTime, c.StallWarningTime)
-	case c.SegmentBytes < 4<<10 || c.SegmentBytes > 1<<20:
-		return fmt.Errorf("%w: SegmentBytes is %d, must be between 4 KiB and 1 MiB", ErrInvalid, c.SegmentBytes)
+	case c.SegmentBytes != 0 && (c.SegmentBytes < 4<<10 || c.SegmentBytes > 1<<20):
+		return fmt.Errorf("%w: SegmentBytes is %d, must be 0 (auto) or between 4 KiB and 1 MiB", ErrInvalid, c.SegmentBytes)
 	case c.ProgressTimeout < 0:
 		return fmt.Errorf("%w: ProgressTimeout is %v, must be >= 0", ErrInvalid, c.ProgressTimeout)
 	}

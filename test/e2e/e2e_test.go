@@ -72,7 +72,33 @@ func gorun(t *testing.T, bound time.Duration, args ...string) result {
 	return r
 }
 
+// shmFiles lists Gorovod's files in /dev/shm.
+func shmFiles(t *testing.T) []string {
+	t.Helper()
+	m, err := filepath.Glob("/dev/shm/gorovod-*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// noShmLeftovers fails t if the job left files in /dev/shm that were not
+// there before it.
+func noShmLeftovers(t *testing.T, before []string) {
+	t.Helper()
+	old := map[string]bool{}
+	for _, f := range before {
+		old[f] = true
+	}
+	for _, f := range shmFiles(t) {
+		if !old[f] {
+			t.Errorf("shared-memory file left behind: %s", f)
+		}
+	}
+}
+
 func TestAllreduceEveryDtypeOpAndLength(t *testing.T) {
+	defer noShmLeftovers(t, shmFiles(t))
 	r := gorun(t, 3*time.Minute, "-np", "3", "allreducecheck")
 	if r.code != 0 {
 		t.Fatalf("exit code %d; output:\n%s", r.code, r.out)
@@ -142,6 +168,7 @@ func TestStallWarningThenTimeout(t *testing.T) {
 func TestPeerDeathFailsEveryOtherRankNamingIt(t *testing.T) {
 	for _, shm := range []bool{true, false} {
 		t.Run(fmt.Sprintf("shm=%v", shm), func(t *testing.T) {
+			defer noShmLeftovers(t, shmFiles(t))
 			args := []string{"-np", "3"}
 			if !shm {
 				args = append(args, "--disable-shm")
