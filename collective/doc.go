@@ -1,0 +1,42 @@
+// Package collective is Gorovod's public API: data-parallel training
+// collectives for Go programs started by gorun, mpirun, srun or any
+// launcher that sets RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT.
+//
+//	if err := collective.Init(ctx); err != nil { ... } // a world of one without a launcher
+//	defer collective.Shutdown()
+//	err := collective.Allreduce(ctx, "grad/w1", grads, collective.Average)
+//
+// # Calls and names
+//
+// Every collective names its tensor. Ranks may submit in any order; the
+// background loop negotiates with rank 0 which tensors every rank has
+// submitted, then all ranks execute them in the same order. A name must be
+// unique among one rank's calls in flight, and every rank must eventually
+// submit every name, with the same dtype, length, op and root: otherwise the
+// call fails with ErrMismatch on every rank (the job goes on), or, if a rank
+// never submits, rank 0's stall inspector reports it and, past the stall
+// shutdown time, the call fails with ErrTimeout.
+//
+// In-place calls (Allreduce, Broadcast) write into the caller's slice; the
+// slice must not be touched until the call returns or its Handle is done.
+// Calls returning new data (Allgather, Alltoall, ReduceScatter) return fresh
+// slices. Async variants return handles whose Wait honours ctx; a Wait that
+// returns early on ctx does not cancel the collective.
+//
+// # Errors
+//
+// errors.Is(err, ErrPeerLost): a peer process died or its link broke; the
+// message names the rank lost first. ErrMismatch, ErrTimeout, ErrShutdown,
+// ErrInvalid and ErrNotInitialized say what they mean. After ErrPeerLost or a
+// progress timeout the job's collectives are over: exit (gorun stops the
+// others) or, in elastic jobs, re-initialize.
+//
+// # Performance
+//
+// Small tensors submitted together are fused into one buffer up to the
+// fusion threshold (128 MiB); after the first step, tensors with the same
+// names and shapes are negotiated from the response cache by one bitwise
+// exchange, without requests to rank 0. Peers on the same host talk through
+// shared memory, others through TCP. See Config for the knobs and
+// docs/performance.md for measurements.
+package collective
