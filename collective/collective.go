@@ -203,8 +203,9 @@ func chooseBindAddr(rendezvousAddr string) string {
 
 // Shutdown stops the background loop on every rank (any rank's Shutdown
 // ends the job's collectives; calls still pending fail with ErrShutdown) and
-// releases sockets and shared memory. It waits up to 30 s for the others.
-func Shutdown() error {
+// releases sockets and shared memory. ctx bounds the wait for the other
+// ranks to agree; when it ends first, this rank closes its links anyway.
+func Shutdown(ctx context.Context) error {
 	globalMu.Lock()
 	e := global
 	global = nil
@@ -212,8 +213,6 @@ func Shutdown() error {
 	if e == nil {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	return e.shutdown(ctx)
 }
 

@@ -3,7 +3,7 @@
 // launcher that sets RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT.
 //
 //	if err := collective.Init(ctx); err != nil { ... } // a world of one without a launcher
-//	defer collective.Shutdown()
+//	defer collective.Shutdown(ctx)
 //	err := collective.Allreduce(ctx, "grad/w1", grads, collective.Average)
 //
 // # Calls and names

@@ -169,7 +169,7 @@ func run(args []string, stdout io.Writer) error {
 	if err := collective.Init(initCtx); err != nil {
 		return err
 	}
-	defer collective.Shutdown()
+	defer collective.Shutdown(ctx)
 	if o.root < 0 || o.root >= collective.Size() {
 		return fmt.Errorf("-r %d: root out of range [0,%d)", o.root, collective.Size())
 	}

@@ -35,5 +35,5 @@ func startComm(ctx context.Context) (Comm, func() error, error) {
 	if err := collective.Init(ctx); err != nil {
 		return nil, nil, err
 	}
-	return collectiveComm{}, collective.Shutdown, nil
+	return collectiveComm{}, func() error { return collective.Shutdown(ctx) }, nil
 }

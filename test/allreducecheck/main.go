@@ -28,7 +28,7 @@ func main() {
 	}
 	c := &checker{rank: collective.Rank(), size: collective.Size()}
 	err := c.run(ctx, *quick)
-	if serr := collective.Shutdown(); err == nil && serr != nil {
+	if serr := collective.Shutdown(ctx); err == nil && serr != nil {
 		err = serr
 	}
 	if err != nil {

@@ -46,7 +46,7 @@ func run(ctx context.Context, mode string, bad, n, steps int) error {
 	if err := collective.Init(ctx); err != nil {
 		return fmt.Errorf("init: %w", err)
 	}
-	defer collective.Shutdown()
+	defer collective.Shutdown(ctx)
 	rank := collective.Rank()
 	switch mode {
 	case "allreduce", "noinit":
