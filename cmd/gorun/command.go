@@ -127,6 +127,9 @@ func makePlan(o *options, fs *pflag.FlagSet, args []string) (plan, []string, err
 	if time.Duration(o.killGrace) < 0 {
 		return p, nil, usagef("--kill-grace-period is %v, must not be negative", time.Duration(o.killGrace))
 	}
+	if o.sshPort < 0 || o.sshPort > 65535 {
+		return p, nil, usagef("--ssh-port is %d, must be between 1 and 65535", o.sshPort)
+	}
 	var hs []hosts.Host
 	source := ""
 	switch {
@@ -165,11 +168,6 @@ func makePlan(o *options, fs *pflag.FlagSet, args []string) (plan, []string, err
 	slots, err := hosts.Assign(hs, np)
 	if err != nil {
 		return p, nil, usagef("%v", err)
-	}
-	for _, s := range slots {
-		if !launch.IsLocalHost(s.Host) {
-			return p, nil, usagef("host %q is not this machine: starting workers on other hosts (ssh) is not supported yet", s.Host)
-		}
 	}
 	if _, err := exec.LookPath(args[0]); err != nil {
 		return p, nil, usagef("program %q: %v", args[0], programProblem(err))
@@ -222,15 +220,28 @@ func runJob(ctx context.Context, o *options, fs *pflag.FlagSet, args []string, s
 		log.Warn("-x " + name + ": not set in gorun's environment; not exported")
 	}
 
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	local := launch.NewLocal()
+	defer local.Close() // after Run: every process it forked has been waited for
+	var remote *launch.SSH
+	np := netPlan{listen: "127.0.0.1"}
+	if hs := remoteHosts(p.slots); len(hs) > 0 {
+		if remote, np, err = prepareRemote(ctx, o, hs, p.slots, local, log); err != nil {
+			return err
+		}
+	}
+
 	secret := make([]byte, 32)
 	if _, err := rand.Read(secret); err != nil {
 		return fmt.Errorf("making the job secret: %w", err)
 	}
-	// Local jobs only: the service and the workers' data plane stay on loopback.
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	lis, err := net.Listen("tcp", net.JoinHostPort(np.listen, "0"))
 	if err != nil {
-		return fmt.Errorf("rendezvous listener: %w", err)
+		return fmt.Errorf("rendezvous listener on %q: %w", np.listen, err)
 	}
+	_, port, _ := net.SplitHostPort(lis.Addr().String())
 	startTimeout := time.Duration(o.startTimeout)
 	srv := rendezvous.NewServer(rendezvous.ServerConfig{
 		Size: len(p.slots), Secret: secret, StartTimeout: startTimeout, Epoch: 0,
@@ -245,24 +256,35 @@ func runJob(ctx context.Context, o *options, fs *pflag.FlagSet, args []string, s
 		}
 	}()
 
-	base := append(os.Environ(), p.exports...)
+	// Local workers inherit gorun's environment; remote ones get their
+	// login environment plus -x variables and every GOROVOD_* variable.
+	localBase := append(os.Environ(), p.exports...)
+	remoteBase := append(gorovodVars(os.Environ()), p.exports...)
 	common := []string{
 		env.Size + "=" + strconv.Itoa(len(p.slots)),
-		env.RendezvousAddr + "=" + lis.Addr().String(),
 		env.Secret + "=" + hex.EncodeToString(secret),
 		env.Epoch + "=0",
 		env.StartTimeout + "=" + startTimeout.String(),
-		env.BindAddr + "=127.0.0.1",
 		env.Launcher + "=gorun",
 	}
 	if o.verbose {
 		common = append(common, env.LogLevel+"=debug")
 	}
+	if o.netIfaces != "" {
+		common = append(common, env.NetworkIface+"="+o.netIfaces)
+	}
 	common = append(common, p.tuning...)
+	cwd, _ := os.Getwd()
 	workers := make([]launch.Worker, len(p.slots))
 	for i, s := range p.slots {
+		base, dir := localBase, ""
+		if np.isRemote(s.Host) {
+			base, dir = remoteBase, cwd
+		}
 		we := append(append([]string(nil), base...), common...)
 		we = append(we,
+			env.RendezvousAddr+"="+net.JoinHostPort(np.rendezvousIP(s.Host), port),
+			env.BindAddr+"="+np.bindIP(s.Host),
 			env.Rank+"="+strconv.Itoa(s.Rank),
 			env.LocalRank+"="+strconv.Itoa(s.LocalRank),
 			env.LocalSize+"="+strconv.Itoa(s.LocalSize),
@@ -270,7 +292,7 @@ func runJob(ctx context.Context, o *options, fs *pflag.FlagSet, args []string, s
 			env.CrossSize+"="+strconv.Itoa(s.CrossSize),
 			env.Hostname+"="+s.Host,
 		)
-		workers[i] = launch.Worker{Rank: s.Rank, Host: s.Host, Argv: p.argv, Env: we}
+		workers[i] = launch.Worker{Rank: s.Rank, Host: s.Host, Argv: p.argv, Env: we, Dir: dir}
 	}
 	log.Debug("starting job", zap.Int("np", len(workers)), zap.Strings("argv", p.argv),
 		zap.String("rendezvous", lis.Addr().String()), zap.Duration("start_timeout", startTimeout))
@@ -279,11 +301,9 @@ func runJob(ctx context.Context, o *options, fs *pflag.FlagSet, args []string, s
 	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(signals)
 
-	local := launch.NewLocal()
-	defer local.Close()
-	spawner := launch.HostRouter{Local: local} // Remote: the ssh spawner, when it exists
-	if ctx == nil {
-		ctx = context.Background()
+	spawner := launch.HostRouter{Local: local, IsLocal: func(h string) bool { return !np.isRemote(h) }}
+	if remote != nil {
+		spawner.Remote = remote
 	}
 	res, err := launch.Run(ctx, launch.JobConfig{
 		Spawner:         spawner,

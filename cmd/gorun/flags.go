@@ -25,6 +25,9 @@ type options struct {
 	check        bool
 	envVars      []string // -x NAME[=value]
 	outputDir    string
+	sshPort      int
+	sshIdentity  string
+	netIfaces    string
 
 	// Tuning knobs forwarded to the workers as GOROVOD_* variables, only
 	// when set on the command line.
@@ -50,6 +53,9 @@ func (o *options) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.check, "check", false, "print what this machine offers Gorovod (transports, NCCL, GPUs, interfaces, CPU) and exit")
 	fs.BoolVar(&o.check, "check-build", false, "same as --check (horovodrun's name)")
 	fs.StringArrayVarP(&o.envVars, "env", "x", nil, "export `NAME[=value]` to the workers (NAME alone: gorun's value); repeatable")
+	fs.IntVarP(&o.sshPort, "ssh-port", "p", 0, "ssh `PORT` of the remote hosts (default: ssh's, or its config)")
+	fs.StringVarP(&o.sshIdentity, "ssh-identity-file", "i", "", "ssh private key `FILE` for the remote hosts")
+	fs.StringVar(&o.netIfaces, "network-interface", "", "`IFACES` (comma list) whose addresses the workers use, e.g. eth0 or ib0,eth0 (default: the route to the launcher)")
 	fs.StringVar(&o.outputDir, "output-filename", "", "also write each worker's output to `DIR`/rank.R/stdout and stderr (R zero-padded: rank.07 of 16)")
 
 	fs.Float64Var(&o.fusionThresholdMB, "fusion-threshold-mb", 0, "fuse tensors into buffers of up to this many MiB (0 disables fusion; default 128)")

@@ -429,12 +429,20 @@ func TestBadInput(t *testing.T) {
 		{[]string{"-np", "1", "--cache-capacity", "-1", "true"}, "--cache-capacity is -1"},
 		{[]string{"-np", "1", "-x", "A-B=1", "true"}, `"A-B" is not a variable name`},
 		{[]string{"-np", "1", "-H", "localhost:1", "--hostfile", hostfile, "true"}, "either -H or --hostfile"},
-		{[]string{"-np", "1", "-H", "some-remote-host:1", "true"}, `host "some-remote-host" is not this machine`},
+		{[]string{"-np", "1", "--ssh-port", "70000", "true"}, "--ssh-port is 70000"},
 	} {
 		r := gorun(t, 10*time.Second, tc.args...)
 		if r.code != 2 || !strings.Contains(r.stderr, tc.msg) || r.stdout != "" {
 			t.Errorf("gorun %q: exit %d, stderr %q; want exit 2 and %q", tc.args, r.code, r.stderr, tc.msg)
 		}
+	}
+}
+
+func TestUnreachableHostFailsPreflight(t *testing.T) {
+	r := gorun(t, 30*time.Second, "-np", "2", "-H", "localhost:1,no-such-host.invalid:1", "true")
+	want := "no-such-host.invalid: ssh: Could not resolve hostname no-such-host.invalid"
+	if r.code != 1 || !strings.Contains(r.stderr, want) || !strings.Contains(r.stderr, "1 of 1 hosts failed the ssh check; no worker was started") || r.stdout != "" {
+		t.Fatalf("exit %d, stdout %q, stderr %q; want exit 1 and %q", r.code, r.stdout, r.stderr, want)
 	}
 }
 

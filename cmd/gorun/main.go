@@ -17,13 +17,33 @@ import (
 	"fmt"
 	"io"
 	"os"
+
+	"github.com/gorovod/gorovod/internal/launch"
 )
 
 // version is set at build time (-ldflags "-X main.version=...").
 var version = "dev"
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	args := os.Args[1:]
+	// Hidden modes gorun runs in on remote hosts, started over ssh by the
+	// launcher (see internal/launch): not part of the command line users see.
+	if len(args) > 0 {
+		switch args[0] {
+		case launch.RemoteExecFlag:
+			os.Exit(launch.RemoteExec(os.Stdin, os.Stdout, os.Stderr))
+		case launch.RemoteProbeFlag:
+			ifaces, dir := "", ""
+			if len(args) > 1 {
+				ifaces = args[1]
+			}
+			if len(args) > 2 {
+				dir = args[2]
+			}
+			os.Exit(launch.RemoteProbe(launch.ParseInterfaces(ifaces), dir, os.Stdout))
+		}
+	}
+	os.Exit(run(args, os.Stdout, os.Stderr))
 }
 
 // Exit codes of gorun's own failures; worker failures pass the worker's code.

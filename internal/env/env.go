@@ -22,3 +22,8 @@ const (
 	Launcher       = "GOROVOD_LAUNCHER"          // "gorun" when started by gorun
 	NetworkIface   = "GOROVOD_NETWORK_INTERFACE" // comma list of interfaces to pick addresses from
 )
+
+// Read by gorun itself.
+const (
+	SSHArgs = "GOROVOD_SSH_ARGS" // extra ssh options for remote hosts, split like a shell ("-F cfg -o X=y")
+)

@@ -175,7 +175,7 @@ func TestExitStatus(t *testing.T) {
 		{ExitStatus{Code: 3}, 3, "exited with code 3"},
 		{ExitStatus{Signal: syscall.SIGKILL}, 137, "was killed by signal SIGKILL"},
 		{ExitStatus{Signal: syscall.SIGSEGV}, 139, "was killed by signal SIGSEGV"},
-		{ExitStatus{Err: errors.New("boom")}, 1, "could not be waited for: boom"},
+		{ExitStatus{Err: errors.New("lost the connection")}, 1, "lost the connection"},
 	} {
 		if tc.st.ExitCode() != tc.code || tc.st.String() != tc.str || tc.st.Failed() != (tc.code != 0) {
 			t.Errorf("%+v: code %d %q failed=%v", tc.st, tc.st.ExitCode(), tc.st.String(), tc.st.Failed())

@@ -50,7 +50,7 @@ type Spawner interface {
 type ExitStatus struct {
 	Code   int            // exit code when it exited normally
 	Signal syscall.Signal // the signal that killed it, or 0
-	Err    error          // waiting failed (not an exit of the program)
+	Err    error          // waiting failed or the connection to its host was lost; says which
 }
 
 // Failed reports whether the worker did not exit with code 0.
@@ -75,7 +75,7 @@ func (s ExitStatus) String() string {
 	case s.Signal != 0:
 		return "was killed by signal " + SignalName(s.Signal)
 	case s.Err != nil:
-		return "could not be waited for: " + s.Err.Error()
+		return s.Err.Error()
 	}
 	return fmt.Sprintf("exited with code %d", s.Code)
 }
@@ -161,15 +161,7 @@ func (l *Local) Start(ctx context.Context, spec ProcSpec) (Proc, error) {
 	}
 	cmd.Stdin = nil // /dev/null: workers do not share the terminal's input
 	cmd.Stdout, cmd.Stderr = outW, errW
-	reply := make(chan error, 1)
-	select {
-	case l.reqs <- spawnReq{cmd: cmd, reply: reply}:
-		err = <-reply
-	case <-l.stop:
-		err = errors.New("spawner closed")
-	case <-ctx.Done():
-		err = ctx.Err()
-	}
+	err = l.fork(ctx, cmd)
 	// The child holds its own copies of the write ends.
 	outW.Close()
 	errW.Close()
@@ -186,6 +178,20 @@ func (l *Local) Start(ctx context.Context, spec ProcSpec) (Proc, error) {
 	go p.copy(outR, spec.Stdout)
 	go p.copy(errR, spec.Stderr)
 	return p, nil
+}
+
+// fork starts cmd from the locked fork thread (see forkLoop), so a
+// Pdeathsig in cmd.SysProcAttr fires when the launcher dies.
+func (l *Local) fork(ctx context.Context, cmd *exec.Cmd) error {
+	reply := make(chan error, 1)
+	select {
+	case l.reqs <- spawnReq{cmd: cmd, reply: reply}:
+		return <-reply
+	case <-l.stop:
+		return errors.New("spawner closed")
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 type localProc struct {
@@ -269,5 +275,5 @@ func exitStatus(err error) ExitStatus {
 		}
 		return ExitStatus{Code: ee.ExitCode()}
 	}
-	return ExitStatus{Err: err}
+	return ExitStatus{Err: fmt.Errorf("could not be waited for: %w", err)}
 }

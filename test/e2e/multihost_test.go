@@ -1,0 +1,263 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorovod/gorovod/test/netns"
+)
+
+// TestMultiHost runs gorun across three "hosts" (network namespaces with a
+// real sshd each, see test/netns) from the root namespace, so every worker
+// is started over ssh. The subtests share one cluster; each one leaves it
+// as it found it.
+func TestMultiHost(t *testing.T) {
+	c := netns.Setup(t, 3)
+	sshEnv := "GOROVOD_SSH_ARGS=" + strings.Join(c.SSHArgs(), " ")
+
+	t.Run("AllreduceByName", func(t *testing.T) {
+		outDir := t.TempDir()
+		r := gorunEnv(t, time.Minute, []string{sshEnv}, "-np", "6", "-H", c.HostNamesFlag(2),
+			"--output-filename", outDir, "--verbose", "allreducecheck", "-quick")
+		checkAllOK(t, r, 6)
+		// The launcher reports its choice of addresses in verbose mode.
+		if !strings.Contains(r.out, "route to the launcher") || !strings.Contains(r.out, c.Hosts[1].Addr) {
+			t.Errorf("verbose output does not report the address chosen for host2 (%s):\n%s", c.Hosts[1].Addr, r.out)
+		}
+		// Output files of remote ranks are written on the launcher's side.
+		b, err := os.ReadFile(filepath.Join(outDir, "rank.3", "stdout"))
+		if err != nil || !strings.Contains(string(b), "rank 3 of 6:") {
+			t.Errorf("rank 3's output file: %v %q", err, b)
+		}
+		checkNoWorkers(t, c, "allreducecheck")
+	})
+
+	t.Run("AllreduceByAddressAndInterface", func(t *testing.T) {
+		r := gorunEnv(t, time.Minute, []string{sshEnv}, "-np", "6", "-H", c.HostsFlag(2),
+			"--network-interface", "eth0", "allreducecheck", "-quick")
+		checkAllOK(t, r, 6)
+	})
+
+	t.Run("UnknownInterfaceFailsPreflight", func(t *testing.T) {
+		r := gorunEnv(t, time.Minute, []string{sshEnv}, "-np", "3", "-H", c.HostNamesFlag(1),
+			"--network-interface", "ib7", "allreducecheck")
+		if r.code == 0 || !strings.Contains(r.out, "ib7") || !strings.Contains(r.out, "host1") {
+			t.Errorf("exit %d; want a preflight failure naming ib7 and host1:\n%s", r.code, r.out)
+		}
+	})
+
+	t.Run("KillingOneRemoteWorkerStopsTheJob", func(t *testing.T) {
+		prog := longRunner(t, "kill")
+		j := startGorun(t, []string{sshEnv}, "-np", "6", "-H", c.HostNamesFlag(2), "--kill-grace-period", "2s", prog, "600")
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		pattern := regexp.QuoteMeta(prog)
+		for i := range c.Hosts {
+			if _, err := c.AwaitProcesses(ctx, i, pattern, 2); err != nil {
+				t.Fatalf("workers on %s: %v\n%s", c.Hosts[i].Name, err, j.output())
+			}
+		}
+		pids, err := c.Processes(1, pattern)
+		if err != nil || len(pids) == 0 {
+			t.Fatalf("workers on host2: %v %v", pids, err)
+		}
+		if out, err := c.Run(ctx, 1, "kill", "-KILL", strconv.Itoa(pids[0])); err != nil {
+			t.Fatalf("kill: %v %s", err, out)
+		}
+		code, out := j.wait(t, 30*time.Second)
+		if code == 0 {
+			t.Fatalf("gorun exited 0 after a worker was killed:\n%s", out)
+		}
+		// Ranks 2 and 3 run on host2.
+		if !regexp.MustCompile(`rank [23] \(pid \d+, host host2\) was killed by signal SIGKILL`).MatchString(out) {
+			t.Errorf("gorun's output does not name the killed rank on host2:\n%s", out)
+		}
+		for i := range c.Hosts {
+			if _, err := c.AwaitProcesses(ctx, i, pattern, 0); err != nil {
+				t.Errorf("workers left on %s: %v", c.Hosts[i].Name, err)
+			}
+		}
+	})
+
+	t.Run("SIGKILLedLauncherLeavesNoWorker", func(t *testing.T) {
+		prog := longRunner(t, "orphan")
+		j := startGorun(t, []string{sshEnv}, "-np", "6", "-H", c.HostNamesFlag(2), prog, "600")
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		pattern := regexp.QuoteMeta(prog)
+		for i := range c.Hosts {
+			if _, err := c.AwaitProcesses(ctx, i, pattern, 2); err != nil {
+				t.Fatalf("workers on %s: %v\n%s", c.Hosts[i].Name, err, j.output())
+			}
+		}
+		if err := j.cmd.Process.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		j.wait(t, 10*time.Second)
+		for i := range c.Hosts {
+			if _, err := c.AwaitProcesses(ctx, i, pattern, 0); err != nil {
+				t.Errorf("worker left on %s after gorun was killed: %v", c.Hosts[i].Name, err)
+			}
+		}
+	})
+
+	t.Run("HostWithSSHDDownFailsBeforeAnyWorkerStarts", func(t *testing.T) {
+		if err := c.StopSSHD(1); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			if err := c.StartSSHD(ctx, 1); err != nil {
+				t.Errorf("restarting host2's sshd: %v", err)
+			}
+		})
+		// Every worker would create this file (the filesystem is shared),
+		// so its absence shows that none started anywhere.
+		marker := filepath.Join(t.TempDir(), "worker-started")
+		r := gorunEnv(t, time.Minute, []string{sshEnv}, "-np", "6", "-H", c.HostNamesFlag(2), "touch", marker)
+		if r.code == 0 {
+			t.Fatalf("gorun succeeded with host2's sshd down:\n%s", r.out)
+		}
+		want := fmt.Sprintf("host2 (%s): ssh: connect to host %s port 22: Connection refused", c.Hosts[1].Addr, c.Hosts[1].Addr)
+		if !strings.Contains(r.out, want) {
+			t.Errorf("output lacks %q:\n%s", want, r.out)
+		}
+		if strings.Contains(r.out, "host1 (") || strings.Contains(r.out, "host3 (") {
+			t.Errorf("healthy hosts reported as failed:\n%s", r.out)
+		}
+		if _, err := os.Stat(marker); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("a worker started although the preflight check failed (stat: %v)", err)
+		}
+	})
+}
+
+// longRunner returns the path of a program that runs until killed and whose
+// path is unique to the test, so process lists can be matched exactly: a
+// symlink to sleep's binary, called with a long duration.
+func longRunner(t *testing.T, name string) string {
+	t.Helper()
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Skip("no sleep program")
+	}
+	p := filepath.Join(t.TempDir(), "longrunner-"+name)
+	if err := os.Symlink(sleep, p); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func checkAllOK(t *testing.T, r result, n int) {
+	t.Helper()
+	if r.code != 0 {
+		t.Fatalf("exit code %d; output:\n%s", r.code, r.out)
+	}
+	for rank := 0; rank < n; rank++ {
+		re := regexp.MustCompile(fmt.Sprintf(`(?m)^\[%d\]<stdout>:rank %d of %d: \d+ checks OK$`, rank, rank, n))
+		if !re.MatchString(r.out) {
+			t.Errorf("no success line with prefix for rank %d; output:\n%s", rank, r.out)
+		}
+	}
+}
+
+func checkNoWorkers(t *testing.T, c *netns.Cluster, name string) {
+	t.Helper()
+	for i := range c.Hosts {
+		if pids, err := c.Processes(i, regexp.QuoteMeta(filepath.Join(binDir, name))); err != nil || len(pids) > 0 {
+			t.Errorf("%s on %s after the job: %v %v", name, c.Hosts[i].Name, pids, err)
+		}
+	}
+}
+
+// gorunEnv is gorun with extra environment.
+func gorunEnv(t *testing.T, bound time.Duration, extraEnv []string, args ...string) result {
+	t.Helper()
+	j := startGorun(t, extraEnv, args...)
+	code, out := j.wait(t, bound)
+	return result{out: out, code: code}
+}
+
+type job struct {
+	cmd  *exec.Cmd
+	out  *syncBuffer
+	done chan error
+}
+
+// startGorun starts bin/gorun in the background; test program names
+// (allreducecheck, worker) become paths in binDir.
+func startGorun(t *testing.T, extraEnv []string, args ...string) *job {
+	t.Helper()
+	for i, a := range args {
+		if a == "allreducecheck" || a == "worker" {
+			args[i] = filepath.Join(binDir, a)
+		}
+	}
+	cmd := exec.Command(filepath.Join(binDir, "gorun"), args...)
+	cmd.Env = append(os.Environ(), extraEnv...)
+	j := &job{cmd: cmd, out: &syncBuffer{}, done: make(chan error, 1)}
+	cmd.Stdout, cmd.Stderr = j.out, j.out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { j.done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-j.done
+	})
+	return j
+}
+
+func (j *job) output() string { return j.out.String() }
+
+// wait returns gorun's exit code and output; running past bound fails the
+// test.
+func (j *job) wait(t *testing.T, bound time.Duration) (int, string) {
+	t.Helper()
+	timer := time.NewTimer(bound)
+	defer timer.Stop()
+	select {
+	case err := <-j.done:
+		j.done <- err // for the cleanup
+		var ee *exec.ExitError
+		switch {
+		case errors.As(err, &ee):
+			return ee.ExitCode(), j.output()
+		case err != nil:
+			t.Fatalf("gorun: %v", err)
+		}
+		return 0, j.output()
+	case <-timer.C:
+		t.Fatalf("gorun %v did not finish within %v; output:\n%s", j.cmd.Args[1:], bound, j.output())
+	}
+	return 0, ""
+}
+
+// syncBuffer is a bytes.Buffer safe for gorun's two output streams.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
