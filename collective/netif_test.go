@@ -1,0 +1,20 @@
+package collective
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestBindAddrFor(t *testing.T) {
+	if got, err := bindAddrFor("", "127.0.0.1:29500"); err != nil || got != "127.0.0.1" {
+		t.Errorf("route to loopback: %q, %v", got, err)
+	}
+	if got, err := bindAddrFor("nosuchif0, lo", "127.0.0.1:29500"); err != nil || got != "127.0.0.1" {
+		t.Errorf("interface lo after a missing one: %q, %v", got, err)
+	}
+	_, err := bindAddrFor("nosuchif0", "127.0.0.1:29500")
+	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "nosuchif0: no such interface") || !strings.Contains(err.Error(), "lo") {
+		t.Errorf("missing interface: %v", err)
+	}
+}
