@@ -41,6 +41,14 @@ func TestParseHosts(t *testing.T) {
 		{"host:2x", nil, "is not a number"},
 		{"host:65537", nil, "slot count 65537 must be between 1 and 65536"},
 		{"host:99999999999999999999", nil, "is not a number"},
+		{"user@node1:2,localhost:1", []Host{{"user@node1", 2}, {"localhost", 1}}, ""},
+		{"[fe80::1%eth0]:2", []Host{{"fe80::1%eth0", 2}}, ""},
+		{"localhost:2,127.0.0.1:2,[::1]:2", []Host{{"localhost", 2}, {"127.0.0.1", 2}, {"::1", 2}}, ""},
+		{"h;reboot:1", nil, `contains ';'`},
+		{"$(id):1", nil, `contains '$'`},
+		{"a b:1", nil, `contains ' '`},
+		{"[::1]:2,[::1]:3", nil, `host "::1" listed twice`},
+		{"host1:4,,", nil, "entry 2 of 3"},
 	}
 	for _, tc := range cases {
 		got, err := ParseHosts(tc.spec)
@@ -97,6 +105,10 @@ func TestParseHostfile(t *testing.T) {
 		{"bad entry", "\n\nnode1:\n", nil, "line 3: invalid host spec"},
 		{"duplicate", "a\nb\na slots=2\n", nil, `line 3: invalid host spec: host "a" already listed on line 1`},
 		{"missing name", "  :4\n", nil, "line 1: invalid host spec: \":4\": missing host name"},
+		{"unterminated ipv6", "node1\n[::1 slots=2\n", nil, "line 2: invalid host spec: \"[::1\": missing ']'"},
+		{"shell characters", "node1\nnode`2`\n", nil, "line 2: invalid host spec"},
+		{"slots without value", "node1 slots=\n", nil, `slots="" is not a number`},
+		{"user and ipv6", "root@node1 slots=2\n[::1] slots=3\n", []Host{{"root@node1", 2}, {"::1", 3}}, ""},
 	}
 	for _, tc := range cases {
 		got, err := ParseHostfile(strings.NewReader(tc.text))
