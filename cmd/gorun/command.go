@@ -39,6 +39,11 @@ const examples = `  # 4 workers on this machine
   # tuning knobs reach the workers as GOROVOD_* variables
   gorun -np 2 --fusion-threshold-mb 32 --cycle-time-ms 2 ./train
 
+  # 8 workers on two machines over ssh (gorun must be at the same path on both)
+  gorun -np 8 -H host1:4,host2:4 ./train
+  gorun -np 8 --hostfile hosts.txt -p 2222 -i ~/.ssh/cluster_key --network-interface eth1 ./train
+  GOROVOD_SSH_ARGS="-F $HOME/.ssh/cluster_config" gorun -np 8 -H host1:4,host2:4 ./train
+
   # what does this machine offer (shm, NCCL, GPUs, interfaces)?
   gorun --check
 
@@ -54,13 +59,22 @@ SIGKILL after --kill-grace-period) and exits with the failing worker's exit
 code, or 128+N when it was killed by signal N. SIGINT and SIGTERM sent to
 gorun are forwarded to every worker.
 
+Hosts that are not this machine are reached with ssh (BatchMode: keys, never
+a password prompt; GOROVOD_SSH_ARGS adds ssh options). Before any worker
+starts, gorun checks every host in parallel (ssh, gorun at the same path,
+the working directory, --network-interface) and names each host that fails.
+Remote workers run in gorun's working directory with their login environment
+plus every GOROVOD_* variable and the -x variables; they die with gorun, even
+when gorun is killed with SIGKILL or the ssh connection is lost.
+
 Workers learn their place from GOROVOD_* variables (rank, size, local and
 cross rank/size, host, rendezvous address, job secret, start timeout).
 --start-timeout bounds how long workers that called Init wait for the
 others; programs that never call Init are never stopped for it.
 
 Exit codes: 0 all workers succeeded; the failing worker's code; 128+signal;
-1 gorun itself failed; 2 bad command line.`
+1 gorun itself failed (including a host failing the ssh check); 2 bad
+command line. See docs/gorun.md.`
 
 func newCommand(stdout, stderr io.Writer) *cobra.Command {
 	var o options

@@ -307,16 +307,23 @@ func (p *remoteProc) Wait() ExitStatus {
 	st := exitStatus(err)
 	switch {
 	case st.Code == 255:
-		return ExitStatus{Code: 255, Err: fmt.Errorf("%w: ssh to %s failed or lost the connection (ssh exited with code 255)", ErrRemote, p.host)}
+		return ExitStatus{Code: 255, Err: remoteError("is lost: ssh to " + p.host + " failed or the connection dropped (ssh exited with code 255)")}
 	case st.Code == 126 || st.Code == 127:
-		return ExitStatus{Code: st.Code, Err: fmt.Errorf("%w: the remote shell on %s could not run gorun (exit code %d): is gorun installed at the same path there?", ErrRemote, p.host, st.Code)}
+		return ExitStatus{Code: st.Code, Err: remoteError(fmt.Sprintf("did not start: the remote shell on %s could not run gorun (exit code %d); is gorun installed at the same path there?", p.host, st.Code))}
 	case st.Signal != 0:
-		return ExitStatus{Signal: st.Signal, Err: fmt.Errorf("%w: the ssh client for %s was killed by signal %s", ErrRemote, p.host, SignalName(st.Signal))}
+		return ExitStatus{Err: remoteError("is lost: its ssh client was killed by signal " + SignalName(st.Signal))}
 	case p.wrapperNote != "":
-		return ExitStatus{Code: max(st.Code, 1), Err: fmt.Errorf("%w: on %s: %s", ErrRemote, p.host, p.wrapperNote)}
+		return ExitStatus{Code: max(st.Code, 1), Err: remoteError("failed on " + p.host + ": " + p.wrapperNote)}
 	}
 	return st
 }
+
+// remoteError is an ExitStatus.Err for a remote worker whose end gorun
+// could not see; it reads after "rank 1 (pid 2, host h) " and is ErrRemote.
+type remoteError string
+
+func (e remoteError) Error() string        { return string(e) }
+func (e remoteError) Is(target error) bool { return target == ErrRemote }
 
 // controlMark starts a line the wrapper writes for the launcher on the
 // worker's stderr stream; the ASCII record separator keeps it from being

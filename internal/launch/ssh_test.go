@@ -112,7 +112,7 @@ func TestSSHSpawner(t *testing.T) {
 			t.Fatal(err)
 		}
 		st := p.Wait()
-		if !errors.Is(st.Err, ErrRemote) || st.ExitCode() == 0 || !strings.Contains(st.String(), "ssh to down failed") {
+		if !errors.Is(st.Err, ErrRemote) || st.ExitCode() == 0 || !strings.Contains(st.String(), "is lost: ssh to down failed") {
 			t.Errorf("status %+v (%s)", st, st)
 		}
 		if !strings.Contains(errOut.String(), "Connection refused") {

@@ -9,9 +9,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -82,6 +84,43 @@ func TestMultiHost(t *testing.T) {
 		// Ranks 2 and 3 run on host2.
 		if !regexp.MustCompile(`rank [23] \(pid \d+, host host2\) was killed by signal SIGKILL`).MatchString(out) {
 			t.Errorf("gorun's output does not name the killed rank on host2:\n%s", out)
+		}
+		for i := range c.Hosts {
+			if _, err := c.AwaitProcesses(ctx, i, pattern, 0); err != nil {
+				t.Errorf("workers left on %s: %v", c.Hosts[i].Name, err)
+			}
+		}
+	})
+
+	t.Run("LostSSHConnectionStopsTheJob", func(t *testing.T) {
+		prog := longRunner(t, "lostssh")
+		j := startGorun(t, []string{sshEnv}, "-np", "6", "-H", c.HostNamesFlag(2), "--kill-grace-period", "2s", prog, "600")
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		pattern := regexp.QuoteMeta(prog)
+		for i := range c.Hosts {
+			if _, err := c.AwaitProcesses(ctx, i, pattern, 2); err != nil {
+				t.Fatalf("workers on %s: %v\n%s", c.Hosts[i].Name, err, j.output())
+			}
+		}
+		// The ssh client carrying one of host3's workers dies: its worker
+		// must go, and the job with it.
+		var sshPid int
+		for _, pid := range childrenOf(t, j.cmd.Process.Pid) {
+			if args := cmdline(pid); len(args) > 0 && filepath.Base(args[0]) == "ssh" && slices.Contains(args, "host3") {
+				sshPid = pid
+				break
+			}
+		}
+		if sshPid == 0 {
+			t.Fatalf("no ssh client of gorun for host3")
+		}
+		if err := syscall.Kill(sshPid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		code, out := j.wait(t, 30*time.Second)
+		if code == 0 || !regexp.MustCompile(`rank [45] \(pid \d+, host host3\) is lost: its ssh client was killed by signal SIGKILL`).MatchString(out) {
+			t.Errorf("exit %d; want a failure naming rank 4 or 5 on host3:\n%s", code, out)
 		}
 		for i := range c.Hosts {
 			if _, err := c.AwaitProcesses(ctx, i, pattern, 0); err != nil {
@@ -260,4 +299,37 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// childrenOf lists the pids whose parent is pid.
+func childrenOf(t *testing.T, pid int) []int {
+	t.Helper()
+	stats, err := filepath.Glob("/proc/[0-9]*/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []int
+	for _, f := range stats {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue // gone meanwhile
+		}
+		// "pid (comm) state ppid ...": comm may hold spaces, so parse after ')'.
+		i := bytes.LastIndexByte(b, ')')
+		fields := strings.Fields(string(b[i+1:]))
+		if len(fields) > 1 && fields[1] == strconv.Itoa(pid) {
+			child, _ := strconv.Atoi(filepath.Base(filepath.Dir(f)))
+			out = append(out, child)
+		}
+	}
+	return out
+}
+
+// cmdline is a process's argv, nil when it is gone.
+func cmdline(pid int) []string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil || len(b) == 0 {
+		return nil
+	}
+	return strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00")
 }
