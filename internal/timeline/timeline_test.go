@@ -264,7 +264,7 @@ func TestRepairsSequences(t *testing.T) {
 	tl.OpEnd(at(1), []string{"x"}, nil)            // ignored
 	tl.OnNegotiateStart(at(2), "x", coordinator.OpAllreduce)
 	tl.OpStart(at(3), &coordinator.Response{Op: coordinator.OpAllreduce, Names: []string{"x"}}) // closes negotiation
-	tl.OnNegotiateStart(at(4), "x", coordinator.OpAllreduce)                                  // closes the op
+	tl.OnNegotiateStart(at(4), "x", coordinator.OpAllreduce)                                    // closes the op
 	tl.OnNegotiateEnd(at(5), "x")
 	if err := tl.Close(); err != nil {
 		t.Fatal(err)
