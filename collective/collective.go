@@ -18,6 +18,7 @@ import (
 	"github.com/gorovod/gorovod/internal/env"
 	"github.com/gorovod/gorovod/internal/logging"
 	"github.com/gorovod/gorovod/internal/rendezvous"
+	"github.com/gorovod/gorovod/internal/timeline"
 	"github.com/gorovod/gorovod/internal/transport"
 	"github.com/gorovod/gorovod/internal/transport/mesh"
 	"github.com/gorovod/gorovod/ops"
@@ -451,4 +452,31 @@ func ActiveConfig() Config {
 		return DefaultConfig()
 	}
 	return e.cfg
+}
+
+// StartTimeline starts recording a Chrome-trace timeline of negotiation and
+// execution to path (open it in Perfetto or chrome://tracing). Only rank 0
+// records, as Horovod does; on other ranks it does nothing. A timeline
+// already recording is closed first.
+func StartTimeline(path string) error {
+	e, err := current()
+	if err != nil {
+		return err
+	}
+	if e.topo.rank != 0 {
+		return nil
+	}
+	if err := e.tl.Start(path, timeline.Options{}); err != nil {
+		return fmt.Errorf("%w: timeline: %w", ErrInvalid, err)
+	}
+	return nil
+}
+
+// StopTimeline closes the timeline being recorded, leaving a valid JSON file.
+func StopTimeline() error {
+	e, err := current()
+	if err != nil {
+		return err
+	}
+	return e.tl.Stop()
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 	"unsafe"
@@ -15,6 +16,7 @@ import (
 	"github.com/gorovod/gorovod/coordinator"
 	"github.com/gorovod/gorovod/fusion"
 	"github.com/gorovod/gorovod/internal/config"
+	"github.com/gorovod/gorovod/internal/timeline"
 	"github.com/gorovod/gorovod/internal/transport"
 	"github.com/gorovod/gorovod/ops"
 )
@@ -51,6 +53,7 @@ type engine struct {
 	ctrl    *coordinator.Controller
 	fbuf    *fusion.Buffer
 	met     *metrics
+	tl      *timeline.Switch // rank 0 records the timeline; elsewhere it stays empty
 
 	mu       sync.Mutex
 	pending  map[string]*entry // submitted and not finished, by name
@@ -87,7 +90,15 @@ func newEngine(cfg config.Config, log *zap.Logger, topo topology, mesh transport
 	if err != nil {
 		return nil, err
 	}
+	tl := &timeline.Switch{} // rank 0 records; elsewhere it stays empty
+	if cfg.TimelineFile != "" && topo.rank == 0 {
+		if err := tl.Start(cfg.TimelineFile, timeline.Options{}); err != nil {
+			_ = comm.Close()
+			return nil, fmt.Errorf("%w: timeline: %w", ErrInvalid, err)
+		}
+	}
 	ctrl, err := coordinator.NewController(coordinator.Config{
+		Observer:             tl,
 		Rank:                 topo.rank,
 		Size:                 topo.size,
 		CacheCapacity:        cfg.CacheCapacity,
@@ -96,10 +107,12 @@ func newEngine(cfg config.Config, log *zap.Logger, topo topology, mesh transport
 		StallShutdown:        cfg.StallShutdownTime,
 	})
 	if err != nil {
+		_ = tl.Stop()
 		_ = comm.Close()
 		return nil, err
 	}
 	e := &engine{
+		tl:  tl,
 		cfg: cfg, log: log, topo: topo, mesh: mesh, tracker: tracker, comm: comm, ctrl: ctrl,
 		fbuf:     fusion.NewBuffer(),
 		met:      newMetrics(),
@@ -202,6 +215,10 @@ func (e *engine) run() {
 			fmt.Printf("rank %d cycle reqs=%d responses=%d first=%d\n", e.topo.rank, len(reqs), len(rl.Responses), len(rl.Responses[0].Names))
 		}
 		e.logStalls()
+		now := time.Now()
+		for i := range rl.Responses {
+			e.tl.OpStart(now, &rl.Responses[i])
+		}
 		for i := range rl.Responses {
 			if err := e.execute(ctx, &rl.Responses[i]); err != nil {
 				err = e.timeoutErr(err)
@@ -331,6 +348,7 @@ func (e *engine) execute(ctx context.Context, r *coordinator.Response) error {
 	octx, cancel := e.progressDeadline(ctx)
 	err := e.executeOp(octx, r, entries)
 	cancel()
+	e.tl.OpEnd(time.Now(), r.Names, err)
 	if err != nil && !errors.Is(err, ops.ErrInvalid) {
 		err = e.peerErr(e.timeoutErr(err))
 	}
@@ -367,6 +385,9 @@ func (e *engine) executeOp(ctx context.Context, r *coordinator.Response, entries
 	if err != nil {
 		return err
 	}
+	if r.Op != coordinator.OpAllreduce {
+		e.tl.Activity(time.Now(), r.Names, "CPU_"+strings.ToUpper(r.Op.String()))
+	}
 	es := r.DType.Size()
 	// A rank that has joined takes part without a tensor of its own: it
 	// contributes the op's identity (allreduce), nothing (allgather), or a
@@ -390,12 +411,16 @@ func (e *engine) executeOp(ctx context.Context, r *coordinator.Response, entries
 	switch r.Op {
 	case coordinator.OpAllreduce:
 		if len(bufs) == 1 {
+			e.tl.Activity(time.Now(), r.Names, "CPU_ALLREDUCE")
 			return comm.Allreduce(ctx, bufs[0], r.DType, r.ReduceOp, r.Prescale, r.Postscale)
 		}
+		e.tl.Activity(time.Now(), r.Names, timeline.MemcpyIn)
 		fused := e.fbuf.Pack(bufs)
+		e.tl.Activity(time.Now(), r.Names, "CPU_ALLREDUCE")
 		if err := comm.Allreduce(ctx, fused, r.DType, r.ReduceOp, r.Prescale, r.Postscale); err != nil {
 			return err
 		}
+		e.tl.Activity(time.Now(), r.Names, timeline.MemcpyOut)
 		e.fbuf.Unpack(fused, bufs)
 		e.met.fused(len(bufs))
 		return nil
@@ -529,6 +554,9 @@ func (e *engine) shutdown(ctx context.Context) error {
 }
 
 func (e *engine) close() {
+	if err := e.tl.Stop(); err != nil {
+		e.log.Warn("closing the timeline", zap.Error(err))
+	}
 	for _, st := range e.sets {
 		if st.comm != nil {
 			_ = st.comm.Close()

@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -243,5 +244,59 @@ func TestBenchChecksEveryOpAndMode(t *testing.T) {
 	r := gorun(t, time.Minute, "-np", "2", "gorovod-bench", "negotiation", "-tensors", "50", "-steps", "20")
 	if r.code != 0 || !strings.Contains(r.out, "steps/s") {
 		t.Errorf("negotiation mode: exit %d, output:\n%s", r.code, r.out)
+	}
+}
+
+func TestTimelineOfAThreeRankRun(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "timeline.json")
+	r := gorun(t, time.Minute, "-np", "3", "--timeline-filename", path, "worker", "-mode", "steady", "-steps", "2")
+	if r.code != 0 {
+		t.Fatalf("exit code %d; output:\n%s", r.code, r.out)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var events []struct {
+		Name string         `json:"name"`
+		Ph   string         `json:"ph"`
+		Pid  int            `json:"pid"`
+		Args map[string]any `json:"args"`
+	}
+	if err := json.Unmarshal(data, &events); err != nil {
+		t.Fatalf("timeline is not valid JSON: %v", err)
+	}
+	// Per tensor (pid): the phases in order, and every rank's readiness.
+	phases := map[int][]string{}
+	ready := map[int]map[float64]bool{}
+	depth := map[int]int{}
+	for _, e := range events {
+		switch e.Ph {
+		case "B":
+			phases[e.Pid] = append(phases[e.Pid], e.Name)
+			depth[e.Pid]++
+		case "E":
+			depth[e.Pid]--
+		case "X":
+			if rank, ok := e.Args["rank"].(float64); ok {
+				if ready[e.Pid] == nil {
+					ready[e.Pid] = map[float64]bool{}
+				}
+				ready[e.Pid][rank] = true
+			}
+		}
+	}
+	want := []string{"NEGOTIATE_ALLREDUCE", "ALLREDUCE", "QUEUE", "MEMCPY_IN_FUSION_BUFFER", "CPU_ALLREDUCE", "MEMCPY_OUT_FUSION_BUFFER"}
+	complete := 0
+	for pid, ph := range phases {
+		if depth[pid] != 0 {
+			t.Errorf("tensor %d: unbalanced B/E events", pid)
+		}
+		if len(ph) >= len(want) && strings.Join(ph[:len(want)], ",") == strings.Join(want, ",") && len(ready[pid]) == 3 {
+			complete++
+		}
+	}
+	if complete < 200 {
+		t.Errorf("%d tensors have the full phase sequence %v with 3 ranks' readiness, want 200 (first step)", complete, want)
 	}
 }

@@ -129,6 +129,39 @@ func TestMultiHost(t *testing.T) {
 		}
 	})
 
+	t.Run("NetworkCutStopsTheJobAndTheCutOffWorkers", func(t *testing.T) {
+		prog := longRunner(t, "netcut")
+		// Short keepalives so the test is quick: ssh gives up on a silent
+		// connection after ~2 s, a remote wrapper after 3 s without a ping.
+		fastEnv := []string{sshEnv + " -o ServerAliveInterval=1 -o ServerAliveCountMax=2", "GOROVOD_SSH_SILENCE_TIMEOUT=1h"}
+		j := startGorun(t, fastEnv, "-np", "6", "-H", c.HostNamesFlag(2), "--kill-grace-period", "1s", prog, "600")
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		pattern := regexp.QuoteMeta(prog)
+		for i := range c.Hosts {
+			if _, err := c.AwaitProcesses(ctx, i, pattern, 2); err != nil {
+				t.Fatalf("workers on %s: %v\n%s", c.Hosts[i].Name, err, j.output())
+			}
+		}
+		if err := c.Disconnect(1); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if err := c.Reconnect(1); err != nil {
+				t.Errorf("reconnecting host2: %v", err)
+			}
+		})
+		code, out := j.wait(t, 30*time.Second)
+		if code == 0 || !regexp.MustCompile(`rank [23] \(pid \d+, host host2\) is lost: ssh to host2 failed or the connection dropped`).MatchString(out) {
+			t.Errorf("exit %d; want a failure naming rank 2 or 3 on host2:\n%s", code, out)
+		}
+		for i := range c.Hosts {
+			if _, err := c.AwaitProcesses(ctx, i, pattern, 0); err != nil {
+				t.Errorf("workers left on %s: %v", c.Hosts[i].Name, err)
+			}
+		}
+	})
+
 	t.Run("SIGKILLedLauncherLeavesNoWorker", func(t *testing.T) {
 		prog := longRunner(t, "orphan")
 		j := startGorun(t, []string{sshEnv}, "-np", "6", "-H", c.HostNamesFlag(2), prog, "600")
