@@ -73,6 +73,12 @@ func prepareRemote(ctx context.Context, o *options, remote []string, slots []hos
 	if err != nil {
 		return nil, np, usagef("%s: %v", env.SSHArgs, err)
 	}
+	var silence time.Duration
+	if v := os.Getenv(env.SSHSilenceTimeout); v != "" {
+		if silence, err = time.ParseDuration(v); err != nil || silence < 3*time.Millisecond {
+			return nil, np, usagef("%s=%q: want a duration such as 30s", env.SSHSilenceTimeout, v)
+		}
+	}
 	self, err := os.Executable()
 	if err != nil {
 		return nil, np, fmt.Errorf("finding gorun's own path (remote hosts run gorun at the same path): %w", err)
@@ -85,6 +91,7 @@ func prepareRemote(ctx context.Context, o *options, remote []string, slots []hos
 		Forker:          forker,
 		RemoteGorun:     self,
 		KillGracePeriod: time.Duration(o.killGrace),
+		SilenceTimeout:  silence,
 	}
 	ifaces := launch.ParseInterfaces(o.netIfaces)
 	cwd, err := os.Getwd()

@@ -25,5 +25,6 @@ const (
 
 // Read by gorun itself.
 const (
-	SSHArgs = "GOROVOD_SSH_ARGS" // extra ssh options for remote hosts, split like a shell ("-F cfg -o X=y")
+	SSHArgs           = "GOROVOD_SSH_ARGS"            // extra ssh options for remote hosts, split like a shell ("-F cfg -o X=y")
+	SSHSilenceTimeout = "GOROVOD_SSH_SILENCE_TIMEOUT" // remote workers stop after this long without a word from gorun (default 30s)
 )

@@ -91,6 +91,11 @@ func RemoteExec(in io.Reader, stdout, stderr *os.File) int {
 	control("pid %d", pid)
 	killGroup := func(sig syscall.Signal) { _ = syscall.Kill(-pid, sig) }
 
+	silence, err := time.ParseDuration(req.Silence)
+	if err != nil {
+		silence = 0
+	}
+
 	type cmdLine struct {
 		sig syscall.Signal
 		eof bool
@@ -99,10 +104,14 @@ func RemoteExec(in io.Reader, stdout, stderr *os.File) int {
 	go func() {
 		for {
 			l, err := br.ReadString('\n')
-			if f := strings.Fields(l); len(f) == 2 && f[0] == "signal" {
+			f := strings.Fields(l)
+			switch {
+			case len(f) == 2 && f[0] == "signal":
 				if n, perr := strconv.Atoi(f[1]); perr == nil && n > 0 && n < 65 {
 					cmds <- cmdLine{sig: syscall.Signal(n)}
 				}
+			case len(f) > 0: // "ping" and anything else: the launcher lives
+				cmds <- cmdLine{}
 			}
 			if err != nil {
 				cmds <- cmdLine{eof: true}
@@ -113,7 +122,19 @@ func RemoteExec(in io.Reader, stdout, stderr *os.File) int {
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 
-	var graceC <-chan time.Time
+	var graceC, silenceC <-chan time.Time
+	var silenceTimer *time.Timer
+	if silence > 0 {
+		silenceTimer = time.NewTimer(silence)
+		defer silenceTimer.Stop()
+		silenceC = silenceTimer.C
+	}
+	launcherGone := func() {
+		if graceC == nil {
+			killGroup(syscall.SIGTERM)
+			graceC = time.After(grace)
+		}
+	}
 	for {
 		select {
 		case werr := <-done:
@@ -127,14 +148,19 @@ func RemoteExec(in io.Reader, stdout, stderr *os.File) int {
 			control("exit code %d", code)
 			return code
 		case c := <-cmds:
-			if c.eof {
-				if graceC == nil {
-					killGroup(syscall.SIGTERM)
-					graceC = time.After(grace)
-				}
-				continue
+			switch {
+			case c.eof:
+				launcherGone()
+			case c.sig != 0:
+				killGroup(c.sig)
 			}
-			killGroup(c.sig)
+			if silenceTimer != nil && !c.eof {
+				silenceTimer.Reset(silence)
+			}
+		case <-silenceC:
+			silenceC = nil
+			fmt.Fprintf(stderr, "gorun: rank %d on %s: no word from the launcher for %v; stopping the worker\n", req.Rank, host, silence)
+			launcherGone()
 		case s := <-sigs:
 			if s == syscall.SIGINT || s == syscall.SIGTERM {
 				killGroup(s.(syscall.Signal))

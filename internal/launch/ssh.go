@@ -86,6 +86,19 @@ type SSH struct {
 	KillGracePeriod time.Duration
 	// DrainTimeout bounds the wait for output after ssh exited; 0 means 2 s.
 	DrainTimeout time.Duration
+	// SilenceTimeout is how long a remote wrapper waits without a word
+	// from the launcher (it pings every SilenceTimeout/3, at most every
+	// 2 s) before it treats the launcher as gone and stops the worker: the
+	// case of a network cut that sshd does not notice. 0 means 30 s.
+	SilenceTimeout time.Duration
+}
+
+func (s *SSH) silence() (timeout, ping time.Duration) {
+	timeout = s.SilenceTimeout
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	return timeout, min(2*time.Second, timeout/3)
 }
 
 // remoteRequest is the first line the launcher writes to the remote
@@ -99,6 +112,9 @@ type remoteRequest struct {
 	Argv  []string `json:"argv"`
 	Env   []string `json:"env"`
 	Grace string   `json:"grace"`
+	// Silence is how long the wrapper goes without a line from the
+	// launcher before it stops the worker; "" = never.
+	Silence string `json:"silence,omitempty"`
 }
 
 // Start implements Spawner: it forks ssh and hands the worker to the
@@ -115,7 +131,9 @@ func (s *SSH) Start(ctx context.Context, spec ProcSpec) (Proc, error) {
 	if grace <= 0 {
 		grace = 3 * time.Second
 	}
-	req, err := json.Marshal(remoteRequest{Rank: spec.Rank, Host: spec.Host, Dir: spec.Dir, Argv: spec.Argv, Env: spec.Env, Grace: grace.String()})
+	silence, ping := s.silence()
+	req, err := json.Marshal(remoteRequest{Rank: spec.Rank, Host: spec.Host, Dir: spec.Dir, Argv: spec.Argv, Env: spec.Env,
+		Grace: grace.String(), Silence: silence.String()})
 	if err != nil {
 		return nil, fmt.Errorf("%w: rank %d: %v", ErrSpawn, spec.Rank, err)
 	}
@@ -170,7 +188,30 @@ func (s *SSH) Start(ctx context.Context, spec ProcSpec) (Proc, error) {
 	p.copiers.Add(2)
 	go p.copy(outR, spec.Stdout)
 	go p.copy(errR, &controlFilter{w: orDiscard(spec.Stderr), onControl: p.control})
+	p.stopPing = make(chan struct{})
+	p.pinger.Add(1)
+	go p.pingLoop(ping)
 	return p, nil
+}
+
+// pingLoop tells the wrapper the launcher is alive until Wait stops it.
+func (p *remoteProc) pingLoop(every time.Duration) {
+	defer p.pinger.Done()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			p.mu.Lock()
+			if p.stdin != nil {
+				_ = p.stdin.SetWriteDeadline(time.Now().Add(time.Second))
+				_, _ = p.stdin.Write([]byte("ping\n"))
+			}
+			p.mu.Unlock()
+		case <-p.stopPing:
+			return
+		}
+	}
 }
 
 // remoteProc is a worker on another host, seen through its ssh client.
@@ -182,6 +223,9 @@ type remoteProc struct {
 	drain   time.Duration
 	pipes   []*os.File
 	copiers sync.WaitGroup
+
+	stopPing chan struct{}
+	pinger   sync.WaitGroup
 
 	mu          sync.Mutex
 	stdin       *os.File // nil once closed
@@ -272,6 +316,8 @@ func (p *remoteProc) Signal(sig syscall.Signal) error {
 
 func (p *remoteProc) Wait() ExitStatus {
 	err := p.cmd.Wait()
+	close(p.stopPing)
+	p.pinger.Wait()
 	p.mu.Lock()
 	p.exited = true
 	if p.killTimer != nil {

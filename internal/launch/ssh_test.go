@@ -175,6 +175,42 @@ func TestRemoteExecKillsWorkerWhenLauncherGoes(t *testing.T) {
 	waitGone(t, child)
 }
 
+// TestRemoteExecStopsWorkerWhenLauncherFallsSilent covers a network cut
+// that sshd does not notice: stdin stays open but no ping arrives.
+func TestRemoteExecStopsWorkerWhenLauncherFallsSilent(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, self, RemoteExecFlag)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stdin.Close()
+	var out, errOut lockedBuffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	req := `{"rank":2,"argv":["sh","-c","sleep 60 & echo $!; wait"],"grace":"1s","silence":"300ms"}` + "\n"
+	if _, err := stdin.Write([]byte(req)); err != nil {
+		t.Fatal(err)
+	}
+	child := waitForLine(t, &out)
+	err = cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 128+int(syscall.SIGTERM) {
+		t.Errorf("wrapper: %v, want exit code 143; stderr %q", err, errOut.String())
+	}
+	if !strings.Contains(errOut.String(), "rank 2 on ") || !strings.Contains(errOut.String(), "no word from the launcher for 300ms") {
+		t.Errorf("stderr %q", errOut.String())
+	}
+	waitGone(t, child)
+}
+
 func TestControlFilter(t *testing.T) {
 	in := "a\x1eb\n" + controlMark + "pid 12\nout" + controlMark + "exit code 3\n\x1egorovod-re"
 	wantOut := "a\x1eb\nout\x1egorovod-re"

@@ -133,7 +133,7 @@ func TestMultiHost(t *testing.T) {
 		prog := longRunner(t, "netcut")
 		// Short keepalives so the test is quick: ssh gives up on a silent
 		// connection after ~2 s, a remote wrapper after 3 s without a ping.
-		fastEnv := []string{sshEnv + " -o ServerAliveInterval=1 -o ServerAliveCountMax=2", "GOROVOD_SSH_SILENCE_TIMEOUT=1h"}
+		fastEnv := []string{sshEnv + " -o ServerAliveInterval=1 -o ServerAliveCountMax=2", "GOROVOD_SSH_SILENCE_TIMEOUT=3s"}
 		j := startGorun(t, fastEnv, "-np", "6", "-H", c.HostNamesFlag(2), "--kill-grace-period", "1s", prog, "600")
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
