@@ -144,7 +144,12 @@ func start(ctx context.Context, cfg config.Config, log *zap.Logger, li launchInf
 	}
 	bind := li.BindAddr
 	if bind == "" {
-		bind = chooseBindAddr(li.RendezvousAddr)
+		var err error
+		if bind, err = bindAddrFor(li.Ifaces, li.RendezvousAddr); err != nil {
+			cleanup()
+			return nil, err
+		}
+		log.Debug("data plane address chosen", zap.String("addr", bind), zap.String("interfaces", li.Ifaces))
 	}
 	lis, err := net.Listen("tcp", net.JoinHostPort(bind, "0"))
 	if err != nil {
@@ -190,16 +195,6 @@ func start(ctx context.Context, cfg config.Config, log *zap.Logger, li launchInf
 	}
 	e.closers = append(closers, lis.Close)
 	return e, nil
-}
-
-// chooseBindAddr picks the local address that routes to the rendezvous host.
-func chooseBindAddr(rendezvousAddr string) string {
-	c, err := net.Dial("udp", rendezvousAddr)
-	if err != nil {
-		return "127.0.0.1"
-	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).IP.String()
 }
 
 // Shutdown stops the background loop on every rank (any rank's Shutdown

@@ -27,6 +27,7 @@ type launchInfo struct {
 	Epoch           uint64
 	StartTimeout    time.Duration
 	BindAddr        string // IP the data plane listens on; "" = choose
+	Ifaces          string // GOROVOD_NETWORK_INTERFACE: interfaces to choose from
 }
 
 const defaultStartTimeout = 30 * time.Second
@@ -36,7 +37,7 @@ const defaultStartTimeout = 30 * time.Second
 // WORLD_SIZE / MASTER_ADDR / MASTER_PORT that torchrun and the Kubernetes
 // training operators set. Without any, the process is a world of one.
 func detectLaunch(getenv func(string) string) (launchInfo, error) {
-	li := launchInfo{StartTimeout: defaultStartTimeout, BindAddr: getenv(env.BindAddr)}
+	li := launchInfo{StartTimeout: defaultStartTimeout, BindAddr: getenv(env.BindAddr), Ifaces: getenv(env.NetworkIface)}
 	hostname, _ := os.Hostname()
 	li.Host = firstNonEmpty(getenv(env.Hostname), hostname, "localhost")
 	if v := getenv(env.StartTimeout); v != "" {
