@@ -31,7 +31,7 @@ func TestMultiHost(t *testing.T) {
 	t.Run("AllreduceByName", func(t *testing.T) {
 		outDir := t.TempDir()
 		r := gorunEnv(t, time.Minute, []string{sshEnv}, "-np", "6", "-H", c.HostNamesFlag(2),
-			"--output-filename", outDir, "--verbose", "allreducecheck", "-quick")
+			"--output-filename", outDir, "--verbose", "allreducecheck")
 		checkAllOK(t, r, 6)
 		// The launcher reports its choice of addresses in verbose mode.
 		if !strings.Contains(r.out, "route to the launcher") || !strings.Contains(r.out, c.Hosts[1].Addr) {
@@ -49,6 +49,16 @@ func TestMultiHost(t *testing.T) {
 		r := gorunEnv(t, time.Minute, []string{sshEnv}, "-np", "6", "-H", c.HostsFlag(2),
 			"--network-interface", "eth0", "allreducecheck", "-quick")
 		checkAllOK(t, r, 6)
+	})
+
+	t.Run("LocalAndRemoteWorkers", func(t *testing.T) {
+		// Workers on the launcher's machine must not use loopback when
+		// remote peers have to reach them.
+		r := gorunEnv(t, time.Minute, []string{sshEnv}, "-np", "4", "-H", "localhost:2,host2:2", "--verbose", "allreducecheck", "-quick")
+		checkAllOK(t, r, 4)
+		if want := `"local_workers": "` + c.RootAddr + `"`; !strings.Contains(r.out, want) {
+			t.Errorf("verbose output lacks %s:\n%s", want, r.out)
+		}
 	})
 
 	t.Run("UnknownInterfaceFailsPreflight", func(t *testing.T) {
