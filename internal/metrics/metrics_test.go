@@ -269,7 +269,7 @@ func checkNoLeak(t *testing.T, before int) {
 func TestConcurrentUpdatesAndScrapes(t *testing.T) {
 	reg := NewRegistry(Label{"rank", "0"})
 	c := reg.Counter("c_total", "c")
-	h := reg.Histogram("h_seconds", "h", LatencyBuckets)
+	h := reg.Histogram("h_seconds", "h", LatencyBuckets())
 	g := reg.Gauge("g", "g")
 	var wg sync.WaitGroup
 	for w := 0; w < 4; w++ {
@@ -318,7 +318,8 @@ func TestIdempotentRegistration(t *testing.T) {
 	if a != b {
 		t.Error("re-registration made a new counter")
 	}
-	if reg.Histogram("h", "h", []float64{1}) != reg.Histogram("h", "h", []float64{1}) {
+	h1 := reg.Histogram("h", "h", []float64{1})
+	if h2 := reg.Histogram("h", "h", []float64{1}); h1 != h2 {
 		t.Error("re-registration made a new histogram")
 	}
 	var sb strings.Builder
@@ -426,7 +427,7 @@ func BenchmarkCounterInc(b *testing.B) {
 }
 
 func BenchmarkHistogramObserve(b *testing.B) {
-	h := NewRegistry().Histogram("h_seconds", "h", LatencyBuckets)
+	h := NewRegistry().Histogram("h_seconds", "h", LatencyBuckets())
 	for i := 0; i < b.N; i++ {
 		h.Observe(0.003)
 	}

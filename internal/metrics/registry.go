@@ -17,22 +17,22 @@ var ErrInvalid = errors.New("metrics: invalid registration")
 // Label is one name="value" pair of a series.
 type Label struct{ Name, Value string }
 
-// Kind is a metric family's type, as the TYPE line shows it.
-type Kind uint8
+// kind is a metric family's type, as the TYPE line shows it.
+type kind uint8
 
 const (
-	KindCounter Kind = iota + 1
-	KindGauge
-	KindHistogram
+	kindCounter kind = iota + 1
+	kindGauge
+	kindHistogram
 )
 
-func (k Kind) String() string {
+func (k kind) String() string {
 	switch k {
-	case KindCounter:
+	case kindCounter:
 		return "counter"
-	case KindGauge:
+	case kindGauge:
 		return "gauge"
-	case KindHistogram:
+	case kindHistogram:
 		return "histogram"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
@@ -55,7 +55,7 @@ type Registry struct {
 
 type family struct {
 	name, help string
-	kind       Kind
+	kind       kind
 	labelNames []string // the series' own label names, sorted
 	series     []*series
 }
@@ -89,7 +89,7 @@ func NewRegistry(constLabels ...Label) *Registry {
 // Counter registers (or returns the already registered) counter name with
 // these labels.
 func (r *Registry) Counter(name, help string, labels ...Label) *Counter {
-	v, _ := r.register(name, help, KindCounter, labels, func() any { return new(Counter) }).(*Counter)
+	v, _ := r.register(name, help, kindCounter, labels, func() any { return new(Counter) }).(*Counter)
 	if v == nil {
 		v = new(Counter)
 	}
@@ -99,7 +99,7 @@ func (r *Registry) Counter(name, help string, labels ...Label) *Counter {
 // Gauge registers (or returns the already registered) gauge name with
 // these labels.
 func (r *Registry) Gauge(name, help string, labels ...Label) *Gauge {
-	v, _ := r.register(name, help, KindGauge, labels, func() any { return new(Gauge) }).(*Gauge)
+	v, _ := r.register(name, help, kindGauge, labels, func() any { return new(Gauge) }).(*Gauge)
 	if v == nil {
 		v = new(Gauge)
 	}
@@ -121,7 +121,7 @@ func (r *Registry) Histogram(name, help string, buckets []float64, labels ...Lab
 			return newHistogram(nil)
 		}
 	}
-	v, _ := r.register(name, help, KindHistogram, labels, func() any { return newHistogram(buckets) }).(*Histogram)
+	v, _ := r.register(name, help, kindHistogram, labels, func() any { return newHistogram(buckets) }).(*Histogram)
 	if v == nil {
 		v = newHistogram(nil)
 	}
@@ -132,22 +132,22 @@ func (r *Registry) Histogram(name, help string, buckets []float64, labels ...Lab
 // f runs on the scraping goroutine: it must be quick and must not block
 // (read atomics the loop updates).
 func (r *Registry) CounterFunc(name, help string, f func() float64, labels ...Label) {
-	r.registerFunc(name, help, KindCounter, f, labels)
+	r.registerFunc(name, help, kindCounter, f, labels)
 }
 
 // GaugeFunc registers a gauge whose value f returns at scrape time (same
 // rules as CounterFunc).
 func (r *Registry) GaugeFunc(name, help string, f func() float64, labels ...Label) {
-	r.registerFunc(name, help, KindGauge, f, labels)
+	r.registerFunc(name, help, kindGauge, f, labels)
 }
 
-func (r *Registry) registerFunc(name, help string, kind Kind, f func() float64, labels []Label) {
+func (r *Registry) registerFunc(name, help string, k kind, f func() float64, labels []Label) {
 	if f == nil {
 		r.fail(fmt.Errorf("%w: %s: nil func", ErrInvalid, name))
 		return
 	}
 	created := false
-	v := r.register(name, help, kind, labels, func() any { created = true; return f })
+	v := r.register(name, help, k, labels, func() any { created = true; return f })
 	if v != nil && !created {
 		r.fail(fmt.Errorf("%w: %s%s registered twice", ErrInvalid, name, formatLabels(labels)))
 	}
@@ -169,7 +169,7 @@ func (r *Registry) fail(err error) {
 }
 
 // register finds or creates the series; nil if the registration is invalid.
-func (r *Registry) register(name, help string, kind Kind, labels []Label, newValue func() any) any {
+func (r *Registry) register(name, help string, k kind, labels []Label, newValue func() any) any {
 	if err := checkMetricName(name); err != nil {
 		r.fail(err)
 		return nil
@@ -199,13 +199,13 @@ func (r *Registry) register(name, help string, kind Kind, labels []Label, newVal
 	defer r.mu.Unlock()
 	f := r.families[name]
 	if f == nil {
-		f = &family{name: name, help: help, kind: kind, labelNames: names}
+		f = &family{name: name, help: help, kind: k, labelNames: names}
 		r.families[name] = f
 	}
 	var bad string
 	switch {
-	case f.kind != kind:
-		bad = fmt.Sprintf("registered as a %s, now as a %s", f.kind, kind)
+	case f.kind != k:
+		bad = fmt.Sprintf("registered as a %s, now as a %s", f.kind, k)
 	case f.help != help:
 		bad = fmt.Sprintf("help %q differs from the first registration's %q", help, f.help)
 	case !slices.Equal(f.labelNames, names):

@@ -122,5 +122,6 @@ func ExponentialBuckets(start, factor float64, n int) []float64 {
 	return b
 }
 
-// LatencyBuckets suit the loop's timings: 10 µs to ~10 s in factors of 4.
-var LatencyBuckets = ExponentialBuckets(10e-6, 4, 11)
+// LatencyBuckets returns bounds that suit the loop's timings: 10 µs to
+// ~10 s in factors of 4.
+func LatencyBuckets() []float64 { return ExponentialBuckets(10e-6, 4, 11) }
