@@ -91,6 +91,40 @@ type SSH struct {
 	// 2 s) before it treats the launcher as gone and stops the worker: the
 	// case of a network cut that sshd does not notice. 0 means 30 s.
 	SilenceTimeout time.Duration
+	// HandshakesPerHost bounds the ssh connections to one host that are
+	// still being set up (a connection counts until its worker started):
+	// sshd's default MaxStartups (10:30:100) starts dropping connections
+	// beyond 10 unauthenticated ones. 0 means 8.
+	HandshakesPerHost int
+
+	semMu sync.Mutex
+	sems  map[string]chan struct{}
+}
+
+// acquire takes one of host's handshake slots; the returned func gives it
+// back (idempotent).
+func (s *SSH) acquire(ctx context.Context, host string) (func(), error) {
+	s.semMu.Lock()
+	if s.sems == nil {
+		s.sems = map[string]chan struct{}{}
+	}
+	sem, ok := s.sems[host]
+	if !ok {
+		n := s.HandshakesPerHost
+		if n <= 0 {
+			n = 8
+		}
+		sem = make(chan struct{}, n)
+		s.sems[host] = sem
+	}
+	s.semMu.Unlock()
+	select {
+	case sem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	var once sync.Once
+	return func() { once.Do(func() { <-sem }) }, nil
 }
 
 func (s *SSH) silence() (timeout, ping time.Duration) {
@@ -137,6 +171,16 @@ func (s *SSH) Start(ctx context.Context, spec ProcSpec) (Proc, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: rank %d: %v", ErrSpawn, spec.Rank, err)
 	}
+	release, err := s.acquire(ctx, spec.Host)
+	if err != nil {
+		return nil, fmt.Errorf("%w: rank %d on %s: waiting for an ssh connection slot: %v", ErrSpawn, spec.Rank, spec.Host, err)
+	}
+	started := false
+	defer func() {
+		if !started {
+			release()
+		}
+	}()
 	argv := s.Config.Args(spec.Host, "exec "+ShellQuote(s.RemoteGorun)+" "+RemoteExecFlag)
 	cmd := exec.Command(argv[0], argv[1:]...)
 	if cmd.Err != nil {
@@ -175,7 +219,8 @@ func (s *SSH) Start(ctx context.Context, spec ProcSpec) (Proc, error) {
 		errR.Close()
 		return nil, fmt.Errorf("%w: rank %d on %s: %s: %v", ErrSpawn, spec.Rank, spec.Host, argv[0], err)
 	}
-	p := &remoteProc{rank: spec.Rank, host: spec.Host, cmd: cmd, sshPid: cmd.Process.Pid, stdin: inW, drain: s.DrainTimeout, pipes: []*os.File{outR, errR}}
+	started = true
+	p := &remoteProc{rank: spec.Rank, host: spec.Host, cmd: cmd, sshPid: cmd.Process.Pid, stdin: inW, drain: s.DrainTimeout, pipes: []*os.File{outR, errR}, release: release}
 	if p.drain <= 0 {
 		p.drain = 2 * time.Second
 	}
@@ -226,6 +271,7 @@ type remoteProc struct {
 
 	stopPing chan struct{}
 	pinger   sync.WaitGroup
+	release  func() // the handshake slot: given back once the worker started or ssh ended
 
 	mu          sync.Mutex
 	stdin       *os.File // nil once closed
@@ -249,6 +295,9 @@ func (p *remoteProc) Pid() int {
 
 func (p *remoteProc) copy(r *os.File, w io.Writer) {
 	defer p.copiers.Done()
+	// The stream ends when ssh does: its handshake slot is free then even
+	// if nobody waits for it yet (Run waits only after starting everyone).
+	defer p.release()
 	if w == nil {
 		w = io.Discard
 	}
@@ -265,6 +314,7 @@ func (p *remoteProc) control(line string) {
 	f := strings.Fields(line)
 	if len(f) >= 2 && f[0] == "pid" {
 		p.remotePid, _ = strconv.Atoi(f[1])
+		p.release()
 		return
 	}
 	if len(f) >= 3 && f[0] == "exit" {
@@ -316,6 +366,7 @@ func (p *remoteProc) Signal(sig syscall.Signal) error {
 
 func (p *remoteProc) Wait() ExitStatus {
 	err := p.cmd.Wait()
+	p.release()
 	close(p.stopPing)
 	p.pinger.Wait()
 	p.mu.Lock()

@@ -105,6 +105,39 @@ func TestSSHSpawner(t *testing.T) {
 		}
 	})
 
+	t.Run("HandshakeSlotsPerHost", func(t *testing.T) {
+		// One slot: the second start to a host waits until the first
+		// worker runs; a failed connection gives its slot back before
+		// anyone waits for it.
+		s2 := &SSH{Config: s.Config, Forker: l, RemoteGorun: s.RemoteGorun, HandshakesPerHost: 1}
+		var procs []Proc
+		for i := 0; i < 3; i++ {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			p, err := s2.Start(ctx, ProcSpec{Rank: i, Host: "down", Argv: []string{"true"}})
+			cancel()
+			if err != nil {
+				t.Fatalf("start %d: %v", i, err)
+			}
+			procs = append(procs, p)
+		}
+		var out lockedBuffer
+		p, err := s2.Start(context.Background(), ProcSpec{Rank: 3, Host: "up", Argv: []string{"sleep", "60"}, Stdout: &out})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		p2, err := s2.Start(ctx, ProcSpec{Rank: 4, Host: "up", Argv: []string{"true"}})
+		if err != nil {
+			t.Fatalf("second start to a host whose first worker runs: %v", err)
+		}
+		procs = append(procs, p, p2)
+		_ = p.Signal(syscall.SIGKILL)
+		for _, p := range procs {
+			p.Wait()
+		}
+	})
+
 	t.Run("ConnectionFailure", func(t *testing.T) {
 		var errOut lockedBuffer
 		p, err := s.Start(context.Background(), ProcSpec{Rank: 1, Host: "down", Argv: []string{"true"}, Stderr: &errOut})
