@@ -4,6 +4,7 @@
 //	gorun -np 4 ./train -epochs 10
 //	gorun -np 2 -H localhost:2 --verbose ./train
 //	gorun -np 2 hostname
+//	gorun -np 8 -H host1:4,host2:4 ./train   # over ssh; gorun at the same path on every host
 //
 // Each worker's output lines are prefixed with its rank ("[1]<stdout>:").
 // When a worker fails, gorun stops the others (SIGTERM, then SIGKILL after
