@@ -105,6 +105,10 @@ func Init(ctx context.Context, opts ...Option) error {
 	if err != nil {
 		return err
 	}
+	if err := e.serveMetrics(ctx); err != nil {
+		e.close()
+		return err
+	}
 	global = e
 	go e.run()
 	log.Debug("initialized", zap.String("launcher", li.Source), zap.Int("size", e.topo.size),

@@ -71,6 +71,8 @@ type engine struct {
 	stop     chan struct{} // Shutdown asked the loop to stop
 	loopDone chan struct{}
 	closers  []func() error // run after the loop ends, in reverse order
+
+	metricsURL string // where Prometheus metrics are served, if they are
 }
 
 type topology struct {
@@ -380,7 +382,7 @@ func responseError(r *coordinator.Response) error {
 
 func (e *engine) executeOp(ctx context.Context, r *coordinator.Response, entries []*entry) error {
 	start := time.Now()
-	defer func() { e.met.op(r.Op, len(entries), time.Since(start)) }()
+	defer func() { e.met.op(r, len(entries), time.Since(start)) }()
 	comm, err := e.commFor(r.ProcessSet)
 	if err != nil {
 		return err

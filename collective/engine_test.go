@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand"
+	"net/http"
 	"runtime"
 	"strings"
 	"sync"
@@ -325,5 +327,41 @@ func TestStuckPeerFailsWithTimeoutNamingIt(t *testing.T) {
 	err := wait(t, ens[0])
 	if !strings.Contains(err.Error(), "with rank 1") && !strings.Contains(err.Error(), "with rank 2") {
 		t.Errorf("rank 0: %v names no peer", err)
+	}
+}
+
+func TestMetricsEndpoint(t *testing.T) {
+	cfg := config.Default()
+	cfg.MetricsAddr = "127.0.0.1:0"
+	wd := newWorld(t, 2, cfg)
+	e := wd.engines[0]
+	if err := e.serveMetrics(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ens := []*entry{
+		wd.engines[0].submit(allreduceReq("m", 4, ops.Sum), make([]byte, 16), nil),
+		wd.engines[1].submit(allreduceReq("m", 4, ops.Sum), make([]byte, 16), nil),
+	}
+	for _, en := range ens {
+		if err := wait(t, en); err != nil {
+			t.Fatal(err)
+		}
+	}
+	resp, err := http.Get(e.metricsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	text := string(body)
+	for _, want := range []string{
+		`gorovod_backend_ops_total{rank="0",host="local"} 1`,
+		`gorovod_bytes_total{rank="0",host="local"} 16`,
+		`# TYPE gorovod_negotiation_seconds histogram`,
+		`gorovod_cache_misses_total{rank="0",host="local"} 1`,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("metrics lack %q:\n%s", want, text)
+		}
 	}
 }
