@@ -421,3 +421,25 @@ func TestWorkerDiesWithLauncher(t *testing.T) {
 	_ = parent.Wait()
 	waitGone(t, child)
 }
+
+func TestOwnFailure(t *testing.T) {
+	sent := map[syscall.Signal]bool{syscall.SIGTERM: true}
+	for _, tc := range []struct {
+		st   ExitStatus
+		want bool
+	}{
+		{ExitStatus{Signal: syscall.SIGTERM}, false}, // the stop itself
+		{ExitStatus{Code: 1}, false},                 // may be its answer to the stop
+		{ExitStatus{}, false},
+		{ExitStatus{Signal: syscall.SIGKILL}, true}, // killed from outside before the grace ended
+		{ExitStatus{Signal: syscall.SIGSEGV}, true},
+	} {
+		if got := ownFailure(tc.st, sent); got != tc.want {
+			t.Errorf("ownFailure(%v) = %v, want %v", tc.st, got, tc.want)
+		}
+	}
+	sent[syscall.SIGKILL] = true
+	if ownFailure(ExitStatus{Signal: syscall.SIGKILL}, sent) {
+		t.Error("SIGKILL after the grace period counted as the worker's own failure")
+	}
+}

@@ -168,7 +168,9 @@ func Run(ctx context.Context, cfg JobConfig, signals <-chan os.Signal) (Result, 
 		}
 	}
 	// stop asks the live workers to end with sig and arms the kill timer.
+	sent := map[syscall.Signal]bool{} // signals Run sent the workers
 	stop := func(sig syscall.Signal) {
+		sent[sig] = true
 		signalAll(sig)
 		if !stopping {
 			stopping = true
@@ -188,6 +190,12 @@ func Run(ctx context.Context, cfg JobConfig, signals <-chan os.Signal) (Result, 
 			if cfg.OnExit != nil {
 				cfg.OnExit(e)
 			}
+			if stopping && ownFailure(e.Status, sent) {
+				// Failures travel at different speeds (a remote exit crosses
+				// ssh): one that is not the job's stop may be the cause.
+				log.Error(e.String()+" (while the job was stopping)", zap.Int("rank", e.Rank), zap.String("host", e.Host))
+				continue
+			}
 			if !e.Status.Failed() || stopping {
 				log.Debug("worker ended", zap.Int("rank", e.Rank), zap.String("host", e.Host), zap.Stringer("status", e.Status))
 				continue
@@ -206,6 +214,7 @@ func Run(ctx context.Context, cfg JobConfig, signals <-chan os.Signal) (Result, 
 			}
 			if res.Interrupted != nil {
 				log.Warn("second signal: killing the workers", zap.String("signal", SignalName(ssig)))
+				sent[syscall.SIGKILL] = true
 				signalAll(syscall.SIGKILL)
 				continue
 			}
@@ -219,6 +228,7 @@ func Run(ctx context.Context, cfg JobConfig, signals <-chan os.Signal) (Result, 
 		case <-graceC:
 			graceC = nil
 			log.Warn(fmt.Sprintf("workers still running %v after being asked to stop; killing them", grace), zap.Int("workers", live))
+			sent[syscall.SIGKILL] = true
 			signalAll(syscall.SIGKILL)
 		}
 	}
@@ -232,6 +242,14 @@ func Run(ctx context.Context, cfg JobConfig, signals <-chan os.Signal) (Result, 
 		return res, ctx.Err()
 	}
 	return res, nil
+}
+
+// ownFailure reports whether a worker that ended while the job was being
+// stopped was killed by a signal Run did not send (SIGKILL from outside,
+// SIGSEGV): a failure of its own rather than the stop. Exit codes are not
+// counted: a worker may well exit 1 when asked to stop.
+func ownFailure(st ExitStatus, sent map[syscall.Signal]bool) bool {
+	return st.Signal != 0 && !sent[st.Signal]
 }
 
 func toSyscall(s os.Signal) syscall.Signal {
