@@ -446,6 +446,13 @@ func TestUnreachableHostFailsPreflight(t *testing.T) {
 	}
 }
 
+func TestSSHFlagsReachSSH(t *testing.T) {
+	r := gorun(t, 30*time.Second, "-np", "1", "-H", "no-such-host.invalid:1", "--verbose", "-p", "2222", "-i", "/no/key", "true")
+	if r.code != 1 || !strings.Contains(r.stderr, `"-o", "BatchMode=yes", "-p", "2222", "-i", "/no/key"`) {
+		t.Fatalf("exit %d, stderr %q; want the ssh command line with -p and -i in the verbose log", r.code, r.stderr)
+	}
+}
+
 func TestProgramArgsAreNotGorunFlags(t *testing.T) {
 	r := gorun(t, 10*time.Second, "-np=1", "sh", "-c", `echo "$@"`, "sh", "-np", "7", "--verbose", "-H", "x")
 	if r.code != 0 || !strings.Contains(r.stdout, "[0]<stdout>:-np 7 --verbose -H x\n") {

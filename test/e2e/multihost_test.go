@@ -61,6 +61,29 @@ func TestMultiHost(t *testing.T) {
 		}
 	})
 
+	t.Run("EnvironmentAndDirectoryOfRemoteWorkers", func(t *testing.T) {
+		dir := t.TempDir()
+		script := `tr '\0' ' ' < /proc/$PPID/cmdline; echo; echo "$FOO|$GOROVOD_EXTRA|$GOROVOD_RANK|$GOROVOD_HOSTNAME|$(hostname)|$(pwd)|${GORUN_TEST_LOCAL_ONLY:-unset}"`
+		j := startGorunIn(t, dir, []string{sshEnv, "GOROVOD_EXTRA=from-launcher", "GORUN_TEST_LOCAL_ONLY=1"},
+			"-np", "2", "-H", "host1:1,host3:1", "-x", "FOO=a b'c", "sh", "-c", script)
+		code, out := j.wait(t, time.Minute)
+		if code != 0 {
+			t.Fatalf("exit %d:\n%s", code, out)
+		}
+		for rank, host := range []string{"host1", "host3"} {
+			want := fmt.Sprintf("[%d]<stdout>:a b'c|from-launcher|%d|%s|%s|%s|unset\n", rank, rank, host, host, dir)
+			if !strings.Contains(out, want) {
+				t.Errorf("output lacks %q:\n%s", want, out)
+			}
+			// The environment (and the job secret in it) is not on any
+			// command line: the wrapper's argv is just gorun's mode.
+			wrapper := fmt.Sprintf("[%d]<stdout>:%s --internal-remote-exec \n", rank, filepath.Join(binDir, "gorun"))
+			if !strings.Contains(out, wrapper) {
+				t.Errorf("output lacks the wrapper's command line %q:\n%s", wrapper, out)
+			}
+		}
+	})
+
 	t.Run("UnknownInterfaceFailsPreflight", func(t *testing.T) {
 		r := gorunEnv(t, time.Minute, []string{sshEnv}, "-np", "3", "-H", c.HostNamesFlag(1),
 			"--network-interface", "ib7", "allreducecheck")
@@ -281,6 +304,12 @@ type job struct {
 // (allreducecheck, worker) become paths in binDir.
 func startGorun(t *testing.T, extraEnv []string, args ...string) *job {
 	t.Helper()
+	return startGorunIn(t, "", extraEnv, args...)
+}
+
+// startGorunIn is startGorun in working directory dir ("" = the test's).
+func startGorunIn(t *testing.T, dir string, extraEnv []string, args ...string) *job {
+	t.Helper()
 	for i, a := range args {
 		if a == "allreducecheck" || a == "worker" {
 			args[i] = filepath.Join(binDir, a)
@@ -288,6 +317,7 @@ func startGorun(t *testing.T, extraEnv []string, args ...string) *job {
 	}
 	cmd := exec.Command(filepath.Join(binDir, "gorun"), args...)
 	cmd.Env = append(os.Environ(), extraEnv...)
+	cmd.Dir = dir
 	j := &job{cmd: cmd, out: &syncBuffer{}, done: make(chan error, 1)}
 	cmd.Stdout, cmd.Stderr = j.out, j.out
 	if err := cmd.Start(); err != nil {
