@@ -9,8 +9,8 @@ import (
 )
 
 // HostRouter sends each worker to the spawner for its host: Local for this
-// machine, Remote (ssh) for the others. Remote may be nil while only local
-// jobs are supported; a remote worker then fails to start with ErrSpawn.
+// machine, Remote (an *SSH) for the others. With Remote nil a remote worker
+// fails to start with ErrSpawn.
 type HostRouter struct {
 	Local  Spawner
 	Remote Spawner
