@@ -25,7 +25,7 @@ import (
 // is started over ssh. The subtests share one cluster; each one leaves it
 // as it found it.
 func TestMultiHost(t *testing.T) {
-	c := netns.Setup(t, 3)
+	c := setupCluster(t, 3)
 	sshEnv := "GOROVOD_SSH_ARGS=" + strings.Join(c.SSHArgs(), " ")
 
 	t.Run("AllreduceByName", func(t *testing.T) {
@@ -246,6 +246,44 @@ func TestMultiHost(t *testing.T) {
 			t.Errorf("a worker started although the preflight check failed (stat: %v)", err)
 		}
 	})
+}
+
+// setupCluster is netns.Setup, except that cleanup tolerates a veth that
+// vanished with its namespace between lookup and delete ("RTNETLINK
+// answers: No such device"), a race in the harness's Close that its
+// notFound check does not cover yet.
+func setupCluster(t *testing.T, n int) *netns.Cluster {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, err := netns.New(ctx, n)
+	if errors.Is(err, netns.ErrNotPermitted) {
+		t.Skipf("skipping multi-host test: %v", err)
+	}
+	if err != nil {
+		t.Fatalf("netns.New(%d hosts): %v", n, err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for i, h := range c.Hosts {
+				t.Logf("sshd log of %s (%s):\n%s", h.Name, h.Addr, c.SSHDLog(i))
+			}
+		}
+		if err := c.Close(); err != nil {
+			var rest []string
+			for _, line := range strings.Split(err.Error(), "\n") {
+				if strings.TrimSpace(line) != "" && !strings.Contains(line, "No such device") {
+					rest = append(rest, line)
+				}
+			}
+			if len(rest) > 0 {
+				t.Errorf("netns cleanup: %v", err)
+			} else {
+				t.Logf("netns cleanup (harmless race): %v", err)
+			}
+		}
+	})
+	return c
 }
 
 // longRunner returns the path of a program that runs until killed and whose
