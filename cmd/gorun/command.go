@@ -331,6 +331,11 @@ func runJob(ctx context.Context, o *options, fs *pflag.FlagSet, args []string, s
 			// A worker gone before registering never will: fail the
 			// ranks waiting for it now rather than at the start timeout.
 			srv.WorkerExited(e.Rank, fmt.Sprintf("(pid %d, host %s) %s", e.Pid, e.Host, e.Status))
+			if e.Status.Failed() {
+				// The workers' failure oracle: their errors name this
+				// death if it came before any peer noticed one.
+				srv.RecordFailure(e.Rank, e.String())
+			}
 		},
 	}, signals)
 	if err != nil {

@@ -498,6 +498,17 @@ func TestReportFailureReturnsTheFirstFailure(t *testing.T) {
 	if err != nil || second != first {
 		t.Fatalf("second report got %+v, %v; want the first failure %+v", second, err, first)
 	}
+	// A failure the launcher recorded first is what later reporters learn.
+	s2, addr2 := serve(t, ServerConfig{Size: 3})
+	s2.RecordFailure(1, "rank 1 (pid 7, host h) was killed by signal SIGKILL")
+	c2, err := Dial(addr2, secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	if f, err := c2.ReportFailure(ctx, Status{Rank: 0, Message: "lost rank 2"}); err != nil || f.Rank != 1 || !strings.Contains(f.Message, "SIGKILL") {
+		t.Fatalf("after RecordFailure: %+v, %v", f, err)
+	}
 	other, err := c.ReportFailure(ctx, Status{Epoch: 1, Rank: 0, Message: "epoch 1"})
 	if err != nil || other.Message != "epoch 1" {
 		t.Fatalf("a failure of another epoch: %+v, %v", other, err)

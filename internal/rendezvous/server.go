@@ -162,6 +162,17 @@ func (s *Server) WorkerExited(rank int, desc string) {
 	s.failLocked(errorf(ErrAborted, "rank %d %s before registering", rank, desc))
 }
 
+// RecordFailure records a failure the launcher saw itself (a worker that
+// exited with an error or was killed) as a failed status of the server's
+// epoch. Workers' ReportFailure calls then name it as the job's first
+// failure when it came before theirs: the launcher often learns of a death
+// before any peer of the dead worker uses a link to it.
+func (s *Server) RecordFailure(rank int, message string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.statuses = append(s.statuses, Status{Epoch: s.cfg.Epoch, Rank: rank, State: StateFailed, Message: message})
+}
+
 func (s *Server) finishedLocked() bool {
 	select {
 	case <-s.done:

@@ -289,5 +289,5 @@ func teardown(ctx context.Context, t *tools, slot int) error {
 func notFound(out []byte) bool {
 	s := string(out)
 	return strings.Contains(s, "Cannot find device") || strings.Contains(s, "No such file") ||
-		strings.Contains(s, "does not exist")
+		strings.Contains(s, "does not exist") || strings.Contains(s, "No such device")
 }
