@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"math"
+	"net"
 	"os"
 	"regexp"
 	"strconv"
@@ -38,6 +39,7 @@ type options struct {
 	stallShutdownSecs float64
 	noStallCheck      bool
 	timelineFile      string
+	metricsAddr       string
 	disableShm        bool
 }
 
@@ -65,6 +67,7 @@ func (o *options) register(fs *pflag.FlagSet) {
 	fs.Float64Var(&o.stallShutdownSecs, "stall-check-shutdown-time-seconds", 0, "fail stalled collectives after this many seconds (default 0: never)")
 	fs.BoolVar(&o.noStallCheck, "no-stall-check", false, "disable the stall check")
 	fs.StringVar(&o.timelineFile, "timeline-filename", "", "write a Chrome-trace timeline of rank 0 to `FILE`")
+	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "serve Prometheus metrics of each worker at `HOST:PORT` (port + local rank on each host)")
 	fs.BoolVar(&o.disableShm, "disable-shm", false, "use TCP instead of shared memory between workers on one host")
 }
 
@@ -127,6 +130,12 @@ func (o *options) tuningEnv(fs *pflag.FlagSet) ([]string, error) {
 	}
 	if set("disable-shm") && o.disableShm {
 		env = append(env, config.EnvDisableShm+"=1")
+	}
+	if set("metrics-addr") {
+		if _, _, err := net.SplitHostPort(o.metricsAddr); err != nil {
+			return nil, usagef("--metrics-addr %q: want HOST:PORT", o.metricsAddr)
+		}
+		env = append(env, config.EnvMetricsAddr+"="+o.metricsAddr)
 	}
 	return env, nil
 }
