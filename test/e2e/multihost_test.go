@@ -51,6 +51,15 @@ func TestMultiHost(t *testing.T) {
 		checkAllOK(t, r, 6)
 	})
 
+	t.Run("HierarchicalAllreduceAcrossHosts", func(t *testing.T) {
+		// Within each host over shared memory, across hosts over TCP; the
+		// full check's 65537-element tensors are above the small-message
+		// threshold, so they take the hierarchical algorithm.
+		r := gorunEnv(t, time.Minute, []string{sshEnv, "GOROVOD_HIERARCHICAL_ALLREDUCE=1"}, "-np", "6", "-H", c.HostNamesFlag(2),
+			"allreducecheck")
+		checkAllOK(t, r, 6)
+	})
+
 	t.Run("LocalAndRemoteWorkers", func(t *testing.T) {
 		// Workers on the launcher's machine must not use loopback when
 		// remote peers have to reach them.
