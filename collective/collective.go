@@ -388,18 +388,24 @@ func Broadcast[T Element](ctx context.Context, name string, buf []T, root int, o
 	return BroadcastAsync(ctx, name, buf, root, opts...).Wait(ctx)
 }
 
-// Barrier returns once every rank (of the process set, with InProcessSet)
-// has called it.
-func Barrier(ctx context.Context, opts ...CallOption) error {
+// BarrierAsync starts a barrier; its handle is done once every rank (of
+// the process set, with InProcessSet) has called Barrier or BarrierAsync.
+func BarrierAsync(ctx context.Context, opts ...CallOption) *Handle {
 	e, err := current()
 	if err != nil {
-		return err
+		return failed(err)
 	}
 	e.mu.Lock()
 	e.barriers++
 	name := "barrier/" + strconv.FormatUint(e.barriers, 10)
 	e.mu.Unlock()
-	return submit(coordinator.Request{Name: name, Op: coordinator.OpBarrier, DType: ops.Uint8}, nil, callOpts(opts)).Wait(ctx)
+	return submit(coordinator.Request{Name: name, Op: coordinator.OpBarrier, DType: ops.Uint8}, nil, callOpts(opts))
+}
+
+// Barrier returns once every rank (of the process set, with InProcessSet)
+// has called it.
+func Barrier(ctx context.Context, opts ...CallOption) error {
+	return BarrierAsync(ctx, opts...).Wait(ctx)
 }
 
 // CallOption adjusts one collective call.

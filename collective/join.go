@@ -10,24 +10,57 @@ import (
 	"github.com/gorovod/gorovod/ops"
 )
 
+// JoinHandle is the handle of JoinAsync.
+type JoinHandle struct{ h *Handle }
+
+// Wait blocks until every rank has joined (or ctx is done) and returns the
+// rank that joined last.
+func (j JoinHandle) Wait(ctx context.Context) (lastRank int, err error) {
+	if err := j.h.Wait(ctx); err != nil {
+		return -1, err
+	}
+	return j.h.en.lastJoined, nil
+}
+
+// JoinAsync is the asynchronous form of Join.
+func JoinAsync(ctx context.Context) JoinHandle {
+	return JoinHandle{h: submit(coordinator.Request{Name: coordinator.JoinName, Op: coordinator.OpJoin, DType: ops.Uint8}, nil, callOpts(nil))}
+}
+
 // Join tells the other ranks this rank has no more data (uneven data sets):
 // until every rank has joined, this rank takes part in the others'
 // allreduces with the identity of their op (zeros for a sum), in allgathers
 // with nothing, and in broadcasts as a receiver. It returns the rank that
 // joined last, once every rank has joined.
 func Join(ctx context.Context) (lastRank int, err error) {
-	h := submit(coordinator.Request{Name: coordinator.JoinName, Op: coordinator.OpJoin, DType: ops.Uint8}, nil, callOpts(nil))
-	if err := h.Wait(ctx); err != nil {
-		return -1, err
-	}
-	return h.en.lastJoined, nil
+	return JoinAsync(ctx).Wait(ctx)
 }
 
-// GroupedAllreduce reduces several tensors as one unit: one negotiation
-// and one backend operation for the whole list (they are packed into one
-// buffer). Every rank must pass the same number of tensors with the same
-// lengths, in the same order.
-func GroupedAllreduce[T Element](ctx context.Context, name string, bufs [][]T, op ReduceOp, opts ...CallOption) error {
+// GroupHandle is the handle of GroupedAllreduceAsync.
+type GroupHandle[T Element] struct {
+	h      *Handle
+	packed []T
+	bufs   [][]T
+}
+
+// Wait blocks until the grouped allreduce finished (or ctx is done) and
+// copies the results into the caller's tensors.
+func (g GroupHandle[T]) Wait(ctx context.Context) error {
+	if err := g.h.Wait(ctx); err != nil {
+		return err
+	}
+	off := 0
+	for _, b := range g.bufs {
+		off += copy(b, g.packed[off:off+len(b)])
+	}
+	return nil
+}
+
+// GroupedAllreduceAsync starts a grouped allreduce: several tensors reduced
+// as one unit, one negotiation and one backend operation for the whole list
+// (they are packed into one buffer; Wait unpacks). Every rank must pass the
+// same number of tensors with the same lengths, in the same order.
+func GroupedAllreduceAsync[T Element](ctx context.Context, name string, bufs [][]T, op ReduceOp, opts ...CallOption) GroupHandle[T] {
 	total := 0
 	for _, b := range bufs {
 		total += len(b)
@@ -38,14 +71,13 @@ func GroupedAllreduce[T Element](ctx context.Context, name string, bufs [][]T, o
 	}
 	// The tensor count is part of the name, so ranks passing different
 	// lists negotiate different names and the mismatch is reported.
-	if err := Allreduce(ctx, fmt.Sprintf("group/%s/%d", name, len(bufs)), packed, op, opts...); err != nil {
-		return err
-	}
-	off := 0
-	for _, b := range bufs {
-		off += copy(b, packed[off:off+len(b)])
-	}
-	return nil
+	h := AllreduceAsync(ctx, fmt.Sprintf("group/%s/%d", name, len(bufs)), packed, op, opts...)
+	return GroupHandle[T]{h: h, packed: packed, bufs: bufs}
+}
+
+// GroupedAllreduce is GroupedAllreduceAsync then Wait.
+func GroupedAllreduce[T Element](ctx context.Context, name string, bufs [][]T, op ReduceOp, opts ...CallOption) error {
+	return GroupedAllreduceAsync(ctx, name, bufs, op, opts...).Wait(ctx)
 }
 
 // BroadcastObject sends root's *v to every rank (encoding/gob), replacing
