@@ -86,6 +86,9 @@ func (t *failureTracker) Link(peer int) transport.Link {
 	if rr, ok := l.(transport.RecvReducer); ok {
 		return &trackedReducerLink{trackedLink: tl, rr: rr}
 	}
+	if d, ok := l.(transport.Duplex); ok {
+		return &trackedDuplexLink{trackedLink: tl, d: d}
+	}
 	return &tl
 }
 
@@ -146,4 +149,23 @@ type trackedReducerLink struct {
 
 func (l *trackedReducerLink) RecvReduce(ctx context.Context, dst []byte, fn func(dst, src []byte)) error {
 	return l.t.observe(l.peer, l.rr.RecvReduce(ctx, dst, fn))
+}
+
+type trackedDuplexLink struct {
+	trackedLink
+	d transport.Duplex
+}
+
+func (l *trackedDuplexLink) TrySend(p []byte) (int, error) {
+	n, err := l.d.TrySend(p)
+	return n, l.t.observe(l.peer, err)
+}
+
+func (l *trackedDuplexLink) TryRecv(p []byte) (int, error) {
+	n, err := l.d.TryRecv(p)
+	return n, l.t.observe(l.peer, err)
+}
+
+func (l *trackedDuplexLink) Await(ctx context.Context, recvBytes int, send bool, timeout time.Duration) error {
+	return l.t.observe(l.peer, l.d.Await(ctx, recvBytes, send, timeout))
 }

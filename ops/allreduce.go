@@ -179,6 +179,11 @@ func (c *Comm) ring(ctx context.Context, r ringSpec) error {
 			steps = append(steps, step{mod(r.pos - s - 1), false})
 		}
 	}
+	if n == 2 {
+		if d, ok := c.duplexOf(right); ok {
+			return c.duplexRing(ctx, d, r, seg)
+		}
+	}
 	chunk := func(i int) []byte { return r.buf[r.offs[i]:r.offs[i+1]] }
 	total := len(chunk(first))
 	for _, st := range steps[:len(steps)-1] {
@@ -242,6 +247,14 @@ func (c *Comm) ring(ctx context.Context, r ringSpec) error {
 // concurrently: inline when the link buffers p, else through the sender.
 // On return p may be reused.
 func (c *Comm) exchange(ctx context.Context, peer int, p, q []byte) error {
+	if dl, ok := c.duplexOf(peer); ok {
+		d := duplex{l: dl}
+		d.push(p)
+		if err := d.pump(ctx, q, 0); err != nil {
+			return err
+		}
+		return d.flush(ctx)
+	}
 	o := c.to(peer, len(p))
 	if _, err := o.send(ctx, p); err != nil {
 		return err

@@ -263,8 +263,12 @@ func TestAllreduceMetamorphic(t *testing.T) {
 			pipe = max(pipe, 1000) // tiny pipes make big ops crawl under -race
 		}
 		opts = append(opts, inmem.WithPipeBytes(pipe))
-		if r.IntN(2) == 0 {
+		links := []string{"plain", "recv-reducer", "duplex"}[r.IntN(3)]
+		switch links {
+		case "recv-reducer":
 			opts = append(opts, inmem.WithRecvReducer())
+		case "duplex":
+			opts = append(opts, inmem.WithDuplex())
 		}
 		hosts := "one host"
 		if k := 1 + r.IntN(3); n%k == 0 || r.IntN(3) == 0 {
@@ -275,7 +279,7 @@ func TestAllreduceMetamorphic(t *testing.T) {
 		if dt.IsFloat() && r.IntN(2) == 0 {
 			pre, post = []float64{0.5, 2, 0.25}[r.IntN(3)], []float64{0.5, 3, 1.0 / 3}[r.IntN(3)]
 		}
-		desc := fmt.Sprintf("iter %d: n=%d %s %s count=%d %+v %s pre=%v post=%v", it, n, dt, op, count, cfg, hosts, pre, post)
+		desc := fmt.Sprintf("iter %d: n=%d %s %s count=%d %+v %s links %s pre=%v post=%v", it, n, dt, op, count, cfg, hosts, links, pre, post)
 
 		inputs := make([][]byte, n)
 		for rank := range n {
@@ -617,9 +621,14 @@ func TestKilledRank(t *testing.T) {
 	for _, tc := range []struct {
 		n, victim int
 		algo      Algorithm
-	}{{2, 1, Ring}, {3, 1, Ring}, {4, 2, Ring}, {5, 0, RecursiveDoubling}, {4, 3, Hierarchical}} {
-		t.Run(fmt.Sprintf("n%d-kill%d-%s", tc.n, tc.victim, tc.algo), func(t *testing.T) {
-			ws := newWorld(t, tc.n, Config{Algorithm: tc.algo, SegmentBytes: 16 << 10}, inmem.WithRanksPerHost(2))
+		duplex    bool
+	}{{2, 1, Ring, false}, {2, 0, Ring, true}, {3, 1, Ring, false}, {4, 2, Ring, false}, {5, 0, RecursiveDoubling, false}, {4, 1, RecursiveDoubling, true}, {4, 3, Hierarchical, false}} {
+		t.Run(fmt.Sprintf("n%d-kill%d-%s-duplex=%v", tc.n, tc.victim, tc.algo, tc.duplex), func(t *testing.T) {
+			opts := []inmem.Option{inmem.WithRanksPerHost(2)}
+			if tc.duplex {
+				opts = append(opts, inmem.WithDuplex())
+			}
+			ws := newWorld(t, tc.n, Config{Algorithm: tc.algo, SegmentBytes: 16 << 10}, opts...)
 			defer ws.close()
 			const size = 4 << 20
 			ws.w.KillAfter(tc.victim, size/3)

@@ -64,10 +64,16 @@ func tcpWorld(tb testing.TB, n int) []transport.Mesh {
 }
 
 // TestOverTCP runs a few collectives over real sockets (large segments
-// that do not fit the socket buffers exercise the concurrent send path).
+// that do not fit the socket buffers exercise the concurrent send path; two
+// ranks run the ring on the duplex engine).
 func TestOverTCP(t *testing.T) {
+	for _, n := range []int{2, 3} {
+		t.Run(fmt.Sprintf("n%d", n), func(t *testing.T) { testOverTCP(t, n) })
+	}
+}
+
+func testOverTCP(t *testing.T, n int) {
 	defer checkGoroutines(t)()
-	const n = 3
 	meshes := tcpWorld(t, n)
 	comms := make([]*Comm, n)
 	for r := range n {
@@ -100,10 +106,10 @@ func TestOverTCP(t *testing.T) {
 					}
 				}
 				b := make([]byte, 8<<20)
-				if r == 2 {
+				if r == n-1 {
 					b[len(b)-1] = 9
 				}
-				if err := comms[r].Broadcast(ctx, b, 2); err != nil {
+				if err := comms[r].Broadcast(ctx, b, n-1); err != nil {
 					return err
 				}
 				if b[len(b)-1] != 9 {

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Sentinel error kinds. Implementations wrap them with %w so callers can
@@ -69,6 +70,21 @@ type RecvReducer interface {
 // written as Send then Recv on one goroutine without deadlock.
 type Buffered interface {
 	BufferedBytes() int
+}
+
+// Duplex is an optional capability of links over a nonblocking socket: the
+// caller drives both directions from one goroutine, as MPI's progress
+// engine does, instead of handing sends to another goroutine. TrySend and
+// TryRecv move what the kernel takes or has now (0, nil when nothing);
+// Await blocks until at least recvBytes can be read (0: not waiting to
+// read), or the link can take more data (send), or ctx is done, or timeout
+// passed, whichever is first; a lost peer shows in the next Try call. The
+// rule of one sender and one receiver at a time still holds: a goroutine
+// driving a Duplex link is both.
+type Duplex interface {
+	TrySend(p []byte) (int, error)
+	TryRecv(p []byte) (int, error)
+	Await(ctx context.Context, recvBytes int, send bool, timeout time.Duration) error
 }
 
 // Mesh is the set of links from one rank to every other rank of a world.

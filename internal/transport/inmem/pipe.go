@@ -95,52 +95,69 @@ func (p *pipe) write(ctx context.Context, e *endpoint, src []byte) error {
 			t.Stop()
 		}
 	}
-	for {
-		p.mu.Lock()
-		switch {
-		case e.closed.Load():
-			p.mu.Unlock()
-			return e.fail("send", transport.ErrClosed)
-		case p.cut:
-			p.mu.Unlock()
-			return e.fail("send", fmt.Errorf("%w: link cut", transport.ErrPeerLost))
-		case p.rClosed:
-			p.mu.Unlock()
-			return e.fail("send", fmt.Errorf("%w: peer closed the link", transport.ErrPeerLost))
+	for len(src) > 0 {
+		k, err := p.writeSome(e, src)
+		if err != nil {
+			return err
 		}
-		if len(src) == 0 {
-			p.mu.Unlock()
-			return nil
-		}
-		free := len(p.buf) - p.n
-		if free == 0 {
-			p.mu.Unlock()
+		if k == 0 {
 			if err := wait(ctx, p.spaceReady, p.done); err != nil {
 				return e.fail("send", err)
 			}
 			continue
 		}
-		k := min(free, len(src))
-		var trip func()
-		if p.budget != nil {
-			k, trip = p.budget.take(k)
-		}
-		w := (p.r + p.n) % len(p.buf)
-		p.mu.Unlock()
-
-		// Free space may wrap around the end of the ring.
-		c := copy(p.buf[w:], src[:k])
-		copy(p.buf, src[c:k])
 		src = src[k:]
-
-		p.mu.Lock()
-		p.n += k
-		p.mu.Unlock()
-		signal(p.dataReady)
-		if trip != nil {
-			trip()
-		}
 	}
+	return p.writeSome0(e)
+}
+
+// writeSome0 reports the error a write would meet now, if any.
+func (p *pipe) writeSome0(e *endpoint) error {
+	_, err := p.writeSome(e, nil)
+	return err
+}
+
+// writeSome copies what fits of src into the ring without waiting.
+func (p *pipe) writeSome(e *endpoint, src []byte) (int, error) {
+	p.mu.Lock()
+	switch {
+	case e.closed.Load():
+		p.mu.Unlock()
+		return 0, e.fail("send", transport.ErrClosed)
+	case p.cut:
+		p.mu.Unlock()
+		return 0, e.fail("send", fmt.Errorf("%w: link cut", transport.ErrPeerLost))
+	case p.rClosed:
+		p.mu.Unlock()
+		return 0, e.fail("send", fmt.Errorf("%w: peer closed the link", transport.ErrPeerLost))
+	}
+	k := min(len(p.buf)-p.n, len(src))
+	if k == 0 {
+		p.mu.Unlock()
+		return 0, nil
+	}
+	var trip func()
+	if p.budget != nil {
+		k, trip = p.budget.take(k)
+	}
+	w := (p.r + p.n) % len(p.buf)
+	p.mu.Unlock()
+
+	// Free space may wrap around the end of the ring.
+	c := copy(p.buf[w:], src[:k])
+	copy(p.buf, src[c:k])
+
+	p.mu.Lock()
+	p.n += k
+	p.mu.Unlock()
+	signal(p.dataReady)
+	if trip != nil {
+		trip()
+	}
+	if k == 0 { // the fault fired: report it
+		return 0, p.writeSome0(e)
+	}
+	return k, nil
 }
 
 // read fills dst; with fn it hands pieces of the ring to fn instead of
@@ -149,50 +166,63 @@ func (p *pipe) read(ctx context.Context, e *endpoint, dst []byte, fn func(dst, s
 	if err := ctx.Err(); err != nil {
 		return e.fail("recv", err)
 	}
-	for {
-		p.mu.Lock()
-		switch {
-		case e.closed.Load():
-			p.mu.Unlock()
-			return e.fail("recv", transport.ErrClosed)
-		case p.cut:
-			p.mu.Unlock()
-			return e.fail("recv", fmt.Errorf("%w: link cut", transport.ErrPeerLost))
+	for len(dst) > 0 {
+		k, err := p.readSome(e, dst, fn)
+		if err != nil {
+			return err
 		}
-		if len(dst) == 0 {
-			p.mu.Unlock()
-			return nil
-		}
-		if p.n == 0 {
-			closed := p.wClosed
-			p.mu.Unlock()
-			if closed {
-				return e.fail("recv", fmt.Errorf("%w: peer closed the link", transport.ErrPeerLost))
-			}
+		if k == 0 {
 			if err := wait(ctx, p.dataReady, p.done); err != nil {
 				return e.fail("recv", err)
 			}
 			continue
 		}
-		// Only the contiguous run up to the end of the ring; the rest comes
-		// on the next turn of the loop.
-		k := min(p.n, len(dst), len(p.buf)-p.r)
-		r := p.r
-		p.mu.Unlock()
-
-		if fn != nil {
-			fn(dst[:k], p.buf[r:r+k])
-		} else {
-			copy(dst[:k], p.buf[r:r+k])
-		}
 		dst = dst[k:]
-
-		p.mu.Lock()
-		p.r = (p.r + k) % len(p.buf)
-		p.n -= k
-		p.mu.Unlock()
-		signal(p.spaceReady)
 	}
+	_, err := p.readSome(e, nil, nil)
+	return err
+}
+
+// readSome takes what the ring holds, up to len(dst) (only the contiguous
+// run up to the end of the ring), without waiting.
+func (p *pipe) readSome(e *endpoint, dst []byte, fn func(dst, src []byte)) (int, error) {
+	p.mu.Lock()
+	switch {
+	case e.closed.Load():
+		p.mu.Unlock()
+		return 0, e.fail("recv", transport.ErrClosed)
+	case p.cut:
+		p.mu.Unlock()
+		return 0, e.fail("recv", fmt.Errorf("%w: link cut", transport.ErrPeerLost))
+	}
+	if len(dst) == 0 {
+		p.mu.Unlock()
+		return 0, nil
+	}
+	if p.n == 0 {
+		closed := p.wClosed
+		p.mu.Unlock()
+		if closed {
+			return 0, e.fail("recv", fmt.Errorf("%w: peer closed the link", transport.ErrPeerLost))
+		}
+		return 0, nil
+	}
+	k := min(p.n, len(dst), len(p.buf)-p.r)
+	r := p.r
+	p.mu.Unlock()
+
+	if fn != nil {
+		fn(dst[:k], p.buf[r:r+k])
+	} else {
+		copy(dst[:k], p.buf[r:r+k])
+	}
+
+	p.mu.Lock()
+	p.r = (p.r + k) % len(p.buf)
+	p.n -= k
+	p.mu.Unlock()
+	signal(p.spaceReady)
+	return k, nil
 }
 
 // budget is a byte allowance shared by the pipes a fault watches.

@@ -22,6 +22,7 @@ type options struct {
 	hosts       []string
 	perHost     int
 	recvReducer bool
+	duplex      bool
 }
 
 // WithPipeBytes sets the capacity of each direction of every link (> 0).
@@ -60,6 +61,16 @@ func WithRanksPerHost(k int) Option {
 func WithRecvReducer() Option {
 	return func(o *options) error {
 		o.recvReducer = true
+		return nil
+	}
+}
+
+// WithDuplex makes every link implement transport.Duplex, as TCP links
+// do (instead of RecvReducer, if both are asked for). The nonblocking
+// calls ignore Delay.
+func WithDuplex() Option {
+	return func(o *options) error {
+		o.duplex = true
 		return nil
 	}
 }
@@ -123,9 +134,12 @@ func NewWorld(n int, opts ...Option) (*World, error) {
 				in:   w.pipes[b][a],
 				size: o.pipeBytes,
 			}
-			if o.recvReducer {
+			switch {
+			case o.duplex:
+				m.links[b] = &duplexLink{l}
+			case o.recvReducer:
 				m.links[b] = &reducerLink{l}
-			} else {
+			default:
 				m.links[b] = l
 			}
 			m.own = append(m.own, l)
@@ -293,6 +307,7 @@ var (
 	_ transport.Link        = (*Link)(nil)
 	_ transport.Buffered    = (*Link)(nil)
 	_ transport.RecvReducer = (*reducerLink)(nil)
+	_ transport.Duplex      = (*duplexLink)(nil)
 )
 
 // Send writes all of p, blocking while the pipe is full.
@@ -323,4 +338,40 @@ type reducerLink struct{ *Link }
 // pipe's memory.
 func (l *reducerLink) RecvReduce(ctx context.Context, dst []byte, fn func(dst, src []byte)) error {
 	return l.in.read(ctx, &l.ep, dst, fn)
+}
+
+// duplexLink adds transport.Duplex to a Link.
+type duplexLink struct{ *Link }
+
+// TrySend writes what fits in the pipe now.
+func (l *duplexLink) TrySend(p []byte) (int, error) { return l.out.writeSome(&l.ep, p) }
+
+// TryRecv reads what the pipe holds now.
+func (l *duplexLink) TryRecv(p []byte) (int, error) { return l.in.readSome(&l.ep, p, nil) }
+
+// Await waits for bytes to read (recvBytes > 0), space to write (send),
+// an event on either pipe, ctx or the timeout.
+func (l *duplexLink) Await(ctx context.Context, recvBytes int, send bool, timeout time.Duration) error {
+	if err := ctx.Err(); err != nil {
+		return l.ep.fail("poll", err)
+	}
+	var data, space chan struct{}
+	if recvBytes > 0 {
+		data = l.in.dataReady
+	}
+	if send {
+		space = l.out.spaceReady
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-data:
+	case <-space:
+	case <-l.in.done:
+	case <-l.out.done:
+	case <-t.C:
+	case <-ctx.Done():
+		return l.ep.fail("poll", ctx.Err())
+	}
+	return nil
 }

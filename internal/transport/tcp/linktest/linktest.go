@@ -36,6 +36,7 @@ func Run(t *testing.T, newPair NewPair, big int) {
 	t.Run("LocalClose", func(t *testing.T) { testLocalClose(t, newPair) })
 	t.Run("Buffered", func(t *testing.T) { testBuffered(t, newPair) })
 	t.Run("RecvReduce", func(t *testing.T) { testRecvReduce(t, newPair, big) })
+	t.Run("Duplex", func(t *testing.T) { testDuplex(t, newPair, big) })
 }
 
 func closePair(p Pair) {
@@ -301,6 +302,134 @@ func testRecvReduce(t *testing.T, newPair NewPair, big int) {
 			t.Fatalf("RecvReduce of %d bytes: covered %d, equal %v", n, covered, bytes.Equal(dst, want))
 		}
 	}
+}
+
+// pumpBoth drives l from one goroutine: sends out while receiving into in.
+func pumpBoth(ctx context.Context, l transport.Duplex, out, in []byte) error {
+	for len(out) > 0 || len(in) > 0 {
+		moved := false
+		if len(out) > 0 {
+			n, err := l.TrySend(out)
+			if err != nil {
+				return err
+			}
+			out, moved = out[n:], n > 0
+		}
+		if len(in) > 0 {
+			n, err := l.TryRecv(in)
+			if err != nil {
+				return err
+			}
+			in, moved = in[n:], moved || n > 0
+		}
+		if !moved {
+			if err := l.Await(ctx, len(in), len(out) > 0, time.Second); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func testDuplex(t *testing.T, newPair NewPair, big int) {
+	probe := newPair(t)
+	_, ok := probe.A.(transport.Duplex)
+	closePair(probe)
+	if !ok {
+		t.Skip("link is not transport.Duplex")
+	}
+	t.Run("BothWaysOneGoroutineEach", func(t *testing.T) {
+		p := newPair(t)
+		defer closePair(p)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		r := rand.New(rand.NewPCG(7, 8))
+		n := max(8<<20, 3*big)
+		ab, ba := randBytes(r, n), randBytes(r, n+3)
+		gotA, gotB := make([]byte, len(ba)), make([]byte, len(ab))
+		errs := make(chan error, 2)
+		go func() { errs <- pumpBoth(ctx, p.A.(transport.Duplex), ab, gotA) }()
+		go func() { errs <- pumpBoth(ctx, p.B.(transport.Duplex), ba, gotB) }()
+		for range 2 {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+		if !bytes.Equal(gotA, ba) || !bytes.Equal(gotB, ab) {
+			t.Fatal("bytes received differ from those sent")
+		}
+		// A blocking Recv after waiting for a large read still sees a
+		// small message (no readiness threshold left behind).
+		if err := p.B.(transport.Duplex).Await(ctx, 1<<20, false, time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.A.Send(ctx, []byte("ok")); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, 2)
+		if err := p.B.Recv(ctx, got); err != nil || string(got) != "ok" {
+			t.Fatalf("Recv after Await: %q, %v", got, err)
+		}
+	})
+	t.Run("AwaitHonoursContext", func(t *testing.T) {
+		p := newPair(t)
+		defer closePair(p)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+		defer cancel()
+		d := p.B.(transport.Duplex)
+		var err error
+		for err == nil {
+			err = d.Await(ctx, 10, false, time.Hour)
+		}
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Await past deadline: %v, want DeadlineExceeded", err)
+		}
+		checkPeerError(t, err, p.RankA)
+	})
+	t.Run("NothingToMove", func(t *testing.T) {
+		p := newPair(t)
+		defer closePair(p)
+		n, err := p.B.(transport.Duplex).TryRecv(make([]byte, 10))
+		if n != 0 || err != nil {
+			t.Fatalf("TryRecv on an idle link: %d, %v; want 0, nil", n, err)
+		}
+	})
+	t.Run("PeerClose", func(t *testing.T) {
+		p := newPair(t)
+		defer closePair(p)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := p.A.Send(ctx, []byte("bye")); err != nil {
+			t.Fatal(err)
+		}
+		_ = p.A.Close()
+		d := p.B.(transport.Duplex)
+		got := make([]byte, 3)
+		if err := pumpBoth(ctx, d, nil, got); err != nil || string(got) != "bye" {
+			t.Fatalf("bytes sent before close: %q, %v", got, err)
+		}
+		err := pumpBoth(ctx, d, nil, got)
+		if !errors.Is(err, transport.ErrPeerLost) {
+			t.Fatalf("TryRecv from a closed peer: %v, want ErrPeerLost", err)
+		}
+		checkPeerError(t, err, p.RankA)
+		err = pumpBoth(ctx, d, make([]byte, 64<<20), nil)
+		if !errors.Is(err, transport.ErrPeerLost) {
+			t.Fatalf("TrySend to a closed peer: %v, want ErrPeerLost", err)
+		}
+	})
+	t.Run("LocalClose", func(t *testing.T) {
+		p := newPair(t)
+		defer closePair(p)
+		_ = p.B.Close()
+		d := p.B.(transport.Duplex)
+		if _, err := d.TrySend([]byte("x")); !errors.Is(err, transport.ErrClosed) {
+			t.Fatalf("TrySend on a closed link: %v, want ErrClosed", err)
+		}
+		if _, err := d.TryRecv(make([]byte, 1)); !errors.Is(err, transport.ErrClosed) {
+			t.Fatalf("TryRecv on a closed link: %v, want ErrClosed", err)
+		}
+	})
 }
 
 func checkPeerError(t *testing.T, err error, rank int) {

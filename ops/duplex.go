@@ -1,0 +1,154 @@
+package ops
+
+import (
+	"context"
+	"time"
+
+	"github.com/gorovod/gorovod/internal/transport"
+)
+
+// Waiting policy of the duplex engine: after a round that moved nothing it
+// retries duplexSpins times (each a pair of nonblocking system calls),
+// then yields the core duplexYields times, then blocks in the link's Await
+// for at most duplexBlock (so ctx is checked that often).
+const (
+	duplexSpins  = 32
+	duplexYields = 64
+	duplexBlock  = 5 * time.Millisecond
+)
+
+// duplex drives both directions of one transport.Duplex link from the
+// op's goroutine, as MPI's progress engine does: queued sends go out, in
+// order, as the socket takes them while receives complete. Against a
+// sender goroutine fed over channels this saves the hand-offs and the
+// netpoller's park and wake-up per segment, which is what a 2-core machine
+// spends its time on.
+type duplex struct {
+	l      transport.Duplex
+	q      [][]byte // pending sends, in order
+	sent   int      // bytes of every push sent so far
+	queued int      // bytes of every push
+}
+
+// push queues p to be sent after everything queued before it. p must not
+// change until sent covers it.
+func (d *duplex) push(p []byte) {
+	if len(p) > 0 {
+		d.q = append(d.q, p)
+		d.queued += len(p)
+	}
+}
+
+// pump moves bytes both ways until dst is full and at least sentAtLeast
+// bytes of the pushes were sent; sends may go on past that.
+func (d *duplex) pump(ctx context.Context, dst []byte, sentAtLeast int) error {
+	idle := 0
+	for len(dst) > 0 || d.sent < sentAtLeast {
+		moved := false
+		for len(d.q) > 0 {
+			n, err := d.l.TrySend(d.q[0])
+			if err != nil {
+				return err
+			}
+			if n == 0 {
+				break
+			}
+			moved = true
+			d.sent += n
+			if d.q[0] = d.q[0][n:]; len(d.q[0]) == 0 {
+				d.q[0] = nil
+				d.q = d.q[1:]
+			}
+		}
+		if len(dst) > 0 {
+			n, err := d.l.TryRecv(dst)
+			if err != nil {
+				return err
+			}
+			if n > 0 {
+				moved = true
+				dst = dst[n:]
+			}
+		}
+		if moved {
+			idle = 0
+			continue
+		}
+		idle++
+		switch {
+		case idle <= duplexSpins:
+			if idle == duplexSpins {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+			}
+		case idle <= duplexSpins+duplexYields:
+			osYield()
+		default:
+			if err := d.l.Await(ctx, len(dst), len(d.q) > 0, duplexBlock); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// flush sends everything queued.
+func (d *duplex) flush(ctx context.Context) error { return d.pump(ctx, nil, d.queued) }
+
+// duplexOf returns peer's link as a transport.Duplex, if it is one.
+func (c *Comm) duplexOf(peer int) (transport.Duplex, bool) {
+	d, ok := c.links[peer].(transport.Duplex)
+	return d, ok
+}
+
+// duplexRing is ring for a group of two over a Duplex link: the peer is
+// both neighbours. Chunks are indexed by position p (this rank) and q.
+// Reduce-scatter sends chunk q and reduces the peer's chunk p into this
+// rank's, segment by segment, forwarding each reduced segment at once for
+// the allgather, which receives chunk q in place.
+func (c *Comm) duplexRing(ctx context.Context, l transport.Duplex, r ringSpec, seg int) error {
+	p, q := r.pos, 1-r.pos
+	chunk := func(i int) []byte { return r.buf[r.offs[i]:r.offs[i+1]] }
+	d := duplex{l: l}
+	if r.rs {
+		d.push(chunk(q))
+		mine := chunk(p)
+		tmp := c.buffer(min(seg, len(mine)))
+		for off := 0; off < len(mine); {
+			s := mine[off:min(off+seg, len(mine))]
+			if err := d.pump(ctx, tmp[:len(s)], 0); err != nil {
+				return err
+			}
+			reduce(r.dt, r.op, s, tmp[:len(s)])
+			if r.finish != nil {
+				r.finish(s)
+			}
+			if r.ag {
+				d.push(s)
+			}
+			off += len(s)
+		}
+	} else {
+		d.push(chunk(p))
+	}
+	if r.ag {
+		other := chunk(q)
+		for off := 0; off < len(other); {
+			s := other[off:min(off+seg, len(other))]
+			off += len(s)
+			// After a reduce-scatter chunk q went out first: the peer's
+			// reduced copy of a segment may only land once this rank's
+			// contribution to it left (it always has, by causality; the
+			// program does not rely on that).
+			need := 0
+			if r.rs {
+				need = off
+			}
+			if err := d.pump(ctx, s, need); err != nil {
+				return err
+			}
+		}
+	}
+	return d.flush(ctx)
+}

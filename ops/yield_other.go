@@ -1,0 +1,7 @@
+//go:build !linux
+
+package ops
+
+import "runtime"
+
+func osYield() { runtime.Gosched() }
