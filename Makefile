@@ -24,7 +24,8 @@ run: build
 test: build lint
 	@scripts/deps.sh test
 	$(GO) test -race -timeout 15m $(RACE_PKGS)
-	$(GO) test -timeout 15m ./cmd/... ./examples/... ./test/...
+	# -count=1: these tests run the built binaries, which go test's cache does not track.
+	$(GO) test -count=1 -timeout 15m ./cmd/... ./examples/... ./test/...
 
 bench: build
 	$(BIN)/gorun -np $(NP) $(BIN)/gorovod-bench allreduce -b 4K -e 64M -f 4 -d float32 -o sum -c 1
