@@ -21,7 +21,7 @@ run() { # label, gorun flags..., -- bench flags...
   local g=() b=()
   while [ $# -gt 0 ] && [ "$1" != -- ]; do g+=("$1"); shift; done; shift
   for s in ${sizes//,/ }; do
-    bin/gorun -np "$np" "${g[@]}" bin/gorovod-bench allreduce -b "$s" -e "$s" -d float32 -o sum -c 1 -I "$@" 2>/dev/null |
+    bin/gorun -np "$np" "${g[@]}" bin/gorovod-bench allreduce -b "$s" -e "$s" -d float32 -o sum -c 1 -I -reps 5 -t 100ms "$@" 2>/dev/null |
       sed -n 's/^\[0\]<stdout>://p' | grep -v '^#' | sed "s/^/$label /"
   done
 }

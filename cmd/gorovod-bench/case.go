@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 	"unsafe"
 
@@ -95,9 +96,12 @@ func (c *benchCase) once(ctx context.Context, name string, inplace bool, comm *o
 }
 
 // time runs warm-up iterations, settles an iteration count every rank
-// agrees on, and returns the mean time per iteration averaged over ranks.
+// agrees on, and returns the time per iteration: with one batch (-reps 1)
+// the mean over ranks, as nccl-tests reports; with more, the median over
+// batches of the slowest rank's time, as the peers' harnesses report.
 func (c *benchCase) time(ctx context.Context, name string, inplace bool) (time.Duration, error) {
-	var per time.Duration
+	reps := max(1, c.b.o.reps)
+	per := make([]float64, reps)
 	body := func(ctx context.Context, comm *ops.Comm) error {
 		start := time.Now()
 		for i := 0; i < max(1, c.b.o.warmup); i++ {
@@ -115,13 +119,20 @@ func (c *benchCase) time(ctx context.Context, name string, inplace bool) (time.D
 			}
 			iters = int(agreed)
 		}
-		start = time.Now()
-		for i := 0; i < iters; i++ {
-			if err := c.once(ctx, name, inplace, comm); err != nil {
-				return err
+		for r := range reps {
+			if reps > 1 { // batches start together, as after the peers' barrier
+				if _, err := c.agree(ctx, comm, name+"/batch", 0); err != nil {
+					return err
+				}
 			}
+			start = time.Now()
+			for i := 0; i < iters; i++ {
+				if err := c.once(ctx, name, inplace, comm); err != nil {
+					return err
+				}
+			}
+			per[r] = float64(time.Since(start) / time.Duration(iters))
 		}
-		per = time.Since(start) / time.Duration(iters)
 		return nil
 	}
 	var err error
@@ -133,8 +144,19 @@ func (c *benchCase) time(ctx context.Context, name string, inplace bool) (time.D
 	if err != nil {
 		return 0, err
 	}
-	avg, err := avgAcross(ctx, name+"/avg", float64(per))
-	return time.Duration(avg), err
+	if reps == 1 {
+		avg, err := avgAcross(ctx, name+"/avg", per[0])
+		return time.Duration(avg), err
+	}
+	if err := maxEach(ctx, name+"/max", per); err != nil {
+		return 0, err
+	}
+	slices.Sort(per)
+	med := per[reps/2]
+	if reps%2 == 0 {
+		med = (per[reps/2-1] + per[reps/2]) / 2
+	}
+	return time.Duration(med), nil
 }
 
 // agree returns the largest v over all ranks, through the data plane inside

@@ -51,6 +51,7 @@ type options struct {
 	root          int
 	check         bool
 	iters, warmup int
+	reps          int
 	targetTime    time.Duration
 	direct        bool
 	inplaceOnly   bool
@@ -80,7 +81,8 @@ func parse(args []string) (options, error) {
 	check := fs.Int("c", 1, "check results: 1 on, 0 off")
 	fs.IntVar(&o.iters, "n", 0, "timed iterations per size (0: enough for -t)")
 	fs.IntVar(&o.warmup, "w", 3, "warm-up iterations per size")
-	fs.DurationVar(&o.targetTime, "t", 200*time.Millisecond, "time to spend per size when -n is 0")
+	fs.DurationVar(&o.targetTime, "t", 200*time.Millisecond, "time to spend per size (per batch with -reps) when -n is 0")
+	fs.IntVar(&o.reps, "reps", 1, "timed batches per size: a batch's time is the slowest rank's, the row shows the median batch (as the peers' harnesses do); 1: the mean over ranks of one batch, as nccl-tests")
 	fs.BoolVar(&o.direct, "direct", false, "bypass negotiation: time the data plane (ops) alone")
 	fs.BoolVar(&o.inplaceOnly, "I", false, "in place only (no out-of-place columns; halves memory)")
 	fs.StringVar(&o.jsonFile, "J", "", "also write the rows as JSON to this file (rank 0)")
@@ -102,6 +104,9 @@ func parse(args []string) (options, error) {
 	}
 	if o.minBytes > o.maxBytes {
 		return o, fmt.Errorf("-b %d is larger than -e %d", o.minBytes, o.maxBytes)
+	}
+	if o.reps < 1 {
+		return o, fmt.Errorf("-reps %d: at least 1", o.reps)
 	}
 	if o.factor < 2 {
 		return o, fmt.Errorf("-f %d: factor must be at least 2", o.factor)
@@ -226,7 +231,11 @@ func (b *bench) header(w io.Writer) {
 	if b.o.direct {
 		mode = "direct (data plane only, no negotiation)"
 	}
-	fmt.Fprintf(w, "# gorovod-bench %s %s: np %d, %s, %s\n", version, b.o.op, b.np, mode, time.Now().UTC().Format(time.RFC3339))
+	stat := "time: mean over ranks of one batch"
+	if b.o.reps > 1 {
+		stat = fmt.Sprintf("time: median of %d batches, each the slowest rank's", b.o.reps)
+	}
+	fmt.Fprintf(w, "# gorovod-bench %s %s: np %d, %s, %s, %s\n", version, b.o.op, b.np, mode, stat, time.Now().UTC().Format(time.RFC3339))
 	fmt.Fprintf(w, "#%63s%33s\n", "out-of-place", "in-place")
 	fmt.Fprintf(w, "#%11s %12s %8s %6s %6s %8s %7s %7s %6s %8s %7s %7s %6s\n",
 		"size", "count", "type", "redop", "root", "time", "algbw", "busbw", "#wrong", "time", "algbw", "busbw", "#wrong")
@@ -306,6 +315,11 @@ func agreeMax(ctx context.Context, name string, v float64) (float64, error) {
 	buf := []float64{v}
 	err := collective.Allreduce(ctx, name, buf, collective.Max)
 	return buf[0], err
+}
+
+// maxEach replaces every v[i] by its largest value over all ranks.
+func maxEach(ctx context.Context, name string, v []float64) error {
+	return collective.Allreduce(ctx, name, v, collective.Max)
 }
 
 func avgAcross(ctx context.Context, name string, v float64) (float64, error) {
