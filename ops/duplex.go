@@ -133,21 +133,17 @@ func (c *Comm) duplexRing(ctx context.Context, l transport.Duplex, r ringSpec, s
 		d.push(chunk(p))
 	}
 	if r.ag {
-		other := chunk(q)
-		for off := 0; off < len(other); {
-			s := other[off:min(off+seg, len(other))]
-			off += len(s)
-			// After a reduce-scatter chunk q went out first: the peer's
-			// reduced copy of a segment may only land once this rank's
-			// contribution to it left (it always has, by causality; the
-			// program does not rely on that).
-			need := 0
-			if r.rs {
-				need = off
-			}
-			if err := d.pump(ctx, s, need); err != nil {
+		if r.rs {
+			// The peer's reduced chunk q lands where this rank's
+			// contribution to it came from: all of that must have left
+			// first (by causality it has, segment by segment, but the
+			// program does not rely on the network for that).
+			if err := d.pump(ctx, nil, len(chunk(q))); err != nil {
 				return err
 			}
+		}
+		if err := d.pump(ctx, chunk(q), 0); err != nil {
+			return err
 		}
 	}
 	return d.flush(ctx)
