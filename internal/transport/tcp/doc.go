@@ -3,7 +3,7 @@
 // pair, authenticated by internal/transport/handshake before it is wrapped.
 //
 // The socket has TCP_NODELAY (collectives send latency-bound small messages),
-// a large send buffer (SocketBufferBytes; the receive buffer is autotuned)
+// a send buffer of SocketBufferBytes (the receive buffer is autotuned)
 // and keepalive probes tuned so that a peer host that vanishes without a
 // reset is noticed in about 25 s. Context cancellation does not cost a
 // goroutine per call: context.AfterFunc moves the connection's deadline
