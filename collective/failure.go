@@ -83,10 +83,15 @@ func (t *failureTracker) Link(peer int) transport.Link {
 		return nil
 	}
 	tl := trackedLink{Link: l, t: t, peer: peer}
-	if rr, ok := l.(transport.RecvReducer); ok {
+	rr, reducer := l.(transport.RecvReducer)
+	d, duplex := l.(transport.Duplex)
+	dr, duplexReducer := l.(transport.DuplexReducer)
+	switch {
+	case reducer && duplexReducer:
+		return &trackedDuplexReducerLink{trackedDuplexLink{trackedLink: tl, d: d}, rr, dr}
+	case reducer:
 		return &trackedReducerLink{trackedLink: tl, rr: rr}
-	}
-	if d, ok := l.(transport.Duplex); ok {
+	case duplex:
 		return &trackedDuplexLink{trackedLink: tl, d: d}
 	}
 	return &tl
@@ -168,4 +173,19 @@ func (l *trackedDuplexLink) TryRecv(p []byte) (int, error) {
 
 func (l *trackedDuplexLink) Await(ctx context.Context, recvBytes int, send bool, timeout time.Duration) error {
 	return l.t.observe(l.peer, l.d.Await(ctx, recvBytes, send, timeout))
+}
+
+type trackedDuplexReducerLink struct {
+	trackedDuplexLink
+	rr transport.RecvReducer
+	dr transport.DuplexReducer
+}
+
+func (l *trackedDuplexReducerLink) RecvReduce(ctx context.Context, dst []byte, fn func(dst, src []byte)) error {
+	return l.t.observe(l.peer, l.rr.RecvReduce(ctx, dst, fn))
+}
+
+func (l *trackedDuplexReducerLink) TryRecvReduce(dst []byte, fn func(dst, src []byte)) (int, error) {
+	n, err := l.dr.TryRecvReduce(dst, fn)
+	return n, l.t.observe(l.peer, err)
 }

@@ -180,7 +180,7 @@ func (c *Comm) ring(ctx context.Context, r ringSpec) error {
 		}
 	}
 	if n == 2 {
-		if d, ok := c.duplexOf(right); ok {
+		if d, ok := c.duplexTo(right); ok {
 			return c.duplexRing(ctx, d, r, seg)
 		}
 	}
@@ -247,8 +247,7 @@ func (c *Comm) ring(ctx context.Context, r ringSpec) error {
 // concurrently: inline when the link buffers p, else through the sender.
 // On return p may be reused.
 func (c *Comm) exchange(ctx context.Context, peer int, p, q []byte) error {
-	if dl, ok := c.duplexOf(peer); ok {
-		d := duplex{l: dl}
+	if d, ok := c.duplexTo(peer); ok {
 		d.push(p)
 		if err := d.pump(ctx, q, 0); err != nil {
 			return err

@@ -263,12 +263,14 @@ func TestAllreduceMetamorphic(t *testing.T) {
 			pipe = max(pipe, 1000) // tiny pipes make big ops crawl under -race
 		}
 		opts = append(opts, inmem.WithPipeBytes(pipe))
-		links := []string{"plain", "recv-reducer", "duplex"}[r.IntN(3)]
+		links := []string{"plain", "recv-reducer", "duplex", "duplex-reducer"}[r.IntN(4)]
 		switch links {
 		case "recv-reducer":
 			opts = append(opts, inmem.WithRecvReducer())
 		case "duplex":
 			opts = append(opts, inmem.WithDuplex())
+		case "duplex-reducer":
+			opts = append(opts, inmem.WithDuplex(), inmem.WithRecvReducer())
 		}
 		hosts := "one host"
 		if k := 1 + r.IntN(3); n%k == 0 || r.IntN(3) == 0 {
@@ -622,7 +624,7 @@ func TestKilledRank(t *testing.T) {
 		n, victim int
 		algo      Algorithm
 		duplex    bool
-	}{{2, 1, Ring, false}, {2, 0, Ring, true}, {3, 1, Ring, false}, {4, 2, Ring, false}, {5, 0, RecursiveDoubling, false}, {4, 1, RecursiveDoubling, true}, {4, 3, Hierarchical, false}} {
+	}{{2, 1, Ring, false}, {2, 0, Ring, true}, {2, 1, Hierarchical, true}, {3, 1, Ring, false}, {4, 2, Ring, false}, {5, 0, RecursiveDoubling, false}, {4, 1, RecursiveDoubling, true}, {4, 3, Hierarchical, false}} {
 		t.Run(fmt.Sprintf("n%d-kill%d-%s-duplex=%v", tc.n, tc.victim, tc.algo, tc.duplex), func(t *testing.T) {
 			opts := []inmem.Option{inmem.WithRanksPerHost(2)}
 			if tc.duplex {

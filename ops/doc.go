@@ -60,14 +60,17 @@
 // hand-off happens: small allreduces, barriers and the count exchange of
 // alltoall stay on one goroutine.
 //
-// Links that are a transport.Duplex (TCP) take a third way where one peer is
-// both neighbours: the ring of a group of two and the exchanges of recursive
-// doubling run on the caller's goroutine alone, as MPI's progress engine
-// does (duplex.go): nonblocking sends and receives in one loop, each
-// reduced segment queued for sending at once, and when nothing moves a few
-// retries, then sched_yield, then a poll(2) that wakes once a segment's
-// bytes are there (SO_RCVLOWAT). No hand-off and no netpoller wake-up per
-// segment; rings of more than two ranks over TCP keep the sender goroutine.
+// Links that are a transport.Duplex (TCP and shared memory) take a third
+// way where one peer is both neighbours: the ring of a group of two and the
+// exchanges of recursive doubling run on the caller's goroutine alone, as
+// MPI's progress engine does (duplex.go): nonblocking sends and receives in
+// one loop, each reduced segment queued for sending at once (over shared
+// memory reduced straight from the slot, transport.DuplexReducer), and when
+// nothing moves a few retries, then sched_yield, then the link's Await (for
+// TCP a poll(2) that wakes once a segment's bytes are there, SO_RCVLOWAT).
+// No hand-off between goroutines and no netpoller wake-up per segment, and
+// a worker keeps one busy thread; rings of more than two ranks keep the
+// sender goroutine.
 //
 // Received bytes are reduced straight from the link's memory when the link
 // is a transport.RecvReducer (shared memory); otherwise they land in one

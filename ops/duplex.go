@@ -25,9 +25,10 @@ const (
 // spends its time on.
 type duplex struct {
 	l      transport.Duplex
-	q      [][]byte // pending sends, in order
-	sent   int      // bytes of every push sent so far
-	queued int      // bytes of every push
+	rr     transport.DuplexReducer // l, when it reduces from its own memory
+	q      [][]byte                // pending sends, in order
+	sent   int                     // bytes of every push sent so far
+	queued int                     // bytes of every push
 }
 
 // push queues p to be sent after everything queued before it. p must not
@@ -42,6 +43,17 @@ func (d *duplex) push(p []byte) {
 // pump moves bytes both ways until dst is full and at least sentAtLeast
 // bytes of the pushes were sent; sends may go on past that.
 func (d *duplex) pump(ctx context.Context, dst []byte, sentAtLeast int) error {
+	return d.pumpInto(ctx, dst, sentAtLeast, nil)
+}
+
+// pumpReduce is pump reducing the received bytes into dst (d.rr must be
+// set): straight from the link's memory, no copy out.
+func (d *duplex) pumpReduce(ctx context.Context, dst []byte, dt DType, op ReduceOp) error {
+	sink := reduceSink{dt: dt, op: op, dst: dst}
+	return d.pumpInto(ctx, dst, 0, &sink)
+}
+
+func (d *duplex) pumpInto(ctx context.Context, dst []byte, sentAtLeast int, sink *reduceSink) error {
 	idle := 0
 	for len(dst) > 0 || d.sent < sentAtLeast {
 		moved := false
@@ -61,7 +73,13 @@ func (d *duplex) pump(ctx context.Context, dst []byte, sentAtLeast int) error {
 			}
 		}
 		if len(dst) > 0 {
-			n, err := d.l.TryRecv(dst)
+			var n int
+			var err error
+			if sink != nil {
+				n, err = d.rr.TryRecvReduce(dst, sink.fn)
+			} else {
+				n, err = d.l.TryRecv(dst)
+			}
 			if err != nil {
 				return err
 			}
@@ -96,10 +114,15 @@ func (d *duplex) pump(ctx context.Context, dst []byte, sentAtLeast int) error {
 // flush sends everything queued.
 func (d *duplex) flush(ctx context.Context) error { return d.pump(ctx, nil, d.queued) }
 
-// duplexOf returns peer's link as a transport.Duplex, if it is one.
-func (c *Comm) duplexOf(peer int) (transport.Duplex, bool) {
-	d, ok := c.links[peer].(transport.Duplex)
-	return d, ok
+// duplexTo returns a duplex engine on peer's link, if it is a
+// transport.Duplex.
+func (c *Comm) duplexTo(peer int) (*duplex, bool) {
+	l, ok := c.links[peer].(transport.Duplex)
+	if !ok {
+		return nil, false
+	}
+	rr, _ := l.(transport.DuplexReducer)
+	return &duplex{l: l, rr: rr}, true
 }
 
 // duplexRing is ring for a group of two over a Duplex link: the peer is
@@ -107,20 +130,28 @@ func (c *Comm) duplexOf(peer int) (transport.Duplex, bool) {
 // Reduce-scatter sends chunk q and reduces the peer's chunk p into this
 // rank's, segment by segment, forwarding each reduced segment at once for
 // the allgather, which receives chunk q in place.
-func (c *Comm) duplexRing(ctx context.Context, l transport.Duplex, r ringSpec, seg int) error {
+func (c *Comm) duplexRing(ctx context.Context, d *duplex, r ringSpec, seg int) error {
 	p, q := r.pos, 1-r.pos
 	chunk := func(i int) []byte { return r.buf[r.offs[i]:r.offs[i+1]] }
-	d := duplex{l: l}
 	if r.rs {
 		d.push(chunk(q))
 		mine := chunk(p)
-		tmp := c.buffer(min(seg, len(mine)))
+		var tmp []byte
+		if d.rr == nil {
+			tmp = c.buffer(min(seg, len(mine)))
+		}
 		for off := 0; off < len(mine); {
 			s := mine[off:min(off+seg, len(mine))]
-			if err := d.pump(ctx, tmp[:len(s)], 0); err != nil {
-				return err
+			if d.rr != nil {
+				if err := d.pumpReduce(ctx, s, r.dt, r.op); err != nil {
+					return err
+				}
+			} else {
+				if err := d.pump(ctx, tmp[:len(s)], 0); err != nil {
+					return err
+				}
+				reduce(r.dt, r.op, s, tmp[:len(s)])
 			}
-			reduce(r.dt, r.op, s, tmp[:len(s)])
 			if r.finish != nil {
 				r.finish(s)
 			}

@@ -72,8 +72,9 @@ type Buffered interface {
 	BufferedBytes() int
 }
 
-// Duplex is an optional capability of links over a nonblocking socket: the
-// caller drives both directions from one goroutine, as MPI's progress
+// Duplex is an optional capability of links that can be driven without
+// blocking (a nonblocking socket, shared memory): the caller drives both
+// directions from one goroutine, as MPI's progress
 // engine does, instead of handing sends to another goroutine. TrySend and
 // TryRecv move what the kernel takes or has now (0, nil when nothing);
 // Await blocks until at least recvBytes can be read (0: not waiting to
@@ -85,6 +86,14 @@ type Duplex interface {
 	TrySend(p []byte) (int, error)
 	TryRecv(p []byte) (int, error)
 	Await(ctx context.Context, recvBytes int, send bool, timeout time.Duration) error
+}
+
+// DuplexReducer is a Duplex whose received bytes sit in memory the
+// receiver can read in place (shared memory): TryRecvReduce hands what has
+// arrived, up to len(dst), to fn in pieces as RecvReduce does.
+type DuplexReducer interface {
+	Duplex
+	TryRecvReduce(dst []byte, fn func(dst, src []byte)) (int, error)
 }
 
 // Mesh is the set of links from one rank to every other rank of a world.

@@ -19,6 +19,7 @@ func TestConformance(t *testing.T) {
 		{"plain", nil},
 		{"recvreducer", []Option{WithRecvReducer(), WithPipeBytes(1000)}},
 		{"duplex", []Option{WithDuplex(), WithPipeBytes(1000)}},
+		{"duplexreducer", []Option{WithDuplex(), WithRecvReducer(), WithPipeBytes(1000)}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			defer linktest.CheckGoroutines(t)()

@@ -66,8 +66,8 @@ func WithRecvReducer() Option {
 }
 
 // WithDuplex makes every link implement transport.Duplex, as TCP links
-// do (instead of RecvReducer, if both are asked for). The nonblocking
-// calls ignore Delay.
+// do; with WithRecvReducer too, transport.DuplexReducer and RecvReducer,
+// as shared-memory links do. The nonblocking calls ignore Delay.
 func WithDuplex() Option {
 	return func(o *options) error {
 		o.duplex = true
@@ -135,6 +135,8 @@ func NewWorld(n int, opts ...Option) (*World, error) {
 				size: o.pipeBytes,
 			}
 			switch {
+			case o.duplex && o.recvReducer:
+				m.links[b] = &duplexReducerLink{duplexLink{l}}
 			case o.duplex:
 				m.links[b] = &duplexLink{l}
 			case o.recvReducer:
@@ -304,10 +306,12 @@ type Link struct {
 }
 
 var (
-	_ transport.Link        = (*Link)(nil)
-	_ transport.Buffered    = (*Link)(nil)
-	_ transport.RecvReducer = (*reducerLink)(nil)
-	_ transport.Duplex      = (*duplexLink)(nil)
+	_ transport.Link          = (*Link)(nil)
+	_ transport.Buffered      = (*Link)(nil)
+	_ transport.RecvReducer   = (*reducerLink)(nil)
+	_ transport.Duplex        = (*duplexLink)(nil)
+	_ transport.DuplexReducer = (*duplexReducerLink)(nil)
+	_ transport.RecvReducer   = (*duplexReducerLink)(nil)
 )
 
 // Send writes all of p, blocking while the pipe is full.
@@ -374,4 +378,18 @@ func (l *duplexLink) Await(ctx context.Context, recvBytes int, send bool, timeou
 		return l.ep.fail("poll", ctx.Err())
 	}
 	return nil
+}
+
+// duplexReducerLink is a duplexLink that also reduces from the pipe's
+// memory, blocking or not.
+type duplexReducerLink struct{ duplexLink }
+
+// RecvReduce is reducerLink's.
+func (l *duplexReducerLink) RecvReduce(ctx context.Context, dst []byte, fn func(dst, src []byte)) error {
+	return l.in.read(ctx, &l.ep, dst, fn)
+}
+
+// TryRecvReduce hands what the pipe holds now, up to len(dst), to fn.
+func (l *duplexReducerLink) TryRecvReduce(dst []byte, fn func(dst, src []byte)) (int, error) {
+	return l.in.readSome(&l.ep, dst, fn)
 }

@@ -36,4 +36,11 @@
 // sequence word, full barriers) loses no wake-ups; the block also times out
 // every 10 ms to look at ctx. Close and peer death are checked between polls
 // and wake a blocked side at once.
+//
+// A Link is also a transport.DuplexReducer (duplex.go): TrySend fills the
+// free slots, TryRecv and TryRecvReduce take what is published, neither
+// waits, so one goroutine can drive both directions (the ring of two ranks
+// in ops). Await blocks on the one futex when one direction is wanted; for
+// both it polls the two counters with short nanosleeps, since a thread can
+// wait on one futex word only.
 package shm

@@ -108,18 +108,25 @@ func (l *Link) Send(ctx context.Context, p []byte) error {
 				return err
 			}
 		}
-		k := min(len(p)-off, r.slotBytes)
-		copy(r.slot(l.txHead), p[off:off+k])
-		atomic.StoreUint32(&r.lens[l.txHead%r.slots], uint32(k))
-		l.txHead++
-		// Publishes data and length. A swap, not a store: a full barrier
-		// even under the race detector, whose atomic stores are only
-		// release stores, so the read of the sleep flag below cannot pass it.
-		atomic.SwapUint64(r.head, l.txHead)
-		wake(r.rxSeq, r.rxSleep)
-		off += k
+		off += l.put(p[off:])
 	}
 	return nil
+}
+
+// put copies up to a slot of p into the next free slot of the peer's ring
+// (the caller saw one free) and publishes it.
+func (l *Link) put(p []byte) int {
+	r := l.tx
+	k := min(len(p), r.slotBytes)
+	copy(r.slot(l.txHead), p[:k])
+	atomic.StoreUint32(&r.lens[l.txHead%r.slots], uint32(k))
+	l.txHead++
+	// Publishes data and length. A swap, not a store: a full barrier even
+	// under the race detector, whose atomic stores are only release stores,
+	// so the read of the sleep flag below cannot pass it.
+	atomic.SwapUint64(r.head, l.txHead)
+	wake(r.rxSeq, r.rxSleep)
+	return k
 }
 
 // Recv copies len(p) bytes out of this side's ring.
@@ -155,27 +162,39 @@ func (l *Link) recv(ctx context.Context, p []byte, fn func(dst, src []byte)) err
 				return err
 			}
 		}
-		n := int(atomic.LoadUint32(&r.lens[l.rxTail%r.slots]))
-		if n <= 0 || n > r.slotBytes || l.rxOff >= n {
-			return l.fail("recv", fmt.Errorf("%w: shm slot length %d (slot size %d, %d consumed)", transport.ErrMalformed, n, r.slotBytes, l.rxOff))
-		}
-		src := r.slot(l.rxTail)[l.rxOff:n]
-		k := min(len(src), len(p)-off)
-		if fn != nil {
-			fn(p[off:off+k], src[:k])
-		} else {
-			copy(p[off:off+k], src[:k])
+		k, err := l.take(p[off:], fn)
+		if err != nil {
+			return err
 		}
 		off += k
-		l.rxOff += k
-		if l.rxOff == n {
-			l.rxOff = 0
-			l.rxTail++
-			atomic.SwapUint64(r.tail, l.rxTail) // frees the slot; a swap as in Send
-			wake(r.txSeq, r.txSleep)
-		}
 	}
 	return nil
+}
+
+// take consumes up to len(p) bytes of the oldest published slot (the caller
+// saw head ahead of rxTail), copying them or handing them to fn, and frees
+// the slot once it is used up.
+func (l *Link) take(p []byte, fn func(dst, src []byte)) (int, error) {
+	r := l.rx
+	n := int(atomic.LoadUint32(&r.lens[l.rxTail%r.slots]))
+	if n <= 0 || n > r.slotBytes || l.rxOff >= n {
+		return 0, l.fail("recv", fmt.Errorf("%w: shm slot length %d (slot size %d, %d consumed)", transport.ErrMalformed, n, r.slotBytes, l.rxOff))
+	}
+	src := r.slot(l.rxTail)[l.rxOff:n]
+	k := min(len(src), len(p))
+	if fn != nil {
+		fn(p[:k], src[:k])
+	} else {
+		copy(p[:k], src[:k])
+	}
+	l.rxOff += k
+	if l.rxOff == n {
+		l.rxOff = 0
+		l.rxTail++
+		atomic.SwapUint64(r.tail, l.rxTail) // frees the slot; a swap as in Send
+		wake(r.txSeq, r.txSleep)
+	}
+	return k, nil
 }
 
 func (l *Link) start(ctx context.Context, op string) error {

@@ -418,6 +418,49 @@ func testDuplex(t *testing.T, newPair NewPair, big int) {
 			t.Fatalf("TrySend to a closed peer: %v, want ErrPeerLost", err)
 		}
 	})
+	t.Run("TryRecvReduce", func(t *testing.T) {
+		p := newPair(t)
+		defer closePair(p)
+		rr, ok := p.B.(transport.DuplexReducer)
+		if !ok {
+			t.Skip("link is not transport.DuplexReducer")
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		r := rand.New(rand.NewPCG(9, 10))
+		n := 3*big + 11
+		src, dst := randBytes(r, n), randBytes(r, n)
+		want := make([]byte, n)
+		for i := range want {
+			want[i] = dst[i] + src[i]
+		}
+		done := sendAll(ctx, p.A, [][]byte{src})
+		covered := 0
+		add := func(d, s []byte) {
+			for i := range d {
+				d[i] += s[i]
+			}
+			covered += len(d)
+		}
+		for off := 0; off < n; {
+			k, err := rr.TryRecvReduce(dst[off:], add)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if k == 0 {
+				if err := rr.Await(ctx, n-off, false, time.Second); err != nil {
+					t.Fatal(err)
+				}
+			}
+			off += k
+		}
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if covered != n || !bytes.Equal(dst, want) {
+			t.Fatalf("TryRecvReduce of %d bytes: covered %d, equal %v", n, covered, bytes.Equal(dst, want))
+		}
+	})
 	t.Run("LocalClose", func(t *testing.T) {
 		p := newPair(t)
 		defer closePair(p)
