@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"syscall"
 	"time"
@@ -306,6 +307,9 @@ func runJob(ctx context.Context, o *options, fs *pflag.FlagSet, args []string, s
 			env.CrossSize+"="+strconv.Itoa(s.CrossSize),
 			env.Hostname+"="+s.Host,
 		)
+		if !np.isRemote(s.Host) { // remote workers get their host's share there
+			we = launch.WithGOMAXPROCS(we, runtime.NumCPU())
+		}
 		workers[i] = launch.Worker{Rank: s.Rank, Host: s.Host, Argv: p.argv, Env: we, Dir: dir}
 	}
 	log.Debug("starting job", zap.Int("np", len(workers)), zap.Strings("argv", p.argv),

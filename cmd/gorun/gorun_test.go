@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -571,5 +572,39 @@ func TestCheck(t *testing.T) {
 	r = gorun(t, 10*time.Second, "--check", "hostname")
 	if r.code != 2 || !strings.Contains(r.stderr, "--check takes no program") {
 		t.Fatalf("--check with a program: exit %d\n%s", r.code, r.stderr)
+	}
+}
+
+// TestWorkersShareTheHostsCores: workers sharing a host get GOMAXPROCS set
+// to their share of its cores, unless the user set it; a worker alone on
+// its host keeps the Go default.
+func TestWorkersShareTheHostsCores(t *testing.T) {
+	user := os.Getenv("GOMAXPROCS") // passed through untouched when set
+	share := strconv.Itoa(max(1, runtime.NumCPU()/2))
+	if user != "" {
+		share = user
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-np", "2"}, share},
+		{[]string{"-np", "2", "-x", "GOMAXPROCS=5"}, "5"},
+		{[]string{"-np", "1"}, user},
+	} {
+		args := append(tc.args, "sh", "-c", `echo "gomaxprocs=$GOMAXPROCS"`)
+		r := gorun(t, 20*time.Second, args...)
+		if r.code != 0 {
+			t.Fatalf("%v: exit %d\n%s%s", tc.args, r.code, r.stdout, r.stderr)
+		}
+		lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+		if np, _ := strconv.Atoi(tc.args[1]); len(lines) != np {
+			t.Fatalf("%v: %d output lines, want %d:\n%s", tc.args, len(lines), np, r.stdout)
+		}
+		for _, line := range lines {
+			if _, v, _ := strings.Cut(line, ":"); v != "gomaxprocs="+tc.want {
+				t.Errorf("%v: worker printed %q, want gomaxprocs=%s", tc.args, line, tc.want)
+			}
+		}
 	}
 }

@@ -77,7 +77,7 @@ func RemoteExec(in io.Reader, stdout, stderr *os.File) int {
 	if cmd.Err != nil {
 		return fail(127, "rank %d on %s: %s: %v", req.Rank, host, req.Argv[0], programError(cmd.Err))
 	}
-	cmd.Env = append(os.Environ(), req.Env...) // later entries win
+	cmd.Env = WithGOMAXPROCS(append(os.Environ(), req.Env...), runtime.NumCPU()) // later entries win
 	cmd.Stdin = nil
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	cmd.SysProcAttr = sysProcAttr()

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -90,6 +91,16 @@ func TestMultiHost(t *testing.T) {
 			if !strings.Contains(out, wrapper) {
 				t.Errorf("output lacks the wrapper's command line %q:\n%s", wrapper, out)
 			}
+		}
+	})
+
+	t.Run("RemoteWorkersShareTheirHostsCores", func(t *testing.T) {
+		// Worked out on the remote host (the namespaces share this
+		// machine's cores): two workers there get half of them each.
+		want := fmt.Sprintf("gomaxprocs=%d", max(1, runtime.NumCPU()/2))
+		r := gorunEnv(t, time.Minute, []string{sshEnv}, "-np", "2", "-H", "host2:2", "sh", "-c", `echo "gomaxprocs=$GOMAXPROCS"`)
+		if r.code != 0 || strings.Count(r.out, want) != 2 {
+			t.Errorf("exit %d; want both workers on host2 to print %s:\n%s", r.code, want, r.out)
 		}
 	})
 
