@@ -26,10 +26,12 @@
 // link, the kernel closes it and every wait fails with ErrPeerLost naming the
 // peer's rank (bytes published before are still delivered).
 //
-// Waiting (wait.go): poll the counter a few hundred times, then call the
-// sched_yield system call for ~300 us (so that with more ranks than cores
-// the peer gets the CPU; runtime.Gosched only yields to goroutines of this
-// process), then sleep in short nanosleeps (10 us doubling to 200 us) for
+// Waiting (wait.go): poll the counter a few hundred times (with a
+// runtime.Gosched every 32, so another goroutine of this process that the
+// wait depends on runs even with GOMAXPROCS=1), then call runtime.Gosched and
+// the sched_yield system call for ~300 us (so that with more ranks than
+// cores the peer gets the CPU; runtime.Gosched only yields to goroutines of
+// this process), then sleep in short nanosleeps (10 us doubling to 200 us) for
 // ~1 ms, then block on a futex in the shared mapping until the peer wakes
 // it: an idle rank costs no CPU, and the peer pays one wake-up system call
 // per publish only while this side is blocked. The wake-up protocol (flag,

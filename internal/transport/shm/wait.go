@@ -3,6 +3,7 @@
 package shm
 
 import (
+	"runtime"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -47,6 +48,12 @@ type backoff struct {
 func (b *backoff) pause(p *WaitPolicy) (block bool) {
 	b.n++
 	if b.n <= p.Spins {
+		if b.n%32 == 0 {
+			// The goroutine that makes progress may be another of this
+			// process (a Comm's sender and receiver): with one P it
+			// cannot run while this one spins.
+			runtime.Gosched()
+		}
 		return false
 	}
 	if b.start.IsZero() {
@@ -56,6 +63,7 @@ func (b *backoff) pause(p *WaitPolicy) (block bool) {
 		// Checking the clock every few yields is enough: a yield with no
 		// other runnable task costs well under a microsecond.
 		if b.n%8 != 0 || time.Since(b.start) < p.YieldFor {
+			runtime.Gosched()
 			schedYield()
 			return false
 		}
