@@ -331,6 +331,14 @@ func runJob(ctx context.Context, o *options, fs *pflag.FlagSet, args []string, s
 		OutputDir:       o.outputDir,
 		KillGracePeriod: time.Duration(o.killGrace),
 		Logger:          log,
+		// The ranks a failed rendezvous answered exit by themselves, each
+		// saying why: let them, rather than stopping them mid-sentence.
+		Settle: func(launch.Exit) time.Duration {
+			if srv.Failed() {
+				return 2 * time.Second
+			}
+			return 0
+		},
 		OnExit: func(e launch.Exit) {
 			// A worker gone before registering never will: fail the
 			// ranks waiting for it now rather than at the start timeout.

@@ -443,3 +443,40 @@ func TestOwnFailure(t *testing.T) {
 		t.Error("SIGKILL after the grace period counted as the worker's own failure")
 	}
 }
+
+// TestRunSettleLetsOthersEndOnTheirOwn: with Settle, the workers that
+// outlive the first failure get that long to end by themselves (a worker
+// that takes half a second to report is not stopped), and are stopped when
+// it passes.
+func TestRunSettleLetsOthersEndOnTheirOwn(t *testing.T) {
+	checkNoLeaks(t)
+	run := func(settle time.Duration, scripts ...string) Result {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		l := NewLocal()
+		defer l.Close()
+		var stdout, stderr lockedBuffer
+		cfg := JobConfig{Spawner: l, Stdout: &stdout, Stderr: &stderr,
+			Settle: func(Exit) time.Duration { return settle }}
+		for r, s := range scripts {
+			cfg.Workers = append(cfg.Workers, Worker{Rank: r, Host: "localhost", Argv: []string{"sh", "-c", s}, Env: os.Environ()})
+		}
+		res, err := Run(ctx, cfg, nil)
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+		return res
+	}
+	res := run(5*time.Second, `exit 1`, `sleep 0.5; exit 4`)
+	if res.FirstFailure == nil || res.FirstFailure.Rank != 0 || res.ExitCode != 1 {
+		t.Fatalf("result %+v, want rank 0's exit 1 first", res)
+	}
+	if st := res.Exits[1].Status; st.Signal != 0 || st.Code != 4 {
+		t.Errorf("rank 1 ended %v, want its own exit code 4", st)
+	}
+	res = run(50*time.Millisecond, `exit 1`, `exec sleep 60`)
+	if st := res.Exits[1].Status; st.Signal != syscall.SIGTERM {
+		t.Errorf("rank 1 ended %v after the settle time, want SIGTERM", st)
+	}
+}

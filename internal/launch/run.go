@@ -42,6 +42,11 @@ type JobConfig struct {
 	// OnExit, when set, is called as each worker exits (from Run's
 	// goroutine).
 	OnExit func(Exit)
+	// Settle, when set, is asked on the first failure how long the other
+	// workers may take to end on their own before they are stopped: for a
+	// failure every worker was told of at once (a rendezvous start
+	// timeout), so that each can say what it was told.
+	Settle func(Exit) time.Duration
 }
 
 // Exit records how one worker ended.
@@ -178,6 +183,8 @@ func Run(ctx context.Context, cfg JobConfig, signals <-chan os.Signal) (Result, 
 			graceC = graceTimer.C
 		}
 	}
+	var settleC <-chan time.Time
+	settling := false // a failure happened; the stop waits for settleC
 	var ctxDone <-chan struct{} = ctx.Done()
 	for live > 0 {
 		select {
@@ -196,16 +203,28 @@ func Run(ctx context.Context, cfg JobConfig, signals <-chan os.Signal) (Result, 
 				log.Error(e.String()+" (while the job was stopping)", zap.Int("rank", e.Rank), zap.String("host", e.Host))
 				continue
 			}
-			if !e.Status.Failed() || stopping {
+			if !e.Status.Failed() || stopping || settling {
 				log.Debug("worker ended", zap.Int("rank", e.Rank), zap.String("host", e.Host), zap.Stringer("status", e.Status))
 				continue
 			}
 			res.FirstFailure = &e
-			if live > 0 {
-				log.Error(e.String()+"; stopping the other workers", zap.Int("rank", e.Rank), zap.String("host", e.Host))
-			} else {
+			if live == 0 {
 				log.Error(e.String(), zap.Int("rank", e.Rank), zap.String("host", e.Host))
+				continue
 			}
+			if d := settleFor(cfg.Settle, e); d > 0 {
+				log.Error(fmt.Sprintf("%s; the other workers get %v to end on their own", e, d), zap.Int("rank", e.Rank), zap.String("host", e.Host))
+				settling = true
+				t := time.NewTimer(d)
+				defer t.Stop()
+				settleC = t.C
+				continue
+			}
+			log.Error(e.String()+"; stopping the other workers", zap.Int("rank", e.Rank), zap.String("host", e.Host))
+			stop(syscall.SIGTERM)
+		case <-settleC:
+			settleC = nil
+			log.Warn("stopping the workers still running", zap.Int("workers", live))
 			stop(syscall.SIGTERM)
 		case sig := <-signals:
 			ssig, ok := sig.(syscall.Signal)
@@ -242,6 +261,13 @@ func Run(ctx context.Context, cfg JobConfig, signals <-chan os.Signal) (Result, 
 		return res, ctx.Err()
 	}
 	return res, nil
+}
+
+func settleFor(f func(Exit) time.Duration, e Exit) time.Duration {
+	if f == nil {
+		return 0
+	}
+	return f(e)
 }
 
 // ownFailure reports whether a worker that ended while the job was being

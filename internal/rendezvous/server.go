@@ -142,6 +142,14 @@ func (s *Server) World() (World, bool) {
 	return s.world, true
 }
 
+// Failed reports whether the epoch's rendezvous failed (start timeout,
+// abort): every rank that registered has been sent the error.
+func (s *Server) Failed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err != nil && s.count > 0
+}
+
 // Statuses returns every status reported so far, in arrival order.
 func (s *Server) Statuses() []Status {
 	s.mu.Lock()
