@@ -196,12 +196,19 @@ func TestExitStatus(t *testing.T) {
 // runJob runs sh -c scripts as workers with a hang bound.
 func runJob(t *testing.T, grace time.Duration, signals <-chan os.Signal, scripts ...string) (Result, string, string) {
 	t.Helper()
+	return runJobWith(t, JobConfig{KillGracePeriod: grace}, signals, scripts...)
+}
+
+// runJobWith is runJob with cfg's settings (Spawner, output and workers
+// are filled in).
+func runJobWith(t *testing.T, cfg JobConfig, signals <-chan os.Signal, scripts ...string) (Result, string, string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	l := NewLocal()
 	defer l.Close()
 	var stdout, stderr lockedBuffer
-	cfg := JobConfig{Spawner: l, Stdout: &stdout, Stderr: &stderr, KillGracePeriod: grace}
+	cfg.Spawner, cfg.Stdout, cfg.Stderr = l, &stdout, &stderr
 	for r, s := range scripts {
 		cfg.Workers = append(cfg.Workers, Worker{Rank: r, Host: "localhost", Argv: []string{"sh", "-c", s},
 			Env: append(os.Environ(), "RANK="+strconv.Itoa(r))})
@@ -452,20 +459,7 @@ func TestRunSettleLetsOthersEndOnTheirOwn(t *testing.T) {
 	checkNoLeaks(t)
 	run := func(settle time.Duration, scripts ...string) Result {
 		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		l := NewLocal()
-		defer l.Close()
-		var stdout, stderr lockedBuffer
-		cfg := JobConfig{Spawner: l, Stdout: &stdout, Stderr: &stderr,
-			Settle: func(Exit) time.Duration { return settle }}
-		for r, s := range scripts {
-			cfg.Workers = append(cfg.Workers, Worker{Rank: r, Host: "localhost", Argv: []string{"sh", "-c", s}, Env: os.Environ()})
-		}
-		res, err := Run(ctx, cfg, nil)
-		if err != nil {
-			t.Fatalf("Run: %v", err)
-		}
+		res, _, _ := runJobWith(t, JobConfig{Settle: func(Exit) time.Duration { return settle }}, nil, scripts...)
 		return res
 	}
 	res := run(5*time.Second, `exit 1`, `sleep 0.5; exit 4`)

@@ -271,10 +271,18 @@ func testRecvReduce(t *testing.T, newPair NewPair, big int) {
 	if !ok {
 		t.Skip("link is not transport.RecvReducer")
 	}
+	checkReducingRecv(t, p, []int{0, 1, 333, big + 77}, rr.RecvReduce)
+}
+
+// checkReducingRecv sends messages of the given sizes from p.A and has
+// recv add each into a random dst on p.B, checking the sums and that fn
+// saw every byte once, in pieces of matching lengths.
+func checkReducingRecv(t *testing.T, p Pair, sizes []int, recv func(ctx context.Context, dst []byte, fn func(d, s []byte)) error) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	r := rand.New(rand.NewPCG(5, 6))
-	for _, n := range []int{0, 1, 333, big + 77} {
+	for _, n := range sizes {
 		src := randBytes(r, n)
 		dst := randBytes(r, n)
 		want := make([]byte, n)
@@ -283,7 +291,7 @@ func testRecvReduce(t *testing.T, newPair NewPair, big int) {
 		}
 		done := sendAll(ctx, p.A, [][]byte{src})
 		covered := 0
-		err := rr.RecvReduce(ctx, dst, func(d, s []byte) {
+		err := recv(ctx, dst, func(d, s []byte) {
 			if len(d) != len(s) {
 				t.Errorf("fn got dst of %d bytes and src of %d", len(d), len(s))
 			}
@@ -299,7 +307,7 @@ func testRecvReduce(t *testing.T, newPair NewPair, big int) {
 			t.Fatal(err)
 		}
 		if covered != n || !bytes.Equal(dst, want) {
-			t.Fatalf("RecvReduce of %d bytes: covered %d, equal %v", n, covered, bytes.Equal(dst, want))
+			t.Fatalf("reducing receive of %d bytes: covered %d, equal %v", n, covered, bytes.Equal(dst, want))
 		}
 	}
 }
@@ -425,41 +433,21 @@ func testDuplex(t *testing.T, newPair NewPair, big int) {
 		if !ok {
 			t.Skip("link is not transport.DuplexReducer")
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		r := rand.New(rand.NewPCG(9, 10))
-		n := 3*big + 11
-		src, dst := randBytes(r, n), randBytes(r, n)
-		want := make([]byte, n)
-		for i := range want {
-			want[i] = dst[i] + src[i]
-		}
-		done := sendAll(ctx, p.A, [][]byte{src})
-		covered := 0
-		add := func(d, s []byte) {
-			for i := range d {
-				d[i] += s[i]
-			}
-			covered += len(d)
-		}
-		for off := 0; off < n; {
-			k, err := rr.TryRecvReduce(dst[off:], add)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if k == 0 {
-				if err := rr.Await(ctx, n-off, false, time.Second); err != nil {
-					t.Fatal(err)
+		checkReducingRecv(t, p, []int{1, 333, 3*big + 11}, func(ctx context.Context, dst []byte, fn func(d, s []byte)) error {
+			for off := 0; off < len(dst); {
+				k, err := rr.TryRecvReduce(dst[off:], fn)
+				if err != nil {
+					return err
 				}
+				if k == 0 {
+					if err := rr.Await(ctx, len(dst)-off, false, time.Second); err != nil {
+						return err
+					}
+				}
+				off += k
 			}
-			off += k
-		}
-		if err := <-done; err != nil {
-			t.Fatal(err)
-		}
-		if covered != n || !bytes.Equal(dst, want) {
-			t.Fatalf("TryRecvReduce of %d bytes: covered %d, equal %v", n, covered, bytes.Equal(dst, want))
-		}
+			return nil
+		})
 	})
 	t.Run("LocalClose", func(t *testing.T) {
 		p := newPair(t)
