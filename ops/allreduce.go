@@ -161,6 +161,11 @@ func (c *Comm) ring(ctx context.Context, r ringSpec) error {
 		esz = r.dt.Size()
 	}
 	seg := max(c.cfg.SegmentBytes/esz*esz, esz)
+	if n == 2 {
+		if d, ok := c.duplexTo(right); ok {
+			return c.duplexRing(ctx, d, r, seg)
+		}
+	}
 
 	type step struct {
 		chunk  int
@@ -177,11 +182,6 @@ func (c *Comm) ring(ctx context.Context, r ringSpec) error {
 	if r.ag {
 		for s := range n - 1 {
 			steps = append(steps, step{mod(r.pos - s - 1), false})
-		}
-	}
-	if n == 2 {
-		if d, ok := c.duplexTo(right); ok {
-			return c.duplexRing(ctx, d, r, seg)
 		}
 	}
 	chunk := func(i int) []byte { return r.buf[r.offs[i]:r.offs[i+1]] }

@@ -8,9 +8,10 @@ import (
 )
 
 // Waiting policy of the duplex engine: after a round that moved nothing it
-// retries duplexSpins times (each a pair of nonblocking system calls),
-// then yields the core duplexYields times, then blocks in the link's Await
-// for at most duplexBlock (so ctx is checked that often).
+// retries duplexSpins times (over TCP each retry is two nonblocking system
+// calls, over shared memory two loads), then yields the core duplexYields
+// times, then blocks in the link's Await for at most duplexBlock (so ctx is
+// checked that often).
 const (
 	duplexSpins  = 32
 	duplexYields = 64
@@ -19,10 +20,10 @@ const (
 
 // duplex drives both directions of one transport.Duplex link from the
 // op's goroutine, as MPI's progress engine does: queued sends go out, in
-// order, as the socket takes them while receives complete. Against a
-// sender goroutine fed over channels this saves the hand-offs and the
-// netpoller's park and wake-up per segment, which is what a 2-core machine
-// spends its time on.
+// order, as the link takes them while receives complete. Against a sender
+// goroutine this saves the hand-offs (and over TCP the netpoller's park and
+// wake-up) per segment, and keeps one busy thread per worker, which is what
+// a worker with one core to itself needs.
 type duplex struct {
 	l      transport.Duplex
 	rr     transport.DuplexReducer // l, when it reduces from its own memory
