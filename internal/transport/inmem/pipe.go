@@ -108,11 +108,11 @@ func (p *pipe) write(ctx context.Context, e *endpoint, src []byte) error {
 		}
 		src = src[k:]
 	}
-	return p.writeSome0(e)
+	return p.writeErr(e)
 }
 
-// writeSome0 reports the error a write would meet now, if any.
-func (p *pipe) writeSome0(e *endpoint) error {
+// writeErr is the error a write would meet now (closed, cut), if any.
+func (p *pipe) writeErr(e *endpoint) error {
 	_, err := p.writeSome(e, nil)
 	return err
 }
@@ -155,7 +155,7 @@ func (p *pipe) writeSome(e *endpoint, src []byte) (int, error) {
 		trip()
 	}
 	if k == 0 { // the fault fired: report it
-		return 0, p.writeSome0(e)
+		return 0, p.writeErr(e)
 	}
 	return k, nil
 }

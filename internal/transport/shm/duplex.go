@@ -20,15 +20,11 @@ func (l *Link) TrySend(p []byte) (int, error) {
 	if err := l.usable("send"); err != nil {
 		return 0, err
 	}
-	r := l.tx
 	off := 0
 	for off < len(p) {
-		tail := r.loadTail()
-		if tail > l.txHead {
-			return off, l.fail("send", fmt.Errorf("%w: shm tail %d ahead of head %d", transport.ErrMalformed, tail, l.txHead))
-		}
-		if l.txHead-tail >= r.slots {
-			break
+		free, err := l.slotFree()
+		if err != nil || !free {
+			return off, err
 		}
 		off += l.put(p[off:])
 	}
@@ -50,15 +46,14 @@ func (l *Link) tryRecv(p []byte, fn func(dst, src []byte)) (int, error) {
 	if err := l.usable("recv"); err != nil {
 		return 0, err
 	}
-	r := l.rx
 	off := 0
 	for off < len(p) {
-		head := r.loadHead()
-		if head == l.rxTail {
-			break
+		ready, err := l.slotReady()
+		if err != nil {
+			return off, err
 		}
-		if head-l.rxTail > r.slots {
-			return off, l.fail("recv", fmt.Errorf("%w: shm head %d out of range for tail %d", transport.ErrMalformed, head, l.rxTail))
+		if !ready {
+			break
 		}
 		k, err := l.take(p[off:], fn)
 		if err != nil {
@@ -66,7 +61,7 @@ func (l *Link) tryRecv(p []byte, fn func(dst, src []byte)) (int, error) {
 		}
 		off += k
 	}
-	if off == 0 && len(p) > 0 && l.gone.Load() && r.loadHead() == l.rxTail {
+	if off == 0 && len(p) > 0 && l.gone.Load() && l.rx.loadHead() == l.rxTail {
 		return 0, l.lost("recv")
 	}
 	return off, nil

@@ -92,16 +92,15 @@ func (l *Link) Send(ctx context.Context, p []byte) error {
 	if err := l.start(ctx, "send"); err != nil {
 		return err
 	}
-	r := l.tx
 	done := ctx.Done()
 	for off := 0; off < len(p); {
 		var b backoff
 		for {
-			tail := r.loadTail()
-			if tail > l.txHead {
-				return l.fail("send", fmt.Errorf("%w: shm tail %d ahead of head %d", transport.ErrMalformed, tail, l.txHead))
+			free, err := l.slotFree()
+			if err != nil {
+				return err
 			}
-			if l.txHead-tail < r.slots {
+			if free {
 				break
 			}
 			if err := l.blocked(ctx, done, &b, "send"); err != nil {
@@ -111,6 +110,26 @@ func (l *Link) Send(ctx context.Context, p []byte) error {
 		off += l.put(p[off:])
 	}
 	return nil
+}
+
+// slotFree reports whether the peer's ring has a free slot for this side
+// to fill; a tail past the head is a corrupt ring.
+func (l *Link) slotFree() (bool, error) {
+	tail := l.tx.loadTail()
+	if tail > l.txHead {
+		return false, l.fail("send", fmt.Errorf("%w: shm tail %d ahead of head %d", transport.ErrMalformed, tail, l.txHead))
+	}
+	return l.txHead-tail < l.tx.slots, nil
+}
+
+// slotReady reports whether this side's ring has a published slot to take;
+// a head further ahead than the ring holds is a corrupt ring.
+func (l *Link) slotReady() (bool, error) {
+	head := l.rx.loadHead()
+	if head-l.rxTail > l.rx.slots {
+		return false, l.fail("recv", fmt.Errorf("%w: shm head %d out of range for tail %d", transport.ErrMalformed, head, l.rxTail))
+	}
+	return head != l.rxTail, nil
 }
 
 // put copies up to a slot of p into the next free slot of the peer's ring
@@ -146,16 +165,15 @@ func (l *Link) recv(ctx context.Context, p []byte, fn func(dst, src []byte)) err
 	if err := l.start(ctx, "recv"); err != nil {
 		return err
 	}
-	r := l.rx
 	done := ctx.Done()
 	for off := 0; off < len(p); {
 		var b backoff
 		for {
-			head := r.loadHead()
-			if head != l.rxTail {
-				if head-l.rxTail > r.slots {
-					return l.fail("recv", fmt.Errorf("%w: shm head %d out of range for tail %d", transport.ErrMalformed, head, l.rxTail))
-				}
+			ready, err := l.slotReady()
+			if err != nil {
+				return err
+			}
+			if ready {
 				break
 			}
 			if err := l.blocked(ctx, done, &b, "recv"); err != nil {
@@ -221,11 +239,7 @@ func (l *Link) blocked(ctx context.Context, done <-chan struct{}, b *backoff, op
 			b.n = -1 // look once more
 			return nil
 		}
-		reason := "peer gone"
-		if r := l.goneReason.Load(); r != nil {
-			reason = *r
-		}
-		return l.fail(op, fmt.Errorf("%w: %s", transport.ErrPeerLost, reason))
+		return l.lost(op)
 	}
 	if done != nil {
 		select {
