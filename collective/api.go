@@ -3,8 +3,9 @@ package collective
 import (
 	"errors"
 
+	"github.com/gorovod/gorovod/internal/tensor"
+
 	"github.com/gorovod/gorovod/internal/transport"
-	"github.com/gorovod/gorovod/ops"
 )
 
 // Error kinds callers can branch on with errors.Is.
@@ -19,21 +20,21 @@ var (
 )
 
 // ReduceOp is the reduction applied by Allreduce and ReduceScatter.
-type ReduceOp = ops.ReduceOp
+type ReduceOp = tensor.ReduceOp
 
 // Reduction operators.
 const (
-	Sum     = ops.Sum
-	Average = ops.Average
-	Min     = ops.Min
-	Max     = ops.Max
-	Product = ops.Product
+	Sum     = tensor.Sum
+	Average = tensor.Average
+	Min     = tensor.Min
+	Max     = tensor.Max
+	Product = tensor.Product
 )
 
 // Float16 and BFloat16 are 16-bit floats stored as their bits.
 type (
-	Float16  = ops.F16
-	BFloat16 = ops.BF16
+	Float16  = tensor.F16
+	BFloat16 = tensor.BF16
 )
 
 // Element is the set of element types the collectives accept.

@@ -11,6 +11,8 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/gorovod/gorovod/internal/tensor"
+
 	"go.uber.org/zap"
 
 	"github.com/gorovod/gorovod/coordinator"
@@ -269,25 +271,25 @@ func failed(err error) *Handle {
 	return &Handle{en: en}
 }
 
-func dtypeOf[T Element]() ops.DType {
+func dtypeOf[T Element]() tensor.DType {
 	var z T
 	switch any(z).(type) {
 	case float32:
-		return ops.Float32
+		return tensor.Float32
 	case float64:
-		return ops.Float64
+		return tensor.Float64
 	case int32:
-		return ops.Int32
+		return tensor.Int32
 	case int64:
-		return ops.Int64
+		return tensor.Int64
 	case int8:
-		return ops.Int8
+		return tensor.Int8
 	case uint8:
-		return ops.Uint8
+		return tensor.Uint8
 	case Float16:
-		return ops.Float16
+		return tensor.Float16
 	case BFloat16:
-		return ops.BFloat16
+		return tensor.BFloat16
 	}
 	return 0
 }
@@ -399,7 +401,7 @@ func BarrierAsync(ctx context.Context, opts ...CallOption) *Handle {
 	e.barriers++
 	name := "barrier/" + strconv.FormatUint(e.barriers, 10)
 	e.mu.Unlock()
-	return submit(coordinator.Request{Name: name, Op: coordinator.OpBarrier, DType: ops.Uint8}, nil, callOpts(opts))
+	return submit(coordinator.Request{Name: name, Op: coordinator.OpBarrier, DType: tensor.Uint8}, nil, callOpts(opts))
 }
 
 // Barrier returns once every rank (of the process set, with InProcessSet)
@@ -445,7 +447,7 @@ func (singleMesh) Close() error            { return nil }
 // fn must issue the same sequence of ops on every rank. For benchmarks and
 // tools; an error fn returns fails this call on this rank.
 func RunExclusive(ctx context.Context, name string, fn func(ctx context.Context, c *ops.Comm) error) error {
-	return submitWith(coordinator.Request{Name: "exclusive/" + name, Op: coordinator.OpBarrier, DType: ops.Uint8}, nil,
+	return submitWith(coordinator.Request{Name: "exclusive/" + name, Op: coordinator.OpBarrier, DType: tensor.Uint8}, nil,
 		callOptions{prescale: 1, postscale: 1}, func(en *entry) { en.exclusive = fn }).Wait(ctx)
 }
 

@@ -11,6 +11,8 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/gorovod/gorovod/internal/tensor"
+
 	"go.uber.org/zap"
 
 	"github.com/gorovod/gorovod/coordinator"
@@ -351,7 +353,7 @@ func (e *engine) execute(ctx context.Context, r *coordinator.Response) error {
 	err := e.executeOp(octx, r, entries)
 	cancel()
 	e.tl.OpEnd(time.Now(), r.Names, err)
-	if err != nil && !errors.Is(err, ops.ErrInvalid) {
+	if err != nil && !errors.Is(err, tensor.ErrInvalid) {
 		err = e.peerErr(e.timeoutErr(err))
 	}
 	if err == nil && r.ProcessSet == 0 && len(r.Names) > 0 {
@@ -362,7 +364,7 @@ func (e *engine) execute(ctx context.Context, r *coordinator.Response) error {
 			en.finish(err)
 		}
 	}
-	if err != nil && !errors.Is(err, ops.ErrInvalid) {
+	if err != nil && !errors.Is(err, tensor.ErrInvalid) {
 		return err
 	}
 	return nil
@@ -582,12 +584,12 @@ const maxControlMessage = 64 << 20
 func (x *exchange) Rank() int { return x.e.topo.rank }
 func (x *exchange) Size() int { return x.e.topo.size }
 
-func (x *exchange) AllreduceBits(ctx context.Context, bits []uint64, op ops.ReduceOp) error {
+func (x *exchange) AllreduceBits(ctx context.Context, bits []uint64, op tensor.ReduceOp) error {
 	if len(bits) == 0 || x.e.topo.size == 1 {
 		return nil
 	}
 	b := unsafe.Slice((*byte)(unsafe.Pointer(&bits[0])), len(bits)*8)
-	return x.e.comm.Allreduce(ctx, b, ops.Uint64, op, 1, 1)
+	return x.e.comm.Allreduce(ctx, b, tensor.Uint64, op, 1, 1)
 }
 
 func (x *exchange) GatherToRoot(ctx context.Context, payload []byte) ([][]byte, error) {

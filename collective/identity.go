@@ -4,23 +4,23 @@ import (
 	"math"
 	"unsafe"
 
-	"github.com/gorovod/gorovod/ops"
+	"github.com/gorovod/gorovod/internal/tensor"
 )
 
 // identityFill sets every element of buf to the identity of op for dt: what
 // a joined rank contributes so that it does not change the result.
-func identityFill(dt ops.DType, op ops.ReduceOp, buf []byte) {
+func identityFill(dt tensor.DType, op tensor.ReduceOp, buf []byte) {
 	var one, low, high float64
 	switch op {
-	case ops.Sum, ops.Average:
+	case tensor.Sum, tensor.Average:
 		clear(buf)
 		return
-	case ops.Product:
+	case tensor.Product:
 		one = 1
-	case ops.Min:
+	case tensor.Min:
 		one = math.Inf(1)
 		high = 1
-	case ops.Max:
+	case tensor.Max:
 		one = math.Inf(-1)
 		low = 1
 	}
@@ -30,21 +30,21 @@ func identityFill(dt ops.DType, op ops.ReduceOp, buf []byte) {
 	}
 	p := unsafe.Pointer(&buf[0])
 	switch dt {
-	case ops.Float32:
+	case tensor.Float32:
 		fill(unsafe.Slice((*float32)(p), n), float32(one))
-	case ops.Float64:
+	case tensor.Float64:
 		fill(unsafe.Slice((*float64)(p), n), one)
-	case ops.Float16:
-		fill(unsafe.Slice((*ops.F16)(p), n), ops.F16FromFloat32(float32(one)))
-	case ops.BFloat16:
-		fill(unsafe.Slice((*ops.BF16)(p), n), ops.BF16FromFloat32(float32(one)))
-	case ops.Int32:
+	case tensor.Float16:
+		fill(unsafe.Slice((*tensor.F16)(p), n), tensor.F16FromFloat32(float32(one)))
+	case tensor.BFloat16:
+		fill(unsafe.Slice((*tensor.BF16)(p), n), tensor.BF16FromFloat32(float32(one)))
+	case tensor.Int32:
 		fill(unsafe.Slice((*int32)(p), n), pick[int32](one, low, high, math.MinInt32, math.MaxInt32))
-	case ops.Int64:
+	case tensor.Int64:
 		fill(unsafe.Slice((*int64)(p), n), pick[int64](one, low, high, math.MinInt64, math.MaxInt64))
-	case ops.Int8:
+	case tensor.Int8:
 		fill(unsafe.Slice((*int8)(p), n), pick[int8](one, low, high, math.MinInt8, math.MaxInt8))
-	case ops.Uint8:
+	case tensor.Uint8:
 		fill(unsafe.Slice((*uint8)(p), n), pick[uint8](one, low, high, 0, math.MaxUint8))
 	}
 }

@@ -6,8 +6,9 @@ import (
 	"encoding/gob"
 	"fmt"
 
+	"github.com/gorovod/gorovod/internal/tensor"
+
 	"github.com/gorovod/gorovod/coordinator"
-	"github.com/gorovod/gorovod/ops"
 )
 
 // JoinHandle is the handle of JoinAsync.
@@ -24,7 +25,7 @@ func (j JoinHandle) Wait(ctx context.Context) (lastRank int, err error) {
 
 // JoinAsync is the asynchronous form of Join.
 func JoinAsync(ctx context.Context) JoinHandle {
-	return JoinHandle{h: submit(coordinator.Request{Name: coordinator.JoinName, Op: coordinator.OpJoin, DType: ops.Uint8}, nil, callOpts(nil))}
+	return JoinHandle{h: submit(coordinator.Request{Name: coordinator.JoinName, Op: coordinator.OpJoin, DType: tensor.Uint8}, nil, callOpts(nil))}
 }
 
 // Join tells the other ranks this rank has no more data (uneven data sets):

@@ -9,7 +9,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/gorovod/gorovod/ops"
+	"github.com/gorovod/gorovod/internal/tensor"
 )
 
 // Exchange is the I/O a negotiation cycle needs; the collective package
@@ -20,7 +20,7 @@ type Exchange interface {
 	Size() int
 	// AllreduceBits combines bits elementwise across all ranks (ops.BitAnd
 	// or ops.BitOr), in place.
-	AllreduceBits(ctx context.Context, bits []uint64, op ops.ReduceOp) error
+	AllreduceBits(ctx context.Context, bits []uint64, op tensor.ReduceOp) error
 	// GatherToRoot: every rank passes its payload; rank 0 gets all payloads
 	// in rank order, the others nil.
 	GatherToRoot(ctx context.Context, payload []byte) ([][]byte, error)
@@ -240,7 +240,7 @@ func (c *Controller) Cycle(ctx context.Context, x Exchange, now time.Time, newRe
 
 func (c *Controller) cycle(ctx context.Context, x Exchange, now time.Time, newReqs []Request, shutdown bool) (ResponseList, error) {
 	bits := c.begin(now, newReqs, shutdown)
-	if err := x.AllreduceBits(ctx, bits, ops.BitAnd); err != nil {
+	if err := x.AllreduceBits(ctx, bits, tensor.BitAnd); err != nil {
 		return ResponseList{}, fmt.Errorf("cache bit exchange: %w", err)
 	}
 	inv, err := c.afterAnd(bits)
@@ -248,7 +248,7 @@ func (c *Controller) cycle(ctx context.Context, x Exchange, now time.Time, newRe
 		return ResponseList{}, err
 	}
 	if inv != nil {
-		if err := x.AllreduceBits(ctx, inv, ops.BitOr); err != nil {
+		if err := x.AllreduceBits(ctx, inv, tensor.BitOr); err != nil {
 			return ResponseList{}, fmt.Errorf("cache invalidation exchange: %w", err)
 		}
 		c.afterOr(inv)

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gorovod/gorovod/ops"
+	"github.com/gorovod/gorovod/internal/tensor"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -111,7 +111,7 @@ func (f *failingExchange) step() error {
 	}
 	return nil
 }
-func (f *failingExchange) AllreduceBits(ctx context.Context, bits []uint64, op ops.ReduceOp) error {
+func (f *failingExchange) AllreduceBits(ctx context.Context, bits []uint64, op tensor.ReduceOp) error {
 	return f.step()
 }
 func (f *failingExchange) GatherToRoot(ctx context.Context, p []byte) ([][]byte, error) {

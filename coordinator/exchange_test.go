@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gorovod/gorovod/ops"
+	"github.com/gorovod/gorovod/internal/tensor"
 )
 
 // memWorld is an in-memory Exchange for n ranks in one process: each
@@ -56,13 +56,13 @@ type memExchange struct {
 func (x *memExchange) Rank() int { return x.rank }
 func (x *memExchange) Size() int { return x.w.n }
 
-func (x *memExchange) AllreduceBits(ctx context.Context, bits []uint64, op ops.ReduceOp) error {
+func (x *memExchange) AllreduceBits(ctx context.Context, bits []uint64, op tensor.ReduceOp) error {
 	in := append([]uint64(nil), bits...)
 	out, err := x.w.do(ctx, x.rank, in, func(all []any) any {
 		res := append([]uint64(nil), all[0].([]uint64)...)
 		for _, a := range all[1:] {
 			for i, v := range a.([]uint64) {
-				if op == ops.BitAnd {
+				if op == tensor.BitAnd {
 					res[i] &= v
 				} else {
 					res[i] |= v
@@ -147,8 +147,8 @@ func newCluster(t *testing.T, n int, mod func(*Config)) []*Controller {
 }
 
 func allreduceReq(name string, count int64) Request {
-	return Request{Name: name, Op: OpAllreduce, DType: ops.Float32, Shape: []int64{count},
-		ReduceOp: ops.Sum, Device: CPU, Prescale: 1, Postscale: 1}
+	return Request{Name: name, Op: OpAllreduce, DType: tensor.Float32, Shape: []int64{count},
+		ReduceOp: tensor.Sum, Device: CPU, Prescale: 1, Postscale: 1}
 }
 
 func checkNoLeak(t *testing.T, before int) {

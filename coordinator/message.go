@@ -6,7 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gorovod/gorovod/ops"
+	"github.com/gorovod/gorovod/internal/tensor"
 )
 
 // Sentinel kinds of the errors Cycle and the decoders return.
@@ -70,9 +70,9 @@ type Request struct {
 	Rank     int // filled in by the controller
 	Name     string
 	Op       OpType
-	DType    ops.DType
+	DType    tensor.DType
 	Shape    []int64 // element count is the product; [] is a scalar
-	ReduceOp ops.ReduceOp
+	ReduceOp tensor.ReduceOp
 	Root     int // broadcast: the rank whose data is sent
 	Device   int // CPU (-1) or a GPU ordinal
 	// Prescale multiplies the input before reduction, Postscale the result.
@@ -135,8 +135,8 @@ func (k ErrorKind) String() string {
 type Response struct {
 	Op         OpType
 	Names      []string
-	DType      ops.DType
-	ReduceOp   ops.ReduceOp
+	DType      tensor.DType
+	ReduceOp   tensor.ReduceOp
 	Root       int
 	Device     int
 	Prescale   float64

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gorovod/gorovod/ops"
+	"github.com/gorovod/gorovod/internal/tensor"
 )
 
 // TestRandomNegotiation drives random workloads through differently
@@ -61,16 +61,16 @@ func randomNegotiation(seed uint64) (err error) {
 		ctrls[r] = c
 	}
 	const names = 10
-	type tensor struct {
+	type spec struct {
 		op    OpType
-		dt    ops.DType
+		dt    tensor.DType
 		count int64
 	}
-	tensors := make([]tensor, names)
+	tensors := make([]spec, names)
 	for i := range tensors {
-		tensors[i] = tensor{
+		tensors[i] = spec{
 			op:    []OpType{OpAllreduce, OpAllreduce, OpAllgather, OpBroadcast, OpAlltoall}[rng.IntN(5)],
-			dt:    []ops.DType{ops.Float32, ops.Float16, ops.Int64}[rng.IntN(3)],
+			dt:    []tensor.DType{tensor.Float32, tensor.Float16, tensor.Int64}[rng.IntN(3)],
 			count: int64(1 + rng.IntN(40)),
 		}
 	}
@@ -82,7 +82,7 @@ func randomNegotiation(seed uint64) (err error) {
 	mkReq := func(i int, wrong bool) Request {
 		tt := tensors[i]
 		req := Request{Name: fmt.Sprintf("t%d", i), Op: tt.op, DType: tt.dt, Shape: []int64{tt.count},
-			ReduceOp: ops.Sum, Device: CPU, Prescale: 1, Postscale: 1}
+			ReduceOp: tensor.Sum, Device: CPU, Prescale: 1, Postscale: 1}
 		if tt.op == OpAllgather || tt.op == OpAlltoall {
 			req.Shape = []int64{int64(rng.IntN(4)), tt.count}
 		}
@@ -91,7 +91,7 @@ func randomNegotiation(seed uint64) (err error) {
 			case 0:
 				req.Shape[len(req.Shape)-1]++
 			case 1:
-				req.DType = ops.Float64
+				req.DType = tensor.Float64
 			case 2:
 				req.Op = OpBroadcast
 			}

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gorovod/gorovod/ops"
+	"github.com/gorovod/gorovod/internal/tensor"
 )
 
 var rewrite = flag.Bool("rewrite", false, "rewrite the expected output of testdata/*.txt scripts")
@@ -341,13 +341,13 @@ func (s *scripted) submit(line string, args map[string]string, pos []string) []s
 	if err != nil {
 		s.fatalf("%s: %v", line, err)
 	}
-	var dt ops.DType
+	var dt tensor.DType
 	if pos[3] != "-" {
-		if dt, err = ops.ParseDType(pos[3]); err != nil {
+		if dt, err = tensor.ParseDType(pos[3]); err != nil {
 			s.fatalf("%s: %v", line, err)
 		}
 	}
-	req := Request{Op: op, DType: dt, Device: CPU, Prescale: 1, Postscale: 1, ReduceOp: ops.Sum}
+	req := Request{Op: op, DType: dt, Device: CPU, Prescale: 1, Postscale: 1, ReduceOp: tensor.Sum}
 	if len(pos) > 4 {
 		sh := strings.Trim(pos[4], "[]")
 		for _, d := range strings.Split(sh, ",") {
@@ -365,7 +365,7 @@ func (s *scripted) submit(line string, args map[string]string, pos []string) []s
 		var err error
 		switch k {
 		case "op":
-			req.ReduceOp, err = ops.ParseReduceOp(v)
+			req.ReduceOp, err = tensor.ParseReduceOp(v)
 		case "root":
 			req.Root, err = strconv.Atoi(v)
 		case "device":

@@ -6,7 +6,7 @@ import (
 	"math"
 	"time"
 
-	"github.com/gorovod/gorovod/ops"
+	"github.com/gorovod/gorovod/internal/tensor"
 )
 
 // The whole wire format of negotiation lives in this file. Both messages
@@ -92,8 +92,8 @@ func DecodeRequestList(b []byte) (RequestList, error) {
 		r := &l.Requests[i]
 		r.Name = d.string()
 		r.Op = OpType(d.u8())
-		r.DType = ops.DType(d.u8())
-		r.ReduceOp = ops.ReduceOp(d.u8())
+		r.DType = tensor.DType(d.u8())
+		r.ReduceOp = tensor.ReduceOp(d.u8())
 		r.Shape = d.varints()
 		r.Root = d.int()
 		r.Device = d.int()
@@ -154,8 +154,8 @@ func DecodeResponseList(b []byte) (ResponseList, error) {
 	for i := 0; i < n && d.err == nil; i++ {
 		r := &l.Responses[i]
 		r.Op = OpType(d.u8())
-		r.DType = ops.DType(d.u8())
-		r.ReduceOp = ops.ReduceOp(d.u8())
+		r.DType = tensor.DType(d.u8())
+		r.ReduceOp = tensor.ReduceOp(d.u8())
 		r.Root = d.int()
 		r.Device = d.int()
 		r.Prescale = d.f64()

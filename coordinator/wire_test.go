@@ -8,23 +8,23 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gorovod/gorovod/ops"
+	"github.com/gorovod/gorovod/internal/tensor"
 )
 
 func sampleRequestList() RequestList {
 	return RequestList{Shutdown: true, Requests: []Request{
-		{Name: "grad/w1", Op: OpAllreduce, DType: ops.Float32, Shape: []int64{1024, 3}, ReduceOp: ops.Average,
+		{Name: "grad/w1", Op: OpAllreduce, DType: tensor.Float32, Shape: []int64{1024, 3}, ReduceOp: tensor.Average,
 			Device: CPU, Prescale: 0.5, Postscale: 2, Age: 3 * time.Second},
-		{Name: "g", Op: OpAllgather, DType: ops.Int64, Shape: []int64{0, 7}, Root: 0, Device: 3, ProcessSet: 2},
+		{Name: "g", Op: OpAllgather, DType: tensor.Int64, Shape: []int64{0, 7}, Root: 0, Device: 3, ProcessSet: 2},
 		{Name: JoinName, Op: OpJoin},
 	}}
 }
 
 func sampleResponseList() ResponseList {
 	return ResponseList{Shutdown: true, Responses: []Response{
-		{Op: OpAllreduce, Names: []string{"a", "b"}, DType: ops.Float16, ReduceOp: ops.Sum, Device: CPU,
+		{Op: OpAllreduce, Names: []string{"a", "b"}, DType: tensor.Float16, ReduceOp: tensor.Sum, Device: CPU,
 			Prescale: 1, Postscale: math.Inf(1), Counts: []int64{4, 1 << 40}, JoinedRanks: []int{1, 3}},
-		{Op: OpAllgather, Names: []string{"g"}, DType: ops.Uint8, FirstDims: [][]int64{{2, 0, 5}}, RowElems: []int64{6},
+		{Op: OpAllgather, Names: []string{"g"}, DType: tensor.Uint8, FirstDims: [][]int64{{2, 0, 5}}, RowElems: []int64{6},
 			Counts: []int64{42}, ProcessSet: 1},
 		{Op: OpBroadcast, Names: []string{"x"}, Root: 2, Error: "mismatched broadcast", ErrorKind: ErrorMismatch},
 		{Op: OpJoin, Names: []string{JoinName}, LastJoined: 3},
@@ -145,11 +145,11 @@ func FuzzCoordinate(f *testing.F) {
 	rl := sampleRequestList()
 	f.Add(AppendRequestList(nil, &rl))
 	bad := RequestList{Requests: []Request{
-		{Name: "a", Op: OpAllgather, DType: ops.Float32, Shape: []int64{-3, 2}},
-		{Name: "b", Op: OpBroadcast, DType: ops.Float32, Shape: []int64{1 << 40, 1 << 40}, Root: -7},
-		{Name: "c", Op: OpType(77), DType: ops.DType(99)},
-		{Name: "d", Op: OpAllreduce, DType: ops.Float32, ProcessSet: 5},
-		{Name: "e", Op: OpAlltoall, DType: ops.Int8, Shape: []int64{}},
+		{Name: "a", Op: OpAllgather, DType: tensor.Float32, Shape: []int64{-3, 2}},
+		{Name: "b", Op: OpBroadcast, DType: tensor.Float32, Shape: []int64{1 << 40, 1 << 40}, Root: -7},
+		{Name: "c", Op: OpType(77), DType: tensor.DType(99)},
+		{Name: "d", Op: OpAllreduce, DType: tensor.Float32, ProcessSet: 5},
+		{Name: "e", Op: OpAlltoall, DType: tensor.Int8, Shape: []int64{}},
 	}}
 	f.Add(AppendRequestList(nil, &bad))
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -166,7 +166,7 @@ func FuzzCoordinate(f *testing.F) {
 		if err := c.AddProcessSet(1, []int{0, 1}); err != nil {
 			t.Fatal(err)
 		}
-		mine := []Request{allreduceReq("a", 4), {Name: "g", Op: OpAllgather, DType: ops.Float32, Shape: []int64{2, 2}, Device: CPU}}
+		mine := []Request{allreduceReq("a", 4), {Name: "g", Op: OpAllgather, DType: tensor.Float32, Shape: []int64{2, 2}, Device: CPU}}
 		for step := 0; step < 3; step++ {
 			now := time.Unix(int64(step), 0)
 			bits := c.begin(now, mine, false)

@@ -6,7 +6,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/gorovod/gorovod/ops"
+	"github.com/gorovod/gorovod/internal/tensor"
 )
 
 // DefaultWatchdogInterval is how often a Comm polls ncclCommGetAsyncError.
@@ -353,7 +353,7 @@ func (c *Comm) Device() int { return c.device }
 // Reduction is how (dt, op) runs on this communicator's NCCL. When it
 // reports Postscale, Allreduce and ReduceScatter leave the sum and the
 // caller divides by Size().
-func (c *Comm) Reduction(dt ops.DType, op ops.ReduceOp) (Reduction, error) {
+func (c *Comm) Reduction(dt tensor.DType, op tensor.ReduceOp) (Reduction, error) {
 	return MapReduction(dt, op, c.l.version)
 }
 
@@ -435,7 +435,7 @@ func (c *Comm) enqueue(ctx context.Context, call string, f func(h handle) Result
 	return err
 }
 
-func (c *Comm) dtype(dt ops.DType) (DataType, error) { return MapDType(dt, c.l.version) }
+func (c *Comm) dtype(dt tensor.DType) (DataType, error) { return MapDType(dt, c.l.version) }
 
 func checkCount(call string, n int) error {
 	if n < 0 {
@@ -447,7 +447,7 @@ func checkCount(call string, n int) error {
 // Allreduce reduces count elements of sendbuf across all ranks into recvbuf
 // (which may equal sendbuf) on every rank. It enqueues on stream and returns;
 // use Synchronize to wait. See Reduction for Average on NCCL < 2.10.
-func (c *Comm) Allreduce(ctx context.Context, sendbuf, recvbuf DevicePtr, count int, dt ops.DType, op ops.ReduceOp, stream Stream) error {
+func (c *Comm) Allreduce(ctx context.Context, sendbuf, recvbuf DevicePtr, count int, dt tensor.DType, op tensor.ReduceOp, stream Stream) error {
 	red, err := c.Reduction(dt, op)
 	if err != nil {
 		return err
@@ -462,7 +462,7 @@ func (c *Comm) Allreduce(ctx context.Context, sendbuf, recvbuf DevicePtr, count 
 
 // AllGather gathers sendCount elements from every rank into recvbuf, which
 // holds Size()*sendCount elements in rank order.
-func (c *Comm) AllGather(ctx context.Context, sendbuf, recvbuf DevicePtr, sendCount int, dt ops.DType, stream Stream) error {
+func (c *Comm) AllGather(ctx context.Context, sendbuf, recvbuf DevicePtr, sendCount int, dt tensor.DType, stream Stream) error {
 	ndt, err := c.dtype(dt)
 	if err != nil {
 		return err
@@ -476,7 +476,7 @@ func (c *Comm) AllGather(ctx context.Context, sendbuf, recvbuf DevicePtr, sendCo
 }
 
 // Broadcast copies count elements of root's sendbuf into every rank's recvbuf.
-func (c *Comm) Broadcast(ctx context.Context, sendbuf, recvbuf DevicePtr, count int, dt ops.DType, root int, stream Stream) error {
+func (c *Comm) Broadcast(ctx context.Context, sendbuf, recvbuf DevicePtr, count int, dt tensor.DType, root int, stream Stream) error {
 	ndt, err := c.dtype(dt)
 	if err != nil {
 		return err
@@ -494,7 +494,7 @@ func (c *Comm) Broadcast(ctx context.Context, sendbuf, recvbuf DevicePtr, count 
 
 // ReduceScatter reduces Size()*recvCount elements of sendbuf across ranks
 // and leaves block Rank() (recvCount elements) in recvbuf.
-func (c *Comm) ReduceScatter(ctx context.Context, sendbuf, recvbuf DevicePtr, recvCount int, dt ops.DType, op ops.ReduceOp, stream Stream) error {
+func (c *Comm) ReduceScatter(ctx context.Context, sendbuf, recvbuf DevicePtr, recvCount int, dt tensor.DType, op tensor.ReduceOp, stream Stream) error {
 	red, err := c.Reduction(dt, op)
 	if err != nil {
 		return err
@@ -509,7 +509,7 @@ func (c *Comm) ReduceScatter(ctx context.Context, sendbuf, recvbuf DevicePtr, re
 
 // Alltoall sends block j (count elements) of sendbuf to rank j and receives
 // rank j's block for this rank into block j of recvbuf.
-func (c *Comm) Alltoall(ctx context.Context, sendbuf, recvbuf DevicePtr, count int, dt ops.DType, stream Stream) error {
+func (c *Comm) Alltoall(ctx context.Context, sendbuf, recvbuf DevicePtr, count int, dt tensor.DType, stream Stream) error {
 	if err := checkCount("alltoall", count); err != nil {
 		return err
 	}
@@ -525,7 +525,7 @@ func (c *Comm) Alltoall(ctx context.Context, sendbuf, recvbuf DevicePtr, count i
 // sendCounts[j] elements at sendDispls[j] go to rank j, recvCounts[j]
 // elements from rank j land at recvDispls[j]. It runs as ncclSend/ncclRecv
 // pairs inside one group (NCCL 2.7+).
-func (c *Comm) AlltoallV(ctx context.Context, sendbuf DevicePtr, sendCounts, sendDispls []int, recvbuf DevicePtr, recvCounts, recvDispls []int, dt ops.DType, stream Stream) error {
+func (c *Comm) AlltoallV(ctx context.Context, sendbuf DevicePtr, sendCounts, sendDispls []int, recvbuf DevicePtr, recvCounts, recvDispls []int, dt tensor.DType, stream Stream) error {
 	ndt, err := c.dtype(dt)
 	if err != nil {
 		return err

@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gorovod/gorovod/ops"
+	"github.com/gorovod/gorovod/internal/tensor"
 )
 
 // The fake libraries (testdata/fake_*.c) are compiled once per test binary.
@@ -232,16 +232,16 @@ func TestFakeCollectives(t *testing.T) {
 			send := w.upload(t, in)
 			recv := w.upload(t, make([]byte, len(in)))
 
-			if err := w.comm.Allreduce(ctx, send, recv, 4, ops.Float32, ops.Sum, w.stream); err != nil {
+			if err := w.comm.Allreduce(ctx, send, recv, 4, tensor.Float32, tensor.Sum, w.stream); err != nil {
 				t.Fatalf("Allreduce: %v", err)
 			}
 			if got := w.download(t, recv, len(in)); !bytes.Equal(got, in) {
 				t.Errorf("Allreduce on one rank = %v, want %v", got, in)
 			}
-			if err := w.comm.Allreduce(ctx, send, recv, 4, ops.Float32, ops.Average, w.stream); err != nil {
+			if err := w.comm.Allreduce(ctx, send, recv, 4, tensor.Float32, tensor.Average, w.stream); err != nil {
 				t.Fatalf("Allreduce avg: %v", err)
 			}
-			red, _ := w.comm.Reduction(ops.Float32, ops.Average)
+			red, _ := w.comm.Reduction(tensor.Float32, tensor.Average)
 			wantAvg := "allReduce count=4 dt=7 op=4"
 			if v == fakeOld {
 				wantAvg = "allReduce count=4 dt=7 op=0"
@@ -251,7 +251,7 @@ func TestFakeCollectives(t *testing.T) {
 			}
 			log.want(t, "initRank", fmt.Sprintf("allReduce count=4 dt=7 op=0 stream=%#x", uintptr(w.stream)), wantAvg)
 
-			err := w.comm.Allreduce(ctx, send, recv, 2, ops.BFloat16, ops.Sum, w.stream)
+			err := w.comm.Allreduce(ctx, send, recv, 2, tensor.BFloat16, tensor.Sum, w.stream)
 			if v == fakeOld {
 				if !errors.Is(err, ErrUnsupported) {
 					t.Errorf("bf16 on 2.8.4: %v, want ErrUnsupported", err)
@@ -259,34 +259,34 @@ func TestFakeCollectives(t *testing.T) {
 			} else if err != nil {
 				t.Errorf("bf16 on 2.18.3: %v", err)
 			}
-			if err := w.comm.Allreduce(ctx, send, recv, 1, ops.Int32, ops.BitOr, w.stream); !errors.Is(err, ErrUnsupported) {
+			if err := w.comm.Allreduce(ctx, send, recv, 1, tensor.Int32, tensor.BitOr, w.stream); !errors.Is(err, ErrUnsupported) {
 				t.Errorf("BitOr: %v, want ErrUnsupported", err)
 			}
 
 			gathered := w.upload(t, make([]byte, len(in)))
-			if err := w.comm.AllGather(ctx, send, gathered, 4, ops.Float32, w.stream); err != nil {
+			if err := w.comm.AllGather(ctx, send, gathered, 4, tensor.Float32, w.stream); err != nil {
 				t.Fatalf("AllGather: %v", err)
 			}
 			if got := w.download(t, gathered, len(in)); !bytes.Equal(got, in) {
 				t.Errorf("AllGather = %v", got)
 			}
-			if err := w.comm.Broadcast(ctx, send, recv, 2, ops.Int64, 0, w.stream); err != nil {
+			if err := w.comm.Broadcast(ctx, send, recv, 2, tensor.Int64, 0, w.stream); err != nil {
 				t.Fatalf("Broadcast: %v", err)
 			}
-			if err := w.comm.Broadcast(ctx, send, recv, 2, ops.Int64, 1, w.stream); !errors.Is(err, ErrInvalid) {
+			if err := w.comm.Broadcast(ctx, send, recv, 2, tensor.Int64, 1, w.stream); !errors.Is(err, ErrInvalid) {
 				t.Errorf("Broadcast root 1 of 1: %v, want ErrInvalid", err)
 			}
-			if err := w.comm.ReduceScatter(ctx, send, recv, 4, ops.Float32, ops.Max, w.stream); err != nil {
+			if err := w.comm.ReduceScatter(ctx, send, recv, 4, tensor.Float32, tensor.Max, w.stream); err != nil {
 				t.Fatalf("ReduceScatter: %v", err)
 			}
 			a2a := w.upload(t, make([]byte, len(in)))
-			if err := w.comm.Alltoall(ctx, send, a2a, 4, ops.Float32, w.stream); err != nil {
+			if err := w.comm.Alltoall(ctx, send, a2a, 4, tensor.Float32, w.stream); err != nil {
 				t.Fatalf("Alltoall: %v", err)
 			}
 			if got := w.download(t, a2a, len(in)); !bytes.Equal(got, in) {
 				t.Errorf("Alltoall = %v", got)
 			}
-			if err := w.comm.AlltoallV(ctx, send, []int{1, 2}, []int{0, 1}, a2a, []int{1}, []int{0}, ops.Float32, w.stream); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "one per rank") {
+			if err := w.comm.AlltoallV(ctx, send, []int{1, 2}, []int{0, 1}, a2a, []int{1}, []int{0}, tensor.Float32, w.stream); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "one per rank") {
 				t.Errorf("AlltoallV with 2 counts on 1 rank: %v", err)
 			}
 			log.want(t, "allGather count=4 dt=7", "broadcast count=2 dt=4 root=0", "reduceScatter count=4 dt=7 op=2",
@@ -308,7 +308,7 @@ func TestFakeCallErrors(t *testing.T) {
 			buf := w.upload(t, make([]byte, 4*1000))
 
 			// ncclInvalidArgument: reported with NCCL's text; the communicator survives.
-			err := w.comm.Allreduce(ctx, buf, buf, 999, ops.Float32, ops.Sum, w.stream)
+			err := w.comm.Allreduce(ctx, buf, buf, 999, tensor.Float32, tensor.Sum, w.stream)
 			var ce *CallError
 			if !errors.As(err, &ce) || ce.Result != InvalidArgument || ce.Call != "ncclAllReduce" || ce.Text != "invalid argument" {
 				t.Fatalf("Allreduce(999): %v, want CallError ncclInvalidArgument", err)
@@ -320,12 +320,12 @@ func TestFakeCallErrors(t *testing.T) {
 				t.Errorf("invalid argument aborted the communicator: %v", w.comm.Err())
 			}
 			// ncclRemoteError: the communicator is aborted and says so afterwards.
-			err = w.comm.Allreduce(ctx, buf, buf, 666, ops.Float32, ops.Sum, w.stream)
+			err = w.comm.Allreduce(ctx, buf, buf, 666, tensor.Float32, tensor.Sum, w.stream)
 			if !errors.As(err, &ce) || ce.Result != RemoteError || !strings.Contains(err.Error(), "remote error") {
 				t.Fatalf("Allreduce(666): %v, want ncclRemoteError", err)
 			}
 			<-w.comm.Done()
-			err = w.comm.Allreduce(ctx, buf, buf, 4, ops.Float32, ops.Sum, w.stream)
+			err = w.comm.Allreduce(ctx, buf, buf, 4, tensor.Float32, tensor.Sum, w.stream)
 			if !errors.Is(err, ErrAborted) || !strings.Contains(err.Error(), "ncclRemoteError") {
 				t.Errorf("after remote error: %v, want ErrAborted naming the cause", err)
 			}
@@ -333,7 +333,7 @@ func TestFakeCallErrors(t *testing.T) {
 			if err := w.comm.Close(); err != nil {
 				t.Errorf("Close after abort: %v", err)
 			}
-			if err := w.comm.Allreduce(ctx, buf, buf, 4, ops.Float32, ops.Sum, w.stream); !errors.Is(err, ErrClosed) {
+			if err := w.comm.Allreduce(ctx, buf, buf, 4, tensor.Float32, tensor.Sum, w.stream); !errors.Is(err, ErrClosed) {
 				t.Errorf("after Close: %v, want ErrClosed", err)
 			}
 			for _, l := range log.lines(t) {
@@ -390,7 +390,7 @@ func TestFakeWatchdogAborts(t *testing.T) {
 			d := lib.Device(0)
 			buf, _ := d.Malloc(16)
 			defer d.Free(buf)
-			if err := c.Allreduce(ctx, buf, buf, 4, ops.Float32, ops.Sum, 0); err != nil {
+			if err := c.Allreduce(ctx, buf, buf, 4, tensor.Float32, tensor.Sum, 0); err != nil {
 				t.Fatal(err)
 			}
 			select {
@@ -401,7 +401,7 @@ func TestFakeWatchdogAborts(t *testing.T) {
 			if err := c.Err(); !errors.Is(err, ErrAborted) || !strings.Contains(err.Error(), "watchdog") || !strings.Contains(err.Error(), "ncclRemoteError") {
 				t.Errorf("Err = %v, want a watchdog abort naming ncclRemoteError", err)
 			}
-			if err := c.Broadcast(ctx, buf, buf, 4, ops.Float32, 0, 0); !errors.Is(err, ErrAborted) {
+			if err := c.Broadcast(ctx, buf, buf, 4, tensor.Float32, 0, 0); !errors.Is(err, ErrAborted) {
 				t.Errorf("Broadcast after watchdog abort: %v", err)
 			}
 			log.want(t, "allReduce", "abort rank=0")
@@ -464,7 +464,7 @@ func TestFakeAbortUnblocksInit(t *testing.T) {
 	if err := w.comm.Abort(); err != nil {
 		t.Errorf("second Abort: %v", err)
 	}
-	err := w.comm.Allreduce(context.Background(), 0, 0, 1, ops.Float32, ops.Sum, w.stream)
+	err := w.comm.Allreduce(context.Background(), 0, 0, 1, tensor.Float32, tensor.Sum, w.stream)
 	if !errors.Is(err, ErrAborted) || !strings.Contains(err.Error(), "Abort called") {
 		t.Errorf("after Abort: %v", err)
 	}
@@ -505,10 +505,10 @@ func TestFakeNonblockingAsyncError(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if err := c.Allreduce(ctx, 0, 0, 0, ops.Float32, ops.Sum, 0); err != nil {
+	if err := c.Allreduce(ctx, 0, 0, 0, tensor.Float32, tensor.Sum, 0); err != nil {
 		t.Fatalf("first Allreduce: %v", err)
 	}
-	err = c.Allreduce(ctx, 0, 0, 0, ops.Float32, ops.Sum, 0)
+	err = c.Allreduce(ctx, 0, 0, 0, tensor.Float32, tensor.Sum, 0)
 	var ce *CallError
 	if !errors.Is(err, ErrAborted) || !errors.As(err, &ce) || ce.Result != RemoteError {
 		t.Fatalf("second Allreduce: %v, want ErrAborted wrapping ncclRemoteError", err)
@@ -560,7 +560,7 @@ func TestFakeConcurrentCallsAndAbort(t *testing.T) {
 			defer wg.Done()
 			started <- struct{}{}
 			for i := 0; i < 50; i++ {
-				if err := w.comm.Allreduce(ctx, buf, buf, 16, ops.Float32, ops.Sum, w.stream); err != nil {
+				if err := w.comm.Allreduce(ctx, buf, buf, 16, tensor.Float32, tensor.Sum, w.stream); err != nil {
 					errs <- err
 				}
 			}
@@ -579,7 +579,7 @@ func TestFakeConcurrentCallsAndAbort(t *testing.T) {
 			t.Errorf("concurrent Allreduce: %v, want nil or ErrAborted", err)
 		}
 	}
-	if err := w.comm.Allreduce(ctx, buf, buf, 16, ops.Float32, ops.Sum, w.stream); !errors.Is(err, ErrAborted) {
+	if err := w.comm.Allreduce(ctx, buf, buf, 16, tensor.Float32, tensor.Sum, w.stream); !errors.Is(err, ErrAborted) {
 		t.Errorf("after Abort: %v", err)
 	}
 }
@@ -604,7 +604,7 @@ func BenchmarkFakeAllreduce(b *testing.B) {
 			ctx := context.Background()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				if err := c.Allreduce(ctx, p, p, 1, ops.Float32, ops.Sum, 0); err != nil {
+				if err := c.Allreduce(ctx, p, p, 1, tensor.Float32, tensor.Sum, 0); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -626,7 +626,7 @@ func TestFakeBlockedCollectiveHonoursContext(t *testing.T) {
 			buf := w.upload(t, make([]byte, 4*777))
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 			defer cancel()
-			err := w.comm.Allreduce(ctx, buf, buf, 777, ops.Float32, ops.Sum, w.stream)
+			err := w.comm.Allreduce(ctx, buf, buf, 777, tensor.Float32, tensor.Sum, w.stream)
 			if !errors.Is(err, ErrAborted) || !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "ncclAllReduce did not return") {
 				t.Fatalf("stuck Allreduce: %v, want ErrAborted + DeadlineExceeded", err)
 			}

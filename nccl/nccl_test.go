@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/gorovod/gorovod/ops"
+	"github.com/gorovod/gorovod/internal/tensor"
 )
 
 func TestDecodeVersion(t *testing.T) {
@@ -33,9 +33,9 @@ func TestDecodeVersion(t *testing.T) {
 
 func TestMapDType(t *testing.T) {
 	v218, v28 := Version{2, 18, 3}, Version{2, 8, 4}
-	want := map[ops.DType]DataType{
-		ops.Int8: Int8, ops.Uint8: Uint8, ops.Int32: Int32, ops.Int64: Int64, ops.Uint64: Uint64,
-		ops.Float16: Float16, ops.Float32: Float32, ops.Float64: Float64, ops.BFloat16: BFloat16,
+	want := map[tensor.DType]DataType{
+		tensor.Int8: Int8, tensor.Uint8: Uint8, tensor.Int32: Int32, tensor.Int64: Int64, tensor.Uint64: Uint64,
+		tensor.Float16: Float16, tensor.Float32: Float32, tensor.Float64: Float64, tensor.BFloat16: BFloat16,
 	}
 	for dt, w := range want {
 		got, err := MapDType(dt, v218)
@@ -49,11 +49,11 @@ func TestMapDType(t *testing.T) {
 			t.Errorf("%v = %d, want %d", d, d, n)
 		}
 	}
-	_, err := MapDType(ops.BFloat16, v28)
+	_, err := MapDType(tensor.BFloat16, v28)
 	if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "bfloat16") || !strings.Contains(err.Error(), "2.8.4") {
 		t.Errorf("bfloat16 on 2.8.4: %v, want ErrUnsupported naming bfloat16 and the version", err)
 	}
-	_, err = MapDType(ops.DType(77), v218)
+	_, err = MapDType(tensor.DType(77), v218)
 	if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "dtype(77)") {
 		t.Errorf("unknown dtype: %v", err)
 	}
@@ -62,22 +62,22 @@ func TestMapDType(t *testing.T) {
 func TestMapReduction(t *testing.T) {
 	v218, v28 := Version{2, 18, 3}, Version{2, 8, 4}
 	for _, tc := range []struct {
-		op        ops.ReduceOp
+		op        tensor.ReduceOp
 		v         Version
 		want      RedOp
 		postscale bool
 	}{
-		{ops.Sum, v218, OpSum, false},
-		{ops.Product, v218, OpProd, false},
-		{ops.Max, v218, OpMax, false},
-		{ops.Min, v218, OpMin, false},
-		{ops.Average, v218, OpAvg, false},
-		{ops.Average, Version{2, 10, 3}, OpAvg, false},
-		{ops.Average, v28, OpSum, true},
-		{ops.Average, Version{2, 9, 9}, OpSum, true},
-		{ops.Min, v28, OpMin, false},
+		{tensor.Sum, v218, OpSum, false},
+		{tensor.Product, v218, OpProd, false},
+		{tensor.Max, v218, OpMax, false},
+		{tensor.Min, v218, OpMin, false},
+		{tensor.Average, v218, OpAvg, false},
+		{tensor.Average, Version{2, 10, 3}, OpAvg, false},
+		{tensor.Average, v28, OpSum, true},
+		{tensor.Average, Version{2, 9, 9}, OpSum, true},
+		{tensor.Min, v28, OpMin, false},
 	} {
-		r, err := MapReduction(ops.Float32, tc.op, tc.v)
+		r, err := MapReduction(tensor.Float32, tc.op, tc.v)
 		if err != nil || r.Op != tc.want || r.Postscale != tc.postscale || r.DType != Float32 {
 			t.Errorf("MapReduction(f32, %v, %v) = %+v, %v; want op %v postscale %v", tc.op, tc.v, r, err, tc.want, tc.postscale)
 		}
@@ -87,13 +87,13 @@ func TestMapReduction(t *testing.T) {
 			t.Errorf("%v = %d, want %d", o, o, n)
 		}
 	}
-	for _, op := range []ops.ReduceOp{ops.BitAnd, ops.BitOr, ops.ReduceOp(42)} {
-		_, err := MapReduction(ops.Int32, op, v218)
+	for _, op := range []tensor.ReduceOp{tensor.BitAnd, tensor.BitOr, tensor.ReduceOp(42)} {
+		_, err := MapReduction(tensor.Int32, op, v218)
 		if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), op.String()) || !strings.Contains(err.Error(), "int32") {
 			t.Errorf("MapReduction(int32, %v): %v, want ErrUnsupported naming op and dtype", op, err)
 		}
 	}
-	if _, err := MapReduction(ops.BFloat16, ops.Sum, v28); !errors.Is(err, ErrUnsupported) {
+	if _, err := MapReduction(tensor.BFloat16, tensor.Sum, v28); !errors.Is(err, ErrUnsupported) {
 		t.Errorf("bf16 sum on 2.8: %v", err)
 	}
 }

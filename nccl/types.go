@@ -3,7 +3,7 @@ package nccl
 import (
 	"fmt"
 
-	"github.com/gorovod/gorovod/ops"
+	"github.com/gorovod/gorovod/internal/tensor"
 )
 
 // UniqueID is an ncclUniqueId: 128 opaque bytes made by one rank with
@@ -88,25 +88,25 @@ func (o RedOp) String() string {
 }
 
 // MapDType returns the NCCL data type for dt on NCCL version v.
-func MapDType(dt ops.DType, v Version) (DataType, error) {
+func MapDType(dt tensor.DType, v Version) (DataType, error) {
 	switch dt {
-	case ops.Int8:
+	case tensor.Int8:
 		return Int8, nil
-	case ops.Uint8:
+	case tensor.Uint8:
 		return Uint8, nil
-	case ops.Int32:
+	case tensor.Int32:
 		return Int32, nil
-	case ops.Int64:
+	case tensor.Int64:
 		return Int64, nil
-	case ops.Uint64:
+	case tensor.Uint64:
 		return Uint64, nil
-	case ops.Float16:
+	case tensor.Float16:
 		return Float16, nil
-	case ops.Float32:
+	case tensor.Float32:
 		return Float32, nil
-	case ops.Float64:
+	case tensor.Float64:
 		return Float64, nil
-	case ops.BFloat16:
+	case tensor.BFloat16:
 		if !v.AtLeast(2, 10) {
 			return 0, fmt.Errorf("%w: dtype %v needs NCCL >= 2.10, loaded %v", ErrUnsupported, dt, v)
 		}
@@ -126,22 +126,22 @@ type Reduction struct {
 
 // MapReduction returns how (dt, op) runs on NCCL version v, or an error
 // naming the combination NCCL cannot do.
-func MapReduction(dt ops.DType, op ops.ReduceOp, v Version) (Reduction, error) {
+func MapReduction(dt tensor.DType, op tensor.ReduceOp, v Version) (Reduction, error) {
 	ndt, err := MapDType(dt, v)
 	if err != nil {
 		return Reduction{}, err
 	}
 	r := Reduction{DType: ndt}
 	switch op {
-	case ops.Sum:
+	case tensor.Sum:
 		r.Op = OpSum
-	case ops.Product:
+	case tensor.Product:
 		r.Op = OpProd
-	case ops.Min:
+	case tensor.Min:
 		r.Op = OpMin
-	case ops.Max:
+	case tensor.Max:
 		r.Op = OpMax
-	case ops.Average:
+	case tensor.Average:
 		if v.AtLeast(2, 10) {
 			r.Op = OpAvg
 		} else {

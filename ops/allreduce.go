@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"math/bits"
+
+	"github.com/gorovod/gorovod/internal/tensor"
 )
 
 // Allreduce reduces buf elementwise over all ranks, in place: afterwards
@@ -11,20 +13,20 @@ import (
 // Average is Sum divided by Size (integer dtypes: truncating division, then
 // postscale). prescale/postscale of 1 cost nothing. All ranks get
 // bit-identical results, whatever the algorithm.
-func (c *Comm) Allreduce(ctx context.Context, buf []byte, dt DType, op ReduceOp, prescale, postscale float64) error {
+func (c *Comm) Allreduce(ctx context.Context, buf []byte, dt tensor.DType, op tensor.ReduceOp, prescale, postscale float64) error {
 	if err := checkReduce(dt, op); err != nil {
 		return fmt.Errorf("ops: allreduce: %w", err)
 	}
 	if len(buf)%dt.Size() != 0 {
-		return fmt.Errorf("%w: allreduce %s: %d bytes is not a whole number of %d-byte elements", ErrInvalid, dt, len(buf), dt.Size())
+		return fmt.Errorf("%w: allreduce %s: %d bytes is not a whole number of %d-byte elements", tensor.ErrInvalid, dt, len(buf), dt.Size())
 	}
 	if prescale != 1 {
 		scale(dt, buf, prescale)
 	}
 	finish := c.finisher(dt, op, postscale)
 	rop := op
-	if op == Average {
-		rop = Sum
+	if op == tensor.Average {
+		rop = tensor.Sum
 	}
 	if c.size == 1 || len(buf) == 0 {
 		if finish != nil {
@@ -51,10 +53,10 @@ func (c *Comm) Allreduce(ctx context.Context, buf []byte, dt DType, op ReduceOp,
 }
 
 // finisher returns the post-reduction step (average, postscale) or nil.
-func (c *Comm) finisher(dt DType, op ReduceOp, postscale float64) func([]byte) {
+func (c *Comm) finisher(dt tensor.DType, op tensor.ReduceOp, postscale float64) func([]byte) {
 	factor := postscale
 	divide := 0
-	if op == Average && c.size > 1 {
+	if op == tensor.Average && c.size > 1 {
 		if dt.IsFloat() {
 			factor /= float64(c.size)
 		} else {
@@ -118,7 +120,7 @@ func chunkOffsets(n, esz, parts int) []int {
 	return offs
 }
 
-func (c *Comm) ringAllreduce(ctx context.Context, group []int, pos int, buf []byte, dt DType, op ReduceOp, finish func([]byte)) error {
+func (c *Comm) ringAllreduce(ctx context.Context, group []int, pos int, buf []byte, dt tensor.DType, op tensor.ReduceOp, finish func([]byte)) error {
 	n := len(group)
 	offs := chunkOffsets(len(buf)/dt.Size(), dt.Size(), n)
 	return c.ring(ctx, ringSpec{group: group, pos: pos, buf: buf, offs: offs, rs: true, ag: true, dt: dt, op: op, finish: finish})
@@ -132,8 +134,8 @@ type ringSpec struct {
 	buf    []byte
 	offs   []int
 	rs, ag bool // reduce-scatter phase, allgather phase
-	dt     DType
-	op     ReduceOp
+	dt     tensor.DType
+	op     tensor.ReduceOp
 	// finish runs on each segment of this rank's chunk once it is fully
 	// reduced, before it is forwarded (postscale on 1/n of the data).
 	finish func([]byte)
@@ -274,7 +276,7 @@ func (c *Comm) exchange(ctx context.Context, peer int, p, q []byte) error {
 // partners at distance 1, 2, 4, ...; finally the odd ones hand the result
 // back. Each exchange computes lower-index data op higher-index data on both
 // sides, so all ranks agree bit for bit even where Min/Max meet a NaN.
-func (c *Comm) recursiveDoubling(ctx context.Context, group []int, pos int, buf []byte, dt DType, op ReduceOp) error {
+func (c *Comm) recursiveDoubling(ctx context.Context, group []int, pos int, buf []byte, dt tensor.DType, op tensor.ReduceOp) error {
 	n, r := len(group), pos
 	if n == 1 {
 		return nil
@@ -337,7 +339,7 @@ func (o out) sendSync(ctx context.Context, p []byte) error {
 // this rank's chunk across hosts among the ranks with the same local index,
 // then allgather within the host. Cross-host traffic is 1/localSize of the
 // flat ring's.
-func (c *Comm) hierarchical(ctx context.Context, buf []byte, dt DType, op ReduceOp, finish func([]byte)) error {
+func (c *Comm) hierarchical(ctx context.Context, buf []byte, dt tensor.DType, op tensor.ReduceOp, finish func([]byte)) error {
 	L := len(c.local)
 	lpos := 0
 	for i, r := range c.local {

@@ -5,17 +5,19 @@ import (
 	"encoding/binary"
 	"fmt"
 
+	"github.com/gorovod/gorovod/internal/tensor"
+
 	"github.com/gorovod/gorovod/internal/transport"
 )
 
 func checkCounts(what string, counts []int, n int) (int, error) {
 	if len(counts) != n {
-		return 0, fmt.Errorf("%w: %s: %d counts for %d ranks", ErrInvalid, what, len(counts), n)
+		return 0, fmt.Errorf("%w: %s: %d counts for %d ranks", tensor.ErrInvalid, what, len(counts), n)
 	}
 	total := 0
 	for r, k := range counts {
 		if k < 0 {
-			return 0, fmt.Errorf("%w: %s: count %d for rank %d is negative", ErrInvalid, what, k, r)
+			return 0, fmt.Errorf("%w: %s: count %d for rank %d is negative", tensor.ErrInvalid, what, k, r)
 		}
 		total += k
 	}
@@ -42,7 +44,7 @@ func (c *Comm) Allgatherv(ctx context.Context, send, recv []byte, counts []int) 
 	}
 	if len(send) != counts[c.rank] || len(recv) != total {
 		return fmt.Errorf("%w: allgatherv on rank %d: send has %d bytes (count %d), recv %d (counts sum to %d)",
-			ErrInvalid, c.rank, len(send), counts[c.rank], len(recv), total)
+			tensor.ErrInvalid, c.rank, len(send), counts[c.rank], len(recv), total)
 	}
 	offs := prefix(counts, 1)
 	copy(recv[offs[c.rank]:], send)
@@ -58,7 +60,7 @@ func (c *Comm) Allgatherv(ctx context.Context, send, recv []byte, counts []int) 
 // part: counts[r] elements of dt (sum(counts) elements in buf). The result
 // is computed in place; mine aliases buf. Average divides by Size
 // (truncating for integers).
-func (c *Comm) ReduceScatter(ctx context.Context, buf []byte, counts []int, dt DType, op ReduceOp) ([]byte, error) {
+func (c *Comm) ReduceScatter(ctx context.Context, buf []byte, counts []int, dt tensor.DType, op tensor.ReduceOp) ([]byte, error) {
 	if err := checkReduce(dt, op); err != nil {
 		return nil, fmt.Errorf("ops: reducescatter: %w", err)
 	}
@@ -68,14 +70,14 @@ func (c *Comm) ReduceScatter(ctx context.Context, buf []byte, counts []int, dt D
 	}
 	if len(buf) != total*dt.Size() {
 		return nil, fmt.Errorf("%w: reducescatter %s on rank %d: buffer has %d bytes, counts sum to %d elements (%d bytes)",
-			ErrInvalid, dt, c.rank, len(buf), total, total*dt.Size())
+			tensor.ErrInvalid, dt, c.rank, len(buf), total, total*dt.Size())
 	}
 	offs := prefix(counts, dt.Size())
 	mine := buf[offs[c.rank]:offs[c.rank+1]]
 	finish := c.finisher(dt, op, 1)
 	rop := op
-	if op == Average {
-		rop = Sum
+	if op == tensor.Average {
+		rop = tensor.Sum
 	}
 	if c.size == 1 || total == 0 {
 		if finish != nil {
@@ -98,7 +100,7 @@ func (c *Comm) ReduceScatter(ctx context.Context, buf []byte, counts []int, dt D
 // forwarding a segment while it receives the next.
 func (c *Comm) Broadcast(ctx context.Context, buf []byte, root int) error {
 	if root < 0 || root >= c.size {
-		return fmt.Errorf("%w: broadcast: root %d out of range for %d ranks", ErrInvalid, root, c.size)
+		return fmt.Errorf("%w: broadcast: root %d out of range for %d ranks", tensor.ErrInvalid, root, c.size)
 	}
 	if c.size == 1 || len(buf) == 0 {
 		return nil
@@ -166,7 +168,7 @@ func (c *Comm) Alltoallv(ctx context.Context, send []byte, sendCounts []int) ([]
 		return nil, nil, err
 	}
 	if total != len(send) {
-		return nil, nil, fmt.Errorf("%w: alltoallv on rank %d: send counts sum to %d bytes, send has %d", ErrInvalid, c.rank, total, len(send))
+		return nil, nil, fmt.Errorf("%w: alltoallv on rank %d: send counts sum to %d bytes, send has %d", tensor.ErrInvalid, c.rank, total, len(send))
 	}
 	soffs := prefix(sendCounts, 1)
 	recvCounts := make([]int, c.size)
@@ -192,7 +194,7 @@ func (c *Comm) Alltoallv(ctx context.Context, send []byte, sendCounts []int) ([]
 			}
 			k := binary.LittleEndian.Uint64(rhdr[8*from:])
 			if k > 1<<40 {
-				return fmt.Errorf("%w: alltoallv: rank %d announced %d bytes", ErrInvalid, from, k)
+				return fmt.Errorf("%w: alltoallv: rank %d announced %d bytes", tensor.ErrInvalid, from, k)
 			}
 			recvCounts[from] = int(k)
 		}

@@ -7,6 +7,8 @@ import (
 	"sort"
 	"sync"
 
+	"github.com/gorovod/gorovod/internal/tensor"
+
 	"github.com/gorovod/gorovod/internal/transport"
 )
 
@@ -54,7 +56,7 @@ type Comm struct {
 // NewComm checks the mesh and cfg and starts the Comm's sender goroutine.
 func NewComm(mesh transport.Mesh, cfg Config) (*Comm, error) {
 	if mesh == nil {
-		return nil, fmt.Errorf("%w: NewComm: nil mesh", ErrInvalid)
+		return nil, fmt.Errorf("%w: NewComm: nil mesh", tensor.ErrInvalid)
 	}
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -62,7 +64,7 @@ func NewComm(mesh transport.Mesh, cfg Config) (*Comm, error) {
 	}
 	rank, size := mesh.Rank(), mesh.Size()
 	if size <= 0 || rank < 0 || rank >= size {
-		return nil, fmt.Errorf("%w: NewComm: rank %d of size %d", ErrInvalid, rank, size)
+		return nil, fmt.Errorf("%w: NewComm: rank %d of size %d", tensor.ErrInvalid, rank, size)
 	}
 	c := &Comm{mesh: mesh, cfg: cfg, rank: rank, size: size, links: make([]transport.Link, size)}
 	for p := range size {
@@ -70,7 +72,7 @@ func NewComm(mesh transport.Mesh, cfg Config) (*Comm, error) {
 			continue
 		}
 		if c.links[p] = mesh.Link(p); c.links[p] == nil {
-			return nil, fmt.Errorf("%w: NewComm: rank %d has no link to rank %d", ErrInvalid, rank, p)
+			return nil, fmt.Errorf("%w: NewComm: rank %d has no link to rank %d", tensor.ErrInvalid, rank, p)
 		}
 	}
 	c.topology()
@@ -260,7 +262,7 @@ func (c *Comm) recv(ctx context.Context, peer int, p []byte) error {
 
 // recvReduce receives len(dst) bytes from peer and reduces them into dst,
 // straight from the link's memory when it is a transport.RecvReducer.
-func (c *Comm) recvReduce(ctx context.Context, peer int, dst []byte, dt DType, op ReduceOp) error {
+func (c *Comm) recvReduce(ctx context.Context, peer int, dst []byte, dt tensor.DType, op tensor.ReduceOp) error {
 	if len(dst) == 0 {
 		return nil
 	}
@@ -280,8 +282,8 @@ func (c *Comm) recvReduce(ctx context.Context, peer int, dst []byte, dt DType, o
 // reduceSink adapts RecvReduce pieces, which may split an element, to the
 // element-wise kernels: a split element is completed in carry.
 type reduceSink struct {
-	dt    DType
-	op    ReduceOp
+	dt    tensor.DType
+	op    tensor.ReduceOp
 	dst   []byte
 	off   int // bytes of dst covered so far
 	carry [8]byte

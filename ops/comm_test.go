@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorovod/gorovod/internal/tensor"
+
 	"github.com/gorovod/gorovod/internal/transport"
 	"github.com/gorovod/gorovod/internal/transport/inmem"
 )
@@ -96,11 +98,11 @@ func testCtx(t *testing.T) context.Context {
 }
 
 // floatInput makes values whose reductions stay in range: products near 1.
-func floatInput(r *rand.Rand, dt DType, op ReduceOp, n int) []byte {
+func floatInput(r *rand.Rand, dt tensor.DType, op tensor.ReduceOp, n int) []byte {
 	b := make([]byte, n*dt.Size())
 	for i := range n {
 		var v float64
-		if op == Product {
+		if op == tensor.Product {
 			v = 0.5 + 1.5*r.Float64()
 			if r.IntN(4) == 0 {
 				v = -v
@@ -113,40 +115,40 @@ func floatInput(r *rand.Rand, dt DType, op ReduceOp, n int) []byte {
 	return b
 }
 
-func setFloat(dt DType, b []byte, i int, v float64) {
+func setFloat(dt tensor.DType, b []byte, i int, v float64) {
 	switch dt {
-	case Float32:
+	case tensor.Float32:
 		as[float32](b)[i] = float32(v)
-	case Float64:
+	case tensor.Float64:
 		as[float64](b)[i] = v
-	case Float16:
-		as[F16](b)[i] = F16FromFloat32(float32(v))
-	case BFloat16:
-		as[BF16](b)[i] = BF16FromFloat32(float32(v))
+	case tensor.Float16:
+		as[tensor.F16](b)[i] = tensor.F16FromFloat32(float32(v))
+	case tensor.BFloat16:
+		as[tensor.BF16](b)[i] = tensor.BF16FromFloat32(float32(v))
 	}
 }
 
-func getFloat(dt DType, b []byte, i int) float64 {
+func getFloat(dt tensor.DType, b []byte, i int) float64 {
 	switch dt {
-	case Float32:
+	case tensor.Float32:
 		return float64(as[float32](b)[i])
-	case Float64:
+	case tensor.Float64:
 		return as[float64](b)[i]
-	case Float16:
-		return float64(as[F16](b)[i].Float32())
-	case BFloat16:
-		return float64(as[BF16](b)[i].Float32())
+	case tensor.Float16:
+		return float64(as[tensor.F16](b)[i].Float32())
+	case tensor.BFloat16:
+		return float64(as[tensor.BF16](b)[i].Float32())
 	}
 	panic(dt)
 }
 
-func epsilon(dt DType) float64 {
+func epsilon(dt tensor.DType) float64 {
 	switch dt {
-	case Float64:
+	case tensor.Float64:
 		return 0x1p-52
-	case Float32:
+	case tensor.Float32:
 		return 0x1p-23
-	case Float16:
+	case tensor.Float16:
 		return 0x1p-10
 	}
 	return 0x1p-7
@@ -154,7 +156,7 @@ func epsilon(dt DType) float64 {
 
 // checkAllreduce compares the result of every rank with the reference and
 // with each other (all ranks must agree bit for bit).
-func checkAllreduce(t *testing.T, desc string, dt DType, op ReduceOp, n int, pre, post float64, inputs, outputs [][]byte) {
+func checkAllreduce(t *testing.T, desc string, dt tensor.DType, op tensor.ReduceOp, n int, pre, post float64, inputs, outputs [][]byte) {
 	t.Helper()
 	for r := 1; r < n; r++ {
 		if !bytes.Equal(outputs[r], outputs[0]) {
@@ -168,7 +170,7 @@ func checkAllreduce(t *testing.T, desc string, dt DType, op ReduceOp, n int, pre
 		for r := 1; r < n; r++ {
 			want = refReduce(dt, op, want, inputs[r])
 		}
-		if op == Average {
+		if op == tensor.Average {
 			divideInt(dt, want, n)
 		}
 		if !bytes.Equal(got, want) {
@@ -188,22 +190,22 @@ func checkAllreduce(t *testing.T, desc string, dt DType, op ReduceOp, n int, pre
 			switch {
 			case r == 0:
 				want, mag = x, math.Abs(x)
-			case op == Sum || op == Average:
+			case op == tensor.Sum || op == tensor.Average:
 				want += x
 				mag += math.Abs(x)
-			case op == Product:
+			case op == tensor.Product:
 				want *= x
 				mag *= math.Abs(x)
-			case op == Min:
+			case op == tensor.Min:
 				want = min(want, x)
 				mag = math.Abs(want)
-			case op == Max:
+			case op == tensor.Max:
 				want = max(want, x)
 				mag = math.Abs(want)
 			}
 		}
 		f := post
-		if op == Average {
+		if op == tensor.Average {
 			f /= float64(n)
 		}
 		want *= f
@@ -234,7 +236,7 @@ func TestAllreduceMetamorphic(t *testing.T) {
 		dt := allDTypes[r.IntN(len(allDTypes))]
 		op := allOps[r.IntN(len(allOps))]
 		if !opValid(dt, op) {
-			op = Sum
+			op = tensor.Sum
 		}
 		var count int
 		switch r.IntN(5) {
@@ -314,7 +316,7 @@ func TestIntegerAlgorithmsAgree(t *testing.T) {
 	defer checkGoroutines(t)()
 	r := rand.New(rand.NewPCG(5, 5))
 	for _, n := range []int{3, 4, 5} {
-		for _, dt := range []DType{Int8, Int32, Int64, Uint8, Uint64} {
+		for _, dt := range []tensor.DType{tensor.Int8, tensor.Int32, tensor.Int64, tensor.Uint8, tensor.Uint64} {
 			count := 997
 			inputs := make([][]byte, n)
 			for i := range inputs {
@@ -327,7 +329,7 @@ func TestIntegerAlgorithmsAgree(t *testing.T) {
 				out := make([][]byte, n)
 				ws.mustEach(t, func(rank int, c *Comm) error {
 					out[rank] = append([]byte(nil), inputs[rank]...)
-					return c.Allreduce(ctx, out[rank], dt, Product, 1, 1)
+					return c.Allreduce(ctx, out[rank], dt, tensor.Product, 1, 1)
 				})
 				ws.close()
 				if first == nil {
@@ -353,15 +355,15 @@ func TestHierarchical(t *testing.T) {
 				inputs := make([][]byte, tc.n)
 				out := make([][]byte, tc.n)
 				for i := range inputs {
-					inputs[i] = randBuf(r, Int32, count, false)
+					inputs[i] = randBuf(r, tensor.Int32, count, false)
 				}
 				ctx := testCtx(t)
 				ws.mustEach(t, func(rank int, c *Comm) error {
 					out[rank] = append([]byte(nil), inputs[rank]...)
-					return c.Allreduce(ctx, out[rank], Int32, Average, 1, 1)
+					return c.Allreduce(ctx, out[rank], tensor.Int32, tensor.Average, 1, 1)
 				})
 				ws.close()
-				checkAllreduce(t, fmt.Sprintf("count %d", count), Int32, Average, tc.n, 1, 1, inputs, out)
+				checkAllreduce(t, fmt.Sprintf("count %d", count), tensor.Int32, tensor.Average, tc.n, 1, 1, inputs, out)
 			}
 		})
 	}
@@ -387,7 +389,7 @@ func TestAllgatherv(t *testing.T) {
 		sends := make([][]byte, n)
 		var want []byte
 		for i := range n {
-			sends[i] = randBuf(r, Uint8, counts[i], false)
+			sends[i] = randBuf(r, tensor.Uint8, counts[i], false)
 			want = append(want, sends[i]...)
 		}
 		recvs := make([][]byte, n)
@@ -412,7 +414,7 @@ func TestBroadcastEveryRoot(t *testing.T) {
 		for root := range n {
 			for _, size := range []int{0, 1, 100, 70000, 300001} {
 				ws := newWorld(t, n, Config{SegmentBytes: 4096}, inmem.WithPipeBytes(1000))
-				data := randBuf(r, Uint8, size, false)
+				data := randBuf(r, tensor.Uint8, size, false)
 				bufs := make([][]byte, n)
 				ctx := testCtx(t)
 				ws.mustEach(t, func(rank int, c *Comm) error {
@@ -450,7 +452,7 @@ func TestAlltoallv(t *testing.T) {
 				}
 				total += splits[i][j]
 			}
-			sends[i] = randBuf(r, Uint8, total, false)
+			sends[i] = randBuf(r, tensor.Uint8, total, false)
 		}
 		ws := newWorld(t, n, Config{}, inmem.WithPipeBytes([]int{16, 4096, 64 << 10}[r.IntN(3)]))
 		recvs := make([][]byte, n)
@@ -486,8 +488,8 @@ func TestReduceScatter(t *testing.T) {
 	r := rand.New(rand.NewPCG(14, 3))
 	for it := range 40 {
 		n := 1 + r.IntN(6)
-		dt := []DType{Int32, Int64, Uint8, Float64}[r.IntN(4)]
-		op := []ReduceOp{Sum, Average, Max, Min}[r.IntN(4)]
+		dt := []tensor.DType{tensor.Int32, tensor.Int64, tensor.Uint8, tensor.Float64}[r.IntN(4)]
+		op := []tensor.ReduceOp{tensor.Sum, tensor.Average, tensor.Max, tensor.Min}[r.IntN(4)]
 		counts := make([]int, n)
 		total := 0
 		for i := range counts {
@@ -584,7 +586,7 @@ func TestConfigValidation(t *testing.T) {
 		{Config{Algorithm: 9}, "Algorithm"},
 	} {
 		_, err := NewComm(w.Mesh(0), tc.cfg)
-		if !errors.Is(err, ErrInvalid) || !bytes.Contains([]byte(err.Error()), []byte(tc.field)) {
+		if !errors.Is(err, tensor.ErrInvalid) || !bytes.Contains([]byte(err.Error()), []byte(tc.field)) {
 			t.Errorf("NewComm(%+v) = %v, want ErrInvalid naming %s", tc.cfg, err, tc.field)
 		}
 	}
@@ -598,17 +600,17 @@ func TestConfigValidation(t *testing.T) {
 	}
 	ctx := context.Background()
 	bad := []error{
-		c.Allreduce(ctx, make([]byte, 6), Float32, Sum, 1, 1),
-		c.Allreduce(ctx, make([]byte, 8), Float32, BitOr, 1, 1),
+		c.Allreduce(ctx, make([]byte, 6), tensor.Float32, tensor.Sum, 1, 1),
+		c.Allreduce(ctx, make([]byte, 8), tensor.Float32, tensor.BitOr, 1, 1),
 		c.Broadcast(ctx, make([]byte, 8), 2),
 		c.Allgatherv(ctx, make([]byte, 3), make([]byte, 5), []int{3, 3}),
 	}
 	_, _, e := c.Alltoallv(ctx, make([]byte, 3), []int{1, 1})
 	bad = append(bad, e)
-	_, e = c.ReduceScatter(ctx, make([]byte, 12), []int{1, 1}, Int32, Sum)
+	_, e = c.ReduceScatter(ctx, make([]byte, 12), []int{1, 1}, tensor.Int32, tensor.Sum)
 	bad = append(bad, e)
 	for i, err := range bad {
-		if !errors.Is(err, ErrInvalid) {
+		if !errors.Is(err, tensor.ErrInvalid) {
 			t.Errorf("bad call %d: %v, want ErrInvalid", i, err)
 		}
 	}
@@ -638,7 +640,7 @@ func TestKilledRank(t *testing.T) {
 			defer cancel()
 			start := time.Now()
 			errs := ws.each(func(rank int, c *Comm) error {
-				return c.Allreduce(ctx, make([]byte, size), Float32, Sum, 1, 1)
+				return c.Allreduce(ctx, make([]byte, size), tensor.Float32, tensor.Sum, 1, 1)
 			})
 			if ctx.Err() != nil {
 				t.Fatalf("the deadline passed (%v): a rank hung instead of failing", time.Since(start))
@@ -686,7 +688,7 @@ func TestDeadline(t *testing.T) {
 		if rank == 2 {
 			return nil
 		}
-		return c.Allreduce(ctx, make([]byte, 1<<20), Float32, Sum, 1, 1)
+		return c.Allreduce(ctx, make([]byte, 1<<20), tensor.Float32, tensor.Sum, 1, 1)
 	})
 	for rank, err := range errs[:2] {
 		if !errors.Is(err, context.DeadlineExceeded) {
@@ -754,7 +756,7 @@ func TestCancelPropagates(t *testing.T) {
 			if rank == 1 {
 				ctx = ctx1
 			}
-			return c.Allreduce(ctx, make([]byte, 1<<20), Float32, Sum, 1, 1)
+			return c.Allreduce(ctx, make([]byte, 1<<20), tensor.Float32, tensor.Sum, 1, 1)
 		})
 		ws.close()
 		cancel1()
@@ -777,7 +779,9 @@ func TestCloseInterrupts(t *testing.T) {
 	defer ws.close()
 	c := ws.comms[0]
 	done := make(chan error, 1)
-	go func() { done <- c.Allreduce(context.Background(), make([]byte, 1<<20), Float32, Sum, 1, 1) }()
+	go func() {
+		done <- c.Allreduce(context.Background(), make([]byte, 1<<20), tensor.Float32, tensor.Sum, 1, 1)
+	}()
 	_ = c.Close()
 	if err := <-done; !errors.Is(err, transport.ErrClosed) {
 		t.Fatalf("op interrupted by Close: %v", err)
@@ -802,7 +806,7 @@ func TestSequence(t *testing.T) {
 				for j := range size {
 					as[int32](buf)[j] = int32(rank + j)
 				}
-				if err := c.Allreduce(ctx, buf, Int32, Sum, 1, 1); err != nil {
+				if err := c.Allreduce(ctx, buf, tensor.Int32, tensor.Sum, 1, 1); err != nil {
 					return err
 				}
 				for j := range size {
@@ -861,7 +865,7 @@ func BenchmarkAllreduce(b *testing.B) {
 						go func() {
 							defer wg.Done()
 							for range b.N {
-								if err := comms[r].Allreduce(ctx, bufs[r], Float32, Sum, 1, 1); err != nil {
+								if err := comms[r].Allreduce(ctx, bufs[r], tensor.Float32, tensor.Sum, 1, 1); err != nil {
 									b.Error(err)
 									return
 								}
@@ -869,7 +873,7 @@ func BenchmarkAllreduce(b *testing.B) {
 						}()
 					}
 					for range b.N {
-						if err := comms[0].Allreduce(ctx, bufs[0], Float32, Sum, 1, 1); err != nil {
+						if err := comms[0].Allreduce(ctx, bufs[0], tensor.Float32, tensor.Sum, 1, 1); err != nil {
 							b.Fatal(err)
 						}
 					}

@@ -1,6 +1,10 @@
 package ops
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/gorovod/gorovod/internal/tensor"
+)
 
 // Algorithm selects how Allreduce moves data.
 type Algorithm uint8
@@ -76,16 +80,16 @@ func (c Config) withDefaults() (Config, error) {
 	case c.SegmentBytes == 0:
 		c.SegmentBytes = DefaultSegmentBytes
 	case c.SegmentBytes < 0 || c.SegmentBytes > MaxSegmentBytes:
-		return c, fmt.Errorf("%w: Config.SegmentBytes %d: want 1..%d (0 for the default %d)", ErrInvalid, c.SegmentBytes, MaxSegmentBytes, DefaultSegmentBytes)
+		return c, fmt.Errorf("%w: Config.SegmentBytes %d: want 1..%d (0 for the default %d)", tensor.ErrInvalid, c.SegmentBytes, MaxSegmentBytes, DefaultSegmentBytes)
 	}
 	switch {
 	case c.SmallBytes == 0:
 		c.SmallBytes = DefaultSmallBytes
 	case c.SmallBytes < 0:
-		return c, fmt.Errorf("%w: Config.SmallBytes %d: must not be negative (0 for the default %d)", ErrInvalid, c.SmallBytes, DefaultSmallBytes)
+		return c, fmt.Errorf("%w: Config.SmallBytes %d: must not be negative (0 for the default %d)", tensor.ErrInvalid, c.SmallBytes, DefaultSmallBytes)
 	}
 	if c.Algorithm > Hierarchical {
-		return c, fmt.Errorf("%w: Config.Algorithm %d: want Auto, Ring, RecursiveDoubling or Hierarchical", ErrInvalid, uint8(c.Algorithm))
+		return c, fmt.Errorf("%w: Config.Algorithm %d: want Auto, Ring, RecursiveDoubling or Hierarchical", tensor.ErrInvalid, uint8(c.Algorithm))
 	}
 	return c, nil
 }

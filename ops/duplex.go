@@ -4,6 +4,8 @@ import (
 	"context"
 	"time"
 
+	"github.com/gorovod/gorovod/internal/tensor"
+
 	"github.com/gorovod/gorovod/internal/transport"
 )
 
@@ -49,7 +51,7 @@ func (d *duplex) pump(ctx context.Context, dst []byte, sentAtLeast int) error {
 
 // pumpReduce is pump reducing the received bytes into dst (d.rr must be
 // set): straight from the link's memory, no copy out.
-func (d *duplex) pumpReduce(ctx context.Context, dst []byte, dt DType, op ReduceOp) error {
+func (d *duplex) pumpReduce(ctx context.Context, dst []byte, dt tensor.DType, op tensor.ReduceOp) error {
 	sink := reduceSink{dt: dt, op: op, dst: dst}
 	return d.pumpInto(ctx, dst, 0, &sink)
 }

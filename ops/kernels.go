@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 	"unsafe"
+
+	"github.com/gorovod/gorovod/internal/tensor"
 )
 
 // cgoMinBytes is the slice size from which the vectorised C kernels are
@@ -14,15 +16,15 @@ const cgoMinBytes = 1024
 // (the division happens once, after the whole reduction). BitAnd and BitOr
 // are for integer dtypes only. dst and src must have the same length, a
 // multiple of the element size.
-func Reduce(dt DType, op ReduceOp, dst, src []byte) error {
+func Reduce(dt tensor.DType, op tensor.ReduceOp, dst, src []byte) error {
 	if err := checkReduce(dt, op); err != nil {
 		return err
 	}
 	if len(dst) != len(src) {
-		return fmt.Errorf("%w: reduce %s %s: dst has %d bytes, src %d", ErrInvalid, dt, op, len(dst), len(src))
+		return fmt.Errorf("%w: reduce %s %s: dst has %d bytes, src %d", tensor.ErrInvalid, dt, op, len(dst), len(src))
 	}
 	if len(dst)%dt.Size() != 0 {
-		return fmt.Errorf("%w: reduce %s: %d bytes is not a whole number of %d-byte elements", ErrInvalid, dt, len(dst), dt.Size())
+		return fmt.Errorf("%w: reduce %s: %d bytes is not a whole number of %d-byte elements", tensor.ErrInvalid, dt, len(dst), dt.Size())
 	}
 	reduce(dt, op, dst, src)
 	return nil
@@ -32,12 +34,12 @@ func Reduce(dt DType, op ReduceOp, dst, src []byte) error {
 // compute in their own precision (float16/bfloat16 via float32, rounding to
 // nearest even); integer types compute in float64 and truncate toward zero.
 // A factor of 1 leaves buf untouched.
-func Scale(dt DType, buf []byte, factor float64) error {
-	if dt.Size() == 0 || dt > Uint64 {
-		return fmt.Errorf("%w: scale: unknown dtype %d", ErrInvalid, uint8(dt))
+func Scale(dt tensor.DType, buf []byte, factor float64) error {
+	if dt.Size() == 0 || dt > tensor.Uint64 {
+		return fmt.Errorf("%w: scale: unknown dtype %d", tensor.ErrInvalid, uint8(dt))
 	}
 	if len(buf)%dt.Size() != 0 {
-		return fmt.Errorf("%w: scale %s: %d bytes is not a whole number of %d-byte elements", ErrInvalid, dt, len(buf), dt.Size())
+		return fmt.Errorf("%w: scale %s: %d bytes is not a whole number of %d-byte elements", tensor.ErrInvalid, dt, len(buf), dt.Size())
 	}
 	if factor != 1 {
 		scale(dt, buf, factor)
@@ -45,31 +47,31 @@ func Scale(dt DType, buf []byte, factor float64) error {
 	return nil
 }
 
-func checkReduce(dt DType, op ReduceOp) error {
+func checkReduce(dt tensor.DType, op tensor.ReduceOp) error {
 	if dt.Size() == 0 {
-		return fmt.Errorf("%w: unknown dtype %d", ErrInvalid, uint8(dt))
+		return fmt.Errorf("%w: unknown dtype %d", tensor.ErrInvalid, uint8(dt))
 	}
 	switch op {
-	case Sum, Average, Min, Max, Product:
-	case BitAnd, BitOr:
+	case tensor.Sum, tensor.Average, tensor.Min, tensor.Max, tensor.Product:
+	case tensor.BitAnd, tensor.BitOr:
 		if dt.IsFloat() {
-			return fmt.Errorf("%w: reduce op %s needs an integer dtype, got %s", ErrInvalid, op, dt)
+			return fmt.Errorf("%w: reduce op %s needs an integer dtype, got %s", tensor.ErrInvalid, op, dt)
 		}
 	default:
-		return fmt.Errorf("%w: unknown reduce op %d", ErrInvalid, uint8(op))
+		return fmt.Errorf("%w: unknown reduce op %d", tensor.ErrInvalid, uint8(op))
 	}
 	return nil
 }
 
 // reduce assumes validated arguments.
-func reduce(dt DType, op ReduceOp, dst, src []byte) {
+func reduce(dt tensor.DType, op tensor.ReduceOp, dst, src []byte) {
 	if len(dst) >= cgoMinBytes && reduceSIMD(dt, op, dst, src) {
 		return
 	}
 	reduceGo(dt, op, dst, src)
 }
 
-func scale(dt DType, buf []byte, factor float64) {
+func scale(dt tensor.DType, buf []byte, factor float64) {
 	if len(buf) >= cgoMinBytes && scaleSIMD(dt, buf, factor) {
 		return
 	}
@@ -78,33 +80,33 @@ func scale(dt DType, buf []byte, factor float64) {
 
 // reduceGo is the portable kernel; the SIMD kernels must match it bit for
 // bit (NaN payloads aside).
-func reduceGo(dt DType, op ReduceOp, dst, src []byte) {
+func reduceGo(dt tensor.DType, op tensor.ReduceOp, dst, src []byte) {
 	switch dt {
-	case Float32:
+	case tensor.Float32:
 		reduceNum(op, as[float32](dst), as[float32](src))
-	case Float64:
+	case tensor.Float64:
 		reduceNum(op, as[float64](dst), as[float64](src))
-	case Int32:
+	case tensor.Int32:
 		reduceInt(op, as[int32](dst), as[int32](src))
-	case Int64:
+	case tensor.Int64:
 		reduceInt(op, as[int64](dst), as[int64](src))
-	case Int8:
+	case tensor.Int8:
 		reduceInt(op, as[int8](dst), as[int8](src))
-	case Uint8:
+	case tensor.Uint8:
 		reduceInt(op, as[uint8](dst), as[uint8](src))
-	case Uint64:
+	case tensor.Uint64:
 		reduceInt(op, as[uint64](dst), as[uint64](src))
-	case Float16:
-		if op == Sum || op == Average {
+	case tensor.Float16:
+		if op == tensor.Sum || op == tensor.Average {
 			sumF16(as[uint16](dst), as[uint16](src))
 		} else {
-			reduceHalf(op, as[uint16](dst), as[uint16](src), f16ToF32Bits, f32ToF16Bits)
+			reduceHalf(op, as[uint16](dst), as[uint16](src), tensor.F16ToF32Bits, tensor.F32ToF16Bits)
 		}
-	case BFloat16:
-		if op == Sum || op == Average {
+	case tensor.BFloat16:
+		if op == tensor.Sum || op == tensor.Average {
 			sumBF16(as[uint16](dst), as[uint16](src))
 		} else {
-			reduceHalf(op, as[uint16](dst), as[uint16](src), bf16ToF32Bits, f32ToBF16Bits)
+			reduceHalf(op, as[uint16](dst), as[uint16](src), bf16ToF32Bits, tensor.F32ToBF16Bits)
 		}
 	}
 }
@@ -134,40 +136,40 @@ type integer interface {
 
 // reduceNum: Min and Max are written as "s < d ? s : d" (and its mirror)
 // so that NaN handling matches the C kernels (MINPS/MAXPS semantics).
-func reduceNum[T number](op ReduceOp, d, s []T) {
+func reduceNum[T number](op tensor.ReduceOp, d, s []T) {
 	s = s[:len(d)]
 	switch op {
-	case Sum, Average:
+	case tensor.Sum, tensor.Average:
 		for i := range d {
 			d[i] += s[i]
 		}
-	case Min:
+	case tensor.Min:
 		for i := range d {
 			if s[i] < d[i] {
 				d[i] = s[i]
 			}
 		}
-	case Max:
+	case tensor.Max:
 		for i := range d {
 			if s[i] > d[i] {
 				d[i] = s[i]
 			}
 		}
-	case Product:
+	case tensor.Product:
 		for i := range d {
 			d[i] *= s[i]
 		}
 	}
 }
 
-func reduceInt[T integer](op ReduceOp, d, s []T) {
+func reduceInt[T integer](op tensor.ReduceOp, d, s []T) {
 	s = s[:len(d)]
 	switch op {
-	case BitAnd:
+	case tensor.BitAnd:
 		for i := range d {
 			d[i] &= s[i]
 		}
-	case BitOr:
+	case tensor.BitOr:
 		for i := range d {
 			d[i] |= s[i]
 		}
@@ -181,69 +183,69 @@ func reduceInt[T integer](op ReduceOp, d, s []T) {
 func sumF16(d, s []uint16) {
 	s = s[:len(d)]
 	for i := range d {
-		d[i] = f32ToF16Bits(f32bits(f32frombits(f16ToF32Bits(d[i])) + f32frombits(f16ToF32Bits(s[i]))))
+		d[i] = tensor.F32ToF16Bits(f32bits(f32frombits(tensor.F16ToF32Bits(d[i])) + f32frombits(tensor.F16ToF32Bits(s[i]))))
 	}
 }
 
 func sumBF16(d, s []uint16) {
 	s = s[:len(d)]
 	for i := range d {
-		d[i] = f32ToBF16Bits(f32bits(f32frombits(uint32(d[i])<<16) + f32frombits(uint32(s[i])<<16)))
+		d[i] = tensor.F32ToBF16Bits(f32bits(f32frombits(uint32(d[i])<<16) + f32frombits(uint32(s[i])<<16)))
 	}
 }
 
-func reduceHalf(op ReduceOp, d, s []uint16, widen func(uint16) uint32, narrow func(uint32) uint16) {
+func reduceHalf(op tensor.ReduceOp, d, s []uint16, widen func(uint16) uint32, narrow func(uint32) uint16) {
 	s = s[:len(d)]
 	for i := range d {
 		a := f32frombits(widen(d[i]))
 		b := f32frombits(widen(s[i]))
 		var r float32
 		switch op {
-		case Sum, Average:
+		case tensor.Sum, tensor.Average:
 			r = a + b
-		case Min:
+		case tensor.Min:
 			r = a
 			if b < a {
 				r = b
 			}
-		case Max:
+		case tensor.Max:
 			r = a
 			if b > a {
 				r = b
 			}
-		case Product:
+		case tensor.Product:
 			r = a * b
 		}
 		d[i] = narrow(f32bits(r))
 	}
 }
 
-func scaleGo(dt DType, buf []byte, factor float64) {
+func scaleGo(dt tensor.DType, buf []byte, factor float64) {
 	switch dt {
-	case Float32:
+	case tensor.Float32:
 		f := float32(factor)
 		d := as[float32](buf)
 		for i := range d {
 			d[i] *= f
 		}
-	case Float64:
+	case tensor.Float64:
 		d := as[float64](buf)
 		for i := range d {
 			d[i] *= factor
 		}
-	case Float16:
-		scaleHalf(as[uint16](buf), float32(factor), f16ToF32Bits, f32ToF16Bits)
-	case BFloat16:
-		scaleHalf(as[uint16](buf), float32(factor), bf16ToF32Bits, f32ToBF16Bits)
-	case Int32:
+	case tensor.Float16:
+		scaleHalf(as[uint16](buf), float32(factor), tensor.F16ToF32Bits, tensor.F32ToF16Bits)
+	case tensor.BFloat16:
+		scaleHalf(as[uint16](buf), float32(factor), bf16ToF32Bits, tensor.F32ToBF16Bits)
+	case tensor.Int32:
 		scaleInt(as[int32](buf), factor)
-	case Int64:
+	case tensor.Int64:
 		scaleInt(as[int64](buf), factor)
-	case Int8:
+	case tensor.Int8:
 		scaleInt(as[int8](buf), factor)
-	case Uint8:
+	case tensor.Uint8:
 		scaleInt(as[uint8](buf), factor)
-	case Uint64:
+	case tensor.Uint64:
 		scaleInt(as[uint64](buf), factor)
 	}
 }
@@ -262,24 +264,24 @@ func scaleInt[T integer](d []T, f float64) {
 
 // divideInt divides every element of an integer buffer by n, truncating
 // (Average of integer dtypes).
-func divideInt(dt DType, buf []byte, n int) {
+func divideInt(dt tensor.DType, buf []byte, n int) {
 	switch dt {
-	case Int32:
+	case tensor.Int32:
 		divInt(as[int32](buf), int32(n))
-	case Int64:
+	case tensor.Int64:
 		divInt(as[int64](buf), int64(n))
-	case Int8:
+	case tensor.Int8:
 		// Sizes past 127 make every quotient 0 (or -1 for -128/-128): use int.
 		d := as[int8](buf)
 		for i := range d {
 			d[i] = int8(int(d[i]) / n)
 		}
-	case Uint8:
+	case tensor.Uint8:
 		d := as[uint8](buf)
 		for i := range d {
 			d[i] = uint8(int(d[i]) / n)
 		}
-	case Uint64:
+	case tensor.Uint64:
 		divInt(as[uint64](buf), uint64(n))
 	}
 }

@@ -9,7 +9,11 @@ package ops
 // int gv_set_level(int max_level);
 import "C"
 
-import "unsafe"
+import (
+	"unsafe"
+
+	"github.com/gorovod/gorovod/internal/tensor"
+)
 
 // SIMDLevel caps the instruction set of the C kernels (0 baseline
 // x86-64-v2, 1 AVX2+F16C, 2 AVX-512) and returns the level in use, which
@@ -17,12 +21,12 @@ import "unsafe"
 // it only while no reduction runs.
 func SIMDLevel(max int) int { return int(C.gv_set_level(C.int(max))) }
 
-func reduceSIMD(dt DType, op ReduceOp, dst, src []byte) bool {
+func reduceSIMD(dt tensor.DType, op tensor.ReduceOp, dst, src []byte) bool {
 	n := len(dst) / dt.Size()
 	return C.gv_reduce(C.int(dt), C.int(op), unsafe.Pointer(unsafe.SliceData(dst)), unsafe.Pointer(unsafe.SliceData(src)), C.size_t(n)) != 0
 }
 
-func scaleSIMD(dt DType, buf []byte, factor float64) bool {
+func scaleSIMD(dt tensor.DType, buf []byte, factor float64) bool {
 	n := len(buf) / dt.Size()
 	return C.gv_scale(C.int(dt), unsafe.Pointer(unsafe.SliceData(buf)), C.size_t(n), C.double(factor)) != 0
 }

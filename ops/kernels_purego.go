@@ -2,9 +2,11 @@
 
 package ops
 
+import "github.com/gorovod/gorovod/internal/tensor"
+
 // SIMDLevel reports -1: this build has only the portable Go kernels.
 func SIMDLevel(max int) int { return -1 }
 
-func reduceSIMD(DType, ReduceOp, []byte, []byte) bool { return false }
+func reduceSIMD(tensor.DType, tensor.ReduceOp, []byte, []byte) bool { return false }
 
-func scaleSIMD(DType, []byte, float64) bool { return false }
+func scaleSIMD(tensor.DType, []byte, float64) bool { return false }

@@ -7,20 +7,22 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/gorovod/gorovod/internal/tensor"
 )
 
-var allDTypes = []DType{Float32, Float64, Int32, Int64, Int8, Uint8, Float16, BFloat16, Uint64}
+var allDTypes = []tensor.DType{tensor.Float32, tensor.Float64, tensor.Int32, tensor.Int64, tensor.Int8, tensor.Uint8, tensor.Float16, tensor.BFloat16, tensor.Uint64}
 
-var allOps = []ReduceOp{Sum, Average, Min, Max, Product, BitAnd, BitOr}
+var allOps = []tensor.ReduceOp{tensor.Sum, tensor.Average, tensor.Min, tensor.Max, tensor.Product, tensor.BitAnd, tensor.BitOr}
 
-func opValid(dt DType, op ReduceOp) bool {
-	return !(dt.IsFloat() && (op == BitAnd || op == BitOr))
+func opValid(dt tensor.DType, op tensor.ReduceOp) bool {
+	return !(dt.IsFloat() && (op == tensor.BitAnd || op == tensor.BitOr))
 }
 
 // randBuf fills n elements of dt with values that exercise the kernels:
 // for floats small integers (exact sums), fractions, and now and then
 // specials (NaN only when withNaN).
-func randBuf(r *rand.Rand, dt DType, n int, specials bool) []byte {
+func randBuf(r *rand.Rand, dt tensor.DType, n int, specials bool) []byte {
 	b := make([]byte, n*dt.Size())
 	for i := range n {
 		var v float64
@@ -38,14 +40,14 @@ func randBuf(r *rand.Rand, dt DType, n int, specials bool) []byte {
 			v = []float64{math.Inf(1), math.Inf(-1), math.NaN(), 0, math.Copysign(0, -1), 6e-8, 1e-40, 65504, 70000}[r.IntN(9)]
 		}
 		switch dt {
-		case Float32:
+		case tensor.Float32:
 			as[float32](b)[i] = float32(v)
-		case Float64:
+		case tensor.Float64:
 			as[float64](b)[i] = v
-		case Float16:
-			as[F16](b)[i] = F16FromFloat32(float32(v))
-		case BFloat16:
-			as[BF16](b)[i] = BF16FromFloat32(float32(v))
+		case tensor.Float16:
+			as[tensor.F16](b)[i] = tensor.F16FromFloat32(float32(v))
+		case tensor.BFloat16:
+			as[tensor.BF16](b)[i] = tensor.BF16FromFloat32(float32(v))
 		default:
 			u := r.Uint64()
 			for j := range dt.Size() {
@@ -58,75 +60,75 @@ func randBuf(r *rand.Rand, dt DType, n int, specials bool) []byte {
 
 // refReduce is the naive elementwise reference, written independently of
 // the kernels (element by element through float64/float32 and big ints).
-func refReduce(dt DType, op ReduceOp, a, b []byte) []byte {
+func refReduce(dt tensor.DType, op tensor.ReduceOp, a, b []byte) []byte {
 	out := append([]byte(nil), a...)
 	n := len(a) / dt.Size()
 	f := func(x, y float64) float64 {
 		switch op {
-		case Sum, Average:
+		case tensor.Sum, tensor.Average:
 			return x + y
-		case Min:
+		case tensor.Min:
 			if y < x {
 				return y
 			}
 			return x
-		case Max:
+		case tensor.Max:
 			if y > x {
 				return y
 			}
 			return x
-		case Product:
+		case tensor.Product:
 			return x * y
 		}
 		panic("op")
 	}
 	iop := func(x, y uint64) uint64 {
 		switch op {
-		case Sum, Average:
+		case tensor.Sum, tensor.Average:
 			return x + y
-		case Product:
+		case tensor.Product:
 			return x * y
-		case BitAnd:
+		case tensor.BitAnd:
 			return x & y
-		case BitOr:
+		case tensor.BitOr:
 			return x | y
 		}
 		panic("op")
 	}
 	for i := range n {
 		switch dt {
-		case Float32:
+		case tensor.Float32:
 			x, y := as[float32](a)[i], as[float32](b)[i]
 			as[float32](out)[i] = float32(f(float64(x), float64(y))) // exact for +, *, min, max of two float32
-		case Float64:
+		case tensor.Float64:
 			as[float64](out)[i] = f(as[float64](a)[i], as[float64](b)[i])
-		case Float16:
-			x, y := as[F16](a)[i].Float32(), as[F16](b)[i].Float32()
-			as[F16](out)[i] = F16FromFloat32(float32(f(float64(x), float64(y))))
-		case BFloat16:
-			x, y := as[BF16](a)[i].Float32(), as[BF16](b)[i].Float32()
-			as[BF16](out)[i] = BF16FromFloat32(float32(f(float64(x), float64(y))))
-		case Int8, Int32, Int64:
+		case tensor.Float16:
+			x, y := as[tensor.F16](a)[i].Float32(), as[tensor.F16](b)[i].Float32()
+			as[tensor.F16](out)[i] = tensor.F16FromFloat32(float32(f(float64(x), float64(y))))
+		case tensor.BFloat16:
+			x, y := as[tensor.BF16](a)[i].Float32(), as[tensor.BF16](b)[i].Float32()
+			as[tensor.BF16](out)[i] = tensor.BF16FromFloat32(float32(f(float64(x), float64(y))))
+		case tensor.Int8, tensor.Int32, tensor.Int64:
 			sz := dt.Size()
 			x, y := sext(a[i*sz:(i+1)*sz]), sext(b[i*sz:(i+1)*sz])
 			var r int64
 			switch op {
-			case Min:
+			case tensor.Min:
 				r = min(x, y)
-			case Max:
+			case tensor.Max:
 				r = max(x, y)
 			default:
 				r = int64(iop(uint64(x), uint64(y)))
 			}
 			put(out[i*sz:(i+1)*sz], uint64(r))
-		case Uint8, Uint64:
+		case tensor.Uint8, tensor.Uint64:
 			sz := dt.Size()
 			x, y := zext(a[i*sz:(i+1)*sz]), zext(b[i*sz:(i+1)*sz])
 			var r uint64
 			switch op {
-			case Min:
+			case tensor.Min:
 				r = min(x, y)
-			case Max:
+			case tensor.Max:
 				r = max(x, y)
 			default:
 				r = iop(x, y)
@@ -157,7 +159,7 @@ func put(b []byte, u uint64) {
 }
 
 // sameValues compares element bytes, treating any two NaNs as equal.
-func sameValues(dt DType, a, b []byte) (int, bool) {
+func sameValues(dt tensor.DType, a, b []byte) (int, bool) {
 	sz := dt.Size()
 	for i := 0; i < len(a); i += sz {
 		x, y := a[i:i+sz], b[i:i+sz]
@@ -172,16 +174,16 @@ func sameValues(dt DType, a, b []byte) (int, bool) {
 	return 0, true
 }
 
-func isNaN(dt DType, b []byte) bool {
+func isNaN(dt tensor.DType, b []byte) bool {
 	switch dt {
-	case Float32:
+	case tensor.Float32:
 		return math.IsNaN(float64(as[float32](b)[0]))
-	case Float64:
+	case tensor.Float64:
 		return math.IsNaN(as[float64](b)[0])
-	case Float16:
-		return math.IsNaN(float64(as[F16](b)[0].Float32()))
-	case BFloat16:
-		return math.IsNaN(float64(as[BF16](b)[0].Float32()))
+	case tensor.Float16:
+		return math.IsNaN(float64(as[tensor.F16](b)[0].Float32()))
+	case tensor.BFloat16:
+		return math.IsNaN(float64(as[tensor.BF16](b)[0].Float32()))
 	}
 	return false
 }
@@ -212,23 +214,23 @@ func TestReduceAgainstReference(t *testing.T) {
 
 func TestReduceInvalid(t *testing.T) {
 	cases := []struct {
-		dt       DType
-		op       ReduceOp
+		dt       tensor.DType
+		op       tensor.ReduceOp
 		dst, src int
 	}{
-		{Float32, BitAnd, 4, 4},
-		{Float32, Sum, 4, 8},
-		{Float32, Sum, 6, 6},
-		{DType(99), Sum, 4, 4},
-		{Int32, ReduceOp(42), 4, 4},
+		{tensor.Float32, tensor.BitAnd, 4, 4},
+		{tensor.Float32, tensor.Sum, 4, 8},
+		{tensor.Float32, tensor.Sum, 6, 6},
+		{tensor.DType(99), tensor.Sum, 4, 4},
+		{tensor.Int32, tensor.ReduceOp(42), 4, 4},
 	}
 	for _, c := range cases {
 		err := Reduce(c.dt, c.op, make([]byte, c.dst), make([]byte, c.src))
-		if !errors.Is(err, ErrInvalid) {
+		if !errors.Is(err, tensor.ErrInvalid) {
 			t.Errorf("Reduce(%s, %s, %d, %d) = %v, want ErrInvalid", c.dt, c.op, c.dst, c.src, err)
 		}
 	}
-	if err := Scale(Float64, make([]byte, 12), 2); !errors.Is(err, ErrInvalid) {
+	if err := Scale(tensor.Float64, make([]byte, 12), 2); !errors.Is(err, tensor.ErrInvalid) {
 		t.Errorf("Scale of 12 bytes of float64: %v", err)
 	}
 }
@@ -249,23 +251,23 @@ func TestScale(t *testing.T) {
 						break // documented: a factor of 1 leaves buf untouched
 					}
 					switch dt {
-					case Float32:
+					case tensor.Float32:
 						as[float32](want)[i] *= float32(f)
-					case Float64:
+					case tensor.Float64:
 						as[float64](want)[i] *= f
-					case Float16:
-						as[F16](want)[i] = F16FromFloat32(as[F16](buf)[i].Float32() * float32(f))
-					case BFloat16:
-						as[BF16](want)[i] = BF16FromFloat32(as[BF16](buf)[i].Float32() * float32(f))
-					case Int8:
+					case tensor.Float16:
+						as[tensor.F16](want)[i] = tensor.F16FromFloat32(as[tensor.F16](buf)[i].Float32() * float32(f))
+					case tensor.BFloat16:
+						as[tensor.BF16](want)[i] = tensor.BF16FromFloat32(as[tensor.BF16](buf)[i].Float32() * float32(f))
+					case tensor.Int8:
 						as[int8](want)[i] = int8(float64(as[int8](buf)[i]) * f)
-					case Uint8:
+					case tensor.Uint8:
 						as[uint8](want)[i] = uint8(float64(as[uint8](buf)[i]) * f)
-					case Int32:
+					case tensor.Int32:
 						as[int32](want)[i] = int32(float64(as[int32](buf)[i]) * f)
-					case Int64:
+					case tensor.Int64:
 						as[int64](want)[i] = int64(float64(as[int64](buf)[i]) * f)
-					case Uint64:
+					case tensor.Uint64:
 						as[uint64](want)[i] = uint64(float64(as[uint64](buf)[i]) * f)
 					}
 				}
@@ -291,8 +293,8 @@ func TestSIMDMatchesGo(t *testing.T) {
 		if got := SIMDLevel(level); got != level {
 			t.Fatalf("SIMDLevel(%d) = %d", level, got)
 		}
-		for _, dt := range []DType{Float32, Float64, Float16, BFloat16} {
-			for _, op := range []ReduceOp{Sum, Average, Min, Max, Product} {
+		for _, dt := range []tensor.DType{tensor.Float32, tensor.Float64, tensor.Float16, tensor.BFloat16} {
+			for _, op := range []tensor.ReduceOp{tensor.Sum, tensor.Average, tensor.Min, tensor.Max, tensor.Product} {
 				for _, n := range []int{1, 7, 8, 15, 16, 33, 5003} {
 					a, b := randBuf(r, dt, n, true), randBuf(r, dt, n, true)
 					simd, pure := append([]byte(nil), a...), append([]byte(nil), a...)
@@ -320,7 +322,7 @@ func TestSIMDMatchesGo(t *testing.T) {
 
 func TestF16Exhaustive(t *testing.T) {
 	for u := 0; u < 1<<16; u++ {
-		h := F16(u)
+		h := tensor.F16(u)
 		f := h.Float32()
 		// Reference value from the definition of binary16.
 		sign := 1.0
@@ -336,7 +338,7 @@ func TestF16Exhaustive(t *testing.T) {
 			if !math.IsNaN(float64(f)) {
 				t.Fatalf("F16(%#04x).Float32() = %v, want NaN", u, f)
 			}
-			if back := F16FromFloat32(f); back&0x7c00 != 0x7c00 || back&0x3ff == 0 || (back&0x8000) != h&0x8000 {
+			if back := tensor.F16FromFloat32(f); back&0x7c00 != 0x7c00 || back&0x3ff == 0 || (back&0x8000) != h&0x8000 {
 				t.Fatalf("NaN %#04x round trip gave %#04x", u, back)
 			}
 			continue
@@ -348,7 +350,7 @@ func TestF16Exhaustive(t *testing.T) {
 		if float64(f) != want || math.Signbit(float64(f)) != (sign < 0) {
 			t.Fatalf("F16(%#04x).Float32() = %v, want %v", u, f, want)
 		}
-		if back := F16FromFloat32(f); back != h {
+		if back := tensor.F16FromFloat32(f); back != h {
 			t.Fatalf("round trip of %#04x (%v) gave %#04x", u, f, back)
 		}
 	}
@@ -359,7 +361,7 @@ func TestF16Exhaustive(t *testing.T) {
 func TestF16Rounding(t *testing.T) {
 	r := rand.New(rand.NewPCG(4, 4))
 	check := func(x float32) {
-		h := F16FromFloat32(x)
+		h := tensor.F16FromFloat32(x)
 		if math.IsNaN(float64(x)) {
 			if !math.IsNaN(float64(h.Float32())) {
 				t.Fatalf("NaN narrowed to %#04x", h)
@@ -374,7 +376,7 @@ func TestF16Rounding(t *testing.T) {
 			return
 		}
 		// Neighbours one ulp away in the half encoding (same sign).
-		for _, nb := range []F16{h + 1, h - 1} {
+		for _, nb := range []tensor.F16{h + 1, h - 1} {
 			if nb&0x7fff > 0x7c00 || (h&0x7fff == 0 && nb == h-1) {
 				continue
 			}
@@ -403,16 +405,16 @@ func TestF16Rounding(t *testing.T) {
 	}
 	// Every half-way point between consecutive finite halves is a tie.
 	for u := 0; u < 0x7bff; u++ {
-		a, b := float64(F16(u).Float32()), float64(F16(u+1).Float32())
+		a, b := float64(tensor.F16(u).Float32()), float64(tensor.F16(u+1).Float32())
 		mid := float32((a + b) / 2)
 		if float64(mid) != (a+b)/2 {
 			continue
 		}
-		want := F16(u)
+		want := tensor.F16(u)
 		if u&1 == 1 {
-			want = F16(u + 1)
+			want = tensor.F16(u + 1)
 		}
-		if got := F16FromFloat32(mid); got != want {
+		if got := tensor.F16FromFloat32(mid); got != want {
 			t.Fatalf("tie %v between %#04x and %#04x narrowed to %#04x", mid, u, u+1, got)
 		}
 	}
@@ -420,9 +422,9 @@ func TestF16Rounding(t *testing.T) {
 
 func TestBF16(t *testing.T) {
 	for u := 0; u < 1<<16; u++ {
-		b := BF16(u)
+		b := tensor.BF16(u)
 		f := b.Float32()
-		back := BF16FromFloat32(f)
+		back := tensor.BF16FromFloat32(f)
 		if math.IsNaN(float64(f)) {
 			if !math.IsNaN(float64(back.Float32())) {
 				t.Fatalf("NaN %#04x round trip gave %#04x", u, back)
@@ -435,7 +437,7 @@ func TestBF16(t *testing.T) {
 	}
 	cases := []struct {
 		in   uint32
-		want BF16
+		want tensor.BF16
 	}{
 		{0x3f808000, 0x3f80}, // tie, even stays
 		{0x3f818000, 0x3f82}, // tie, odd rounds up
@@ -447,14 +449,14 @@ func TestBF16(t *testing.T) {
 		{0x7f800001, 0x7fc0}, // signalling NaN is quietened, not turned into Inf
 	}
 	for _, c := range cases {
-		if got := BF16FromFloat32(math.Float32frombits(c.in)); got != c.want {
+		if got := tensor.BF16FromFloat32(math.Float32frombits(c.in)); got != c.want {
 			t.Errorf("BF16FromFloat32(%#08x) = %#04x, want %#04x", c.in, got, c.want)
 		}
 	}
 }
 
 func BenchmarkReduce(b *testing.B) {
-	for _, dt := range []DType{Float32, BFloat16, Float16, Float64, Int32} {
+	for _, dt := range []tensor.DType{tensor.Float32, tensor.BFloat16, tensor.Float16, tensor.Float64, tensor.Int32} {
 		for _, size := range []int{4 << 10, 256 << 10, 4 << 20} {
 			for _, impl := range []string{"auto", "go"} {
 				b.Run(fmt.Sprintf("%s/%dKiB/%s", dt, size>>10, impl), func(b *testing.B) {
@@ -463,9 +465,9 @@ func BenchmarkReduce(b *testing.B) {
 					b.SetBytes(int64(size))
 					for b.Loop() {
 						if impl == "go" {
-							reduceGo(dt, Sum, dst, src)
+							reduceGo(dt, tensor.Sum, dst, src)
 						} else {
-							reduce(dt, Sum, dst, src)
+							reduce(dt, tensor.Sum, dst, src)
 						}
 					}
 				})
@@ -478,13 +480,13 @@ func BenchmarkReduce(b *testing.B) {
 // elements at random places; the result must equal one whole Reduce.
 func TestReduceSinkSplitElements(t *testing.T) {
 	r := rand.New(rand.NewPCG(6, 6))
-	for _, dt := range []DType{Float64, Float16, Int32, Int8, BFloat16} {
+	for _, dt := range []tensor.DType{tensor.Float64, tensor.Float16, tensor.Int32, tensor.Int8, tensor.BFloat16} {
 		for range 50 {
 			n := r.IntN(300)
 			dst, src := randBuf(r, dt, n, false), randBuf(r, dt, n, false)
 			want := append([]byte(nil), dst...)
-			reduceGo(dt, Sum, want, src)
-			sink := reduceSink{dt: dt, op: Sum, dst: dst}
+			reduceGo(dt, tensor.Sum, want, src)
+			sink := reduceSink{dt: dt, op: tensor.Sum, dst: dst}
 			for off := 0; off < len(src); {
 				k := min(1+r.IntN(13), len(src)-off)
 				sink.fn(dst[off:off+k], src[off:off+k])

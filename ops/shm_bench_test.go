@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/gorovod/gorovod/internal/tensor"
+
 	"github.com/gorovod/gorovod/internal/transport"
 	"github.com/gorovod/gorovod/internal/transport/shm"
 )
@@ -100,7 +102,7 @@ func TestOverShm(t *testing.T) {
 					for i := range count {
 						as[int64](buf)[i] = int64(r*i + 1)
 					}
-					if err := comms[r].Allreduce(ctx, buf, Int64, Sum, 1, 1); err != nil {
+					if err := comms[r].Allreduce(ctx, buf, tensor.Int64, tensor.Sum, 1, 1); err != nil {
 						return err
 					}
 					for i := range count {
@@ -151,7 +153,7 @@ func BenchmarkAllreduceShm(b *testing.B) {
 					go func() {
 						defer wg.Done()
 						for range b.N {
-							if err := comms[r].Allreduce(ctx, bufs[r], Float32, Sum, 1, 1); err != nil {
+							if err := comms[r].Allreduce(ctx, bufs[r], tensor.Float32, tensor.Sum, 1, 1); err != nil {
 								b.Error(err)
 								return
 							}
@@ -159,7 +161,7 @@ func BenchmarkAllreduceShm(b *testing.B) {
 					}()
 				}
 				for range b.N {
-					if err := comms[0].Allreduce(ctx, bufs[0], Float32, Sum, 1, 1); err != nil {
+					if err := comms[0].Allreduce(ctx, bufs[0], tensor.Float32, tensor.Sum, 1, 1); err != nil {
 						b.Fatal(err)
 					}
 				}

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/gorovod/gorovod/internal/tensor"
+
 	"github.com/gorovod/gorovod/internal/transport"
 	"github.com/gorovod/gorovod/internal/transport/tcp"
 )
@@ -96,7 +98,7 @@ func testOverTCP(t *testing.T, n int) {
 					for i := range count {
 						as[int32](buf)[i] = int32(r*i + 1)
 					}
-					if err := comms[r].Allreduce(ctx, buf, Int32, Sum, 1, 1); err != nil {
+					if err := comms[r].Allreduce(ctx, buf, tensor.Int32, tensor.Sum, 1, 1); err != nil {
 						return err
 					}
 					for i := range count {
@@ -157,7 +159,7 @@ func BenchmarkAllreduceTCP(b *testing.B) {
 					go func() {
 						defer wg.Done()
 						for range b.N {
-							if err := comms[r].Allreduce(ctx, bufs[r], Float32, Sum, 1, 1); err != nil {
+							if err := comms[r].Allreduce(ctx, bufs[r], tensor.Float32, tensor.Sum, 1, 1); err != nil {
 								b.Error(err)
 								return
 							}
@@ -165,7 +167,7 @@ func BenchmarkAllreduceTCP(b *testing.B) {
 					}()
 				}
 				for range b.N {
-					if err := comms[0].Allreduce(ctx, bufs[0], Float32, Sum, 1, 1); err != nil {
+					if err := comms[0].Allreduce(ctx, bufs[0], tensor.Float32, tensor.Sum, 1, 1); err != nil {
 						b.Fatal(err)
 					}
 				}

@@ -5,8 +5,9 @@ import (
 	"fmt"
 	"unsafe"
 
+	"github.com/gorovod/gorovod/internal/tensor"
+
 	"github.com/gorovod/gorovod/collective"
-	"github.com/gorovod/gorovod/ops"
 )
 
 // apiOnce runs one iteration through the public (negotiated) API.
@@ -19,22 +20,22 @@ func apiOnce(ctx context.Context, c *benchCase, name string, buf []byte, inplace
 // of its result.
 func apiResult(ctx context.Context, c *benchCase, name string, buf []byte, inplace bool) ([]byte, error) {
 	switch c.b.o.dtype {
-	case ops.Float32:
+	case tensor.Float32:
 		return typed[float32](ctx, c, name, buf)
-	case ops.Float64:
+	case tensor.Float64:
 		return typed[float64](ctx, c, name, buf)
-	case ops.Int32:
+	case tensor.Int32:
 		return typed[int32](ctx, c, name, buf)
-	case ops.Int64:
+	case tensor.Int64:
 		return typed[int64](ctx, c, name, buf)
-	case ops.Int8:
+	case tensor.Int8:
 		return typed[int8](ctx, c, name, buf)
-	case ops.Uint8:
+	case tensor.Uint8:
 		return typed[uint8](ctx, c, name, buf)
-	case ops.Float16:
-		return typed[ops.F16](ctx, c, name, buf)
-	case ops.BFloat16:
-		return typed[ops.BF16](ctx, c, name, buf)
+	case tensor.Float16:
+		return typed[tensor.F16](ctx, c, name, buf)
+	case tensor.BFloat16:
+		return typed[tensor.BF16](ctx, c, name, buf)
 	}
 	return nil, fmt.Errorf("dtype %v not supported by the public API", c.b.o.dtype)
 }

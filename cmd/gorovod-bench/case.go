@@ -8,6 +8,8 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/gorovod/gorovod/internal/tensor"
+
 	"github.com/gorovod/gorovod/collective"
 	"github.com/gorovod/gorovod/ops"
 )
@@ -49,7 +51,7 @@ func newCase(b *bench, size int64) *benchCase {
 
 // value is element i of rank r's input.
 func (c *benchCase) value(r int, i int64) float64 {
-	if c.b.o.redop == ops.Product {
+	if c.b.o.redop == tensor.Product {
 		return float64(1 + (int64(r)+i)%2)
 	}
 	return float64((int64(r) + i) % 7)
@@ -167,7 +169,7 @@ func (c *benchCase) agree(ctx context.Context, comm *ops.Comm, name string, v fl
 	}
 	buf := []float64{v}
 	b := unsafe.Slice((*byte)(unsafe.Pointer(&buf[0])), 8)
-	err := comm.Allreduce(ctx, b, ops.Float64, ops.Max, 1, 1)
+	err := comm.Allreduce(ctx, b, tensor.Float64, tensor.Max, 1, 1)
 	return buf[0], err
 }
 
@@ -225,12 +227,12 @@ func (c *benchCase) countWrong(out []byte) int64 {
 		want := c.expect(i)
 		got := getElem(o.dtype, out, i)
 		tol := 1e-5
-		if o.dtype == ops.Float16 || o.dtype == ops.BFloat16 {
+		if o.dtype == tensor.Float16 || o.dtype == tensor.BFloat16 {
 			tol = 2e-2
 		}
 		if !o.dtype.IsFloat() {
 			tol = 0
-			if o.redop == ops.Average {
+			if o.redop == tensor.Average {
 				want = math.Trunc(want)
 			}
 		}
@@ -249,17 +251,17 @@ func (c *benchCase) expect(i int64) float64 {
 		for r := 1; r < np; r++ {
 			v := c.value(r, idx)
 			switch o.redop {
-			case ops.Sum, ops.Average:
+			case tensor.Sum, tensor.Average:
 				acc += v
-			case ops.Min:
+			case tensor.Min:
 				acc = math.Min(acc, v)
-			case ops.Max:
+			case tensor.Max:
 				acc = math.Max(acc, v)
-			case ops.Product:
+			case tensor.Product:
 				acc *= v
 			}
 		}
-		if o.redop == ops.Average {
+		if o.redop == tensor.Average {
 			acc /= float64(np)
 		}
 		return acc
@@ -279,47 +281,47 @@ func (c *benchCase) expect(i int64) float64 {
 	return math.NaN()
 }
 
-func setElem(dt ops.DType, b []byte, i int64, v float64) {
+func setElem(dt tensor.DType, b []byte, i int64, v float64) {
 	p := unsafe.Pointer(&b[i*int64(dt.Size())])
 	switch dt {
-	case ops.Float32:
+	case tensor.Float32:
 		*(*float32)(p) = float32(v)
-	case ops.Float64:
+	case tensor.Float64:
 		*(*float64)(p) = v
-	case ops.Int32:
+	case tensor.Int32:
 		*(*int32)(p) = int32(v)
-	case ops.Int64:
+	case tensor.Int64:
 		*(*int64)(p) = int64(v)
-	case ops.Int8:
+	case tensor.Int8:
 		*(*int8)(p) = int8(v)
-	case ops.Uint8:
+	case tensor.Uint8:
 		*(*uint8)(p) = uint8(v)
-	case ops.Float16:
-		*(*ops.F16)(p) = ops.F16FromFloat32(float32(v))
-	case ops.BFloat16:
-		*(*ops.BF16)(p) = ops.BF16FromFloat32(float32(v))
+	case tensor.Float16:
+		*(*tensor.F16)(p) = tensor.F16FromFloat32(float32(v))
+	case tensor.BFloat16:
+		*(*tensor.BF16)(p) = tensor.BF16FromFloat32(float32(v))
 	}
 }
 
-func getElem(dt ops.DType, b []byte, i int64) float64 {
+func getElem(dt tensor.DType, b []byte, i int64) float64 {
 	p := unsafe.Pointer(&b[i*int64(dt.Size())])
 	switch dt {
-	case ops.Float32:
+	case tensor.Float32:
 		return float64(*(*float32)(p))
-	case ops.Float64:
+	case tensor.Float64:
 		return *(*float64)(p)
-	case ops.Int32:
+	case tensor.Int32:
 		return float64(*(*int32)(p))
-	case ops.Int64:
+	case tensor.Int64:
 		return float64(*(*int64)(p))
-	case ops.Int8:
+	case tensor.Int8:
 		return float64(*(*int8)(p))
-	case ops.Uint8:
+	case tensor.Uint8:
 		return float64(*(*uint8)(p))
-	case ops.Float16:
-		return float64((*(*ops.F16)(p)).Float32())
-	case ops.BFloat16:
-		return float64((*(*ops.BF16)(p)).Float32())
+	case tensor.Float16:
+		return float64((*(*tensor.F16)(p)).Float32())
+	case tensor.BFloat16:
+		return float64((*(*tensor.BF16)(p)).Float32())
 	}
 	return math.NaN()
 }

@@ -24,8 +24,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gorovod/gorovod/internal/tensor"
+
 	"github.com/gorovod/gorovod/collective"
-	"github.com/gorovod/gorovod/ops"
 )
 
 var version = "dev"
@@ -46,8 +47,8 @@ type options struct {
 	minBytes      int64
 	maxBytes      int64
 	factor        int64
-	dtype         ops.DType
-	redop         ops.ReduceOp
+	dtype         tensor.DType
+	redop         tensor.ReduceOp
 	root          int
 	check         bool
 	iters, warmup int
@@ -111,10 +112,10 @@ func parse(args []string) (options, error) {
 	if o.factor < 2 {
 		return o, fmt.Errorf("-f %d: factor must be at least 2", o.factor)
 	}
-	if o.dtype, err = ops.ParseDType(*dt); err != nil {
+	if o.dtype, err = tensor.ParseDType(*dt); err != nil {
 		return o, fmt.Errorf("-d: %w", err)
 	}
-	if o.redop, err = ops.ParseReduceOp(*rop); err != nil {
+	if o.redop, err = tensor.ParseReduceOp(*rop); err != nil {
 		return o, fmt.Errorf("-o: %w", err)
 	}
 	o.check = *check != 0

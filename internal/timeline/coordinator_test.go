@@ -7,8 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorovod/gorovod/internal/tensor"
+
 	"github.com/gorovod/gorovod/coordinator"
-	"github.com/gorovod/gorovod/ops"
 )
 
 // lockstep is an in-process coordinator.Exchange: every call waits for all
@@ -55,12 +56,12 @@ type rankExchange struct {
 func (x rankExchange) Rank() int { return x.rank }
 func (x rankExchange) Size() int { return x.l.n }
 
-func (x rankExchange) AllreduceBits(_ context.Context, bits []uint64, op ops.ReduceOp) error {
+func (x rankExchange) AllreduceBits(_ context.Context, bits []uint64, op tensor.ReduceOp) error {
 	all := x.l.round(x.rank, append([]uint64(nil), bits...))
 	for i := range bits {
 		for _, v := range all {
 			o := v.([]uint64)[i]
-			if op == ops.BitAnd {
+			if op == tensor.BitAnd {
 				bits[i] &= o
 			} else {
 				bits[i] |= o
@@ -105,8 +106,8 @@ func TestWithCoordinator(t *testing.T) {
 		ctrls[r] = c
 	}
 	l := newLockstep(n)
-	req := coordinator.Request{Name: "grad/w", Op: coordinator.OpAllreduce, DType: ops.Float32,
-		Shape: []int64{16}, ReduceOp: ops.Sum, Device: coordinator.CPU, Prescale: 1, Postscale: 1}
+	req := coordinator.Request{Name: "grad/w", Op: coordinator.OpAllreduce, DType: tensor.Float32,
+		Shape: []int64{16}, ReduceOp: tensor.Sum, Device: coordinator.CPU, Prescale: 1, Postscale: 1}
 	// submits[cycle][rank]: whether the rank submits grad/w in that cycle.
 	submits := [][n]bool{{false, true}, {true, false}, {true, true}}
 	for cycle, sub := range submits {

@@ -7,9 +7,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gorovod/gorovod/internal/tensor"
+
 	"github.com/gorovod/gorovod/coordinator"
 	"github.com/gorovod/gorovod/internal/timeline"
-	"github.com/gorovod/gorovod/ops"
 )
 
 func Example() {
@@ -26,7 +27,7 @@ func Example() {
 	tl.OnRankReady(t0.Add(time.Millisecond), "grad/w", 0)
 	tl.OnNegotiateEnd(t0.Add(time.Millisecond), "grad/w")
 	// ...and the loop its execution.
-	r := &coordinator.Response{Op: coordinator.OpAllreduce, Names: []string{"grad/w"}, DType: ops.Float32, Counts: []int64{16}}
+	r := &coordinator.Response{Op: coordinator.OpAllreduce, Names: []string{"grad/w"}, DType: tensor.Float32, Counts: []int64{16}}
 	tl.OpStart(t0.Add(1010*time.Microsecond), r)
 	tl.Activity(t0.Add(1020*time.Microsecond), r.Names, "CPU_ALLREDUCE")
 	tl.OpEnd(t0.Add(1100*time.Microsecond), r.Names, nil)

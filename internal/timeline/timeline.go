@@ -68,14 +68,14 @@ const (
 	inActivity        // op span and one activity open
 )
 
-type tensor struct {
+type tensorState struct {
 	pid   int
 	op    coordinator.OpType
 	phase phase
 }
 
 // openSpans is how many E events a tensor needs to be balanced.
-func (t *tensor) openSpans() int {
+func (t *tensorState) openSpans() int {
 	switch t.phase {
 	case negotiating, running:
 		return 1
@@ -99,7 +99,7 @@ type Timeline struct {
 	ev        []byte // scratch: the event being built
 	lastFlush time.Time
 	lastTS    time.Time // latest event time, for events made without a clock
-	tensors   map[string]*tensor
+	tensors   map[string]*tensorState
 	nextPID   int
 	open      int // spans open over all tensors
 	stats     Stats
@@ -142,7 +142,7 @@ func New(w io.Writer, opts Options) (*Timeline, error) {
 	}
 	t := &Timeline{
 		w: w, name: "timeline", opts: opts, origin: opts.Origin,
-		buf: make([]byte, 0, opts.BufferBytes), tensors: make(map[string]*tensor),
+		buf: make([]byte, 0, opts.BufferBytes), tensors: make(map[string]*tensorState),
 		nextPID: 1, first: true,
 	}
 	if c, ok := w.(io.Closer); ok {
@@ -179,7 +179,7 @@ func (t *Timeline) OnNegotiateStart(now time.Time, name string, op coordinator.O
 	if !t.live() {
 		return
 	}
-	tn := t.tensor(name)
+	tn := t.tensorOf(name)
 	if tn == nil {
 		return
 	}
@@ -259,7 +259,7 @@ func (t *Timeline) OpStart(now time.Time, r *coordinator.Response) {
 		if !t.live() {
 			return
 		}
-		tn := t.tensor(name)
+		tn := t.tensorOf(name)
 		if tn == nil {
 			return
 		}
@@ -413,9 +413,9 @@ func (t *Timeline) live() bool {
 	return true
 }
 
-// tensor returns name's state, writing its process metadata the first time.
+// tensorOf returns name's state, writing its process metadata the first time.
 // It returns nil if the metadata did not fit (the timeline is truncated).
-func (t *Timeline) tensor(name string) *tensor {
+func (t *Timeline) tensorOf(name string) *tensorState {
 	if tn := t.tensors[name]; tn != nil {
 		return tn
 	}
@@ -424,7 +424,7 @@ func (t *Timeline) tensor(name string) *tensor {
 		return nil
 	}
 	t.nextPID++
-	tn := &tensor{pid: pid}
+	tn := &tensorState{pid: pid}
 	t.tensors[name] = tn
 	return tn
 }
@@ -453,7 +453,7 @@ func (t *Timeline) head(ph byte, pid int, now time.Time) []byte {
 	return t.appendTS(ev, now)
 }
 
-func (t *Timeline) begin(now time.Time, tn *tensor, name string, args func([]byte) []byte) {
+func (t *Timeline) begin(now time.Time, tn *tensorState, name string, args func([]byte) []byte) {
 	ev := t.head('B', tn.pid, now)
 	ev = append(ev, `,"name":`...)
 	ev = appendString(ev, name)
@@ -468,7 +468,7 @@ func (t *Timeline) begin(now time.Time, tn *tensor, name string, args func([]byt
 	}
 }
 
-func (t *Timeline) end(now time.Time, tn *tensor, args func([]byte) []byte) {
+func (t *Timeline) end(now time.Time, tn *tensorState, args func([]byte) []byte) {
 	ev := t.head('E', tn.pid, now)
 	if args != nil {
 		ev = append(ev, `,"args":{`...)
@@ -486,7 +486,7 @@ func (t *Timeline) end(now time.Time, tn *tensor, args func([]byte) []byte) {
 }
 
 // closeSpans ends whatever tn has open.
-func (t *Timeline) closeSpans(now time.Time, tn *tensor) {
+func (t *Timeline) closeSpans(now time.Time, tn *tensorState) {
 	for n := tn.openSpans(); n > 0; n-- {
 		t.end(now, tn, nil)
 	}
@@ -495,13 +495,13 @@ func (t *Timeline) closeSpans(now time.Time, tn *tensor) {
 
 // closeAll ends every open span, in pid order so the output is deterministic.
 func (t *Timeline) closeAll(now time.Time) {
-	var open []*tensor
+	var open []*tensorState
 	for _, tn := range t.tensors {
 		if tn.phase != idle {
 			open = append(open, tn)
 		}
 	}
-	slices.SortFunc(open, func(a, b *tensor) int { return a.pid - b.pid })
+	slices.SortFunc(open, func(a, b *tensorState) int { return a.pid - b.pid })
 	for _, tn := range open {
 		t.closeSpans(now, tn)
 	}
@@ -546,7 +546,7 @@ func (t *Timeline) truncate(now time.Time) {
 	t.write(now, ev)
 	t.stats.Truncated = true
 	t.stats.Dropped++
-	t.tensors = map[string]*tensor{} // nothing more will be written for them
+	t.tensors = map[string]*tensorState{} // nothing more will be written for them
 	t.flush(time.Time{})
 }
 

@@ -13,8 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorovod/gorovod/internal/tensor"
+
 	"github.com/gorovod/gorovod/coordinator"
-	"github.com/gorovod/gorovod/ops"
 )
 
 type event struct {
@@ -126,7 +127,7 @@ func script(tl *Timeline) {
 	tl.OnRankReady(at(1000), "b", 1)
 	tl.OnNegotiateEnd(at(1000), "a")
 	tl.OnNegotiateEnd(at(1000), "b")
-	r := &coordinator.Response{Op: coordinator.OpAllreduce, Names: []string{"a", "b"}, DType: ops.Float32, Counts: []int64{4, 8}}
+	r := &coordinator.Response{Op: coordinator.OpAllreduce, Names: []string{"a", "b"}, DType: tensor.Float32, Counts: []int64{4, 8}}
 	tl.OpStart(at(1010), r)
 	tl.Activity(at(1020), r.Names, MemcpyIn)
 	tl.Activity(at(1030), r.Names, "CPU_ALLREDUCE")
@@ -136,7 +137,7 @@ func script(tl *Timeline) {
 	tl.OnCycleStart(at(2000))
 	tl.OnNegotiateStart(at(2000), "c", coordinator.OpBroadcast)
 	tl.OnNegotiateEnd(at(2000), "c")
-	rc := &coordinator.Response{Op: coordinator.OpBroadcast, Names: []string{"c"}, DType: ops.Int32, Counts: []int64{3}}
+	rc := &coordinator.Response{Op: coordinator.OpBroadcast, Names: []string{"c"}, DType: tensor.Int32, Counts: []int64{3}}
 	tl.OpStart(at(2001), rc)
 	tl.Activity(at(2002), rc.Names, "CPU_BROADCAST")
 	tl.OpEnd(at(2003), rc.Names, errors.New(`peer "x" lost`))
@@ -311,7 +312,7 @@ func TestSizeCap(t *testing.T) {
 		tl.OnNegotiateStart(at(i*10), name, coordinator.OpAllreduce)
 		tl.OnRankReady(at(i*10), name, 0)
 		tl.OnNegotiateEnd(at(i*10+1), name)
-		r := &coordinator.Response{Op: coordinator.OpAllreduce, Names: []string{name}, DType: ops.Float32, Counts: []int64{1}}
+		r := &coordinator.Response{Op: coordinator.OpAllreduce, Names: []string{name}, DType: tensor.Float32, Counts: []int64{1}}
 		tl.OpStart(at(i*10+2), r)
 		tl.Activity(at(i*10+3), r.Names, "CPU_ALLREDUCE")
 		// Left open on some: truncation must end them.
@@ -518,7 +519,7 @@ func (discard) Write(p []byte) (int, error) { return len(p), nil }
 
 func BenchmarkEnabled(b *testing.B) {
 	tl, _ := New(discard{}, Options{MaxBytes: -1, Origin: t0})
-	r := &coordinator.Response{Op: coordinator.OpAllreduce, Names: []string{"a", "b"}, DType: ops.Float32, Counts: []int64{1, 2}}
+	r := &coordinator.Response{Op: coordinator.OpAllreduce, Names: []string{"a", "b"}, DType: tensor.Float32, Counts: []int64{1, 2}}
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
 		now := at(i)

@@ -13,8 +13,9 @@ import (
 	"os"
 	"time"
 
+	"github.com/gorovod/gorovod/internal/tensor"
+
 	"github.com/gorovod/gorovod/collective"
-	"github.com/gorovod/gorovod/ops"
 )
 
 func main() {
@@ -72,10 +73,10 @@ func (c *checker) run(ctx context.Context, quick bool) error {
 			return check[uint8](ctx, c, "u8", ls, conv[uint8]{f: func(v float64) uint8 { return uint8(v) }, t: func(v uint8) float64 { return float64(v) }, integer: true, unsigned: true})
 		},
 		func() error {
-			return check[ops.F16](ctx, c, "f16", ls, conv[ops.F16]{f: func(v float64) ops.F16 { return ops.F16FromFloat32(float32(v)) }, t: func(v ops.F16) float64 { return float64(v.Float32()) }, tol: 1e-2})
+			return check[tensor.F16](ctx, c, "f16", ls, conv[tensor.F16]{f: func(v float64) tensor.F16 { return tensor.F16FromFloat32(float32(v)) }, t: func(v tensor.F16) float64 { return float64(v.Float32()) }, tol: 1e-2})
 		},
 		func() error {
-			return check[ops.BF16](ctx, c, "bf16", ls, conv[ops.BF16]{f: func(v float64) ops.BF16 { return ops.BF16FromFloat32(float32(v)) }, t: func(v ops.BF16) float64 { return float64(v.Float32()) }, tol: 2e-2})
+			return check[tensor.BF16](ctx, c, "bf16", ls, conv[tensor.BF16]{f: func(v float64) tensor.BF16 { return tensor.BF16FromFloat32(float32(v)) }, t: func(v tensor.BF16) float64 { return float64(v.Float32()) }, tol: 2e-2})
 		},
 		func() error { return c.others(ctx, ls) },
 	}

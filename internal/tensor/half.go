@@ -1,4 +1,4 @@
-package ops
+package tensor
 
 import "math"
 
@@ -7,25 +7,27 @@ import "math"
 // with round-to-nearest); NaNs stay NaN (quietened, top payload bits kept).
 
 // Float32 widens h exactly.
-func (h F16) Float32() float32 { return math.Float32frombits(f16ToF32Bits(uint16(h))) }
+func (h F16) Float32() float32 { return math.Float32frombits(F16ToF32Bits(uint16(h))) }
 
 // F16FromFloat32 rounds f to the nearest half-precision value.
-func F16FromFloat32(f float32) F16 { return F16(f32ToF16Bits(math.Float32bits(f))) }
+func F16FromFloat32(f float32) F16 { return F16(F32ToF16Bits(math.Float32bits(f))) }
 
 // Float32 widens b exactly.
 func (b BF16) Float32() float32 { return math.Float32frombits(uint32(b) << 16) }
 
 // BF16FromFloat32 rounds f to the nearest bfloat16 value.
-func BF16FromFloat32(f float32) BF16 { return BF16(f32ToBF16Bits(math.Float32bits(f))) }
+func BF16FromFloat32(f float32) BF16 { return BF16(F32ToBF16Bits(math.Float32bits(f))) }
 
-func f32ToBF16Bits(u uint32) uint16 {
+// F32ToBF16Bits rounds float32 bits to bfloat16 bits (nearest, ties to even).
+func F32ToBF16Bits(u uint32) uint16 {
 	if u&0x7fffffff > 0x7f800000 {
 		return uint16(u>>16) | 0x40 // NaN: keep sign and payload top, set quiet bit
 	}
 	return uint16((u + 0x7fff + (u>>16)&1) >> 16)
 }
 
-func f16ToF32Bits(h uint16) uint32 {
+// F16ToF32Bits widens half-precision bits to float32 bits exactly.
+func F16ToF32Bits(h uint16) uint32 {
 	sign := uint32(h&0x8000) << 16
 	e := uint32(h>>10) & 0x1f
 	m := uint32(h & 0x3ff)
@@ -49,7 +51,8 @@ func f16ToF32Bits(h uint16) uint32 {
 	return sign | e<<23 | (m&0x3ff)<<13
 }
 
-func f32ToF16Bits(u uint32) uint16 {
+// F32ToF16Bits rounds float32 bits to half-precision bits (nearest, ties to even).
+func F32ToF16Bits(u uint32) uint16 {
 	sign := uint16(u>>16) & 0x8000
 	u &= 0x7fffffff
 	switch {

@@ -1,4 +1,8 @@
-package ops
+// Package tensor is the shared vocabulary of Gorovod: element types, reduce
+// operations and the half-precision conversions. It imports nothing of the
+// project, so the coordinator, the data plane, the GPU binding and the API
+// can all speak it without depending on each other.
+package tensor
 
 import (
 	"errors"
