@@ -20,6 +20,9 @@ import (
 	"github.com/gorovod/gorovod/internal/config"
 	"github.com/gorovod/gorovod/internal/timeline"
 	"github.com/gorovod/gorovod/internal/transport"
+	"github.com/gorovod/gorovod/internal/transport/control"
+	"github.com/gorovod/gorovod/internal/transport/tracked"
+	"github.com/gorovod/gorovod/internal/worker"
 	"github.com/gorovod/gorovod/ops"
 )
 
@@ -46,16 +49,15 @@ func (en *entry) finish(err error) {
 // submitted tensors. Exactly one goroutine (run) negotiates and executes, so
 // every rank issues data-plane operations in the same order.
 type engine struct {
-	cfg     config.Config
-	log     *zap.Logger
-	topo    topology
-	mesh    transport.Mesh
-	tracker *failureTracker
-	comm    *ops.Comm
-	ctrl    *coordinator.Controller
-	fbuf    *fusion.Buffer
-	met     *metrics
-	tl      *timeline.Switch // rank 0 records the timeline; elsewhere it stays empty
+	cfg  config.Config
+	log  *zap.Logger
+	topo topology
+	mesh *tracked.Mesh // every link the loop uses reports lost peers
+	comm *ops.Comm
+	ctrl *coordinator.Controller
+	fbuf *fusion.Buffer
+	met  *metrics
+	tl   *timeline.Switch // rank 0 records the timeline; elsewhere it stays empty
 
 	mu       sync.Mutex
 	pending  map[string]*entry // submitted and not finished, by name
@@ -77,26 +79,23 @@ type engine struct {
 	metricsURL string // where Prometheus metrics are served, if they are
 }
 
-type topology struct {
-	rank, size, localRank, localSize, crossRank, crossSize int
-	host                                                   string
-	epoch                                                  uint64
-}
+// topology is this process's place in its world.
+type topology = worker.Topology
 
-func newEngine(cfg config.Config, log *zap.Logger, topo topology, mesh transport.Mesh, oracle failureOracle) (*engine, error) {
-	tracker := newFailureTracker(mesh, oracle)
+func newEngine(cfg config.Config, log *zap.Logger, topo topology, raw transport.Mesh, oracle tracked.Oracle) (*engine, error) {
+	mesh := tracked.New(raw, oracle)
 	if cfg.SegmentBytes == 0 {
 		cfg.SegmentBytes = 256 << 10
-		if cfg.DisableShm || topo.crossSize > 1 {
+		if cfg.DisableShm || topo.CrossSize > 1 {
 			cfg.SegmentBytes = 1 << 20 // TCP moves large segments faster
 		}
 	}
-	comm, err := ops.NewComm(tracker, opsConfig(cfg))
+	comm, err := ops.NewComm(mesh, opsConfig(cfg))
 	if err != nil {
 		return nil, err
 	}
 	tl := &timeline.Switch{} // rank 0 records; elsewhere it stays empty
-	if cfg.TimelineFile != "" && topo.rank == 0 {
+	if cfg.TimelineFile != "" && topo.Rank == 0 {
 		if err := tl.Start(cfg.TimelineFile, timeline.Options{}); err != nil {
 			_ = comm.Close()
 			return nil, fmt.Errorf("%w: timeline: %w", ErrInvalid, err)
@@ -104,8 +103,8 @@ func newEngine(cfg config.Config, log *zap.Logger, topo topology, mesh transport
 	}
 	ctrl, err := coordinator.NewController(coordinator.Config{
 		Observer:             tl,
-		Rank:                 topo.rank,
-		Size:                 topo.size,
+		Rank:                 topo.Rank,
+		Size:                 topo.Size,
 		CacheCapacity:        cfg.CacheCapacity,
 		FusionThresholdBytes: cfg.FusionThresholdBytes,
 		StallWarning:         stallWarning(cfg),
@@ -118,7 +117,7 @@ func newEngine(cfg config.Config, log *zap.Logger, topo topology, mesh transport
 	}
 	e := &engine{
 		tl:  tl,
-		cfg: cfg, log: log, topo: topo, mesh: mesh, tracker: tracker, comm: comm, ctrl: ctrl,
+		cfg: cfg, log: log, topo: topo, mesh: mesh, comm: comm, ctrl: ctrl,
 		fbuf:     fusion.NewBuffer(),
 		met:      newMetrics(),
 		pending:  make(map[string]*entry),
@@ -162,7 +161,7 @@ func (e *engine) submit(req coordinator.Request, buf []byte, prep func(*entry)) 
 	}
 	if _, dup := e.pending[req.Name]; dup {
 		e.mu.Unlock()
-		en.finish(fmt.Errorf("%w: a collective named %q is already in flight on rank %d; names must be unique among concurrent calls", ErrInvalid, req.Name, e.topo.rank))
+		en.finish(fmt.Errorf("%w: a collective named %q is already in flight on rank %d; names must be unique among concurrent calls", ErrInvalid, req.Name, e.topo.Rank))
 		return en
 	}
 	e.pending[req.Name] = en
@@ -213,11 +212,11 @@ func (e *engine) run() {
 		err = e.timeoutErr(err)
 		e.met.cycle(time.Since(start), e.ctrl.Stats())
 		if err != nil {
-			e.die(e.peerErr(fmt.Errorf("negotiation on rank %d (%s) failed: %w", e.topo.rank, e.topo.host, err)))
+			e.die(e.peerErr(fmt.Errorf("negotiation on rank %d (%s) failed: %w", e.topo.Rank, e.topo.Host, err)))
 			return
 		}
 		if debugCycles && len(rl.Responses) > 0 {
-			fmt.Printf("rank %d cycle reqs=%d responses=%d first=%d\n", e.topo.rank, len(reqs), len(rl.Responses), len(rl.Responses[0].Names))
+			fmt.Printf("rank %d cycle reqs=%d responses=%d first=%d\n", e.topo.Rank, len(reqs), len(rl.Responses), len(rl.Responses[0].Names))
 		}
 		e.logStalls()
 		now := time.Now()
@@ -227,7 +226,7 @@ func (e *engine) run() {
 		for i := range rl.Responses {
 			if err := e.execute(ctx, &rl.Responses[i]); err != nil {
 				err = e.timeoutErr(err)
-				e.die(e.peerErr(fmt.Errorf("rank %d (%s): %w", e.topo.rank, e.topo.host, err)))
+				e.die(e.peerErr(fmt.Errorf("rank %d (%s): %w", e.topo.Rank, e.topo.Host, err)))
 				return
 			}
 		}
@@ -313,17 +312,9 @@ func (e *engine) die(err error) {
 }
 
 // peerErr explains a data-plane error: when the job's first failure is
-// known (see failureTracker), the error names the rank that was lost first,
-// not just the neighbour this rank noticed.
-func (e *engine) peerErr(err error) error {
-	if !errors.Is(err, transport.ErrPeerLost) {
-		return err
-	}
-	if f, ok := e.tracker.firstFailure(); ok {
-		return fmt.Errorf("%s: %w", f, err)
-	}
-	return err
-}
+// known (see package tracked), the error names the rank that was lost
+// first, not just the neighbour this rank noticed.
+func (e *engine) peerErr(err error) error { return e.mesh.Explain(err) }
 
 func (e *engine) take(names []string) []*entry {
 	out := make([]*entry, len(names))
@@ -403,7 +394,7 @@ func (e *engine) executeOp(ctx context.Context, r *coordinator.Response, entries
 			bufs[i] = en.buf
 			continue
 		}
-		if !slices.Contains(r.JoinedRanks, e.topo.rank) && r.Op != coordinator.OpJoin {
+		if !slices.Contains(r.JoinedRanks, e.topo.Rank) && r.Op != coordinator.OpJoin {
 			return fmt.Errorf("%w: response for %q has no local tensor", ErrInvalid, r.Names[i])
 		}
 		if r.Op != coordinator.OpAllgather && i < len(r.Counts) {
@@ -575,18 +566,16 @@ func (e *engine) close() {
 	e.closers = nil
 }
 
-// exchange implements coordinator.Exchange over the data plane. Only the
-// loop goroutine calls it, between data-plane ops, so it may use the mesh's
-// links directly.
+// exchange implements coordinator.Exchange over the data plane: the bit
+// vectors through the algorithms, requests and responses through package
+// control. Only the loop goroutine calls it, between data-plane ops.
 type exchange struct{ e *engine }
 
-const maxControlMessage = 64 << 20
-
-func (x *exchange) Rank() int { return x.e.topo.rank }
-func (x *exchange) Size() int { return x.e.topo.size }
+func (x *exchange) Rank() int { return x.e.topo.Rank }
+func (x *exchange) Size() int { return x.e.topo.Size }
 
 func (x *exchange) AllreduceBits(ctx context.Context, bits []uint64, op tensor.ReduceOp) error {
-	if len(bits) == 0 || x.e.topo.size == 1 {
+	if len(bits) == 0 || x.e.topo.Size == 1 {
 		return nil
 	}
 	b := unsafe.Slice((*byte)(unsafe.Pointer(&bits[0])), len(bits)*8)
@@ -594,67 +583,11 @@ func (x *exchange) AllreduceBits(ctx context.Context, bits []uint64, op tensor.R
 }
 
 func (x *exchange) GatherToRoot(ctx context.Context, payload []byte) ([][]byte, error) {
-	e := x.e
-	if e.topo.rank != 0 {
-		return nil, sendFrame(ctx, e.tracker.Link(0), payload)
-	}
-	all := make([][]byte, e.topo.size)
-	all[0] = payload
-	for r := 1; r < e.topo.size; r++ {
-		p, err := recvFrame(ctx, e.tracker.Link(r), r)
-		if err != nil {
-			return nil, err
-		}
-		all[r] = p
-	}
-	return all, nil
+	return control.GatherToRoot(ctx, x.e.mesh, payload)
 }
 
 func (x *exchange) BroadcastFromRoot(ctx context.Context, payload []byte) ([]byte, error) {
-	e := x.e
-	if e.topo.rank != 0 {
-		return recvFrame(ctx, e.tracker.Link(0), 0)
-	}
-	for r := 1; r < e.topo.size; r++ {
-		if err := sendFrame(ctx, e.tracker.Link(r), payload); err != nil {
-			return nil, err
-		}
-	}
-	return payload, nil
-}
-
-func sendFrame(ctx context.Context, l transport.Link, p []byte) error {
-	var hdr [8]byte
-	n := uint64(len(p))
-	for i := range hdr {
-		hdr[i] = byte(n >> (8 * i))
-	}
-	if err := l.Send(ctx, hdr[:]); err != nil {
-		return err
-	}
-	if len(p) == 0 {
-		return nil
-	}
-	return l.Send(ctx, p)
-}
-
-func recvFrame(ctx context.Context, l transport.Link, from int) ([]byte, error) {
-	var hdr [8]byte
-	if err := l.Recv(ctx, hdr[:]); err != nil {
-		return nil, err
-	}
-	var n uint64
-	for i := range hdr {
-		n |= uint64(hdr[i]) << (8 * i)
-	}
-	if n > maxControlMessage {
-		return nil, &transport.PeerError{Rank: from, Op: "recv", Err: fmt.Errorf("%w: control message of %d bytes", transport.ErrMalformed, n)}
-	}
-	p := make([]byte, n)
-	if n == 0 {
-		return p, nil
-	}
-	return p, l.Recv(ctx, p)
+	return control.BroadcastFromRoot(ctx, x.e.mesh, payload)
 }
 
 var debugCycles = false
