@@ -131,7 +131,10 @@ func submitWith(req coordinator.Request, buf []byte, co callOptions, prep func(*
 	if err := validName(req.Name); err != nil {
 		return failed(err)
 	}
-	req.Device = coordinator.CPU
+	req.Device = int(co.device)
+	if co.device != CPU && e.device == nil {
+		return failed(fmt.Errorf("%w: %s %q on device %d, but the world has no device backend (WithDeviceBackend)", ErrInvalid, req.Op, req.Name, co.device))
+	}
 	if req.Prescale == 0 {
 		req.Prescale, req.Postscale = co.prescale, co.postscale
 	}
@@ -243,6 +246,7 @@ type callOptions struct {
 	prescale, postscale float64
 	set                 *ProcessSet
 	world               *World
+	device              Device
 	eng                 *engine // set inside the package; wins over world and set
 }
 
@@ -256,7 +260,7 @@ func WithPrescale(f float64) CallOption { return func(o *callOptions) { o.presca
 func WithPostscale(f float64) CallOption { return func(o *callOptions) { o.postscale = f } }
 
 func callOpts(opts []CallOption) callOptions {
-	co := callOptions{prescale: 1, postscale: 1}
+	co := callOptions{prescale: 1, postscale: 1, device: CPU}
 	for _, o := range opts {
 		o(&co)
 	}

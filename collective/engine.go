@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
-	"slices"
-	"strings"
 	"sync"
 	"time"
 	"unsafe"
@@ -28,11 +26,8 @@ import (
 
 // entry is one submitted tensor waiting for its response.
 type entry struct {
+	Entry      // what a backend sees: buffers, splits, results
 	req        coordinator.Request
-	buf        []byte // input; also the output of in-place ops
-	out        []byte // result of allgather / alltoall / reduce-scatter
-	outCounts  []int
-	splits     []int // alltoall: bytes to each rank
 	exclusive  func(context.Context, *ops.Comm) error
 	lastJoined int
 	done       chan struct{}
@@ -49,15 +44,18 @@ func (en *entry) finish(err error) {
 // submitted tensors. Exactly one goroutine (run) negotiates and executes, so
 // every rank issues data-plane operations in the same order.
 type engine struct {
-	cfg  config.Config
-	log  *zap.Logger
-	topo topology
-	mesh *tracked.Mesh // every link the loop uses reports lost peers
-	comm *ops.Comm
-	ctrl *coordinator.Controller
-	fbuf *fusion.Buffer
-	met  *metrics
-	tl   *timeline.Switch // rank 0 records the timeline; elsewhere it stays empty
+	cfg      config.Config
+	log      *zap.Logger
+	topo     topology
+	mesh     *tracked.Mesh // every link the loop uses reports lost peers
+	comm     *ops.Comm
+	ctrl     *coordinator.Controller
+	fbuf     *fusion.Buffer
+	met      *metrics
+	cpu      Backend          // host-memory tensors
+	device   Backend          // GPU tensors; nil without WithDeviceBackend
+	allRanks []int            // 0..size-1: the members of the world\'s group
+	tl       *timeline.Switch // rank 0 records the timeline; elsewhere it stays empty
 
 	mu       sync.Mutex
 	pending  map[string]*entry // submitted and not finished, by name
@@ -126,6 +124,10 @@ func newEngine(cfg config.Config, log *zap.Logger, topo topology, raw transport.
 		stop:     make(chan struct{}),
 		loopDone: make(chan struct{}),
 	}
+	e.cpu = cpuBackend{e: e}
+	for r := range topo.Size {
+		e.allRanks = append(e.allRanks, r)
+	}
 	return e, nil
 }
 
@@ -144,7 +146,7 @@ func stallWarning(cfg config.Config) time.Duration {
 
 // submit queues a request; the loop picks it up on its next cycle.
 func (e *engine) submit(req coordinator.Request, buf []byte, prep func(*entry)) *entry {
-	en := &entry{req: req, buf: buf, done: make(chan struct{}), lastJoined: -1}
+	en := &entry{Entry: Entry{Name: req.Name, Buf: buf}, req: req, done: make(chan struct{}), lastJoined: -1}
 	if prep != nil {
 		prep(en)
 	}
@@ -374,106 +376,12 @@ func responseError(r *coordinator.Response) error {
 	return fmt.Errorf("%w: %s", ErrInvalid, r.Error)
 }
 
+// executeOp runs one response: join and barrier (with an exclusive
+// section) here, data-moving ops on the backend of the response's device.
 func (e *engine) executeOp(ctx context.Context, r *coordinator.Response, entries []*entry) error {
 	start := time.Now()
 	defer func() { e.met.op(r, len(entries), time.Since(start)) }()
-	comm, err := e.commFor(r.ProcessSet)
-	if err != nil {
-		return err
-	}
-	if r.Op != coordinator.OpAllreduce {
-		e.tl.Activity(time.Now(), r.Names, "CPU_"+strings.ToUpper(r.Op.String()))
-	}
-	es := r.DType.Size()
-	// A rank that has joined takes part without a tensor of its own: it
-	// contributes the op's identity (allreduce), nothing (allgather), or a
-	// scratch buffer it then drops (broadcast, reduce-scatter, alltoall).
-	bufs := make([][]byte, len(entries))
-	for i, en := range entries {
-		if en != nil {
-			bufs[i] = en.buf
-			continue
-		}
-		if !slices.Contains(r.JoinedRanks, e.topo.Rank) && r.Op != coordinator.OpJoin {
-			return fmt.Errorf("%w: response for %q has no local tensor", ErrInvalid, r.Names[i])
-		}
-		if r.Op != coordinator.OpAllgather && i < len(r.Counts) {
-			bufs[i] = make([]byte, int(r.Counts[i])*es)
-			if r.Op == coordinator.OpAllreduce || r.Op == coordinator.OpReduceScatter {
-				identityFill(r.DType, r.ReduceOp, bufs[i])
-			}
-		}
-	}
 	switch r.Op {
-	case coordinator.OpAllreduce:
-		if len(bufs) == 1 {
-			e.tl.Activity(time.Now(), r.Names, "CPU_ALLREDUCE")
-			return comm.Allreduce(ctx, bufs[0], r.DType, r.ReduceOp, r.Prescale, r.Postscale)
-		}
-		e.tl.Activity(time.Now(), r.Names, timeline.MemcpyIn)
-		fused := e.fbuf.Pack(bufs)
-		e.tl.Activity(time.Now(), r.Names, "CPU_ALLREDUCE")
-		if err := comm.Allreduce(ctx, fused, r.DType, r.ReduceOp, r.Prescale, r.Postscale); err != nil {
-			return err
-		}
-		e.tl.Activity(time.Now(), r.Names, timeline.MemcpyOut)
-		e.fbuf.Unpack(fused, bufs)
-		e.met.fused(len(bufs))
-		return nil
-	case coordinator.OpBroadcast:
-		root := r.Root // a global rank; the set's communicator counts members
-		if r.ProcessSet != 0 {
-			root = slices.Index(e.sets[r.ProcessSet].members, r.Root)
-		}
-		for _, b := range bufs {
-			if err := comm.Broadcast(ctx, b, root); err != nil {
-				return err
-			}
-		}
-		return nil
-	case coordinator.OpAllgather:
-		for i, en := range entries {
-			counts := r.AllgatherBytes(i)
-			total := 0
-			for _, c := range counts {
-				total += c
-			}
-			out := make([]byte, total)
-			if err := comm.Allgatherv(ctx, bufs[i], out, counts); err != nil {
-				return err
-			}
-			if en != nil {
-				en.out, en.outCounts = out, counts
-			}
-		}
-		return nil
-	case coordinator.OpAlltoall:
-		for i, en := range entries {
-			splits := make([]int, comm.Size())
-			if en != nil {
-				splits = en.splits
-			}
-			out, counts, err := comm.Alltoallv(ctx, bufs[i], splits)
-			if err != nil {
-				return err
-			}
-			if en != nil {
-				en.out, en.outCounts = out, counts
-			}
-		}
-		return nil
-	case coordinator.OpReduceScatter:
-		for i, en := range entries {
-			counts := splitEven(len(bufs[i])/es, comm.Size())
-			mine, err := comm.ReduceScatter(ctx, bufs[i], counts, r.DType, r.ReduceOp)
-			if err != nil {
-				return err
-			}
-			if en != nil {
-				en.out = append([]byte(nil), mine...)
-			}
-		}
-		return nil
 	case coordinator.OpJoin:
 		for _, en := range entries {
 			if en != nil {
@@ -486,27 +394,28 @@ func (e *engine) executeOp(ctx context.Context, r *coordinator.Response, entries
 		// section runs here, at the same point of every rank's op sequence.
 		for _, en := range entries {
 			if en != nil && en.exclusive != nil {
-				if err := en.exclusive(ctx, comm); err != nil {
+				if err := en.exclusive(ctx, e.comm); err != nil {
 					return err
 				}
 			}
 		}
 		return nil
 	}
-	return fmt.Errorf("%w: response with unknown op %v", ErrInvalid, r.Op)
-}
-
-// splitEven splits n elements over size ranks, the first n%size ranks
-// getting one more.
-func splitEven(n, size int) []int {
-	out := make([]int, size)
-	for i := range out {
-		out[i] = n / size
-		if i < n%size {
-			out[i]++
+	b, err := e.backendFor(r.Device)
+	if err != nil {
+		return err
+	}
+	g, err := e.group(r)
+	if err != nil {
+		return err
+	}
+	views := make([]*Entry, len(entries))
+	for i, en := range entries {
+		if en != nil {
+			views[i] = &en.Entry
 		}
 	}
-	return out
+	return b.Execute(ctx, r, views, g)
 }
 
 // logStalls reports, on rank 0, tensors some ranks submitted and others

@@ -65,6 +65,8 @@ type initOptions struct {
 	membership *Membership
 	mesh       transport.Mesh // collectivetest: a ready mesh instead of the launcher
 	oracle     tracked.Oracle // with mesh: the job's failure oracle
+
+	deviceBackend Backend
 }
 
 // WithConfig replaces the configuration read from the environment.
@@ -122,6 +124,7 @@ func NewWorld(ctx context.Context, opts ...Option) (*World, error) {
 	if err != nil {
 		return nil, err
 	}
+	e.device = o.deviceBackend
 	if err := e.serveMetrics(ctx); err != nil {
 		e.close()
 		return nil, err
