@@ -66,9 +66,6 @@ type engine struct {
 	nextSet  int               // last process set id handed out (API side)
 	sets     map[int]*setState // loop goroutine only
 
-	lastDone   string // loop goroutine only: the last global collective completed
-	lastDoneAt time.Time
-
 	wake     chan struct{} // a submission arrived
 	stop     chan struct{} // Shutdown asked the loop to stop
 	loopDone chan struct{}
@@ -350,9 +347,6 @@ func (e *engine) execute(ctx context.Context, r *coordinator.Response) error {
 	if err != nil && !errors.Is(err, tensor.ErrInvalid) {
 		err = e.peerErr(e.timeoutErr(err))
 	}
-	if err == nil && r.ProcessSet == 0 && len(r.Names) > 0 {
-		e.lastDone, e.lastDoneAt = r.Names[len(r.Names)-1], time.Now()
-	}
 	for _, en := range entries {
 		if en != nil {
 			en.finish(err)
@@ -419,21 +413,17 @@ func (e *engine) executeOp(ctx context.Context, r *coordinator.Response, entries
 }
 
 // logStalls reports, on rank 0, tensors some ranks submitted and others
-// did not. The missing ranks are alive: the cycle that found the stall
-// needed every rank's background loop to answer. What stalls is their
-// program, so the report says what every rank completed last.
+// did not, with what each missing rank was last seen doing (see
+// coordinator.Controller.StallReport). The missing ranks are alive: the
+// cycle that found the stall needed every rank's background loop to
+// answer. What stalls is their program.
 func (e *engine) logStalls() {
 	rep := e.ctrl.StallReport()
 	if rep == "" {
 		return
 	}
-	last := "nothing yet"
-	if e.lastDone != "" {
-		last = fmt.Sprintf("%q, %v ago", e.lastDone, time.Since(e.lastDoneAt).Round(time.Millisecond))
-	}
 	e.log.Warn("stalled collectives (stall check): " + rep +
-		"\n  the missing ranks are alive (their background loops answered this negotiation cycle) but their programs have not submitted these tensors;" +
-		" the last collective every rank completed: " + last)
+		"\n  the missing ranks are alive (their background loops answered this negotiation cycle) but their programs have not submitted these tensors")
 }
 
 // shutdown stops the loop (coordinated with the other ranks) and releases

@@ -102,8 +102,10 @@ type Controller struct {
 	lastSlow   bool // the last cycle took the slow path (for tests and logs)
 
 	// Rank 0 only.
-	table  *messageTable
-	stalls []Stall
+	table    *messageTable
+	stalls   []Stall
+	activity []RankActivity // by rank: what rank 0 last saw each rank do
+	stallsAt time.Time      // when stalls were found
 
 	settings uint64 // settingsHash(cfg)
 	cur      cycleState
@@ -148,6 +150,7 @@ func NewController(cfg Config) (*Controller, error) {
 	}
 	if cfg.Rank == 0 {
 		c.table = newMessageTable(cfg.Size)
+		c.activity = make([]RankActivity, cfg.Size)
 	}
 	return c, nil
 }
@@ -565,6 +568,7 @@ func (c *Controller) coordinateLists(lists []RequestList) ResponseList {
 		for i := range l.Requests {
 			req := &l.Requests[i]
 			req.Rank = rank
+			c.saw(rank, "submitted", req.Op, req.Name)
 			if req.Op == OpJoin {
 				req.Name, req.ProcessSet = JoinName, 0
 			}
@@ -656,6 +660,9 @@ func (c *Controller) coordinateLists(lists []RequestList) ResponseList {
 // list (identically everywhere), retire the answered requests, and keep the
 // responses for the sets this rank is in.
 func (c *Controller) finish(rl ResponseList) ResponseList {
+	if c.table != nil {
+		c.sawCompleted(&rl)
+	}
 	// Common hits, in bit order: refresh them in the LRU and retire this
 	// rank's requests for them.
 	for _, e := range c.cur.cachedEntries {
@@ -741,6 +748,7 @@ func (c *Controller) finish(rl ResponseList) ResponseList {
 	}
 	if c.table != nil && c.cfg.StallWarning > 0 {
 		c.stalls = c.table.inspect(c.cur.now, c.cfg.StallWarning, c.sets)
+		c.stallsAt = c.cur.now
 	}
 	c.lastSlow = c.cur.slow
 	c.cur = cycleState{}
