@@ -313,5 +313,5 @@ func StopTimeline() error {
 	if err != nil {
 		return err
 	}
-	return e.tl.Stop()
+	return typed(e.tl.Stop(), false)
 }

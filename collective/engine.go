@@ -211,7 +211,7 @@ func (e *engine) run() {
 		err = e.timeoutErr(err)
 		e.met.cycle(time.Since(start), e.ctrl.Stats())
 		if err != nil {
-			e.die(e.peerErr(fmt.Errorf("negotiation on rank %d (%s) failed: %w", e.topo.Rank, e.topo.Host, err)))
+			e.die(typed(e.peerErr(fmt.Errorf("negotiation on rank %d (%s) failed: %w", e.topo.Rank, e.topo.Host, err)), true))
 			return
 		}
 		if debugCycles && len(rl.Responses) > 0 {
@@ -225,7 +225,7 @@ func (e *engine) run() {
 		for i := range rl.Responses {
 			if err := e.execute(ctx, &rl.Responses[i]); err != nil {
 				err = e.timeoutErr(err)
-				e.die(e.peerErr(fmt.Errorf("rank %d (%s): %w", e.topo.Rank, e.topo.Host, err)))
+				e.die(typed(e.peerErr(fmt.Errorf("rank %d (%s): %w", e.topo.Rank, e.topo.Host, err)), true))
 				return
 			}
 		}
@@ -344,15 +344,17 @@ func (e *engine) execute(ctx context.Context, r *coordinator.Response) error {
 	err := e.executeOp(octx, r, entries)
 	cancel()
 	e.tl.OpEnd(time.Now(), r.Names, err)
-	if err != nil && !errors.Is(err, tensor.ErrInvalid) {
+	perTensor := errors.Is(err, tensor.ErrInvalid) // the ops refused these tensors before moving data
+	if err != nil && !perTensor {
 		err = e.peerErr(e.timeoutErr(err))
 	}
+	err = typed(err, !perTensor)
 	for _, en := range entries {
 		if en != nil {
 			en.finish(err)
 		}
 	}
-	if err != nil && !errors.Is(err, tensor.ErrInvalid) {
+	if err != nil && !perTensor {
 		return err
 	}
 	return nil
