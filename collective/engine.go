@@ -32,9 +32,16 @@ type entry struct {
 	lastJoined int
 	done       chan struct{}
 	err        error
+
+	e             *engine     // nil when the call failed before it was queued
+	stopWatch     func() bool // stops watching the call's context
+	withdrawCause error       // guarded by e.mu: why a withdrawal was asked
 }
 
 func (en *entry) finish(err error) {
+	if en.stopWatch != nil {
+		en.stopWatch()
+	}
 	en.err = err
 	close(en.done)
 }
@@ -57,14 +64,16 @@ type engine struct {
 	allRanks []int            // 0..size-1: the members of the world\'s group
 	tl       *timeline.Switch // rank 0 records the timeline; elsewhere it stays empty
 
-	mu       sync.Mutex
-	pending  map[string]*entry // submitted and not finished, by name
-	queue    []coordinator.Request
-	fatal    error // once set, the loop has stopped and new calls fail with it
-	stopping bool
-	barriers uint64
-	nextSet  int               // last process set id handed out (API side)
-	sets     map[int]*setState // loop goroutine only
+	mu           sync.Mutex
+	pending      map[string]*entry // submitted and not finished, by name
+	queue        []coordinator.Request
+	fatal        error // once set, the loop has stopped and new calls fail with it
+	stopping     bool
+	barriers     uint64
+	freeBarriers []uint64          // numbers of withdrawn barriers, handed out again
+	withdrawals  []*entry          // calls whose context ended, for the loop
+	nextSet      int               // last process set id handed out (API side)
+	sets         map[int]*setState // loop goroutine only
 
 	wake     chan struct{} // a submission arrived
 	stop     chan struct{} // Shutdown asked the loop to stop
@@ -142,11 +151,13 @@ func stallWarning(cfg config.Config) time.Duration {
 }
 
 // submit queues a request; the loop picks it up on its next cycle.
-func (e *engine) submit(req coordinator.Request, buf []byte, prep func(*entry)) *entry {
+func (e *engine) submit(ctx context.Context, req coordinator.Request, buf []byte, prep func(*entry)) *entry {
 	en := &entry{Entry: Entry{Name: req.Name, Buf: buf}, req: req, done: make(chan struct{}), lastJoined: -1}
 	if prep != nil {
 		prep(en)
 	}
+	en.e = e
+	en.watch(ctx) // before the loop can see en: finish reads stopWatch
 	e.mu.Lock()
 	switch {
 	case e.fatal != nil:
@@ -166,6 +177,9 @@ func (e *engine) submit(req coordinator.Request, buf []byte, prep func(*entry)) 
 	e.pending[req.Name] = en
 	e.queue = append(e.queue, req)
 	e.mu.Unlock()
+	if err := ctx.Err(); err != nil { // ended before the watch could see it queued
+		en.withdraw(err)
+	}
 	select {
 	case e.wake <- struct{}{}:
 	default:
@@ -198,6 +212,10 @@ func (e *engine) run() {
 				stopped = true
 			default:
 			}
+		}
+		if err := e.applyWithdrawals(); err != nil {
+			e.die(err)
+			return
 		}
 		start := time.Now()
 		e.mu.Lock()

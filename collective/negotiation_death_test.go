@@ -77,7 +77,7 @@ func TestRankLostDuringSlowPathNegotiationIsNamedByEverySurvivor(t *testing.T) {
 	const name = "a/tensor/with/a/name/long/enough/to/make/the/request/frame/long"
 	ens := make([]*entry, n)
 	for r, e := range engines {
-		ens[r] = e.submit(allreduceReq(name, 4, tensor.Sum), make([]byte, 16), nil)
+		ens[r] = e.submit(context.Background(), allreduceReq(name, 4, tensor.Sum), make([]byte, 16), nil)
 	}
 	if err := wait(t, ens[2]); err == nil {
 		t.Fatal("the killed rank's call succeeded")
