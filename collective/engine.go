@@ -13,10 +13,10 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/gorovod/gorovod/collective/internal/timeline"
 	"github.com/gorovod/gorovod/coordinator"
 	"github.com/gorovod/gorovod/fusion"
 	"github.com/gorovod/gorovod/internal/config"
-	"github.com/gorovod/gorovod/internal/timeline"
 	"github.com/gorovod/gorovod/internal/transport"
 	"github.com/gorovod/gorovod/internal/transport/control"
 	"github.com/gorovod/gorovod/internal/transport/tracked"

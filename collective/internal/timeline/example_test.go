@@ -9,8 +9,8 @@ import (
 
 	"github.com/gorovod/gorovod/internal/tensor"
 
+	"github.com/gorovod/gorovod/collective/internal/timeline"
 	"github.com/gorovod/gorovod/coordinator"
-	"github.com/gorovod/gorovod/internal/timeline"
 )
 
 func Example() {
