@@ -567,11 +567,7 @@ func (c *Controller) coordinateLists(lists []RequestList) ResponseList {
 	inReady := make(map[*tableEntry]bool)
 	joinArrived := false
 	shutdown := c.cur.anyShutdown
-	for rank := range lists {
-		for _, w := range lists[rank].Withdrawn {
-			t.withdraw(rank, key{w.ProcessSet, w.Name})
-		}
-	}
+	t.applyWithdrawals(lists) // before any request of the cycle is counted
 	for rank := range lists {
 		l := &lists[rank]
 		shutdown = shutdown || l.Shutdown

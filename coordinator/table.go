@@ -90,6 +90,15 @@ func (t *messageTable) ready(e *tableEntry, members []int) bool {
 	return true
 }
 
+// applyWithdrawals forgets the requests the ranks took back.
+func (t *messageTable) applyWithdrawals(lists []RequestList) {
+	for rank := range lists {
+		for _, w := range lists[rank].Withdrawn {
+			t.withdraw(rank, key{w.ProcessSet, w.Name})
+		}
+	}
+}
+
 // withdraw forgets rank's request for k, if it has one; an entry nobody
 // else submitted goes.
 func (t *messageTable) withdraw(rank int, k key) {
