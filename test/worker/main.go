@@ -31,9 +31,14 @@ func main() {
 	}
 }
 
+// envRank is the rank the launcher gave (gorun's or a torchrun-style one).
 func envRank() int {
 	var r int
-	_, _ = fmt.Sscan(os.Getenv("GOROVOD_RANK"), &r)
+	v := os.Getenv("GOROVOD_RANK")
+	if v == "" {
+		v = os.Getenv("RANK")
+	}
+	_, _ = fmt.Sscan(v, &r)
 	return r
 }
 
