@@ -312,10 +312,10 @@ func (e *engine) die(err error) {
 }
 
 // peerErr explains a data-plane error: when the job's first failure is
-// known (see failureTracker), the error names the rank that was lost first,
-// not just the neighbour this rank noticed.
+// known (see failureTracker), the error names the rank that was lost or
+// stalled first, not just the neighbour this rank noticed.
 func (e *engine) peerErr(err error) error {
-	if !errors.Is(err, transport.ErrPeerLost) {
+	if !errors.Is(err, transport.ErrPeerLost) && !errors.Is(err, ErrTimeout) {
 		return err
 	}
 	if f, ok := e.tracker.firstFailure(); ok {
@@ -576,7 +576,8 @@ func (e *engine) close() {
 
 // exchange implements coordinator.Exchange over the data plane. Only the
 // loop goroutine calls it, between data-plane ops, so it may use the mesh's
-// links directly.
+// links directly: the tracked ones, so that a peer lost or stalled during
+// negotiation is reported like one lost during an op.
 type exchange struct{ e *engine }
 
 const maxControlMessage = 64 << 20
@@ -595,12 +596,12 @@ func (x *exchange) AllreduceBits(ctx context.Context, bits []uint64, op tensor.R
 func (x *exchange) GatherToRoot(ctx context.Context, payload []byte) ([][]byte, error) {
 	e := x.e
 	if e.topo.rank != 0 {
-		return nil, sendFrame(ctx, e.mesh.Link(0), payload)
+		return nil, sendFrame(ctx, e.tracker.Link(0), payload)
 	}
 	all := make([][]byte, e.topo.size)
 	all[0] = payload
 	for r := 1; r < e.topo.size; r++ {
-		p, err := recvFrame(ctx, e.mesh.Link(r), r)
+		p, err := recvFrame(ctx, e.tracker.Link(r), r)
 		if err != nil {
 			return nil, err
 		}
@@ -612,10 +613,10 @@ func (x *exchange) GatherToRoot(ctx context.Context, payload []byte) ([][]byte, 
 func (x *exchange) BroadcastFromRoot(ctx context.Context, payload []byte) ([]byte, error) {
 	e := x.e
 	if e.topo.rank != 0 {
-		return recvFrame(ctx, e.mesh.Link(0), 0)
+		return recvFrame(ctx, e.tracker.Link(0), 0)
 	}
 	for r := 1; r < e.topo.size; r++ {
-		if err := sendFrame(ctx, e.mesh.Link(r), payload); err != nil {
+		if err := sendFrame(ctx, e.tracker.Link(r), payload); err != nil {
 			return nil, err
 		}
 	}

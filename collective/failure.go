@@ -11,16 +11,23 @@ import (
 	"github.com/gorovod/gorovod/internal/transport"
 )
 
-// Failure is one rank's report that it lost a peer.
+// Failure is one rank's report that it lost a peer, or waited on one past
+// the progress timeout.
 type Failure struct {
 	Rank     int    // the rank that noticed
 	Host     string // its host
-	Lost     int    // the peer it lost
+	Lost     int    // the peer it lost or waited on
 	LostHost string
+	Stalled  bool // the peer stopped answering rather than went away
 	Message  string
 }
 
+// String names the peer first: every rank's error starts with the rank the
+// job's failure started at.
 func (f Failure) String() string {
+	if f.Stalled {
+		return fmt.Sprintf("rank %d on %s stalled (rank %d on %s waited on it past the progress timeout: %s)", f.Lost, f.LostHost, f.Rank, f.Host, f.Message)
+	}
 	return fmt.Sprintf("rank %d on %s was lost (first noticed by rank %d on %s: %s)", f.Lost, f.LostHost, f.Rank, f.Host, f.Message)
 }
 
@@ -56,15 +63,22 @@ type rendezvousOracle struct {
 }
 
 func (o rendezvousOracle) Report(ctx context.Context, f Failure) (string, error) {
-	first, err := o.client.ReportFailure(ctx, rendezvous.Status{Epoch: o.epoch, Rank: f.Rank, Message: f.String()})
+	kind := rendezvous.FailurePeerLost
+	if f.Stalled {
+		kind = rendezvous.FailurePeerStalled
+	}
+	first, err := o.client.ReportFailure(ctx, rendezvous.Status{Epoch: o.epoch, Rank: f.Rank, Message: f.String(),
+		Kind: kind, Suspect: f.Lost})
 	return first.Message, err
 }
 
-// failureTracker wraps a mesh so that the first lost-peer error any link
-// sees is reported to the oracle before the error reaches the algorithms
-// (whose fail-stop then makes other ranks notice this rank). Reporting at
-// the point of detection is what makes the oracle's first report the true
-// origin.
+// failureTracker wraps a mesh so that the first lost-peer error, or progress
+// deadline, any link sees is reported to the oracle before the error
+// reaches the algorithms (whose fail-stop then makes other ranks notice this
+// rank). Reporting at the point of detection, before this rank closes its
+// links, is what lets the oracle tell the origin from the consequences: a
+// rank that timed out waiting on a stalled peer is on record as waiting on
+// it before its neighbours see it go.
 type failureTracker struct {
 	transport.Mesh
 	oracle failureOracle
@@ -97,16 +111,28 @@ func (t *failureTracker) Link(peer int) transport.Link {
 	return &tl
 }
 
-// observe reports err if it is the first lost peer this rank sees.
+// observe reports err if it is the first lost or stalled peer this rank
+// sees. Link calls of the loop run under its progress deadline, so a link
+// whose ctx ran out was waiting on a peer that made no progress.
 func (t *failureTracker) observe(peer int, err error) error {
-	if err == nil || !errors.Is(err, transport.ErrPeerLost) || t.oracle == nil {
+	if err == nil || t.oracle == nil {
+		return err
+	}
+	stalled := errors.Is(err, context.DeadlineExceeded)
+	if !stalled && !errors.Is(err, transport.ErrPeerLost) {
 		return err
 	}
 	t.once.Do(func() {
 		defer close(t.done)
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		// The oracle may hold a stall report for its settle window (1 s
+		// by default) while the stalled rank's other peers report.
+		wait := 2 * time.Second
+		if stalled {
+			wait += 2 * rendezvous.DefaultStallSettle
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
 		defer cancel()
-		f := Failure{Rank: t.Rank(), Host: t.Host(t.Rank()), Lost: peer, LostHost: t.Host(peer), Message: err.Error()}
+		f := Failure{Rank: t.Rank(), Host: t.Host(t.Rank()), Lost: peer, LostHost: t.Host(peer), Stalled: stalled, Message: err.Error()}
 		first, rerr := t.oracle.Report(ctx, f)
 		if rerr != nil || first == "" {
 			first = f.String()

@@ -35,6 +35,10 @@ type ServerConfig struct {
 	// MaxClockSkew is the largest accepted distance between a request's
 	// timestamp and the server clock; 0 means 5 minutes.
 	MaxClockSkew time.Duration
+	// StallSettle is how long the failure oracle waits, after a stall
+	// report, for the stalled rank to say it was itself waiting on
+	// another (see blame); 0 means DefaultStallSettle.
+	StallSettle time.Duration
 }
 
 // Server is the rendezvous service of one job epoch. It is safe for
@@ -60,11 +64,18 @@ type Server struct {
 	world    World
 	err      error
 	statuses []Status
+	blame    blame         // the failure oracle of cfg.Epoch
+	decided  chan struct{} // closed once the oracle's verdict is final
+	settleT  *time.Timer   // decides a pending verdict at the end of the settle window
 }
 
 // NewServer returns a server for cfg. A bad cfg is reported by Serve.
 func NewServer(cfg ServerConfig) *Server {
-	s := &Server{cfg: cfg, log: cfg.Logger, skew: cfg.MaxClockSkew, stopped: make(chan struct{}), done: make(chan struct{})}
+	s := &Server{cfg: cfg, log: cfg.Logger, skew: cfg.MaxClockSkew, stopped: make(chan struct{}), done: make(chan struct{}), decided: make(chan struct{})}
+	s.blame = blame{size: cfg.Size, settle: cfg.StallSettle}
+	if s.blame.settle <= 0 {
+		s.blame.settle = DefaultStallSettle
+	}
 	if s.log == nil {
 		s.log = zap.NewNop()
 	}
@@ -109,6 +120,9 @@ func (s *Server) Stop() {
 		s.mu.Lock()
 		if s.timer != nil {
 			s.timer.Stop()
+		}
+		if s.settleT != nil {
+			s.settleT.Stop()
 		}
 		s.mu.Unlock()
 		s.grpc.Stop()
@@ -172,13 +186,59 @@ func (s *Server) WorkerExited(rank int, desc string) {
 
 // RecordFailure records a failure the launcher saw itself (a worker that
 // exited with an error or was killed) as a failed status of the server's
-// epoch. Workers' ReportFailure calls then name it as the job's first
-// failure when it came before theirs: the launcher often learns of a death
-// before any peer of the dead worker uses a link to it.
+// epoch, and as evidence for the failure oracle: a rank whose process ended
+// cannot pass the blame on. Workers' ReportFailure calls name it as the
+// job's first failure when it came before theirs: the launcher often learns
+// of a death before any peer of the dead worker uses a link to it.
 func (s *Server) RecordFailure(rank int, message string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.statuses = append(s.statuses, Status{Epoch: s.cfg.Epoch, Rank: rank, State: StateFailed, Message: message})
+	s.recordLocked(Status{Epoch: s.cfg.Epoch, Rank: rank, State: StateFailed, Kind: FailureExited, Suspect: rank, Message: message})
+}
+
+// FirstFailure returns the failure oracle's verdict on the server's epoch:
+// the rank the job's failure started at (Rank) and how it was seen. It
+// decides a pending verdict if the evidence allows, but never waits.
+func (s *Server) FirstFailure() (Status, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.decideLocked()
+}
+
+// recordLocked adds a status; a failure of the server's epoch goes to the
+// oracle.
+func (s *Server) recordLocked(st Status) {
+	s.statuses = append(s.statuses, st)
+	if st.State != StateFailed || st.Epoch != s.cfg.Epoch || s.cfgErr != nil {
+		return
+	}
+	s.blame.add(st, time.Now())
+	if _, ok := s.decideLocked(); ok {
+		return
+	}
+	if until, ok := s.blame.pendingUntil(); ok && s.settleT == nil {
+		s.settleT = time.AfterFunc(time.Until(until), func() {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			s.decideLocked()
+		})
+	}
+}
+
+func (s *Server) decideLocked() (Status, bool) {
+	v, ok := s.blame.decide(time.Now())
+	if ok {
+		select {
+		case <-s.decided:
+		default:
+			close(s.decided)
+			if s.settleT != nil {
+				s.settleT.Stop()
+			}
+			s.log.Debug("first failure", zap.Int("rank", v.Rank), zap.Stringer("kind", v.Kind), zap.String("message", v.Message))
+		}
+	}
+	return v, ok
 }
 
 func (s *Server) finishedLocked() bool {
@@ -369,28 +429,40 @@ func (s *Server) ReportStatus(ctx context.Context, req *pb.ReportStatusRequest) 
 	if s.cfgErr != nil {
 		return nil, toStatus(s.cfgErr)
 	}
-	st := Status{Epoch: req.GetEpoch(), Rank: int(req.GetRank()), State: WorkerState(req.GetState()), Message: req.GetMessage()}
+	st := statusFromPB(req)
 	if st.Rank < 0 || st.Rank >= s.cfg.Size {
 		return nil, toStatus(errorf(ErrInvalid, "status for rank %d, out of range for a world of size %d", st.Rank, s.cfg.Size))
 	}
 	if st.State != StateOK && st.State != StateFailed {
 		return nil, toStatus(errorf(ErrInvalid, "status of rank %d has state %d (want ok or failed)", st.Rank, int(st.State)))
 	}
-	s.mu.Lock()
-	s.statuses = append(s.statuses, st)
-	var first *pb.ReportStatusRequest
-	for _, prev := range s.statuses { // the first failure of this epoch, maybe st itself
-		if prev.State == StateFailed && prev.Epoch == st.Epoch {
-			first = &pb.ReportStatusRequest{Epoch: prev.Epoch, Rank: int32(prev.Rank), State: pb.WorkerState(prev.State), Message: prev.Message}
-			break
-		}
+	if st.Kind < FailureOwn || st.Kind > FailureExited || (st.Kind != FailureOwn && (st.Suspect < 0 || st.Suspect >= s.cfg.Size)) {
+		return nil, toStatus(errorf(ErrInvalid, "status of rank %d blames rank %d (kind %d) in a world of size %d", st.Rank, st.Suspect, int(st.Kind), s.cfg.Size))
 	}
+	s.mu.Lock()
+	s.recordLocked(st)
 	s.mu.Unlock()
-	s.log.Debug("worker status", zap.Int("rank", st.Rank), zap.Stringer("state", st.State), zap.String("message", st.Message))
+	s.log.Debug("worker status", zap.Int("rank", st.Rank), zap.Stringer("state", st.State), zap.Stringer("kind", st.Kind),
+		zap.Int("suspect", st.Suspect), zap.String("message", st.Message))
 	if s.cfg.OnStatus != nil {
 		s.cfg.OnStatus(st)
 	}
-	return &pb.ReportStatusResponse{FirstFailure: first}, nil
+	if st.State != StateFailed {
+		return &pb.ReportStatusResponse{}, nil
+	}
+	if st.Epoch != s.cfg.Epoch {
+		return &pb.ReportStatusResponse{FirstFailure: statusToPB(st)}, nil
+	}
+	// A stall report waits (at most the settle window) for the verdict.
+	select {
+	case <-s.decided:
+	case <-ctx.Done():
+		return nil, toStatus(ctx.Err())
+	case <-s.stopped:
+		return nil, toStatus(errorf(ErrUnavailable, "rendezvous server stopped"))
+	}
+	v, _ := s.FirstFailure()
+	return &pb.ReportStatusResponse{FirstFailure: statusToPB(v)}, nil
 }
 
 func zapMethod(m string) zap.Field { return zap.String("method", m) }
