@@ -318,7 +318,7 @@ func (e *engine) peerErr(err error) error {
 	if !errors.Is(err, transport.ErrPeerLost) && !errors.Is(err, ErrTimeout) {
 		return err
 	}
-	if f, ok := e.tracker.firstFailure(); ok {
+	if f, ok := e.tracker.firstFailure(); ok && !strings.Contains(err.Error(), f) {
 		return fmt.Errorf("%s: %w", f, err)
 	}
 	return err

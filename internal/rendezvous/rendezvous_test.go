@@ -369,6 +369,11 @@ func TestWorkerExitedAborts(t *testing.T) {
 	if !errors.Is(err, ErrAborted) || !strings.Contains(err.Error(), "rank 2 (pid 9, host h) exited with code 0 before registering") {
 		t.Fatalf("got %v, want ErrAborted naming rank 2", err)
 	}
+	// The rank that left is where the job's failure started, not the
+	// ranks that then fail their Init.
+	if v, ok := s.FirstFailure(); !ok || v.Rank != 2 || !strings.Contains(v.Message, "before joining the job") {
+		t.Fatalf("first failure %+v, %v; want rank 2", v, ok)
+	}
 }
 
 func TestStopUnblocksWaiters(t *testing.T) {

@@ -174,14 +174,22 @@ func (s *Server) Statuses() []Status {
 // WorkerExited tells the server that the worker of rank left (desc says
 // how, e.g. "exited with code 0"). If the world is not complete and that
 // rank never registered, it never will: the epoch fails at once with
-// ErrAborted instead of making the others wait for the start timeout.
+// ErrAborted instead of making the others wait for the start timeout, and
+// when ranks were waiting for it, the failure oracle records that rank as
+// where the job's failure started (even an exit with code 0 before
+// registering fails the others).
 func (s *Server) WorkerExited(rank int, desc string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.cfgErr != nil || rank < 0 || rank >= len(s.regs) || s.regs[rank] != nil || s.finishedLocked() {
 		return
 	}
+	waiting := s.registeredLocked()
 	s.failLocked(errorf(ErrAborted, "rank %d %s before registering", rank, desc))
+	if len(waiting) > 0 {
+		s.recordLocked(Status{Epoch: s.cfg.Epoch, Rank: rank, State: StateFailed, Kind: FailureExited, Suspect: rank,
+			Message: fmt.Sprintf("rank %d %s before joining the job (it never registered; ranks %s were waiting for it)", rank, desc, rankList(waiting))})
+	}
 }
 
 // RecordFailure records a failure the launcher saw itself (a worker that

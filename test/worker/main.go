@@ -18,7 +18,7 @@ import (
 )
 
 func main() {
-	mode := flag.String("mode", "allreduce", "allreduce | noinit | mismatch | stall | die | steady")
+	mode := flag.String("mode", "allreduce", "allreduce | noinit | mismatch | stall | die | kill | steady | features")
 	rankFlag := flag.Int("rank", 1, "the rank that misbehaves")
 	size := flag.Int("n", 1<<20, "elements per allreduce (die mode)")
 	steps := flag.Int("steps", 20, "steps (steady mode)")
@@ -87,7 +87,7 @@ func run(ctx context.Context, mode string, bad, n, steps int) error {
 			return fmt.Errorf("want ErrTimeout, got %v", err)
 		}
 		return err
-	case "die":
+	case "die", "kill":
 		// Survivors ignore SIGTERM so they can report the error gorun's
 		// stop would otherwise cut short; gorun SIGKILLs after its grace.
 		signal.Ignore(syscall.SIGTERM)
@@ -96,6 +96,9 @@ func run(ctx context.Context, mode string, bad, n, steps int) error {
 			go func() {
 				time.Sleep(5 * time.Millisecond) // mid-transfer of the first op
 				fmt.Println("dying now")
+				if mode == "kill" {
+					_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+				}
 				os.Exit(7)
 			}()
 		}
@@ -134,7 +137,7 @@ func run(ctx context.Context, mode string, bad, n, steps int) error {
 	case "features":
 		return features(ctx, rank)
 	default:
-		return fmt.Errorf("unknown mode %q (want %s)", mode, strings.Join([]string{"allreduce", "noinit", "mismatch", "stall", "die", "steady", "features"}, ", "))
+		return fmt.Errorf("unknown mode %q (want %s)", mode, strings.Join([]string{"allreduce", "noinit", "mismatch", "stall", "die", "kill", "steady", "features"}, ", "))
 	}
 	return nil
 }
