@@ -18,13 +18,20 @@ import (
 )
 
 func main() {
-	mode := flag.String("mode", "allreduce", "allreduce | noinit | mismatch | stall | die | kill | steady | features")
+	mode := flag.String("mode", "allreduce", "allreduce | noinit | mismatch | stall | die | kill | steady | features | chaos")
 	rankFlag := flag.Int("rank", 1, "the rank that misbehaves")
 	size := flag.Int("n", 1<<20, "elements per allreduce (die mode)")
-	steps := flag.Int("steps", 20, "steps (steady mode)")
+	steps := flag.Int("steps", 20, "steps (steady and chaos modes)")
+	large := flag.Int("large", 1<<18, "elements of the large allreduce (chaos mode)")
 	flag.Parse()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	if *mode == "chaos" {
+		if err := chaosJob(ctx, *steps, *large); err != nil {
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(ctx, *mode, *rankFlag, *size, *steps); err != nil {
 		fmt.Fprintf(os.Stderr, "worker: %v\n", err)
 		os.Exit(1)
