@@ -35,7 +35,7 @@ func newWorld(t *testing.T, n int, cfg config.Config) *world {
 	before := runtime.NumGoroutine()
 	w := inmem.MustWorld(n)
 	wd := &world{t: t, w: w, engines: make([]*engine, n)}
-	oracle := &memOracle{}
+	oracle := newMemOracle(n)
 	for r := 0; r < n; r++ {
 		e, err := newEngine(cfg, zap.NewNop(), topology{rank: r, size: n, localRank: r, localSize: n, crossSize: 1, host: "local"}, w.Mesh(r), oracle)
 		if err != nil {

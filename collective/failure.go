@@ -34,26 +34,22 @@ func (f Failure) String() string {
 // failureOracle records the first data-plane failure of the job, so that
 // every rank can name the rank that failed first rather than the neighbour
 // whose fail-stop it noticed. The launcher's rendezvous service is the
-// oracle in real jobs; tests use memOracle.
+// oracle in real jobs (its decisions are rendezvous.Oracle's); tests use memOracle.
 type failureOracle interface {
 	// Report records f and returns the description of the job's first
 	// failure (f's own when it is the first).
 	Report(ctx context.Context, f Failure) (first string, err error)
 }
 
-// memOracle is an in-process oracle (tests).
-type memOracle struct {
-	mu    sync.Mutex
-	first string
-}
+// memOracle is an in-process oracle (tests): the rendezvous service's
+// decisions without the service.
+type memOracle struct{ o *rendezvous.Oracle }
 
-func (o *memOracle) Report(_ context.Context, f Failure) (string, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if o.first == "" {
-		o.first = f.String()
-	}
-	return o.first, nil
+func newMemOracle(size int) memOracle { return memOracle{rendezvous.NewOracle(size, 0)} }
+
+func (m memOracle) Report(ctx context.Context, f Failure) (string, error) {
+	v, err := m.o.Report(ctx, f.status(0))
+	return v.Message, err
 }
 
 // rendezvousOracle asks the launcher's rendezvous service.
@@ -63,13 +59,17 @@ type rendezvousOracle struct {
 }
 
 func (o rendezvousOracle) Report(ctx context.Context, f Failure) (string, error) {
+	first, err := o.client.ReportFailure(ctx, f.status(o.epoch))
+	return first.Message, err
+}
+
+// status is f as the oracle reads it: what f's rank blames.
+func (f Failure) status(epoch uint64) rendezvous.Status {
 	kind := rendezvous.FailurePeerLost
 	if f.Stalled {
 		kind = rendezvous.FailurePeerStalled
 	}
-	first, err := o.client.ReportFailure(ctx, rendezvous.Status{Epoch: o.epoch, Rank: f.Rank, Message: f.String(),
-		Kind: kind, Suspect: f.Lost})
-	return first.Message, err
+	return rendezvous.Status{Epoch: epoch, Rank: f.Rank, State: rendezvous.StateFailed, Message: f.String(), Kind: kind, Suspect: f.Lost}
 }
 
 // failureTracker wraps a mesh so that the first lost-peer error, or progress

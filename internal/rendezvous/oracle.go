@@ -1,6 +1,10 @@
 package rendezvous
 
-import "time"
+import (
+	"context"
+	"sync"
+	"time"
+)
 
 // FailureKind says what a failed status tells about where the failure
 // started: the failure oracle's input.
@@ -36,7 +40,90 @@ func (k FailureKind) String() string {
 // for the stalled peer to say that it was itself waiting on another rank.
 const DefaultStallSettle = time.Second
 
-// blame is the failure oracle of one epoch: a pure state machine (no clock,
+// Oracle is the failure oracle of one epoch, safe for concurrent use: the
+// Server holds one for its epoch; in-process worlds (tests) use one
+// directly. The decisions are blame's.
+type Oracle struct {
+	mu      sync.Mutex
+	b       blame
+	decided chan struct{} // closed once the verdict is final
+	timer   *time.Timer   // decides a pending verdict at the end of the settle window
+}
+
+// NewOracle returns the oracle of a world of size ranks; settle <= 0 means
+// DefaultStallSettle.
+func NewOracle(size int, settle time.Duration) *Oracle {
+	if settle <= 0 {
+		settle = DefaultStallSettle
+	}
+	return &Oracle{b: blame{size: size, settle: settle}, decided: make(chan struct{})}
+}
+
+// Record adds a failed status without waiting for the verdict (the
+// launcher's evidence).
+func (o *Oracle) Record(st Status) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.b.add(st, time.Now())
+	if _, ok := o.decideLocked(); ok {
+		return
+	}
+	if until, ok := o.b.pendingUntil(); ok && o.timer == nil {
+		o.timer = time.AfterFunc(time.Until(until), func() { o.Verdict() })
+	}
+}
+
+// Report records st and waits for the verdict: at once for positive
+// evidence, up to the settle window for a stall (see blame), or until ctx
+// ends.
+func (o *Oracle) Report(ctx context.Context, st Status) (Status, error) {
+	o.Record(st)
+	select {
+	case <-o.decided:
+		v, _ := o.Verdict()
+		return v, nil
+	case <-ctx.Done():
+		return Status{}, ctx.Err()
+	}
+}
+
+// Decided is closed once the verdict is final.
+func (o *Oracle) Decided() <-chan struct{} { return o.decided }
+
+// Verdict returns the verdict: the rank the job's failure started at
+// (Rank) and how it was seen. It decides a pending verdict if the evidence
+// allows, but never waits.
+func (o *Oracle) Verdict() (Status, bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.decideLocked()
+}
+
+// Stop releases the settle timer; a pending verdict stays pending.
+func (o *Oracle) Stop() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.timer != nil {
+		o.timer.Stop()
+	}
+}
+
+func (o *Oracle) decideLocked() (Status, bool) {
+	v, ok := o.b.decide(time.Now())
+	if ok {
+		select {
+		case <-o.decided:
+		default:
+			close(o.decided)
+			if o.timer != nil {
+				o.timer.Stop()
+			}
+		}
+	}
+	return v, ok
+}
+
+// blame is the failure oracle's logic: a pure state machine (no clock,
 // no goroutine) that reads the failure reports of a job in arrival order and
 // decides, once, which rank the job's failure started at. Every later
 // question gets the same answer.

@@ -64,18 +64,13 @@ type Server struct {
 	world    World
 	err      error
 	statuses []Status
-	blame    blame         // the failure oracle of cfg.Epoch
-	decided  chan struct{} // closed once the oracle's verdict is final
-	settleT  *time.Timer   // decides a pending verdict at the end of the settle window
+	oracle   *Oracle // the failure oracle of cfg.Epoch
 }
 
 // NewServer returns a server for cfg. A bad cfg is reported by Serve.
 func NewServer(cfg ServerConfig) *Server {
-	s := &Server{cfg: cfg, log: cfg.Logger, skew: cfg.MaxClockSkew, stopped: make(chan struct{}), done: make(chan struct{}), decided: make(chan struct{})}
-	s.blame = blame{size: cfg.Size, settle: cfg.StallSettle}
-	if s.blame.settle <= 0 {
-		s.blame.settle = DefaultStallSettle
-	}
+	s := &Server{cfg: cfg, log: cfg.Logger, skew: cfg.MaxClockSkew, stopped: make(chan struct{}), done: make(chan struct{})}
+	s.oracle = NewOracle(cfg.Size, cfg.StallSettle)
 	if s.log == nil {
 		s.log = zap.NewNop()
 	}
@@ -121,10 +116,8 @@ func (s *Server) Stop() {
 		if s.timer != nil {
 			s.timer.Stop()
 		}
-		if s.settleT != nil {
-			s.settleT.Stop()
-		}
 		s.mu.Unlock()
+		s.oracle.Stop()
 		s.grpc.Stop()
 	})
 }
@@ -207,46 +200,15 @@ func (s *Server) RecordFailure(rank int, message string) {
 // FirstFailure returns the failure oracle's verdict on the server's epoch:
 // the rank the job's failure started at (Rank) and how it was seen. It
 // decides a pending verdict if the evidence allows, but never waits.
-func (s *Server) FirstFailure() (Status, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.decideLocked()
-}
+func (s *Server) FirstFailure() (Status, bool) { return s.oracle.Verdict() }
 
 // recordLocked adds a status; a failure of the server's epoch goes to the
 // oracle.
 func (s *Server) recordLocked(st Status) {
 	s.statuses = append(s.statuses, st)
-	if st.State != StateFailed || st.Epoch != s.cfg.Epoch || s.cfgErr != nil {
-		return
+	if st.State == StateFailed && st.Epoch == s.cfg.Epoch && s.cfgErr == nil {
+		s.oracle.Record(st)
 	}
-	s.blame.add(st, time.Now())
-	if _, ok := s.decideLocked(); ok {
-		return
-	}
-	if until, ok := s.blame.pendingUntil(); ok && s.settleT == nil {
-		s.settleT = time.AfterFunc(time.Until(until), func() {
-			s.mu.Lock()
-			defer s.mu.Unlock()
-			s.decideLocked()
-		})
-	}
-}
-
-func (s *Server) decideLocked() (Status, bool) {
-	v, ok := s.blame.decide(time.Now())
-	if ok {
-		select {
-		case <-s.decided:
-		default:
-			close(s.decided)
-			if s.settleT != nil {
-				s.settleT.Stop()
-			}
-			s.log.Debug("first failure", zap.Int("rank", v.Rank), zap.Stringer("kind", v.Kind), zap.String("message", v.Message))
-		}
-	}
-	return v, ok
 }
 
 func (s *Server) finishedLocked() bool {
@@ -463,7 +425,7 @@ func (s *Server) ReportStatus(ctx context.Context, req *pb.ReportStatusRequest) 
 	}
 	// A stall report waits (at most the settle window) for the verdict.
 	select {
-	case <-s.decided:
+	case <-s.oracle.Decided():
 	case <-ctx.Done():
 		return nil, toStatus(ctx.Err())
 	case <-s.stopped:
