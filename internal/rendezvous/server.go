@@ -65,6 +65,12 @@ type Server struct {
 	err      error
 	statuses []Status
 	oracle   *Oracle // the failure oracle of cfg.Epoch
+	// abortedBy is the exit of a rank that left before registering and
+	// failed the epoch while nobody waited; it goes to the oracle when a
+	// rank is refused because of it (a program that never calls Init is
+	// no failure).
+	abortedBy *Status
+	refused   bool // a rank registered after the epoch failed and was told why
 }
 
 // NewServer returns a server for cfg. A bad cfg is reported by Serve.
@@ -150,11 +156,12 @@ func (s *Server) World() (World, bool) {
 }
 
 // Failed reports whether the epoch's rendezvous failed (start timeout,
-// abort): every rank that registered has been sent the error.
+// abort) with ranks told: every rank that registered, or tried to, has
+// been sent the error.
 func (s *Server) Failed() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.err != nil && s.count > 0
+	return s.err != nil && (s.count > 0 || s.refused)
 }
 
 // Statuses returns every status reported so far, in arrival order.
@@ -177,11 +184,13 @@ func (s *Server) WorkerExited(rank int, desc string) {
 	if s.cfgErr != nil || rank < 0 || rank >= len(s.regs) || s.regs[rank] != nil || s.finishedLocked() {
 		return
 	}
-	waiting := s.registeredLocked()
 	s.failLocked(errorf(ErrAborted, "rank %d %s before registering", rank, desc))
-	if len(waiting) > 0 {
-		s.recordLocked(Status{Epoch: s.cfg.Epoch, Rank: rank, State: StateFailed, Kind: FailureExited, Suspect: rank,
-			Message: fmt.Sprintf("rank %d %s before joining the job (it never registered; ranks %s were waiting for it)", rank, desc, rankList(waiting))})
+	st := Status{Epoch: s.cfg.Epoch, Rank: rank, State: StateFailed, Kind: FailureExited, Suspect: rank,
+		Message: fmt.Sprintf("rank %d %s before joining the job (it never registered; the ranks that did could not start)", rank, desc)}
+	if s.count > 0 {
+		s.recordLocked(st)
+	} else {
+		s.abortedBy = &st // recorded once a rank is refused because of it
 	}
 }
 
@@ -315,6 +324,11 @@ func (s *Server) add(reg *Registration) (<-chan struct{}, error) {
 			reg.Rank, prev.Pid, prev.Host, reg.Pid, reg.Host)
 	}
 	if s.err != nil {
+		s.refused = true
+		if s.abortedBy != nil {
+			s.recordLocked(*s.abortedBy)
+			s.abortedBy = nil
+		}
 		return nil, s.err
 	}
 	s.regs[reg.Rank] = reg

@@ -123,13 +123,17 @@ func TestChaos(t *testing.T) {
 	t.Logf("seed %d", seed)
 	counts := map[string]int{}
 	faults := map[fault]int{}
+	hits := map[fault]int{} // runs the fault hit before the job ended
 	for i := 0; i < *runs; i++ {
 		if *onlyRun >= 0 && i != *onlyRun {
 			continue
 		}
 		sc := draw(seed, i)
 		faults[sc.fault]++
-		out, probs := runOne(t, sc)
+		out, hit, probs := runOne(t, sc)
+		if hit {
+			hits[sc.fault]++
+		}
 		for _, p := range probs {
 			counts[p.cat]++
 			t.Errorf("run %d (%v): %s: %s", i, sc, p.cat, p.what)
@@ -149,9 +153,9 @@ func TestChaos(t *testing.T) {
 	}
 	var fs []string
 	for f := fault(0); f < numFaults; f++ {
-		fs = append(fs, fmt.Sprintf("%v=%d", f, faults[f]))
+		fs = append(fs, fmt.Sprintf("%v=%d/%d", f, hits[f], faults[f]))
 	}
-	fmt.Fprintf(os.Stderr, "chaos: seed %d: runs by fault %s; problems %s\n", seed, strings.Join(fs, " "), strings.Join(summary, " "))
+	fmt.Fprintf(os.Stderr, "chaos: seed %d: faults that hit/runs %s; problems %s\n", seed, strings.Join(fs, " "), strings.Join(summary, " "))
 }
 
 // job is one running gorun and what its output told about the workers.
@@ -213,8 +217,9 @@ func (j *job) output() string {
 	return j.out.String()
 }
 
-// runOne runs sc and returns the job's output and what went wrong.
-func runOne(t *testing.T, sc scenario) (string, []problem) {
+// runOne runs sc and returns the job's output, whether the fault hit the
+// job before it ended, and what went wrong.
+func runOne(t *testing.T, sc scenario) (string, bool, []problem) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
@@ -268,7 +273,7 @@ func runOne(t *testing.T, sc scenario) (string, []problem) {
 	probs = append(probs, checkShm(j)...)
 	out := j.output()
 	probs = append(probs, checkOutcome(sc, injected, code, out)...)
-	return out, probs
+	return out, injected, probs
 }
 
 // inject waits for the trigger and injects sc's fault. injected is false
@@ -305,7 +310,7 @@ func inject(ctx context.Context, j *job, exited chan error) (injected bool, err 
 	case killWorker, killRank0:
 		return signal(syscall.SIGKILL), nil
 	case killGorun:
-		return j.cmd.Process.Signal(syscall.SIGKILL) == nil, nil
+		return !gone(j.cmd.Process.Pid) && j.cmd.Process.Signal(syscall.SIGKILL) == nil, nil
 	case stopPast, stopShort:
 		if !signal(syscall.SIGSTOP) {
 			return false, nil
@@ -440,7 +445,8 @@ func checkOutcome(sc scenario, injected bool, code int, out string) []problem {
 	allDone := len(done) == sc.np
 	switch {
 	case sc.fault == killGorun && injected:
-		if code != 128+int(syscall.SIGKILL) {
+		// (exit 0: the kill reached gorun as it exited after the job)
+		if code != 128+int(syscall.SIGKILL) && (code != 0 || !allDone) {
 			return []problem{{catOther, fmt.Sprintf("gorun killed by SIGKILL exited %d", code)}}
 		}
 		return nil
