@@ -224,6 +224,32 @@ func TestKilledWorkerIsTheFirstFailure(t *testing.T) {
 	}
 }
 
+// TestKillDuringNegotiationIsNamedByEverySurvivor: rank 2 dies while the
+// ranks negotiate (each call a new name: requests gathered to rank 0,
+// responses broadcast); rank 1, which only talks to rank 0 there, learns
+// of it through rank 0's fail-stop and must still name rank 2.
+func TestKillDuringNegotiationIsNamedByEverySurvivor(t *testing.T) {
+	for _, shm := range []bool{true, false} {
+		t.Run(fmt.Sprintf("shm=%v", shm), func(t *testing.T) {
+			defer noShmLeftovers(t, shmFiles(t))
+			args := []string{"-np", "3"}
+			if !shm {
+				args = append(args, "--disable-shm")
+			}
+			r := gorun(t, time.Minute, append(args, "worker", "-mode", "negkill", "-rank", "2")...)
+			if r.code != 128+9 {
+				t.Fatalf("gorun exited %d, want 137; output:\n%s", r.code, r.out)
+			}
+			for _, rank := range []int{0, 1} {
+				re := regexp.MustCompile(fmt.Sprintf(`rank %d: call \d+ failed: rank 2 .*\(peer lost: true\)`, rank))
+				if !re.MatchString(r.out) {
+					t.Errorf("rank %d did not fail with ErrPeerLost naming rank 2 first:\n%s", rank, r.out)
+				}
+			}
+		})
+	}
+}
+
 // firstLauncherError returns gorun's own first ERROR line (worker lines
 // start with "[rank]<").
 func firstLauncherError(out string) string {

@@ -18,7 +18,7 @@ import (
 )
 
 func main() {
-	mode := flag.String("mode", "allreduce", "allreduce | noinit | mismatch | stall | die | kill | steady | features | chaos")
+	mode := flag.String("mode", "allreduce", "allreduce | noinit | mismatch | stall | die | kill | negkill | steady | features | chaos")
 	rankFlag := flag.Int("rank", 1, "the rank that misbehaves")
 	size := flag.Int("n", 1<<20, "elements per allreduce (die mode)")
 	steps := flag.Int("steps", 20, "steps (steady and chaos modes)")
@@ -117,6 +117,23 @@ func run(ctx context.Context, mode string, bad, n, steps int) error {
 				return err
 			}
 		}
+	case "negkill":
+		// Every call has a new name, so each goes through the slow path
+		// (requests gathered to rank 0, responses broadcast) where a tiny
+		// tensor spends most of its time; the bad rank is killed meanwhile.
+		signal.Ignore(syscall.SIGTERM)
+		if rank == bad {
+			go func() {
+				time.Sleep(20 * time.Millisecond)
+				_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			}()
+		}
+		for i := 0; ; i++ {
+			if err := collective.Allreduce(ctx, fmt.Sprintf("neg/%d", i), []float32{1}, collective.Sum); err != nil {
+				fmt.Printf("rank %d: call %d failed: %v (peer lost: %v)\n", rank, i, err, errors.Is(err, collective.ErrPeerLost))
+				return err
+			}
+		}
 	case "steady":
 		// 200 tensors of 4 KiB per step, the same every step.
 		grads := make([][]float32, 200)
@@ -144,7 +161,7 @@ func run(ctx context.Context, mode string, bad, n, steps int) error {
 	case "features":
 		return features(ctx, rank)
 	default:
-		return fmt.Errorf("unknown mode %q (want %s)", mode, strings.Join([]string{"allreduce", "noinit", "mismatch", "stall", "die", "kill", "steady", "features"}, ", "))
+		return fmt.Errorf("unknown mode %q (want %s)", mode, strings.Join([]string{"allreduce", "noinit", "mismatch", "stall", "die", "kill", "negkill", "steady", "features", "chaos"}, ", "))
 	}
 	return nil
 }
