@@ -6,6 +6,7 @@ import (
 	"context"
 
 	"github.com/gorovod/gorovod/collective"
+	"github.com/gorovod/gorovod/collective/dataparallel"
 )
 
 // collectiveComm runs the training collectives through package collective.
@@ -18,13 +19,19 @@ func (collectiveComm) Broadcast(ctx context.Context, name string, buf []float32,
 	return collective.Broadcast(ctx, name, buf, root)
 }
 
-func (collectiveComm) AverageAsync(ctx context.Context, name string, buf []float32) Waiter {
-	return collective.AllreduceAsync(ctx, name, buf, collective.Average)
+// NewGradSync averages gradients with the training helper: each one's
+// allreduce starts as soon as backpropagation has finished it.
+func (collectiveComm) NewGradSync(cfg SyncConfig) (GradSync, error) {
+	return dataparallel.New[float32](dataparallel.WithAccumulation(cfg.Accumulate), dataparallel.WithCompression(cfg.Compression))
 }
 
 func (collectiveComm) Sum64(ctx context.Context, name string, buf []float64) error {
 	return collective.Allreduce(ctx, name, buf, collective.Sum)
 }
+
+// CollectiveBytes is the bytes of every collective this rank completed
+// (the gorovod_bytes_total metric).
+func (collectiveComm) CollectiveBytes() int64 { return collective.GetStats().Bytes }
 
 // Barrier waits for every rank (before shutting down, so that no rank
 // leaves while another still prints its results).
