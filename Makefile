@@ -25,6 +25,7 @@ run: build
 # when installed, else generated data); each must exit 0.
 examples: build
 	@scripts/deps.sh run
+	$(BIN)/gorun -np $(NP) $(BIN)/quickstart
 	$(BIN)/gorun -np $(NP) $(BIN)/fashionmnist -epochs 1 -limit 6000
 	$(BIN)/gorun -np $(NP) $(BIN)/fashionmnist -epochs 1 -limit 6000 -compression fp16 -accumulate 2 -grad-stats
 	$(BIN)/gorun -np $(NP) $(BIN)/fashioncnn -steps 200 -eval-every 100 -test-limit 1000 -compression bf16
