@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 
 	"github.com/gorovod/gorovod/collective"
@@ -306,6 +307,25 @@ func (g *Gradients[T]) endPass() {
 		b.nready = 0
 	}
 	g.nready = 0
+}
+
+// Reset abandons the pass in progress after a failure or a membership
+// change (an elastic reset): allreduces still pending are no longer waited
+// for, accumulated passes and error-feedback residuals are dropped, and the
+// next Ready starts a new window. The registered buffers and groups stay.
+// With opts, they replace the options of WithCallOptions (the new world or
+// process set after a reset).
+func (g *Gradients[T]) Reset(opts ...collective.CallOption) {
+	g.endPass()
+	g.pending = nil // a pending op may still write its wire buffer: drop them
+	for _, b := range g.buckets {
+		b.packed, b.f16, b.bf16, b.resid = nil, nil, nil, nil
+	}
+	g.pass = 1
+	g.window++
+	if len(opts) > 0 {
+		g.cfg.callOpts = slices.Clone(opts)
+	}
 }
 
 // Stats returns the helper's counters.

@@ -233,3 +233,60 @@ func TestAcrossRanksBroadcastParameters(t *testing.T) {
 		}
 	}
 }
+
+// TestResetStartsAFreshWindowInANewWorld: a pass interrupted by a reset
+// leaves nothing behind, and after Reset(InWorld(new)) the helper works in
+// the new world.
+func TestResetStartsAFreshWindowInANewWorld(t *testing.T) {
+	ctx := testCtx(t)
+	bufs := [2][]float32{{0}, {0}}
+	helpers := [2]*Gradients[float32]{}
+	for r := range helpers {
+		h, err := New[float32](WithAccumulation(2), WithPrefix("reset/"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := h.Register("g", bufs[r]); err != nil {
+			t.Fatal(err)
+		}
+		helpers[r] = h
+	}
+	// The first world: one pass accumulated, then the "failure".
+	err := collectivetest.Run(ctx, 2, func(ctx context.Context, w *collective.World) error {
+		h := helpers[w.Rank()]
+		h.Reset(collective.InWorld(w))
+		bufs[w.Rank()][0] = 1000
+		if err := h.Ready(ctx, "g"); err != nil {
+			return err
+		}
+		_, err := h.Synchronize(ctx)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The second world: a whole window of values r+1 and r+3 per rank.
+	err = collectivetest.Run(ctx, 2, func(ctx context.Context, w *collective.World) error {
+		h, r := helpers[w.Rank()], float32(w.Rank())
+		h.Reset(collective.InWorld(w))
+		for _, v := range []float32{r + 1, r + 3} {
+			bufs[w.Rank()][0] = v
+			if err := h.Ready(ctx, "g"); err != nil {
+				return err
+			}
+			if _, err := h.Synchronize(ctx); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Mean over ranks of the mean over passes: ((1+3)/2 + (2+4)/2) / 2.
+	for r, b := range bufs {
+		if b[0] != 2.5 {
+			t.Errorf("rank %d: %v, want 2.5 (the 1000 of the abandoned window must not count)", r, b[0])
+		}
+	}
+}

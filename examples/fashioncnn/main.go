@@ -42,6 +42,7 @@ type options struct {
 	seed                     uint64
 	data, compression        string
 	comp                     dataparallel.Compression
+	observer                 func(dataparallel.Event) // tests: the helper's events
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {

@@ -3,13 +3,18 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gorovod/gorovod/collective"
+	"github.com/gorovod/gorovod/collective/dataparallel"
 )
 
 // TestLearnsOnGeneratedData runs the program in a world of one on the
@@ -78,5 +83,60 @@ func TestTwoRanksUnderGorun(t *testing.T) {
 	sums := regexp.MustCompile(`(?m)^\[(\d)\]<stdout>:rank (\d): parameter checksum (sha256:[0-9a-f]{64})$`).FindAllSubmatch(out, -1)
 	if len(sums) != 2 || string(sums[0][3]) != string(sums[1][3]) {
 		t.Fatalf("want the same checksum from both ranks:\n%s", out)
+	}
+}
+
+// TestAllreducesStartDuringTheBackwardPass follows the helper's events
+// through a few real steps: in every step the allreduce of the first
+// gradient (fc.w) starts before the backward pass has produced the last one
+// (conv1.b), and all eight are started before Synchronize returns.
+func TestAllreducesStartDuringTheBackwardPass(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	o, err := parseFlags([]string{"-data", filepath.Join(t.TempDir(), "absent"), "-steps", "3", "-batch", "4",
+		"-eval-every", "0", "-test-limit", "10"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var events []string
+	o.observer = func(ev dataparallel.Event) {
+		switch ev.Kind {
+		case dataparallel.EventReady:
+			events = append(events, "ready "+ev.Names[0])
+		case dataparallel.EventStart:
+			events = append(events, "start "+ev.Names[0])
+		case dataparallel.EventSynchronized:
+			events = append(events, "synchronized")
+		}
+	}
+	if err := collective.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	err = train(ctx, o, io.Discard, io.Discard)
+	if serr := collective.Shutdown(ctx); err == nil {
+		err = serr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	steps := 0
+	for len(events) > 0 {
+		end := slices.Index(events, "synchronized")
+		if end < 0 {
+			t.Fatalf("events after the last Synchronize: %v", events)
+		}
+		step := events[:end]
+		events = events[end+1:]
+		steps++
+		started, lastReady := slices.Index(step, "start fc.w"), slices.Index(step, "ready conv1.b")
+		if started < 0 || lastReady < 0 || started > lastReady {
+			t.Errorf("step %d: fc.w's allreduce did not start before conv1.b was ready: %v", steps, step)
+		}
+		if n := len(slices.DeleteFunc(slices.Clone(step), func(e string) bool { return !strings.HasPrefix(e, "start ") })); n != 8 {
+			t.Errorf("step %d: %d allreduces started, want 8: %v", steps, n, step)
+		}
+	}
+	if steps != 3 {
+		t.Errorf("%d steps seen, want 3", steps)
 	}
 }

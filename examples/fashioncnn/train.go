@@ -39,7 +39,11 @@ func newTrainer(o options, train, test *fashion.Dataset) (*trainer, error) {
 		ws: NewWorkspace(o.batch), xs: make([][]float32, o.batch), ys: make([]uint8, o.batch)}
 	t.model.InitRandom(o.seed + uint64(collective.Rank())) // differs per rank: the broadcast must win
 	var err error
-	t.grads, err = dataparallel.New[float32](dataparallel.WithCompression(o.comp), dataparallel.WithAccumulation(o.accumulate))
+	opts := []dataparallel.Option{dataparallel.WithCompression(o.comp), dataparallel.WithAccumulation(o.accumulate)}
+	if o.observer != nil {
+		opts = append(opts, dataparallel.WithObserver(o.observer))
+	}
+	t.grads, err = dataparallel.New[float32](opts...)
 	if err != nil {
 		return nil, err
 	}
