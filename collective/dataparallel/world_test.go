@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/gorovod/gorovod/collective"
 	"github.com/gorovod/gorovod/collective/collectivetest"
@@ -16,6 +18,21 @@ import (
 
 // These tests run several ranks in one process (collectivetest) through
 // the real background loops, negotiation and algorithms.
+
+// checkNoLeak fails the test if goroutines started during it (the worlds'
+// loops and links) are still running shortly after it ends.
+func checkNoLeak(t *testing.T) {
+	before := runtime.NumGoroutine()
+	t.Cleanup(func() {
+		for range 200 {
+			if runtime.NumGoroutine() <= before {
+				return
+			}
+			time.Sleep(10 * time.Millisecond) // polling for exit, not synchronising
+		}
+		t.Errorf("%d goroutines before the test, %d after", before, runtime.NumGoroutine())
+	})
+}
 
 // regression is a data set for linearGrad: rows xs, targets ys.
 type regression struct {
@@ -40,6 +57,7 @@ func newRegression(seed uint64, n, dim int) regression {
 // samples averaged by the helper equal the gradient of all 60 samples at
 // once (the global batch), on every rank.
 func TestAcrossRanksAccumulationEqualsOneBigBatch(t *testing.T) {
+	checkNoLeak(t)
 	ctx := testCtx(t)
 	const ranks, k, batch, dim = 3, 4, 5, 6
 	data := newRegression(7, ranks*k*batch, dim)
@@ -98,6 +116,7 @@ func TestAcrossRanksAccumulationEqualsOneBigBatch(t *testing.T) {
 // same bits on both ranks, and half the bytes of float32 on the wire as
 // the worlds count them.
 func TestAcrossRanksCompression(t *testing.T) {
+	checkNoLeak(t)
 	ctx := testCtx(t)
 	const ranks, n = 2, 512
 	input := func(rank int) []float32 {
@@ -160,6 +179,7 @@ func TestAcrossRanksCompression(t *testing.T) {
 // TestAcrossRanksProcessSetAndGroups: ranks 0 and 2 of three synchronize in
 // a process set, with a grouped pair, summing; rank 1 takes no part.
 func TestAcrossRanksProcessSetAndGroups(t *testing.T) {
+	checkNoLeak(t)
 	ctx := testCtx(t)
 	var mu sync.Mutex
 	results := map[int][]float32{}
@@ -209,6 +229,7 @@ func TestAcrossRanksProcessSetAndGroups(t *testing.T) {
 
 // TestAcrossRanksBroadcastParameters: every rank ends with root 1's values.
 func TestAcrossRanksBroadcastParameters(t *testing.T) {
+	checkNoLeak(t)
 	ctx := testCtx(t)
 	got := make([][]float64, 3)
 	err := collectivetest.Run(ctx, 3, func(ctx context.Context, world *collective.World) error {
@@ -238,6 +259,7 @@ func TestAcrossRanksBroadcastParameters(t *testing.T) {
 // leaves nothing behind, and after Reset(InWorld(new)) the helper works in
 // the new world.
 func TestResetStartsAFreshWindowInANewWorld(t *testing.T) {
+	checkNoLeak(t)
 	ctx := testCtx(t)
 	bufs := [2][]float32{{0}, {0}}
 	helpers := [2]*Gradients[float32]{}
