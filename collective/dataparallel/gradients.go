@@ -5,53 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 
 	"github.com/gorovod/gorovod/collective"
 )
-
-// EventKind says what happened in an Event.
-type EventKind int
-
-const (
-	// EventReady: Ready was called for Names[0] (or Synchronize made it ready).
-	EventReady EventKind = iota
-	// EventStart: the allreduce Op carrying Names was started; Done is
-	// closed when it has finished.
-	EventStart
-	// EventSynchronized: Synchronize returned; Communicated says whether
-	// this pass communicated (the last pass of an accumulation window).
-	EventSynchronized
-)
-
-func (k EventKind) String() string {
-	switch k {
-	case EventReady:
-		return "ready"
-	case EventStart:
-		return "start"
-	case EventSynchronized:
-		return "synchronized"
-	}
-	return "EventKind(" + strconv.Itoa(int(k)) + ")"
-}
-
-// Event is one step of the helper's work, reported to WithObserver.
-type Event struct {
-	Kind         EventKind
-	Names        []string        // the gradients concerned
-	Op           string          // EventStart: the collective's name
-	Pass         int             // backward pass within the accumulation window, from 1
-	Done         <-chan struct{} // EventStart: closed when the allreduce finished
-	Communicated bool            // EventSynchronized
-}
-
-// Stats counts the helper's work since New.
-type Stats struct {
-	Passes     int64 // backward passes synchronized
-	Allreduces int64 // collectives started (a group counts once)
-	WireBytes  int64 // bytes of gradient data handed to the collectives
-}
 
 // Gradients synchronizes a model's gradient buffers of element type T
 // across ranks. Create it with New; see the package documentation.
@@ -59,7 +15,7 @@ type Gradients[T collective.Element] struct {
 	cfg     config
 	entries []*entry[T]
 	byName  map[string]*entry[T]
-	buckets []*bucket[T] // in registration order of their first member
+	buckets []*bucket[T] // units of communication: single gradients and groups
 	pending []inflight[T]
 	pass    int    // current backward pass within the window, from 1
 	window  uint64 // accumulation windows completed
@@ -344,33 +300,4 @@ func (g *Gradients[T]) observe(ev Event) {
 	if g.cfg.observer != nil {
 		g.cfg.observer(ev)
 	}
-}
-
-// BroadcastParameters overwrites every rank's bufs with root's, in the
-// helper's world or process set (start-up, so that all ranks begin from the
-// same weights). The buffers are named by position: every rank passes the
-// same list.
-func (g *Gradients[T]) BroadcastParameters(ctx context.Context, root int, bufs ...[]T) error {
-	return broadcast(ctx, "param/", root, bufs, g.cfg.callOpts)
-}
-
-// BroadcastParameters overwrites every rank's bufs with root's in the
-// default world (collective.Init's). The buffers are named by position
-// ("param/0", "param/1", ...): every rank passes the same list.
-func BroadcastParameters[T collective.Element](ctx context.Context, root int, bufs ...[]T) error {
-	return broadcast(ctx, "param/", root, bufs, nil)
-}
-
-func broadcast[T collective.Element](ctx context.Context, prefix string, root int, bufs [][]T, opts []collective.CallOption) error {
-	hs := make([]*collective.Handle, len(bufs))
-	for i, b := range bufs {
-		hs[i] = collective.BroadcastAsync(ctx, prefix+strconv.Itoa(i), b, root, opts...)
-	}
-	var err error
-	for i, h := range hs {
-		if werr := h.Wait(ctx); werr != nil {
-			err = errors.Join(err, fmt.Errorf("broadcasting parameter %d: %w", i, werr))
-		}
-	}
-	return err
 }
