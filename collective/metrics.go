@@ -59,6 +59,7 @@ type Stats struct {
 	Tensors        int64         // tensors completed
 	FusedOps       int64         // backend ops that carried more than one tensor
 	OpTime         time.Duration // total time in data-plane operations
+	Bytes          int64         // bytes of the tensors whose collective completed (as gorovod_bytes_total)
 	RequestsToRoot int64         // negotiation requests this rank sent to rank 0
 	CacheHits      int64
 	CacheMisses    int64
@@ -78,7 +79,7 @@ func (e *engine) stats() Stats {
 	s := Stats{
 		Cycles: m.cycles.Load(), CycleTime: time.Duration(m.cycleNanos.Load()),
 		BackendOps: m.ops.Load(), Tensors: m.tensors.Load(), FusedOps: m.fusedOps.Load(),
-		OpTime: time.Duration(m.opNanos.Load()),
+		OpTime: time.Duration(m.opNanos.Load()), Bytes: m.bytes.Load(),
 	}
 	cs := m.controller()
 	s.RequestsToRoot, s.CacheHits, s.CacheMisses = cs.RequestsSent, cs.CacheHits, cs.CacheMisses
