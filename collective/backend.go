@@ -7,8 +7,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gorovod/gorovod/collective/internal/timeline"
 	"github.com/gorovod/gorovod/coordinator"
+	"github.com/gorovod/gorovod/internal/timeline"
 	"github.com/gorovod/gorovod/ops"
 )
 

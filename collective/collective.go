@@ -9,9 +9,9 @@ import (
 
 	"github.com/gorovod/gorovod/internal/tensor"
 
-	"github.com/gorovod/gorovod/collective/internal/timeline"
 	"github.com/gorovod/gorovod/coordinator"
 	"github.com/gorovod/gorovod/internal/config"
+	"github.com/gorovod/gorovod/internal/timeline"
 	"github.com/gorovod/gorovod/ops"
 )
 

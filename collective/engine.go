@@ -13,10 +13,10 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/gorovod/gorovod/collective/internal/timeline"
 	"github.com/gorovod/gorovod/coordinator"
 	"github.com/gorovod/gorovod/fusion"
 	"github.com/gorovod/gorovod/internal/config"
+	"github.com/gorovod/gorovod/internal/timeline"
 	"github.com/gorovod/gorovod/internal/transport"
 	"github.com/gorovod/gorovod/internal/transport/control"
 	"github.com/gorovod/gorovod/internal/transport/tracked"
@@ -106,7 +106,7 @@ func newEngine(cfg config.Config, log *zap.Logger, topo topology, raw transport.
 		}
 	}
 	ctrl, err := coordinator.NewController(coordinator.Config{
-		Observer:             tl,
+		Observer:             timeline.Observer[coordinator.OpType]{S: tl},
 		Rank:                 topo.Rank,
 		Size:                 topo.Size,
 		CacheCapacity:        cfg.CacheCapacity,
@@ -238,7 +238,10 @@ func (e *engine) run() {
 		e.logStalls()
 		now := time.Now()
 		for i := range rl.Responses {
-			e.tl.OpStart(now, &rl.Responses[i])
+			if e.tl.Enabled() {
+				r := &rl.Responses[i]
+				e.tl.OpStart(now, timeline.Op{Op: r.Op.String(), DType: r.DType.String(), Names: r.Names, Counts: r.Counts, ProcessSet: r.ProcessSet})
+			}
 		}
 		for i := range rl.Responses {
 			if err := e.execute(ctx, &rl.Responses[i]); err != nil {
@@ -329,9 +332,14 @@ func (e *engine) die(err error) {
 }
 
 // peerErr explains a data-plane error: when the job's first failure is
-// known (see package tracked), the error names the rank that was lost
-// first, not just the neighbour this rank noticed.
-func (e *engine) peerErr(err error) error { return e.mesh.Explain(err) }
+// known (see package tracked), the error names the rank that was lost or
+// stalled first, not just the neighbour this rank noticed.
+func (e *engine) peerErr(err error) error {
+	if errors.Is(err, ErrTimeout) {
+		return e.mesh.ExplainAlways(err)
+	}
+	return e.mesh.Explain(err)
+}
 
 func (e *engine) take(names []string) []*entry {
 	out := make([]*entry, len(names))
@@ -487,7 +495,9 @@ func (e *engine) close() {
 
 // exchange implements coordinator.Exchange over the data plane: the bit
 // vectors through the algorithms, requests and responses through package
-// control. Only the loop goroutine calls it, between data-plane ops.
+// control, over the tracked links, so that a peer lost or stalled during
+// negotiation is reported like one lost during an op. Only the loop
+// goroutine calls it, between data-plane ops.
 type exchange struct{ e *engine }
 
 func (x *exchange) Rank() int { return x.e.topo.Rank }
