@@ -21,14 +21,14 @@ run() { # label, gorun flags..., -- bench flags...
   local g=() b=()
   while [ $# -gt 0 ] && [ "$1" != -- ]; do g+=("$1"); shift; done; shift
   for s in ${sizes//,/ }; do
-    bin/gorun -np "$np" "${g[@]}" bin/gorovod-bench allreduce -b "$s" -e "$s" -d float32 -o sum -c 1 -I -reps 5 -t 100ms "$@" 2>/dev/null |
+    bin/gorun -np "$np" "${g[@]}" bin/gorovod-bench allreduce -b "$s" -e "$s" -d float32 -o sum -c 1 -I --reps 5 --target-time 100ms "$@" 2>/dev/null |
       sed -n 's/^\[0\]<stdout>://p' | grep -v '^#' | sed "s/^/$label /"
   done
 }
 echo "# label size count type redop root - - - - time_us algbw busbw #wrong (in place)"
-run gorovod-shm-direct -- -direct
+run gorovod-shm-direct -- --direct
 run gorovod-shm-api --
-run gorovod-tcp-direct --disable-shm -- -direct
+run gorovod-tcp-direct --disable-shm -- --direct
 run gorovod-tcp-api --disable-shm --
 echo "# peers: RESULT label op np bytes iters reps med_us min_us max_us algbw busbw check"
 if [ -x "$peers" ]; then
