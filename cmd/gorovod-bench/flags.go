@@ -13,8 +13,12 @@ import (
 	"github.com/gorovod/gorovod/internal/tensor"
 )
 
-// errHelp asks for the usage text on stdout and exit code 0.
-var errHelp = errors.New("help requested")
+// errHelp asks for the usage text on stdout and exit code 0; errVersion
+// for the version.
+var (
+	errHelp    = errors.New("help requested")
+	errVersion = errors.New("version requested")
+)
 
 // collectives are the subcommands that sweep sizes.
 var collectives = []string{"allreduce", "allgather", "broadcast", "reducescatter", "alltoall"}
@@ -148,8 +152,6 @@ func parse(args []string) (options, error) {
 	}
 	return o, o.validate()
 }
-
-var errVersion = errors.New("version requested")
 
 func isCollective(s string) bool {
 	for _, c := range collectives {

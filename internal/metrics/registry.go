@@ -3,6 +3,7 @@ package metrics
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"slices"
 	"sort"
@@ -144,17 +145,19 @@ func (r *Registry) Gauge(name, help string, labels ...Label) *Gauge {
 // Histogram registers (or returns the already registered) histogram name
 // with these labels and bucket upper bounds (ascending; +Inf is implied).
 func (r *Registry) Histogram(name, help string, buckets []float64, labels ...Label) *Histogram {
-	unregistered := &Histogram{h: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "unregistered"})}
-	for i := 1; i < len(buckets); i++ {
-		if !(buckets[i] > buckets[i-1]) {
+	unregistered := func() *Histogram {
+		return &Histogram{h: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "unregistered"})}
+	}
+	for i, b := range buckets {
+		if math.IsNaN(b) || (i > 0 && b <= buckets[i-1]) { // client_golang would panic
 			r.fail(fmt.Errorf("%w: histogram %s: buckets must ascend, got %v", ErrInvalid, name, buckets))
-			return unregistered
+			return unregistered()
 		}
 	}
 	for _, l := range labels {
 		if l.Name == "le" {
 			r.fail(fmt.Errorf("%w: histogram %s: label name \"le\" is reserved", ErrInvalid, name))
-			return unregistered
+			return unregistered()
 		}
 	}
 	v, _ := r.register(name, help, kindHistogram, labels, func(o prometheus.Opts) (prometheus.Collector, any) {
@@ -162,7 +165,7 @@ func (r *Registry) Histogram(name, help string, buckets []float64, labels ...Lab
 		return h, &Histogram{h: h}
 	}).(*Histogram)
 	if v == nil {
-		return unregistered
+		return unregistered()
 	}
 	return v
 }
