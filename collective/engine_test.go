@@ -18,6 +18,7 @@ import (
 	"github.com/gorovod/gorovod/coordinator"
 	"github.com/gorovod/gorovod/internal/config"
 	"github.com/gorovod/gorovod/internal/transport/inmem"
+	"github.com/gorovod/gorovod/internal/transport/tracked"
 )
 
 // world is an in-process job: n engines over the inmem transport, each
@@ -33,14 +34,14 @@ func newWorld(t *testing.T, n int, cfg config.Config) *world {
 	before := runtime.NumGoroutine()
 	w := inmem.MustWorld(n)
 	wd := &world{t: t, w: w, engines: make([]*engine, n)}
-	oracle := &memOracle{}
+	oracle := &tracked.MemOracle{}
 	for r := 0; r < n; r++ {
-		e, err := newEngine(cfg, zap.NewNop(), topology{rank: r, size: n, localRank: r, localSize: n, crossSize: 1, host: "local"}, w.Mesh(r), oracle)
+		// The real constructor: metrics are served before the loop starts.
+		world, err := NewWorld(context.Background(), WithConfig(cfg), WithLogger(zap.NewNop()), withMesh(w.Mesh(r), oracle))
 		if err != nil {
 			t.Fatal(err)
 		}
-		wd.engines[r] = e
-		go e.run()
+		wd.engines[r] = world.e
 	}
 	t.Cleanup(func() {
 		wd.shutdown()
@@ -334,9 +335,6 @@ func TestMetricsEndpoint(t *testing.T) {
 	cfg.MetricsAddr = "127.0.0.1:0"
 	wd := newWorld(t, 2, cfg)
 	e := wd.engines[0]
-	if err := e.serveMetrics(context.Background()); err != nil {
-		t.Fatal(err)
-	}
 	ens := []*entry{
 		wd.engines[0].submit(allreduceReq("m", 4, tensor.Sum), make([]byte, 16), nil),
 		wd.engines[1].submit(allreduceReq("m", 4, tensor.Sum), make([]byte, 16), nil),
@@ -347,7 +345,7 @@ func TestMetricsEndpoint(t *testing.T) {
 		}
 	}
 	fams := scrapeMetrics(t, e.metricsURL)
-	rank0 := map[string]string{"rank": "0", "host": "local"}
+	rank0 := map[string]string{"rank": "0", "host": "host0"}
 	for name, want := range map[string]float64{
 		"gorovod_backend_ops_total":  1,
 		"gorovod_bytes_total":        16,
