@@ -20,7 +20,7 @@ type metrics struct {
 	ops, opNanos       atomic.Int64
 	tensors, fusedOps  atomic.Int64
 	bytes              atomic.Int64
-	cycleHist          atomic.Pointer[prom.Histogram]    // nil unless metrics are served
+	cycleHist          atomic.Pointer[prom.Histogram]    // nil unless metrics are served (set while the loop may run)
 	ctrl               atomic.Pointer[coordinator.Stats] // snapshot after the last cycle
 }
 
@@ -30,7 +30,9 @@ func (m *metrics) cycle(d time.Duration, cs coordinator.Stats) {
 	m.cycles.Add(1)
 	m.cycleNanos.Add(int64(d))
 	m.ctrl.Store(&cs)
-	m.cycleHist.Load().ObserveDuration(d) // a no-op on nil
+	if h := m.cycleHist.Load(); h != nil {
+		h.ObserveDuration(d)
+	}
 }
 
 func (m *metrics) controller() coordinator.Stats {
@@ -57,6 +59,7 @@ type Stats struct {
 	Tensors        int64         // tensors completed
 	FusedOps       int64         // backend ops that carried more than one tensor
 	OpTime         time.Duration // total time in data-plane operations
+	Bytes          int64         // bytes of the tensors whose collective completed (as gorovod_bytes_total)
 	RequestsToRoot int64         // negotiation requests this rank sent to rank 0
 	CacheHits      int64
 	CacheMisses    int64
@@ -76,14 +79,14 @@ func (e *engine) stats() Stats {
 	s := Stats{
 		Cycles: m.cycles.Load(), CycleTime: time.Duration(m.cycleNanos.Load()),
 		BackendOps: m.ops.Load(), Tensors: m.tensors.Load(), FusedOps: m.fusedOps.Load(),
-		OpTime: time.Duration(m.opNanos.Load()),
+		OpTime: time.Duration(m.opNanos.Load()), Bytes: m.bytes.Load(),
 	}
 	cs := m.controller()
 	s.RequestsToRoot, s.CacheHits, s.CacheMisses = cs.RequestsSent, cs.CacheHits, cs.CacheMisses
 	return s
 }
 
-// serveMetrics exposes this worker's counters as Prometheus metrics at
+// serveMetrics exposes this worker's counters in Prometheus text format at
 // cfg.MetricsAddr. Workers on one host would collide on one port, so the
 // port is offset by the local rank (port 9100 serves local rank 0, 9101
 // local rank 1, ...); port 0 picks a free port, logged at info level.
