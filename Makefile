@@ -8,7 +8,7 @@ LDFLAGS  := -X main.version=$(VERSION)
 # Packages with goroutines and shared state run under the race detector.
 RACE_PKGS := ./collective/... ./coordinator/... ./fusion/... ./ops/... ./internal/... ./nccl/...
 
-.PHONY: all build run test test-race test-e2e bench lint clean chaos
+.PHONY: all build run examples test test-race test-e2e bench lint clean chaos
 
 all: build
 
@@ -20,6 +20,15 @@ build:
 run: build
 	@scripts/deps.sh run
 	$(BIN)/gorun -np $(NP) $(BIN)/fashionmnist -epochs $(EPOCHS)
+
+# Every example, built and run briefly with small settings (Fashion-MNIST
+# when installed, else generated data); each must exit 0.
+examples: build
+	@scripts/deps.sh run
+	$(BIN)/gorun -np $(NP) $(BIN)/quickstart
+	$(BIN)/gorun -np $(NP) $(BIN)/fashionmnist -epochs 1 -limit 6000
+	$(BIN)/gorun -np $(NP) $(BIN)/fashionmnist -epochs 1 -limit 6000 -compression fp16 -accumulate 2 -grad-stats
+	$(BIN)/gorun -np $(NP) $(BIN)/fashioncnn -steps 200 -eval-every 100 -test-limit 1000 -compression bf16
 
 test: build lint
 	@scripts/deps.sh test

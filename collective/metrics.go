@@ -59,6 +59,7 @@ type Stats struct {
 	Tensors        int64         // tensors completed
 	FusedOps       int64         // backend ops that carried more than one tensor
 	OpTime         time.Duration // total time in data-plane operations
+	Bytes          int64         // bytes of the tensors whose collective completed (as gorovod_bytes_total)
 	RequestsToRoot int64         // negotiation requests this rank sent to rank 0
 	CacheHits      int64
 	CacheMisses    int64
@@ -70,11 +71,15 @@ func GetStats() Stats {
 	if err != nil {
 		return Stats{}
 	}
+	return e.stats()
+}
+
+func (e *engine) stats() Stats {
 	m := e.met
 	s := Stats{
 		Cycles: m.cycles.Load(), CycleTime: time.Duration(m.cycleNanos.Load()),
 		BackendOps: m.ops.Load(), Tensors: m.tensors.Load(), FusedOps: m.fusedOps.Load(),
-		OpTime: time.Duration(m.opNanos.Load()),
+		OpTime: time.Duration(m.opNanos.Load()), Bytes: m.bytes.Load(),
 	}
 	cs := m.controller()
 	s.RequestsToRoot, s.CacheHits, s.CacheMisses = cs.RequestsSent, cs.CacheHits, cs.CacheMisses
@@ -94,14 +99,14 @@ func (e *engine) serveMetrics(ctx context.Context) error {
 		return fmt.Errorf("%w: metrics address %q: %v", ErrInvalid, e.cfg.MetricsAddr, err)
 	}
 	port, err := strconv.Atoi(portStr)
-	if err != nil || port < 0 || port+e.topo.localRank > 65535 {
+	if err != nil || port < 0 || port+e.topo.LocalRank > 65535 {
 		return fmt.Errorf("%w: metrics address %q: bad port", ErrInvalid, e.cfg.MetricsAddr)
 	}
 	if port != 0 {
-		port += e.topo.localRank
+		port += e.topo.LocalRank
 	}
 	m := e.met
-	reg := prom.NewRegistry(prom.Label{Name: "rank", Value: strconv.Itoa(e.topo.rank)}, prom.Label{Name: "host", Value: e.topo.host})
+	reg := prom.NewRegistry(prom.Label{Name: "rank", Value: strconv.Itoa(e.topo.Rank)}, prom.Label{Name: "host", Value: e.topo.Host})
 	count := func(name, help string, f func() int64) {
 		reg.CounterFunc(name, help, func() float64 { return float64(f()) })
 	}
