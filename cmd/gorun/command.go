@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -11,8 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"runtime"
-	"strconv"
 	"syscall"
 	"time"
 
@@ -20,10 +17,8 @@ import (
 	"github.com/spf13/pflag"
 	"go.uber.org/zap"
 
-	"github.com/gorovod/gorovod/internal/env"
 	"github.com/gorovod/gorovod/internal/hosts"
 	"github.com/gorovod/gorovod/internal/launch"
-	"github.com/gorovod/gorovod/internal/logging"
 	"github.com/gorovod/gorovod/internal/rendezvous"
 	"github.com/gorovod/gorovod/internal/sysinfo"
 )
@@ -84,11 +79,16 @@ func newCommand(stdout, stderr io.Writer) *cobra.Command {
 		Short:         "Launch a Gorovod job",
 		Long:          longHelp,
 		Example:       examples,
-		Version:       version,
+		Version:       gorunVersion(),
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		Args:          cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if o.configFile != "" {
+				if err := applyConfigFile(o.configFile, cmd.Flags()); err != nil {
+					return err
+				}
+			}
 			if o.check {
 				return runCheck(cmd.Context(), args, stdout)
 			}
@@ -195,6 +195,9 @@ func makePlan(o *options, fs *pflag.FlagSet, args []string) (plan, []string, err
 	if err != nil {
 		return p, nil, err
 	}
+	if err := o.checkVoice(len(slots)); err != nil {
+		return p, nil, err
+	}
 	return plan{argv: args, slots: slots, tuning: tuning, exports: exports}, missing, nil
 }
 
@@ -222,13 +225,9 @@ func runJob(ctx context.Context, o *options, fs *pflag.FlagSet, args []string, s
 	if err != nil {
 		return err
 	}
-	level := ""
-	if o.verbose {
-		level = "debug"
-	}
-	log, err := logging.New(level)
+	log, err := o.logger(stderr)
 	if err != nil {
-		return err
+		return usagef("%v", err)
 	}
 	defer func() { _ = log.Sync() }()
 	for _, name := range missing {
@@ -271,47 +270,14 @@ func runJob(ctx context.Context, o *options, fs *pflag.FlagSet, args []string, s
 		}
 	}()
 
-	// Local workers inherit gorun's environment; remote ones get their
-	// login environment plus -x variables and every GOROVOD_* variable.
-	localBase := append(os.Environ(), p.exports...)
-	remoteBase := append(gorovodVars(os.Environ()), p.exports...)
-	common := []string{
-		env.Size + "=" + strconv.Itoa(len(p.slots)),
-		env.Secret + "=" + hex.EncodeToString(secret),
-		env.Epoch + "=0",
-		env.StartTimeout + "=" + startTimeout.String(),
-		env.Launcher + "=gorun",
+	master, err := masterAddr(p, np)
+	if err != nil {
+		return err
 	}
-	if o.verbose {
-		common = append(common, env.LogLevel+"=debug")
-	}
-	if o.netIfaces != "" {
-		common = append(common, env.NetworkIface+"="+o.netIfaces)
-	}
-	common = append(common, p.tuning...)
-	cwd, _ := os.Getwd()
-	workers := make([]launch.Worker, len(p.slots))
-	for i, s := range p.slots {
-		base, dir := localBase, ""
-		if np.isRemote(s.Host) {
-			base, dir = remoteBase, cwd
-		}
-		we := append(append([]string(nil), base...), common...)
-		we = append(we,
-			env.RendezvousAddr+"="+net.JoinHostPort(np.rendezvousIP(s.Host), port),
-			env.BindAddr+"="+np.bindIP(s.Host),
-			env.Rank+"="+strconv.Itoa(s.Rank),
-			env.LocalRank+"="+strconv.Itoa(s.LocalRank),
-			env.LocalSize+"="+strconv.Itoa(s.LocalSize),
-			env.CrossRank+"="+strconv.Itoa(s.CrossRank),
-			env.CrossSize+"="+strconv.Itoa(s.CrossSize),
-			env.Hostname+"="+s.Host,
-		)
-		if !np.isRemote(s.Host) { // remote workers get their host's share there
-			we = launch.WithGOMAXPROCS(we, runtime.NumCPU())
-		}
-		workers[i] = launch.Worker{Rank: s.Rank, Host: s.Host, Argv: p.argv, Env: we, Dir: dir}
-	}
+	workers := buildWorkers(o, p, np, jobEnv{
+		secret: secret, startTimeout: startTimeout, rdvPort: port, master: master,
+		progress: progressHint(stdout),
+	})
 	log.Debug("starting job", zap.Int("np", len(workers)), zap.Strings("argv", p.argv),
 		zap.String("rendezvous", lis.Addr().String()), zap.Duration("start_timeout", startTimeout))
 
@@ -319,6 +285,7 @@ func runJob(ctx context.Context, o *options, fs *pflag.FlagSet, args []string, s
 	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(signals)
 
+	conOut, conErr := o.console(stdout, stderr, len(workers))
 	spawner := launch.HostRouter{Local: local, IsLocal: func(h string) bool { return !np.isRemote(h) }}
 	if remote != nil {
 		spawner.Remote = remote
@@ -326,8 +293,8 @@ func runJob(ctx context.Context, o *options, fs *pflag.FlagSet, args []string, s
 	res, err := launch.Run(ctx, launch.JobConfig{
 		Spawner:         spawner,
 		Workers:         workers,
-		Stdout:          stdout,
-		Stderr:          stderr,
+		Stdout:          conOut,
+		Stderr:          conErr,
 		OutputDir:       o.outputDir,
 		KillGracePeriod: time.Duration(o.killGrace),
 		Logger:          log,
@@ -352,6 +319,9 @@ func runJob(ctx context.Context, o *options, fs *pflag.FlagSet, args []string, s
 	}, signals)
 	if err != nil {
 		return err
+	}
+	if hint := o.failureHint(res, p.slots); hint != "" {
+		log.Error(hint)
 	}
 	if res.ExitCode != 0 {
 		return exitCodeError{res.ExitCode}

@@ -3,6 +3,8 @@
 // worker's place in the job. Parsing of tuning knobs lives in internal/config.
 package env
 
+import "strconv"
+
 // Set by gorun for every worker.
 const (
 	Rank           = "GOROVOD_RANK"              // global rank, 0..size-1
@@ -28,3 +30,73 @@ const (
 	SSHArgs           = "GOROVOD_SSH_ARGS"            // extra ssh options for remote hosts, split like a shell ("-F cfg -o X=y")
 	SSHSilenceTimeout = "GOROVOD_SSH_SILENCE_TIMEOUT" // remote workers stop after this long without a word from gorun (default 30s)
 )
+
+// The standard names other launchers use, set by gorun next to the
+// GOROVOD_* ones so that programs written for torchrun, Horovod or the
+// Kubernetes training operators find their place without change.
+const (
+	StdRank           = "RANK"             // torchrun: global rank
+	StdWorldSize      = "WORLD_SIZE"       // torchrun: number of workers
+	StdLocalRank      = "LOCAL_RANK"       // torchrun: rank on this host
+	StdLocalWorldSize = "LOCAL_WORLD_SIZE" // torchrun: workers on this host
+	StdGroupRank      = "GROUP_RANK"       // torchrun: index of this host (gorun's cross rank)
+	StdMasterAddr     = "MASTER_ADDR"      // torchrun: host of rank 0's store
+	StdMasterPort     = "MASTER_PORT"      // torchrun: port of rank 0's store
+
+	HorovodRank      = "HOROVOD_RANK"
+	HorovodSize      = "HOROVOD_SIZE"
+	HorovodLocalRank = "HOROVOD_LOCAL_RANK"
+	HorovodLocalSize = "HOROVOD_LOCAL_SIZE"
+	HorovodCrossRank = "HOROVOD_CROSS_RANK"
+	HorovodCrossSize = "HOROVOD_CROSS_SIZE"
+)
+
+// Progress tells a worker whether the launcher's stdout is a terminal:
+// "tty" (progress bars are seen as they redraw) or "lines" (output goes
+// to a pipe or file: print a progress line now and then instead).
+const Progress = "GOROVOD_PROGRESS"
+
+// Values of Progress.
+const (
+	ProgressTTY   = "tty"
+	ProgressLines = "lines"
+)
+
+// Place is one worker's place in a job.
+type Place struct {
+	Rank, Size           int // global
+	LocalRank, LocalSize int // on this worker's host
+	CrossRank, CrossSize int // index of the host, number of hosts
+}
+
+// Vars returns p as environment entries ("NAME=value"): the GOROVOD_*
+// names, the standard names (RANK, WORLD_SIZE, LOCAL_RANK,
+// LOCAL_WORLD_SIZE, GROUP_RANK) and Horovod's HOROVOD_* names.
+func (p Place) Vars() []string {
+	vals := []struct {
+		v     int
+		names []string
+	}{
+		{p.Rank, []string{Rank, StdRank, HorovodRank}},
+		{p.Size, []string{Size, StdWorldSize, HorovodSize}},
+		{p.LocalRank, []string{LocalRank, StdLocalRank, HorovodLocalRank}},
+		{p.LocalSize, []string{LocalSize, StdLocalWorldSize, HorovodLocalSize}},
+		{p.CrossRank, []string{CrossRank, StdGroupRank, HorovodCrossRank}},
+		{p.CrossSize, []string{CrossSize, HorovodCrossSize}},
+	}
+	out := make([]string, 0, 17)
+	for _, e := range vals {
+		s := strconv.Itoa(e.v)
+		for _, n := range e.names {
+			out = append(out, n+"="+s)
+		}
+	}
+	return out
+}
+
+// MasterVars returns MASTER_ADDR and MASTER_PORT for the address host:port
+// ("MASTER_ADDR=198.18.0.1", "MASTER_PORT=29500"); an IPv6 host is written
+// without brackets, as torch expects.
+func MasterVars(host string, port int) []string {
+	return []string{StdMasterAddr + "=" + host, StdMasterPort + "=" + strconv.Itoa(port)}
+}

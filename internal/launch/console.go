@@ -1,0 +1,109 @@
+package launch
+
+import (
+	"bytes"
+	"io"
+	"strconv"
+	"time"
+)
+
+// ConsoleOptions shape the workers' output lines on the launcher's console.
+// The per-rank files of JobConfig.OutputDir are not affected: they get
+// every rank's raw output.
+type ConsoleOptions struct {
+	// Ranks, when not nil, lists the ranks whose lines are shown; the
+	// others' lines are dropped from the console.
+	Ranks map[int]bool
+	// NoPrefix drops the "[rank]<stream>:" prefix.
+	NoPrefix bool
+	// Timestamps starts each line with the time it was complete.
+	Timestamps bool
+	// TimestampLayout formats Timestamps (time.Format layout).
+	TimestampLayout string
+	// Color colours the prefix by rank (for a terminal).
+	Color bool
+	// Now is the clock of Timestamps; nil means time.Now.
+	Now func() time.Time
+}
+
+// Plain reports whether o changes nothing.
+func (o ConsoleOptions) Plain() bool {
+	return o.Ranks == nil && !o.NoPrefix && !o.Timestamps && !o.Color
+}
+
+// Console returns a writer for JobConfig.Stdout or Stderr that reshapes the
+// lines Run writes there. It relies on what a Sink guarantees: each Write
+// is one whole line beginning with Prefix(rank, stream) and ending in a
+// newline, and writes are serialised.
+func Console(w io.Writer, o ConsoleOptions) io.Writer {
+	if o.Plain() {
+		return w
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return &consoleWriter{w: w, o: o}
+}
+
+type consoleWriter struct {
+	w   io.Writer
+	o   ConsoleOptions
+	buf []byte
+}
+
+// rankColors cycle over ranks: green, blue, magenta, cyan, yellow.
+var rankColors = []string{"\x1b[32m", "\x1b[34m", "\x1b[35m", "\x1b[36m", "\x1b[33m"}
+
+func (c *consoleWriter) Write(p []byte) (int, error) {
+	rank, prefixLen, ok := parsePrefix(p)
+	if !ok { // not a worker line: pass it on unchanged
+		return c.w.Write(p)
+	}
+	if c.o.Ranks != nil && !c.o.Ranks[rank] {
+		return len(p), nil
+	}
+	b := c.buf[:0]
+	if c.o.Timestamps {
+		b = c.o.Now().AppendFormat(b, c.o.TimestampLayout)
+		b = append(b, ' ')
+	}
+	switch {
+	case c.o.NoPrefix:
+	case c.o.Color:
+		b = append(b, rankColors[rank%len(rankColors)]...)
+		b = append(b, p[:prefixLen]...)
+		b = append(b, "\x1b[0m"...)
+	default:
+		b = append(b, p[:prefixLen]...)
+	}
+	b = append(b, p[prefixLen:]...)
+	c.buf = b
+	if _, err := c.w.Write(b); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// parsePrefix reads "[rank]<stream>:" at the start of line.
+func parsePrefix(line []byte) (rank, n int, ok bool) {
+	if len(line) < 2 || line[0] != '[' {
+		return 0, 0, false
+	}
+	end := bytes.IndexByte(line, ']')
+	if end < 2 {
+		return 0, 0, false
+	}
+	r, err := strconv.Atoi(string(line[1:end]))
+	if err != nil || r < 0 {
+		return 0, 0, false
+	}
+	rest := line[end+1:]
+	if len(rest) == 0 || rest[0] != '<' {
+		return 0, 0, false
+	}
+	colon := bytes.Index(rest, []byte(">:"))
+	if colon < 0 {
+		return 0, 0, false
+	}
+	return r, end + 1 + colon + 2, true
+}
