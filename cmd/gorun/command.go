@@ -44,7 +44,16 @@ const examples = `  # 4 workers on this machine
   gorun --check
 
   # pass variables to the workers; keep each rank's output in files too
-  gorun -np 2 -x OMP_NUM_THREADS=1 -x PATH --output-filename logs ./train`
+  gorun -np 2 -x OMP_NUM_THREADS=1 -x PATH --output-filename logs ./train
+
+  # only rank 0 on the console, without the prefix (all ranks in logs/)
+  gorun -np 4 --output-ranks 0 --no-prefix --output-filename logs ./train
+
+  # settings from a horovodrun-style YAML file; the command line wins
+  gorun --config-file job.yaml -np 4 ./train
+
+  # shell completion
+  source <(gorun completion bash)`
 
 const longHelp = `gorun starts a Gorovod job: -np worker processes running PROGRAM, which
 find each other through a rendezvous service hosted by gorun.
@@ -64,9 +73,19 @@ plus every GOROVOD_* variable and the -x variables; they die with gorun, even
 when gorun is killed with SIGKILL or the ssh connection is lost.
 
 Workers learn their place from GOROVOD_* variables (rank, size, local and
-cross rank/size, host, rendezvous address, job secret, start timeout).
+cross rank/size, host, rendezvous address, job secret, start timeout), and
+from the names other launchers use: RANK, WORLD_SIZE, LOCAL_RANK,
+LOCAL_WORLD_SIZE, GROUP_RANK, MASTER_ADDR/MASTER_PORT (rank 0's address and
+a port free there, for torch.distributed) and HOROVOD_RANK, HOROVOD_SIZE,
+... GOROVOD_PROGRESS is "tty" when gorun's stdout is a terminal, else
+"lines".
 --start-timeout bounds how long workers that called Init wait for the
 others; programs that never call Init are never stopped for it.
+
+gorun's own messages are one plain line each on stderr ("gorun: error:
+rank 1 (pid 4711, host localhost) exited with code 2; ..."), or JSON with
+--log-format json. Shell completion: gorun completion bash|zsh|fish|powershell
+(a program called completion runs as gorun -np N -- completion).
 
 Exit codes: 0 all workers succeeded; the failing worker's code; 128+signal;
 1 gorun itself failed (including a host failing the ssh check); 2 bad

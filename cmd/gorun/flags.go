@@ -58,7 +58,7 @@ func (o *options) register(fs *pflag.FlagSet) {
 	o.killGrace = secondsOrDuration(3 * time.Second)
 	fs.IntVarP(&o.np, "num-proc", "n", 0, "number of worker processes, also spelled -np `N` (default: all slots of -H/--hostfile)")
 	fs.StringVarP(&o.hosts, "hosts", "H", "", "`HOSTS` and their slots: localhost:4, host1:4,host2:4, [::1]:2 (default localhost:N)")
-	fs.StringVar(&o.hostfile, "hostfile", "", "`FILE` listing hosts, one per line: 'host slots=4', 'host:4' or 'host'; # comments")
+	fs.StringVar(&o.hostfile, "hostfile", "", "`FILE` listing hosts, one per line: 'host slots=4', 'host:4' or 'host' (OpenMPI's max_slots=N too); # comments")
 	fs.Var(&o.startTimeout, "start-timeout", "how long workers may take to register with the rendezvous (duration like 30s, or seconds)")
 	fs.Var(&o.killGrace, "kill-grace-period", "time between SIGTERM and SIGKILL when stopping workers (duration or seconds)")
 	fs.BoolVar(&o.verbose, "verbose", false, "debug logging in gorun and the workers (same as --log-level debug)")
@@ -74,7 +74,7 @@ func (o *options) register(fs *pflag.FlagSet) {
 	fs.IntVarP(&o.sshPort, "ssh-port", "p", 0, "ssh `PORT` of the remote hosts (default: ssh's, or its config)")
 	fs.StringVarP(&o.sshIdentity, "ssh-identity-file", "i", "", "ssh private key `FILE` for the remote hosts")
 	fs.StringVar(&o.netIfaces, "network-interface", "", "`IFACES` (comma list) whose addresses the workers use, e.g. eth0 or ib0,eth0 (default: the route to the launcher)")
-	fs.StringVar(&o.netIfaces, "network-interfaces", "", "same as --network-interface (horovodrun's name)")
+	fs.StringVar(&o.netIfaces, "network-interfaces", "", "`IFACES`: same as --network-interface (horovodrun's name)")
 	fs.StringVar(&o.outputDir, "output-filename", "", "also write each worker's output to `DIR`/rank.R/stdout and stderr (R zero-padded: rank.07 of 16)")
 
 	fs.Float64Var(&o.fusionThresholdMB, "fusion-threshold-mb", 0, "fuse tensors into buffers of up to this many MiB (0 disables fusion; default 128)")
