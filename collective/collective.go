@@ -124,7 +124,7 @@ func start(ctx context.Context, cfg config.Config, log *zap.Logger, li launchInf
 		topo := topology{rank: 0, size: 1, localRank: 0, localSize: 1, crossRank: 0, crossSize: 1, host: li.Host}
 		return newEngine(cfg, log, topo, singleMesh{host: li.Host}, nil)
 	}
-	if li.SecretDerived {
+	if li.SecretDerived && li.Rank == 0 { // one warning per job, not one per rank
 		log.Warn("no job secret in the environment; derived one from the launcher's job id (set GOROVOD_SECRET or GOROVOD_SECRET_FILE)")
 	}
 	var closers []func() error
