@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -79,5 +80,46 @@ func TestTerminalColorsAndProgressHint(t *testing.T) {
 		if !bytes.Contains(out, []byte(want)) {
 			t.Errorf("terminal output lacks %q:\n%q", want, out)
 		}
+	}
+}
+
+// On a terminal, a worker's progress bar (a partial line redrawn with \r)
+// shows while the worker is still drawing it, before any newline.
+func TestTerminalShowsRedrawnLine(t *testing.T) {
+	master, slave := openPTY(t)
+	defer master.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	flag := filepath.Join(t.TempDir(), "seen")
+	cmd := exec.CommandContext(ctx, gorunBin, "-np", "1", "--no-prefix", "sh", "-c",
+		`printf 'start\n\r\033[Kstep 1/2'; while [ ! -e `+flag+` ]; do sleep 0.01; done; printf '\r\033[Kall done\n'`)
+	cmd.Env = cleanEnv("NO_COLOR=1")
+	cmd.Stdout, cmd.Stderr = slave, slave
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	slave.Close()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	var seen bytes.Buffer
+	buf := make([]byte, 4096)
+	for !bytes.Contains(seen.Bytes(), []byte("step 1/2")) {
+		n, err := master.Read(buf) // bounded: ctx kills gorun, which closes the pty
+		seen.Write(buf[:n])
+		if err != nil {
+			t.Fatalf("the partial line never showed: %v\n%q", err, seen.String())
+		}
+	}
+	if err := os.WriteFile(flag, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rest, _ := io.ReadAll(master)
+	seen.Write(rest)
+	if err := <-done; err != nil {
+		t.Fatalf("gorun: %v\n%q", err, seen.String())
+	}
+	// The tty turns \n into \r\n.
+	if want := "start\r\nstep 1/2\r\x1b[Kall done\r\n"; seen.String() != want {
+		t.Errorf("terminal got %q, want %q", seen.String(), want)
 	}
 }

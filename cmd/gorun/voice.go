@@ -50,6 +50,7 @@ func (o *options) console(stdout, stderr io.Writer, np int) (io.Writer, io.Write
 	}
 	out, errOut := co, co
 	out.Color, errOut.Color = colorFor(stdout), colorFor(stderr)
+	out.Terminal, errOut.Terminal = isTerminal(stdout), isTerminal(stderr)
 	return launch.Console(stdout, out), launch.Console(stderr, errOut)
 }
 

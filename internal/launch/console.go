@@ -22,19 +22,22 @@ type ConsoleOptions struct {
 	TimestampLayout string
 	// Color colours the prefix by rank (for a terminal).
 	Color bool
+	// Terminal: the writer is a terminal; a partial line a worker redraws
+	// with '\r' (a progress bar) is shown as it changes (TerminalWriter).
+	Terminal bool
 	// Now is the clock of Timestamps; nil means time.Now.
 	Now func() time.Time
 }
 
 // Plain reports whether o changes nothing.
 func (o ConsoleOptions) Plain() bool {
-	return o.Ranks == nil && !o.NoPrefix && !o.Timestamps && !o.Color
+	return o.Ranks == nil && !o.NoPrefix && !o.Timestamps && !o.Color && !o.Terminal
 }
 
 // Console returns a writer for JobConfig.Stdout or Stderr that reshapes the
 // lines Run writes there. It relies on what a Sink guarantees: each Write
-// is one whole line beginning with Prefix(rank, stream) and ending in a
-// newline, and writes are serialised.
+// is one line beginning with Prefix(rank, stream) (ending in a newline,
+// except a partial line redrawn on a terminal), and writes are serialised.
 func Console(w io.Writer, o ConsoleOptions) io.Writer {
 	if o.Plain() {
 		return w
@@ -53,6 +56,9 @@ type consoleWriter struct {
 
 // rankColors cycle over ranks: green, blue, magenta, cyan, yellow.
 var rankColors = []string{"\x1b[32m", "\x1b[34m", "\x1b[35m", "\x1b[36m", "\x1b[33m"}
+
+// Terminal implements TerminalWriter.
+func (c *consoleWriter) Terminal() bool { return c.o.Terminal }
 
 func (c *consoleWriter) Write(p []byte) (int, error) {
 	rank, prefixLen, ok := parsePrefix(p)

@@ -50,3 +50,39 @@ func TestConsoleBehindSink(t *testing.T) {
 		t.Errorf("got %q, want %q", b.String(), want)
 	}
 }
+
+// A terminal sees a worker's progress bar as it is redrawn; the next line
+// (of any rank or stream) clears it first; files keep the raw bytes.
+func TestRedrawOnTerminal(t *testing.T) {
+	var term, file bytes.Buffer
+	out, errOut := NewSinks(Console(&term, ConsoleOptions{Terminal: true}), Console(&term, ConsoleOptions{Terminal: true}))
+	bar := NewLineWriter(out, Prefix(0, "stdout"), &file)
+	other := NewLineWriter(errOut, Prefix(1, "stderr"), nil)
+	_, _ = bar.Write([]byte("start\n\r\x1b[Kstep 1"))
+	_, _ = bar.Write([]byte("\r\x1b[Kstep 2"))
+	_, _ = other.Write([]byte("warning\n"))
+	_, _ = bar.Write([]byte("\r\x1b[Kstep 3"))
+	_, _ = bar.Write([]byte("\r\x1b[Kepoch done\n"))
+	want := "[0]<stdout>:start\n" +
+		"[0]<stdout>:step 1" + "\r\x1b[K" + "[0]<stdout>:step 2" + "\r\x1b[K" + "[1]<stderr>:warning\n" +
+		"[0]<stdout>:step 3" + "\r\x1b[K" + "[0]<stdout>:epoch done\n"
+	if term.String() != want {
+		t.Errorf("terminal got\n%q\nwant\n%q", term.String(), want)
+	}
+	if want := "start\n\r\x1b[Kstep 1\r\x1b[Kstep 2\r\x1b[Kstep 3\r\x1b[Kepoch done\n"; file.String() != want {
+		t.Errorf("file got %q, want %q", file.String(), want)
+	}
+
+	// Not a terminal: nothing is shown before the newline, as before.
+	var pipe bytes.Buffer
+	out, _ = NewSinks(&pipe, nil)
+	bar = NewLineWriter(out, Prefix(0, "stdout"), nil)
+	_, _ = bar.Write([]byte("\rstep 1"))
+	if pipe.Len() != 0 {
+		t.Errorf("a pipe got a partial line: %q", pipe.String())
+	}
+	_, _ = bar.Write([]byte("\rdone\n"))
+	if want := "[0]<stdout>:\rstep 1\rdone\n"; pipe.String() != want {
+		t.Errorf("pipe got %q, want %q", pipe.String(), want)
+	}
+}

@@ -14,23 +14,79 @@ const maxLine = 64 << 10
 // Sink serialises whole lines from many workers onto one writer, so lines
 // of different workers never interleave mid-line.
 type Sink struct {
-	mu *sync.Mutex
+	sh *sinkState
 	w  io.Writer
+	// redraw: the writer is a terminal that shows a worker's partial line
+	// redrawn with '\r' (a progress bar) as it changes; see TerminalWriter.
+	redraw bool
+}
+
+// sinkState is shared by the stdout and stderr sinks.
+type sinkState struct {
+	mu sync.Mutex
+	// pending: a partial line is on the terminal, without a newline;
+	// the next write first clears it.
+	pending *Sink
+}
+
+// TerminalWriter is an optional capability of the writers given to
+// NewSinks: Terminal reports that the writer shows its lines on a terminal,
+// where a partial line a worker redraws with '\r' is shown as it changes
+// and cleared (carriage return, erase line) before the next line.
+type TerminalWriter interface {
+	io.Writer
+	Terminal() bool
 }
 
 // NewSinks returns sinks for stdout and stderr sharing one lock, so a
 // terminal showing both never gets a line torn by the other stream.
 func NewSinks(stdout, stderr io.Writer) (out, errOut *Sink) {
-	mu := new(sync.Mutex)
-	return &Sink{mu: mu, w: stdout}, &Sink{mu: mu, w: stderr}
+	sh := new(sinkState)
+	return &Sink{sh: sh, w: stdout, redraw: isTerminalWriter(stdout)}, &Sink{sh: sh, w: stderr, redraw: isTerminalWriter(stderr)}
 }
 
+func isTerminalWriter(w io.Writer) bool {
+	tw, ok := w.(TerminalWriter)
+	return ok && tw.Terminal()
+}
+
+var clearLine = []byte("\r\x1b[K")
+
 func (s *Sink) writeLine(b []byte) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.sh.mu.Lock()
+	defer s.sh.mu.Unlock()
+	s.clearPending()
 	// Errors (a closed terminal, a reader that went away) are dropped:
 	// the workers' output must keep draining or they would block.
 	_, _ = s.w.Write(b)
+}
+
+// writePartial shows b (a prefixed partial line, no newline) in place of
+// the partial line shown before.
+func (s *Sink) writePartial(b []byte) {
+	s.sh.mu.Lock()
+	defer s.sh.mu.Unlock()
+	s.clearPending()
+	if _, err := s.w.Write(b); err == nil {
+		s.sh.pending = s
+	}
+}
+
+func (s *Sink) clearPending() {
+	if p := s.sh.pending; p != nil {
+		_, _ = p.w.Write(clearLine)
+		s.sh.pending = nil
+	}
+}
+
+// visible is what a terminal shows of a line redrawn with '\r': the text
+// after the last carriage return, without the erase-line sequence that
+// usually follows it.
+func visible(line []byte) []byte {
+	if i := bytes.LastIndexByte(line, '\r'); i >= 0 {
+		line = line[i+1:]
+	}
+	return bytes.TrimPrefix(line, clearLine[1:])
 }
 
 // LineWriter prefixes each line written to it and hands whole lines to a
@@ -64,6 +120,9 @@ func (w *LineWriter) Write(p []byte) (int, error) {
 		i := bytes.IndexByte(p, '\n')
 		if i < 0 {
 			w.buf = append(w.buf, p...)
+			if w.sink.redraw {
+				w.redraw()
+			}
 			if len(w.buf) >= maxLine {
 				w.emit(w.buf)
 				w.buf = w.buf[:0]
@@ -92,6 +151,24 @@ func (w *LineWriter) Flush() {
 
 func (w *LineWriter) emit(line []byte) {
 	line = bytes.TrimSuffix(line, []byte{'\r'})
+	if w.sink.redraw {
+		line = visible(line)
+	}
 	w.line = append(append(append(w.line[:0], w.prefix...), line...), '\n')
 	w.sink.writeLine(w.line)
+}
+
+// redraw shows a partial line that the worker redraws with '\r' on the
+// terminal now, and keeps only what follows the last '\r' (the rest has
+// been drawn over).
+func (w *LineWriter) redraw() {
+	i := bytes.LastIndexByte(w.buf, '\r')
+	if i < 0 {
+		return
+	}
+	if v := visible(w.buf); len(v) > 0 {
+		w.line = append(append(w.line[:0], w.prefix...), v...)
+		w.sink.writePartial(w.line)
+	}
+	w.buf = append(w.buf[:0], w.buf[i:]...)
 }
