@@ -239,7 +239,7 @@ func programProblem(err error) string {
 	return err.Error()
 }
 
-func runJob(ctx context.Context, o *options, fs *pflag.FlagSet, args []string, stdout, stderr io.Writer) error {
+func runJob(ctx context.Context, o *options, fs *pflag.FlagSet, args []string, stdout, stderr io.Writer) (err error) {
 	p, missing, err := makePlan(o, fs, args)
 	if err != nil {
 		return err
@@ -249,6 +249,7 @@ func runJob(ctx context.Context, o *options, fs *pflag.FlagSet, args []string, s
 		return usagef("%v", err)
 	}
 	defer func() { _ = log.Sync() }()
+	defer func() { err = reportJSON(o, log, err) }()
 	for _, name := range missing {
 		log.Warn("-x " + name + ": not set in gorun's environment; not exported")
 	}

@@ -89,11 +89,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	var ec exitCodeError
 	var ue usageError
+	var re reportedError
 	switch {
 	case err == nil:
 		return 0
 	case errors.As(err, &ec):
 		return ec.code
+	case errors.As(err, &re) && errors.As(err, &ue):
+		return exitUsage
+	case errors.As(err, &re):
+		return exitInternal
 	case errors.As(err, &ue):
 		fmt.Fprintf(stderr, "gorun: %v\nRun 'gorun --help' for usage.\n", err)
 		return exitUsage

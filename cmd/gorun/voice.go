@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -111,4 +112,22 @@ func (o *options) failureHint(res launch.Result, slots []hosts.Slot) string {
 		where = fmt.Sprintf("its output is above, on the lines starting with [%d]", f.Rank)
 	}
 	return fmt.Sprintf("job failed: rank %d on host %s %s; %s", f.Rank, f.Host, f.Status, where)
+}
+
+// reportedError is an error gorun's logger already wrote (as JSON).
+type reportedError struct{ err error }
+
+func (e reportedError) Error() string { return e.err.Error() }
+func (e reportedError) Unwrap() error { return e.err }
+
+// reportJSON: with --log-format json, gorun's own failure is a JSON line
+// like its other messages, not a line of text (a worker's exit code is not
+// gorun's failure: it was reported as it happened).
+func reportJSON(o *options, log *zap.Logger, err error) error {
+	var ec exitCodeError
+	if err == nil || o.logFormat != "json" || errors.As(err, &ec) {
+		return err
+	}
+	log.Error(err.Error())
+	return reportedError{err}
 }

@@ -166,3 +166,17 @@ func TestHorovodrunFlags(t *testing.T) {
 		t.Errorf("exit %d, stdout %q, want %q\n%s", r.code, r.stdout, want, r.stderr)
 	}
 }
+
+// gorun's own failure, in JSON too: a host failing the ssh check.
+func TestLogFormatJSONFailure(t *testing.T) {
+	r := gorun(t, 30*time.Second, "-np", "1", "-H", "no-such-host.invalid:1", "--log-format", "json", "true")
+	lines := gorunLines(r.stderr)
+	if r.code != 1 || len(lines) != 1 {
+		t.Fatalf("exit %d, want 1 and one line:\n%s", r.code, r.stderr)
+	}
+	var obj map[string]any
+	if err := json.Unmarshal([]byte(lines[0]), &obj); err != nil || obj["level"] != "error" ||
+		!strings.Contains(obj["msg"].(string), "no-such-host.invalid: ssh: Could not resolve hostname") {
+		t.Errorf("line %q: %v", lines[0], err)
+	}
+}
