@@ -59,7 +59,8 @@ const longHelp = `gorun starts a Gorovod job: -np worker processes running PROGR
 find each other through a rendezvous service hosted by gorun.
 
 Every output line of a worker is prefixed with its rank: "[1]<stdout>:" or
-"[1]<stderr>:". When a worker fails, gorun stops the others (SIGTERM, then
+"[1]<stderr>:" (--no-prefix drops it, --output-ranks picks the ranks shown,
+--prefix-output-with-timestamp adds the time). When a worker fails, gorun stops the others (SIGTERM, then
 SIGKILL after --kill-grace-period) and exits with the failing worker's exit
 code, or 128+N when it was killed by signal N. SIGINT and SIGTERM sent to
 gorun are forwarded to every worker.
@@ -77,9 +78,8 @@ cross rank/size, host, rendezvous address, job secret, start timeout), and
 from the names other launchers use: RANK, WORLD_SIZE, LOCAL_RANK,
 LOCAL_WORLD_SIZE, GROUP_RANK, MASTER_ADDR/MASTER_PORT (rank 0's address and
 a port free there, for torch.distributed) and HOROVOD_RANK, HOROVOD_SIZE,
-... GOROVOD_PROGRESS is "tty" when gorun's stdout is a terminal, else
-"lines".
---start-timeout bounds how long workers that called Init wait for the
+.... GOROVOD_PROGRESS is "tty" when gorun's stdout is a terminal, else
+"lines". --start-timeout bounds how long workers that called Init wait for the
 others; programs that never call Init are never stopped for it.
 
 gorun's own messages are one plain line each on stderr ("gorun: error:

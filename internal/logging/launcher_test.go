@@ -85,3 +85,28 @@ func TestLauncherBadOptions(t *testing.T) {
 		t.Errorf("format: %v", err)
 	}
 }
+
+func TestNewWorkerLevels(t *testing.T) {
+	if _, err := New("chatty"); err == nil {
+		t.Error("New accepted an unknown level")
+	}
+	log, err := New("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if log.Core().Enabled(zap.InfoLevel) || !log.Core().Enabled(zap.WarnLevel) {
+		t.Error("the default level is not warn")
+	}
+}
+
+func TestConsoleName(t *testing.T) {
+	var b bytes.Buffer
+	log, err := NewLauncher(&b, LauncherOptions{Name: "gorovod"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.With(zap.Int("rank", 2), zap.String("host", "n1")).Warn("rank 2: stalled")
+	if want := "gorovod: warning: rank 2: stalled (host n1)\n"; b.String() != want {
+		t.Errorf("got %q, want %q", b.String(), want)
+	}
+}
