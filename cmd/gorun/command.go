@@ -244,7 +244,8 @@ func runJob(ctx context.Context, o *options, fs *pflag.FlagSet, args []string, s
 	if err != nil {
 		return err
 	}
-	log, err := o.logger(stderr)
+	term := newTerminal(stdout, stderr)
+	log, err := o.logger(term)
 	if err != nil {
 		return usagef("%v", err)
 	}
@@ -305,7 +306,7 @@ func runJob(ctx context.Context, o *options, fs *pflag.FlagSet, args []string, s
 	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(signals)
 
-	conOut, conErr := o.console(stdout, stderr, len(workers))
+	conOut, conErr := o.console(term, len(workers))
 	spawner := launch.HostRouter{Local: local, IsLocal: func(h string) bool { return !np.isRemote(h) }}
 	if remote != nil {
 		spawner.Remote = remote

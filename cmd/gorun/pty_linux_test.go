@@ -48,7 +48,11 @@ func TestTerminalColorsAndProgressHint(t *testing.T) {
 	defer master.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, gorunBin, "-np", "2", "sh", "-c", `echo "progress=$GOROVOD_PROGRESS"; [ "$RANK" = 1 ] && exit 3; exit 0`)
+	// Rank 1 fails once rank 0 has printed.
+	printed := filepath.Join(t.TempDir(), "printed")
+	cmd := exec.CommandContext(ctx, gorunBin, "-np", "2", "sh", "-c", `echo "progress=$GOROVOD_PROGRESS"
+if [ "$RANK" = 0 ]; then touch `+printed+`; exit 0; fi
+while [ ! -e `+printed+` ]; do sleep 0.01; done; exit 3`)
 	env := cleanEnv()
 	for i, kv := range env {
 		if strings.HasPrefix(kv, "NO_COLOR=") || strings.HasPrefix(kv, "TERM=") {

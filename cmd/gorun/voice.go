@@ -32,27 +32,55 @@ func (o *options) checkVoice(np int) error {
 	return nil
 }
 
+// terminal is what gorun writes to: its stdout and stderr, and, when
+// either is a terminal, what coordinates the writers sharing it (a
+// worker's progress bar is cleared before anything else is written).
+type terminal struct {
+	stdout, stderr io.Writer
+	term           *launch.Terminal // nil: neither is a terminal
+}
+
+func newTerminal(stdout, stderr io.Writer) terminal {
+	t := terminal{stdout: stdout, stderr: stderr}
+	if isTerminal(stdout) || isTerminal(stderr) {
+		t.term = new(launch.Terminal)
+	}
+	return t
+}
+
+// on returns the Terminal for w when w is a terminal.
+func (t terminal) on(w io.Writer) *launch.Terminal {
+	if t.term != nil && isTerminal(w) {
+		return t.term
+	}
+	return nil
+}
+
 // logger is gorun's own voice on stderr.
-func (o *options) logger(stderr io.Writer) (*zap.Logger, error) {
+func (o *options) logger(t terminal) (*zap.Logger, error) {
 	level := o.logLevel
 	if o.verbose {
 		level = "debug"
 	}
-	return logging.NewLauncher(stderr, logging.LauncherOptions{
-		Level: level, Format: o.logFormat, Timestamps: o.timestampPrefix, Color: colorFor(stderr),
+	w := t.stderr
+	if t.term != nil {
+		w = t.term.Writer(t.stderr)
+	}
+	return logging.NewLauncher(w, logging.LauncherOptions{
+		Level: level, Format: o.logFormat, Timestamps: o.timestampPrefix, Color: colorFor(t.stderr),
 	})
 }
 
 // console wraps gorun's stdout and stderr for the workers' lines.
-func (o *options) console(stdout, stderr io.Writer, np int) (io.Writer, io.Writer) {
+func (o *options) console(t terminal, np int) (io.Writer, io.Writer) {
 	co := launch.ConsoleOptions{NoPrefix: o.noPrefix, Timestamps: o.timestampPrefix, TimestampLayout: logging.TimestampLayout}
 	if o.outputRanks != "" {
 		co.Ranks, _ = parseRanks(o.outputRanks, np) // checked by checkVoice
 	}
 	out, errOut := co, co
-	out.Color, errOut.Color = colorFor(stdout), colorFor(stderr)
-	out.Terminal, errOut.Terminal = isTerminal(stdout), isTerminal(stderr)
-	return launch.Console(stdout, out), launch.Console(stderr, errOut)
+	out.Color, errOut.Color = colorFor(t.stdout), colorFor(t.stderr)
+	out.Terminal, errOut.Terminal = t.on(t.stdout), t.on(t.stderr)
+	return launch.Console(t.stdout, out), launch.Console(t.stderr, errOut)
 }
 
 // colorFor: colours only on a terminal, and never with NO_COLOR set or

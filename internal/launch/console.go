@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"strconv"
+	"sync"
 	"time"
 )
 
@@ -22,16 +23,17 @@ type ConsoleOptions struct {
 	TimestampLayout string
 	// Color colours the prefix by rank (for a terminal).
 	Color bool
-	// Terminal: the writer is a terminal; a partial line a worker redraws
-	// with '\r' (a progress bar) is shown as it changes (TerminalWriter).
-	Terminal bool
+	// Terminal, when set, says the writer is that terminal: a partial line
+	// a worker redraws with '\r' (a progress bar) is shown as it changes,
+	// and cleared before the next write to the terminal (TerminalWriter).
+	Terminal *Terminal
 	// Now is the clock of Timestamps; nil means time.Now.
 	Now func() time.Time
 }
 
 // Plain reports whether o changes nothing.
 func (o ConsoleOptions) Plain() bool {
-	return o.Ranks == nil && !o.NoPrefix && !o.Timestamps && !o.Color && !o.Terminal
+	return o.Ranks == nil && !o.NoPrefix && !o.Timestamps && !o.Color && o.Terminal == nil
 }
 
 // Console returns a writer for JobConfig.Stdout or Stderr that reshapes the
@@ -58,7 +60,7 @@ type consoleWriter struct {
 var rankColors = []string{"\x1b[32m", "\x1b[34m", "\x1b[35m", "\x1b[36m", "\x1b[33m"}
 
 // Terminal implements TerminalWriter.
-func (c *consoleWriter) Terminal() bool { return c.o.Terminal }
+func (c *consoleWriter) Terminal() bool { return c.o.Terminal != nil }
 
 func (c *consoleWriter) Write(p []byte) (int, error) {
 	rank, prefixLen, ok := parsePrefix(p)
@@ -84,10 +86,49 @@ func (c *consoleWriter) Write(p []byte) (int, error) {
 	}
 	b = append(b, p[prefixLen:]...)
 	c.buf = b
-	if _, err := c.w.Write(b); err != nil {
+	var err error
+	if c.o.Terminal != nil {
+		_, err = c.o.Terminal.write(c.w, b, len(b) > 0 && b[len(b)-1] != '\n')
+	} else {
+		_, err = c.w.Write(b)
+	}
+	if err != nil {
 		return 0, err
 	}
 	return len(p), nil
+}
+
+// Terminal coordinates the writers that share one terminal (the workers'
+// stdout and stderr, the launcher's own messages): a partial line one of
+// them left (a progress bar) is cleared before anything else is written.
+type Terminal struct {
+	mu      sync.Mutex
+	pending io.Writer // where a partial line is showing, or nil
+}
+
+// Writer returns w (a stream of the terminal) for other writers, such as
+// the launcher's logger: each write first clears a partial line.
+func (t *Terminal) Writer(w io.Writer) io.Writer { return terminalWriter{t, w} }
+
+type terminalWriter struct {
+	t *Terminal
+	w io.Writer
+}
+
+func (tw terminalWriter) Write(p []byte) (int, error) { return tw.t.write(tw.w, p, false) }
+
+func (t *Terminal) write(w io.Writer, b []byte, partial bool) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.pending != nil {
+		_, _ = t.pending.Write(clearLine)
+		t.pending = nil
+	}
+	n, err := w.Write(b)
+	if err == nil && partial {
+		t.pending = w
+	}
+	return n, err
 }
 
 // parsePrefix reads "[rank]<stream>:" at the start of line.

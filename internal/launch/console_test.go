@@ -55,21 +55,25 @@ func TestConsoleBehindSink(t *testing.T) {
 // (of any rank or stream) clears it first; files keep the raw bytes.
 func TestRedrawOnTerminal(t *testing.T) {
 	var term, file bytes.Buffer
-	out, errOut := NewSinks(Console(&term, ConsoleOptions{Terminal: true}), Console(&term, ConsoleOptions{Terminal: true}))
+	tm := new(Terminal)
+	out, errOut := NewSinks(Console(&term, ConsoleOptions{Terminal: tm}), Console(&term, ConsoleOptions{Terminal: tm}))
 	bar := NewLineWriter(out, Prefix(0, "stdout"), &file)
 	other := NewLineWriter(errOut, Prefix(1, "stderr"), nil)
 	_, _ = bar.Write([]byte("start\n\r\x1b[Kstep 1"))
 	_, _ = bar.Write([]byte("\r\x1b[Kstep 2"))
 	_, _ = other.Write([]byte("warning\n"))
 	_, _ = bar.Write([]byte("\r\x1b[Kstep 3"))
+	_, _ = tm.Writer(&term).Write([]byte("gorun: a message\n"))
+	_, _ = bar.Write([]byte("\r\x1b[Kstep 4"))
 	_, _ = bar.Write([]byte("\r\x1b[Kepoch done\n"))
 	want := "[0]<stdout>:start\n" +
 		"[0]<stdout>:step 1" + "\r\x1b[K" + "[0]<stdout>:step 2" + "\r\x1b[K" + "[1]<stderr>:warning\n" +
-		"[0]<stdout>:step 3" + "\r\x1b[K" + "[0]<stdout>:epoch done\n"
+		"[0]<stdout>:step 3" + "\r\x1b[K" + "gorun: a message\n" +
+		"[0]<stdout>:step 4" + "\r\x1b[K" + "[0]<stdout>:epoch done\n"
 	if term.String() != want {
 		t.Errorf("terminal got\n%q\nwant\n%q", term.String(), want)
 	}
-	if want := "start\n\r\x1b[Kstep 1\r\x1b[Kstep 2\r\x1b[Kstep 3\r\x1b[Kepoch done\n"; file.String() != want {
+	if want := "start\n\r\x1b[Kstep 1\r\x1b[Kstep 2\r\x1b[Kstep 3\r\x1b[Kstep 4\r\x1b[Kepoch done\n"; file.String() != want {
 		t.Errorf("file got %q, want %q", file.String(), want)
 	}
 

@@ -14,25 +14,18 @@ const maxLine = 64 << 10
 // Sink serialises whole lines from many workers onto one writer, so lines
 // of different workers never interleave mid-line.
 type Sink struct {
-	sh *sinkState
+	mu *sync.Mutex
 	w  io.Writer
 	// redraw: the writer is a terminal that shows a worker's partial line
 	// redrawn with '\r' (a progress bar) as it changes; see TerminalWriter.
 	redraw bool
 }
 
-// sinkState is shared by the stdout and stderr sinks.
-type sinkState struct {
-	mu sync.Mutex
-	// pending: a partial line is on the terminal, without a newline;
-	// the next write first clears it.
-	pending *Sink
-}
-
 // TerminalWriter is an optional capability of the writers given to
-// NewSinks: Terminal reports that the writer shows its lines on a terminal,
-// where a partial line a worker redraws with '\r' is shown as it changes
-// and cleared (carriage return, erase line) before the next line.
+// NewSinks. When Terminal reports true, the writer shows its lines on a
+// terminal and also receives, as writes without a trailing newline, the
+// partial lines a worker redraws with '\r': it shows each in place of the
+// one before and clears it before the next write (Console does).
 type TerminalWriter interface {
 	io.Writer
 	Terminal() bool
@@ -41,8 +34,8 @@ type TerminalWriter interface {
 // NewSinks returns sinks for stdout and stderr sharing one lock, so a
 // terminal showing both never gets a line torn by the other stream.
 func NewSinks(stdout, stderr io.Writer) (out, errOut *Sink) {
-	sh := new(sinkState)
-	return &Sink{sh: sh, w: stdout, redraw: isTerminalWriter(stdout)}, &Sink{sh: sh, w: stderr, redraw: isTerminalWriter(stderr)}
+	mu := new(sync.Mutex)
+	return &Sink{mu: mu, w: stdout, redraw: isTerminalWriter(stdout)}, &Sink{mu: mu, w: stderr, redraw: isTerminalWriter(stderr)}
 }
 
 func isTerminalWriter(w io.Writer) bool {
@@ -50,34 +43,15 @@ func isTerminalWriter(w io.Writer) bool {
 	return ok && tw.Terminal()
 }
 
-var clearLine = []byte("\r\x1b[K")
-
 func (s *Sink) writeLine(b []byte) {
-	s.sh.mu.Lock()
-	defer s.sh.mu.Unlock()
-	s.clearPending()
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	// Errors (a closed terminal, a reader that went away) are dropped:
 	// the workers' output must keep draining or they would block.
 	_, _ = s.w.Write(b)
 }
 
-// writePartial shows b (a prefixed partial line, no newline) in place of
-// the partial line shown before.
-func (s *Sink) writePartial(b []byte) {
-	s.sh.mu.Lock()
-	defer s.sh.mu.Unlock()
-	s.clearPending()
-	if _, err := s.w.Write(b); err == nil {
-		s.sh.pending = s
-	}
-}
-
-func (s *Sink) clearPending() {
-	if p := s.sh.pending; p != nil {
-		_, _ = p.w.Write(clearLine)
-		s.sh.pending = nil
-	}
-}
+var clearLine = []byte("\r\x1b[K")
 
 // visible is what a terminal shows of a line redrawn with '\r': the text
 // after the last carriage return, without the erase-line sequence that
@@ -168,7 +142,7 @@ func (w *LineWriter) redraw() {
 	}
 	if v := visible(w.buf); len(v) > 0 {
 		w.line = append(append(w.line[:0], w.prefix...), v...)
-		w.sink.writePartial(w.line)
+		w.sink.writeLine(w.line) // no newline: the TerminalWriter shows it in place
 	}
 	w.buf = append(w.buf[:0], w.buf[i:]...)
 }
