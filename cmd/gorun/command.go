@@ -17,10 +17,10 @@ import (
 	"github.com/spf13/pflag"
 	"go.uber.org/zap"
 
+	"github.com/gorovod/gorovod/cmd/gorun/internal/sysinfo"
 	"github.com/gorovod/gorovod/internal/hosts"
 	"github.com/gorovod/gorovod/internal/launch"
 	"github.com/gorovod/gorovod/internal/rendezvous"
-	"github.com/gorovod/gorovod/internal/sysinfo"
 )
 
 const examples = `  # 4 workers on this machine
@@ -114,6 +114,10 @@ func newCommand(stdout, stderr io.Writer) *cobra.Command {
 			return runJob(cmd.Context(), &o, cmd.Flags(), args, stdout, stderr)
 		},
 	}
+	// "gorun completion SHELL" is handled before cobra (writeCompletion):
+	// cobra's own completion command would take "gorun -np 2 completion"
+	// for itself.
+	cmd.CompletionOptions.DisableDefaultCmd = true
 	cmd.SetOut(stdout)
 	cmd.SetErr(stderr)
 	cmd.SetVersionTemplate("gorun {{.Version}}\n")
@@ -136,7 +140,7 @@ func runCheck(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	return sysinfo.Probe(ctx).Write(stdout)
+	return sysinfo.Probe(ctx, probeNCCL).Write(stdout)
 }
 
 // plan is a validated job.
