@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/gorovod/gorovod/collective"
+	"github.com/gorovod/gorovod/collective/collectivetest"
 )
 
 // Each example runs as a world of one (no launcher in its environment);
@@ -266,4 +267,44 @@ func ExampleShutdown() {
 	err := collective.Allreduce(ctx, "late", []float32{1}, collective.Sum)
 	fmt.Println(errors.Is(err, collective.ErrNotInitialized), collective.Initialized())
 	// Output: true false
+}
+
+func ExampleNewWorld() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	// A world as a value: several can exist in turn (or, with
+	// WithMembership, side by side), each with its own ranks.
+	w, err := collective.NewWorld(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer w.Close(ctx)
+
+	x := []int32{1, 2}
+	if err := collective.Allreduce(ctx, "x", x, collective.Sum, collective.InWorld(w)); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("rank %d of %d: %v\n", w.Rank(), w.Size(), x)
+	// Output: rank 0 of 1: [1 2]
+}
+
+// collectivetest runs N ranks in one process, for tests of code that uses
+// collectives.
+func Example_collectivetest() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	sums := make([][]float64, 3)
+	err := collectivetest.Run(ctx, 3, func(ctx context.Context, w *collective.World) error {
+		x := []float64{float64(w.Rank()), 1}
+		if err := collective.Allreduce(ctx, "x", x, collective.Sum, collective.InWorld(w)); err != nil {
+			return err
+		}
+		sums[w.Rank()] = x
+		return nil
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(sums)
+	// Output: [[3 3] [3 3] [3 3]]
 }
