@@ -126,6 +126,7 @@ func newCommand(stdout, stderr io.Writer) *cobra.Command {
 	fs.SortFlags = false
 	o.register(fs)
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	registerCompletions(cmd)
 	return cmd
 }
 

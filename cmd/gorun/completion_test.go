@@ -36,6 +36,10 @@ func TestCompletion(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, "--network-interface\t") || !strings.Contains(r.stdout, "--network-interfaces\t") {
 		t.Errorf("__complete: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
+	r = gorun(t, 10*time.Second, "__complete", "-np", "2", "--log-level", "")
+	if r.code != 0 || !strings.HasPrefix(r.stdout, "debug\ninfo\nwarn\nerror\n") {
+		t.Errorf("__complete --log-level: exit %d, stdout %q", r.code, r.stdout)
+	}
 }
 
 // A program called completion still runs: after "--", or after a flag.

@@ -75,3 +75,16 @@ func writeCompletion(cmd *cobra.Command, args []string, stdout io.Writer) error 
 	}
 	return usagef("gorun completion %q: unknown shell (want bash, zsh, fish or powershell)", args[0])
 }
+
+// registerCompletions offers the values of gorun's enumerated flags to the
+// completion scripts; file flags complete file names (cobra's default).
+func registerCompletions(cmd *cobra.Command) {
+	words := func(ws ...string) cobra.CompletionFunc {
+		return cobra.FixedCompletions(ws, cobra.ShellCompDirectiveNoFileComp)
+	}
+	_ = cmd.RegisterFlagCompletionFunc("log-level", words("debug", "info", "warn", "error"))
+	_ = cmd.RegisterFlagCompletionFunc("log-format", words("console", "json"))
+	_ = cmd.RegisterFlagCompletionFunc("output-filename", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+		return nil, cobra.ShellCompDirectiveFilterDirs
+	})
+}
