@@ -84,3 +84,17 @@ func TestConfigFileBadInput(t *testing.T) {
 		t.Errorf("missing file: exit %d, stderr %q", r.code, r.stderr)
 	}
 }
+
+// OpenMPI hostfiles: max_slots is understood, and -np defaults to the slots.
+func TestOpenMPIHostfile(t *testing.T) {
+	hf := writeFile(t, "hosts", "# openmpi style\nlocalhost slots=2 max_slots=4\n")
+	r := gorun(t, 20*time.Second, "--hostfile", hf, "sh", "-c", `echo "$RANK/$WORLD_SIZE"`)
+	if r.code != 0 || strings.Count(r.stdout, "/2\n") != 2 {
+		t.Errorf("exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	hf = writeFile(t, "hosts", "localhost slots=4 max_slots=2\n")
+	r = gorun(t, 20*time.Second, "--hostfile", hf, "true")
+	if r.code != 2 || !strings.Contains(r.stderr, "hostfile line 1: invalid host spec: slots=4 is more than max_slots=2") {
+		t.Errorf("exit %d, stderr %q", r.code, r.stderr)
+	}
+}
