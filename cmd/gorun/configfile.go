@@ -115,6 +115,19 @@ func configSettings(doc map[string]any, fs *pflag.FlagSet) (map[string]setting, 
 			if !known {
 				flag, known = horovodrunKeys[prefix+"*"]
 			}
+			if sub, ok := v.(map[string]any); ok && key == "env" { // env: {NAME: value}
+				names := make([]string, 0, len(sub))
+				for n := range sub {
+					names = append(names, n)
+				}
+				sort.Strings(names)
+				vals := make([]string, len(names))
+				for i, n := range names {
+					vals[i] = n + "=" + fmt.Sprint(sub[n])
+				}
+				out["env"] = setting{key: key, values: vals}
+				continue
+			}
 			if sub, ok := v.(map[string]any); ok && !known {
 				if err := walk(key+".", sub); err != nil {
 					return err

@@ -61,6 +61,16 @@ func TestConfigFileJSON(t *testing.T) {
 	if r.code != 0 || r.stdout != want {
 		t.Errorf("exit %d, stdout %q, want %q\n%s", r.code, r.stdout, want, r.stderr)
 	}
+	// env as a mapping; -x on the command line replaces the file's list.
+	cfg = writeFile(t, "gorun.yaml", "np: 1\nenv:\n  A: 1\n  B: two\n")
+	r = gorun(t, 20*time.Second, "--config-file", cfg, "sh", "-c", `echo "A=$A B=$B"`)
+	if r.code != 0 || r.stdout != "[0]<stdout>:A=1 B=two\n" {
+		t.Errorf("env mapping: exit %d, stdout %q\n%s", r.code, r.stdout, r.stderr)
+	}
+	r = gorun(t, 20*time.Second, "--config-file", cfg, "-x", "B=cli", "sh", "-c", `echo "A=$A B=$B"`)
+	if r.code != 0 || r.stdout != "[0]<stdout>:A= B=cli\n" {
+		t.Errorf("-x over the file: exit %d, stdout %q\n%s", r.code, r.stdout, r.stderr)
+	}
 }
 
 func TestConfigFileBadInput(t *testing.T) {
