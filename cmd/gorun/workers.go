@@ -35,7 +35,7 @@ func buildWorkers(o *options, p plan, np netPlan, je jobEnv) []launch.Worker {
 		env.Launcher + "=gorun",
 		env.Progress + "=" + je.progress,
 	}
-	if o.verbose || o.logLevel == "debug" {
+	if o.verbose || strings.EqualFold(o.logLevel, "debug") {
 		common = append(common, env.LogLevel+"=debug")
 	}
 	if o.netIfaces != "" {
