@@ -76,7 +76,7 @@ when gorun is killed with SIGKILL or the ssh connection is lost.
 Workers learn their place from GOROVOD_* variables (rank, size, local and
 cross rank/size, host, rendezvous address, job secret, start timeout), and
 from the names other launchers use: RANK, WORLD_SIZE, LOCAL_RANK,
-LOCAL_WORLD_SIZE, GROUP_RANK, MASTER_ADDR/MASTER_PORT (rank 0's address and
+LOCAL_WORLD_SIZE, GROUP_RANK, GROUP_WORLD_SIZE, MASTER_ADDR/MASTER_PORT (rank 0's address and
 a port free there, for torch.distributed) and HOROVOD_RANK, HOROVOD_SIZE,
 .... GOROVOD_PROGRESS is "tty" when gorun's stdout is a terminal, else
 "lines". --start-timeout bounds how long workers that called Init wait for the

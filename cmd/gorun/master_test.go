@@ -4,6 +4,7 @@ import (
 	"net"
 	"reflect"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/gorovod/gorovod/internal/hosts"
@@ -51,5 +52,35 @@ func TestMasterAddr(t *testing.T) {
 	// -x MASTER_PORT (or MASTER_ADDR): gorun sets neither.
 	if got, err := masterAddr(plan{slots: local, exports: []string{"MASTER_PORT=29500"}}, netPlan{}); err != nil || got != nil {
 		t.Errorf("-x MASTER_PORT: %v, %v", got, err)
+	}
+}
+
+// Each worker's place, on hosts of different sizes: GROUP_RANK is the
+// host's index; Horovod's cross rank counts hosts with the same local rank.
+func TestBuildWorkersPlaces(t *testing.T) {
+	slots, err := hosts.Assign([]hosts.Host{{Name: "a", Slots: 1}, {Name: "b", Slots: 2}}, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	np := netPlan{remote: map[string]bool{"a": true, "b": true}, rdv: map[string]string{}, bind: map[string]string{}}
+	ws := buildWorkers(&options{}, plan{argv: []string{"true"}, slots: slots}, np, jobEnv{secret: []byte{1}, rdvPort: "1234", progress: "lines"})
+	want := []string{
+		"RANK=0 LOCAL_RANK=0 GROUP_RANK=0 GROUP_WORLD_SIZE=2 HOROVOD_CROSS_RANK=0 HOROVOD_CROSS_SIZE=2",
+		"RANK=1 LOCAL_RANK=0 GROUP_RANK=1 GROUP_WORLD_SIZE=2 HOROVOD_CROSS_RANK=1 HOROVOD_CROSS_SIZE=2",
+		"RANK=2 LOCAL_RANK=1 GROUP_RANK=1 GROUP_WORLD_SIZE=2 HOROVOD_CROSS_RANK=0 HOROVOD_CROSS_SIZE=1",
+	}
+	for i, w := range ws {
+		vars := map[string]string{}
+		for _, kv := range w.Env {
+			k, v, _ := strings.Cut(kv, "=")
+			vars[k] = v // later entries win, as in os/exec
+		}
+		var got []string
+		for _, k := range []string{"RANK", "LOCAL_RANK", "GROUP_RANK", "GROUP_WORLD_SIZE", "HOROVOD_CROSS_RANK", "HOROVOD_CROSS_SIZE"} {
+			got = append(got, k+"="+vars[k])
+		}
+		if g := strings.Join(got, " "); g != want[i] {
+			t.Errorf("worker %d: %s\nwant      %s", i, g, want[i])
+		}
 	}
 }

@@ -58,7 +58,7 @@ func TestStandardEnvPython(t *testing.T) {
 
 func TestStandardEnv(t *testing.T) {
 	r := gorun(t, 20*time.Second, "-np", "3", "-H", "localhost:3", "sh", "-c",
-		`env | grep -E '^(RANK|WORLD_SIZE|LOCAL_RANK|LOCAL_WORLD_SIZE|GROUP_RANK|MASTER_ADDR|MASTER_PORT|HOROVOD_[A-Z_]+|GOROVOD_PROGRESS)=' | sort`)
+		`env | grep -E '^(RANK|WORLD_SIZE|LOCAL_RANK|LOCAL_WORLD_SIZE|GROUP_RANK|GROUP_WORLD_SIZE|MASTER_ADDR|MASTER_PORT|HOROVOD_[A-Z_]+|GOROVOD_PROGRESS)=' | sort`)
 	if r.code != 0 {
 		t.Fatalf("exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
@@ -71,7 +71,7 @@ func TestStandardEnv(t *testing.T) {
 		}
 		rs := strconv.Itoa(rank)
 		want := map[string]string{
-			"RANK": rs, "WORLD_SIZE": "3", "LOCAL_RANK": rs, "LOCAL_WORLD_SIZE": "3", "GROUP_RANK": "0",
+			"RANK": rs, "WORLD_SIZE": "3", "LOCAL_RANK": rs, "LOCAL_WORLD_SIZE": "3", "GROUP_RANK": "0", "GROUP_WORLD_SIZE": "1",
 			"HOROVOD_RANK": rs, "HOROVOD_SIZE": "3", "HOROVOD_LOCAL_RANK": rs, "HOROVOD_LOCAL_SIZE": "3",
 			"HOROVOD_CROSS_RANK": "0", "HOROVOD_CROSS_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
 			"GOROVOD_PROGRESS": "lines", // gorun's stdout is a pipe here

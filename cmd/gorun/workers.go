@@ -44,6 +44,12 @@ func buildWorkers(o *options, p plan, np netPlan, je jobEnv) []launch.Worker {
 	common = append(common, je.master...)
 	common = append(common, p.tuning...)
 	cwd, _ := os.Getwd()
+	node := map[string]int{} // host -> its index, in rank order
+	for _, s := range p.slots {
+		if _, ok := node[s.Host]; !ok {
+			node[s.Host] = len(node)
+		}
+	}
 	workers := make([]launch.Worker, len(p.slots))
 	for i, s := range p.slots {
 		base, dir := localBase, ""
@@ -52,7 +58,7 @@ func buildWorkers(o *options, p plan, np netPlan, je jobEnv) []launch.Worker {
 		}
 		we := append(append([]string(nil), base...), common...)
 		place := env.Place{Rank: s.Rank, Size: len(p.slots), LocalRank: s.LocalRank, LocalSize: s.LocalSize,
-			CrossRank: s.CrossRank, CrossSize: s.CrossSize}
+			CrossRank: s.CrossRank, CrossSize: s.CrossSize, Node: node[s.Host], Nodes: len(node)}
 		we = append(we, place.Vars()...)
 		we = append(we,
 			env.RendezvousAddr+"="+net.JoinHostPort(np.rendezvousIP(s.Host), je.rdvPort),

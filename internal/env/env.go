@@ -11,8 +11,8 @@ const (
 	Size           = "GOROVOD_SIZE"              // number of workers
 	LocalRank      = "GOROVOD_LOCAL_RANK"        // rank among workers on this host
 	LocalSize      = "GOROVOD_LOCAL_SIZE"        // workers on this host
-	CrossRank      = "GOROVOD_CROSS_RANK"        // index of this host among hosts
-	CrossSize      = "GOROVOD_CROSS_SIZE"        // number of hosts
+	CrossRank      = "GOROVOD_CROSS_RANK"        // index of this host among the hosts that have this local rank (Horovod's)
+	CrossSize      = "GOROVOD_CROSS_SIZE"        // number of hosts that have this local rank
 	Hostname       = "GOROVOD_HOSTNAME"          // host name as given in -H (identifies the host)
 	RendezvousAddr = "GOROVOD_RENDEZVOUS_ADDR"   // host:port of the rendezvous gRPC service
 	Secret         = "GOROVOD_SECRET"            // hex job secret; authenticates every connection
@@ -39,7 +39,8 @@ const (
 	StdWorldSize      = "WORLD_SIZE"       // torchrun: number of workers
 	StdLocalRank      = "LOCAL_RANK"       // torchrun: rank on this host
 	StdLocalWorldSize = "LOCAL_WORLD_SIZE" // torchrun: workers on this host
-	StdGroupRank      = "GROUP_RANK"       // torchrun: index of this host (gorun's cross rank)
+	StdGroupRank      = "GROUP_RANK"       // torchrun: index of this worker's host
+	StdGroupWorldSize = "GROUP_WORLD_SIZE" // torchrun: number of hosts
 	StdMasterAddr     = "MASTER_ADDR"      // torchrun: host of rank 0's store
 	StdMasterPort     = "MASTER_PORT"      // torchrun: port of rank 0's store
 
@@ -66,12 +67,14 @@ const (
 type Place struct {
 	Rank, Size           int // global
 	LocalRank, LocalSize int // on this worker's host
-	CrossRank, CrossSize int // index of the host, number of hosts
+	CrossRank, CrossSize int // among the hosts that have this local rank (Horovod's cross rank)
+	Node, Nodes          int // index of the host among the job's hosts, their number
 }
 
 // Vars returns p as environment entries ("NAME=value"): the GOROVOD_*
 // names, the standard names (RANK, WORLD_SIZE, LOCAL_RANK,
-// LOCAL_WORLD_SIZE, GROUP_RANK) and Horovod's HOROVOD_* names.
+// LOCAL_WORLD_SIZE, GROUP_RANK, GROUP_WORLD_SIZE) and Horovod's HOROVOD_*
+// names.
 func (p Place) Vars() []string {
 	vals := []struct {
 		v     int
@@ -81,10 +84,12 @@ func (p Place) Vars() []string {
 		{p.Size, []string{Size, StdWorldSize, HorovodSize}},
 		{p.LocalRank, []string{LocalRank, StdLocalRank, HorovodLocalRank}},
 		{p.LocalSize, []string{LocalSize, StdLocalWorldSize, HorovodLocalSize}},
-		{p.CrossRank, []string{CrossRank, StdGroupRank, HorovodCrossRank}},
+		{p.CrossRank, []string{CrossRank, HorovodCrossRank}},
 		{p.CrossSize, []string{CrossSize, HorovodCrossSize}},
+		{p.Node, []string{StdGroupRank}},
+		{p.Nodes, []string{StdGroupWorldSize}},
 	}
-	out := make([]string, 0, 17)
+	out := make([]string, 0, 18)
 	for _, e := range vals {
 		s := strconv.Itoa(e.v)
 		for _, n := range e.names {

@@ -6,7 +6,8 @@ import (
 )
 
 func TestPlaceVars(t *testing.T) {
-	p := Place{Rank: 5, Size: 8, LocalRank: 1, LocalSize: 4, CrossRank: 1, CrossSize: 2}
+	// Host 2 of 3 (node 1), where the hosts have 4, 4 and 1 slots.
+	p := Place{Rank: 5, Size: 9, LocalRank: 1, LocalSize: 4, CrossRank: 1, CrossSize: 2, Node: 1, Nodes: 3}
 	got := map[string]string{}
 	for _, kv := range p.Vars() {
 		for i := 0; i < len(kv); i++ {
@@ -20,9 +21,9 @@ func TestPlaceVars(t *testing.T) {
 		}
 	}
 	want := map[string]string{
-		Rank: "5", Size: "8", LocalRank: "1", LocalSize: "4", CrossRank: "1", CrossSize: "2",
-		"RANK": "5", "WORLD_SIZE": "8", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "4", "GROUP_RANK": "1",
-		"HOROVOD_RANK": "5", "HOROVOD_SIZE": "8", "HOROVOD_LOCAL_RANK": "1", "HOROVOD_LOCAL_SIZE": "4",
+		Rank: "5", Size: "9", LocalRank: "1", LocalSize: "4", CrossRank: "1", CrossSize: "2",
+		"RANK": "5", "WORLD_SIZE": "9", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "4", "GROUP_RANK": "1", "GROUP_WORLD_SIZE": "3",
+		"HOROVOD_RANK": "5", "HOROVOD_SIZE": "9", "HOROVOD_LOCAL_RANK": "1", "HOROVOD_LOCAL_SIZE": "4",
 		"HOROVOD_CROSS_RANK": "1", "HOROVOD_CROSS_SIZE": "2",
 	}
 	if !reflect.DeepEqual(got, want) {

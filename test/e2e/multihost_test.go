@@ -97,16 +97,18 @@ func TestMultiHost(t *testing.T) {
 	t.Run("StandardEnvironmentOfRemoteWorkers", func(t *testing.T) {
 		// RANK & co. reach remote workers; MASTER_ADDR is rank 0's
 		// data-plane address (host1's) with a port its ssh check found free.
+		// GROUP_RANK is the host's index; Horovod's cross rank and size
+		// count the hosts that have the worker's local rank.
 		r := gorunEnv(t, time.Minute, []string{sshEnv}, "-np", "3", "-H", "host1:1,host2:2", "sh", "-c",
-			`echo "$RANK $WORLD_SIZE $LOCAL_RANK $LOCAL_WORLD_SIZE $GROUP_RANK $HOROVOD_CROSS_SIZE $MASTER_ADDR:$MASTER_PORT"`)
+			`echo "$RANK $WORLD_SIZE $LOCAL_RANK $LOCAL_WORLD_SIZE $GROUP_RANK/$GROUP_WORLD_SIZE $HOROVOD_CROSS_RANK/$HOROVOD_CROSS_SIZE $MASTER_ADDR:$MASTER_PORT"`)
 		if r.code != 0 {
 			t.Fatalf("exit %d:\n%s", r.code, r.out)
 		}
-		m := regexp.MustCompile(`\[0\]<stdout>:0 3 0 1 0 2 (\S+):(\d+)\n`).FindStringSubmatch(r.out)
+		m := regexp.MustCompile(`\[0\]<stdout>:0 3 0 1 0/2 0/2 (\S+):(\d+)\n`).FindStringSubmatch(r.out)
 		if m == nil || m[1] != c.Hosts[0].Addr {
 			t.Fatalf("rank 0's line, want MASTER_ADDR %s:\n%s", c.Hosts[0].Addr, r.out)
 		}
-		for _, want := range []string{"[1]<stdout>:1 3 0 2 1 2 " + m[1] + ":" + m[2] + "\n", "[2]<stdout>:2 3 1 2 1 2 " + m[1] + ":" + m[2] + "\n"} {
+		for _, want := range []string{"[1]<stdout>:1 3 0 2 1/2 1/2 " + m[1] + ":" + m[2] + "\n", "[2]<stdout>:2 3 1 2 1/2 0/1 " + m[1] + ":" + m[2] + "\n"} {
 			if !strings.Contains(r.out, want) {
 				t.Errorf("output lacks %q:\n%s", want, r.out)
 			}
