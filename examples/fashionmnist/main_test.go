@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gorovod/gorovod/examples/internal/fashion"
 )
 
 func startLocal(context.Context) (Comm, func() error, error) {
@@ -189,5 +191,21 @@ func TestProgressOnTerminal(t *testing.T) {
 		if got := progressOnTerminal(getenv, &pipe); got != tc.want {
 			t.Errorf("GOROVOD_PROGRESS=%q: terminal %v, want %v", tc.env, got, tc.want)
 		}
+	}
+}
+
+// writeSplit writes n images of side x side pixels with labels i mod 10 as
+// the prefix-* IDX files of a split.
+func writeSplit(t *testing.T, dir, prefix string, n, side int, gz bool) {
+	t.Helper()
+	d := &Dataset{X: make([]float32, n*side*side), Y: make([]uint8, n), Dim: side * side}
+	for i := range d.X {
+		d.X[i] = float32(i%7) / 6
+	}
+	for i := range d.Y {
+		d.Y[i] = uint8(i % 10)
+	}
+	if err := fashion.WriteIDX(dir, prefix, d, side, gz); err != nil {
+		t.Fatal(err)
 	}
 }
