@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"go.uber.org/zap"
 
@@ -138,6 +139,11 @@ func (o *options) failureHint(res launch.Result, slots []hosts.Slot) string {
 		where = "its output is above"
 	default:
 		where = fmt.Sprintf("its output is above, on the lines starting with [%d]", f.Rank)
+	}
+	if f.Status.Signal == syscall.SIGKILL {
+		// gorun did not send it (this is the first failure): usually the
+		// kernel's out-of-memory killer.
+		where += fmt.Sprintf("; a SIGKILL nobody sent on purpose is often the out-of-memory killer (see dmesg or journalctl -k on %s)", f.Host)
 	}
 	return fmt.Sprintf("job failed: rank %d on host %s %s; %s", f.Rank, f.Host, f.Status, where)
 }

@@ -180,3 +180,10 @@ func TestLogFormatJSONFailure(t *testing.T) {
 		t.Errorf("line %q: %v", lines[0], err)
 	}
 }
+
+func TestFailureHintSIGKILL(t *testing.T) {
+	r := gorun(t, 20*time.Second, "-np", "2", "sh", "-c", `if [ "$RANK" = 1 ]; then kill -KILL $$; fi; exec sleep 30`)
+	if want := "gorun: error: job failed: rank 1 on host localhost was killed by signal SIGKILL; its output is above, on the lines starting with [1]; a SIGKILL nobody sent on purpose is often the out-of-memory killer (see dmesg or journalctl -k on localhost)"; r.code != 137 || !strings.Contains(r.stderr, want+"\n") {
+		t.Errorf("exit %d, stderr:\n%s\nwant the line %q", r.code, r.stderr, want)
+	}
+}
