@@ -115,17 +115,8 @@ func configSettings(doc map[string]any, fs *pflag.FlagSet) (map[string]setting, 
 			if !known {
 				flag, known = horovodrunKeys[prefix+"*"]
 			}
-			if sub, ok := v.(map[string]any); ok && key == "env" { // env: {NAME: value}
-				names := make([]string, 0, len(sub))
-				for n := range sub {
-					names = append(names, n)
-				}
-				sort.Strings(names)
-				vals := make([]string, len(names))
-				for i, n := range names {
-					vals[i] = n + "=" + fmt.Sprint(sub[n])
-				}
-				out["env"] = setting{key: key, values: vals}
+			if sub, ok := v.(map[string]any); ok && key == "env" {
+				out["env"] = setting{key: key, values: envMapping(sub)}
 				continue
 			}
 			if sub, ok := v.(map[string]any); ok && !known {
@@ -152,7 +143,10 @@ func configSettings(doc map[string]any, fs *pflag.FlagSet) (map[string]setting, 
 			if err != nil {
 				return err
 			}
-			out[flag] = setting{key: key, values: vals}
+			if prev, dup := out[canonicalFlag(flag)]; dup {
+				return fmt.Errorf("%s and %s are the same setting", prev.key, key)
+			}
+			out[canonicalFlag(flag)] = setting{key: key, values: vals}
 		}
 		return nil
 	}
@@ -160,6 +154,20 @@ func configSettings(doc map[string]any, fs *pflag.FlagSet) (map[string]setting, 
 		return nil, err
 	}
 	return out, nil
+}
+
+// envMapping reads env given as a mapping, {NAME: value}, as -x NAME=value.
+func envMapping(m map[string]any) []string {
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	vals := make([]string, len(names))
+	for i, n := range names {
+		vals[i] = n + "=" + fmt.Sprint(m[n])
+	}
+	return vals
 }
 
 // flagValues turns a YAML value into the strings pflag's Set takes.

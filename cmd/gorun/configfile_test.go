@@ -82,6 +82,8 @@ func TestConfigFileBadInput(t *testing.T) {
 		{"check: true\n", "check: not a gorun setting"},
 		{"params: [1\n", "not YAML or JSON"},
 		{"stall_check:\n  enabled: maybe\n", "stall_check.enabled: want true or false"},
+		{"cycle_time_ms: 1\nparams:\n  cycle_time_ms: 2\n", "cycle_time_ms and params.cycle_time_ms are the same setting"},
+		{"network_interface: lo\nnetwork-interfaces: lo\n", "are the same setting"},
 	} {
 		cfg := writeFile(t, "c.yaml", tc.text)
 		r := gorun(t, 10*time.Second, "--config-file", cfg, "-np", "1", "true")
