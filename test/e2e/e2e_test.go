@@ -306,18 +306,18 @@ func TestBenchChecksEveryOpAndMode(t *testing.T) {
 				args = append(args, "-o", "max")
 			}
 			if direct {
-				args = append(args, "-direct", "-reps", "3") // batched timing, median row
+				args = append(args, "--direct", "--reps", "3") // batched timing, median row
 			}
 			r := gorun(t, time.Minute, args...)
 			if direct && !strings.Contains(r.out, "median of 3 batches") {
-				t.Errorf("%s -reps 3: header does not say how time was taken:\n%s", op, r.out)
+				t.Errorf("%s --reps 3: header does not say how time was taken:\n%s", op, r.out)
 			}
 			if r.code != 0 || !strings.Contains(r.out, "# Out of bounds values : 0 OK") {
 				t.Errorf("%s direct=%v: exit %d, output:\n%s", op, direct, r.code, r.out)
 			}
 		}
 	}
-	r := gorun(t, time.Minute, "-np", "2", "gorovod-bench", "negotiation", "-tensors", "50", "-steps", "20")
+	r := gorun(t, time.Minute, "-np", "2", "gorovod-bench", "negotiation", "--tensors", "50", "--steps", "20")
 	if r.code != 0 || !strings.Contains(r.out, "steps/s") {
 		t.Errorf("negotiation mode: exit %d, output:\n%s", r.code, r.out)
 	}
