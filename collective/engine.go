@@ -100,7 +100,7 @@ func newEngine(cfg config.Config, log *zap.Logger, topo topology, raw transport.
 	}
 	tl := &timeline.Switch{} // rank 0 records; elsewhere it stays empty
 	if cfg.TimelineFile != "" && topo.Rank == 0 {
-		if err := tl.Start(cfg.TimelineFile, timeline.Options{}); err != nil {
+		if err := tl.Start(cfg.TimelineFile, timeline.Options{MarkCycles: cfg.TimelineMarkCycles}); err != nil {
 			_ = comm.Close()
 			return nil, fmt.Errorf("%w: timeline: %w", ErrInvalid, err)
 		}
