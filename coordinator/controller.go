@@ -324,6 +324,34 @@ func (c *Controller) begin(now time.Time, newReqs []Request, shutdown bool) []ui
 		co.OnCycleStart(now)
 	}
 	c.stalls = nil
+	c.admit(now, newReqs)
+
+	words := c.cache.words()
+	if len(c.bitsBuf) != headerWords+words {
+		c.bitsBuf, c.invBuf = make([]uint64, headerWords+words), make([]uint64, words)
+	}
+	bits := c.bitsBuf
+	clear(bits)
+	clear(c.invBuf)
+	c.cur.invalid = c.invBuf
+	uncached, invalid := c.markCacheBits(now, bits)
+	c.markForeignEntries(bits)
+	if c.table != nil && c.cfg.StallShutdown > 0 && c.table.overdue(now, c.cfg.StallShutdown) {
+		uncached = true // rank 0 must broadcast timeout errors
+	}
+	if len(c.withdrawals) > 0 {
+		uncached = true // rank 0 must learn of them
+	}
+	bits[0] = statusWord(shutdown, uncached, invalid, c.selfJoined)
+	bits[1], bits[2] = c.settings, ^c.settings
+	c.cur.bits = bits
+	return bits
+}
+
+// admit queues this rank's new requests, answering at once (with a local
+// error) those for an unknown set, a set this rank is not in, or a name
+// already in flight.
+func (c *Controller) admit(now time.Time, newReqs []Request) {
 	for i := range newReqs {
 		r := newReqs[i]
 		r.Rank = c.cfg.Rank
@@ -352,16 +380,12 @@ func (c *Controller) begin(now time.Time, newReqs []Request, shutdown bool) []ui
 			c.selfJoined = true
 		}
 	}
+}
 
-	words := c.cache.words()
-	if len(c.bitsBuf) != headerWords+words {
-		c.bitsBuf, c.invBuf = make([]uint64, headerWords+words), make([]uint64, words)
-	}
-	bits := c.bitsBuf
-	clear(bits)
-	clear(c.invBuf)
-	c.cur.invalid = c.invBuf
-	var uncached, invalid bool
+// markCacheBits decides each queued request's cache state and sets its
+// bit in bits (a hit) or in the invalid vector; it reports whether any
+// request must take the slow path and whether any cache entry is invalid.
+func (c *Controller) markCacheBits(now time.Time, bits []uint64) (uncached, invalid bool) {
 	bypass := c.joinMode || c.selfJoined
 	for _, q := range c.queue {
 		q.state, q.entry = cacheMiss, nil
@@ -402,20 +426,25 @@ func (c *Controller) begin(now time.Time, newReqs []Request, shutdown bool) []ui
 			uncached = true
 		}
 	}
-	// Entries of sets this rank is not in must not block their members.
-	if len(c.sets) > 1 {
-		for bit, e := range c.cache.entries {
-			if !c.member(e.key.set) {
-				bits[headerWords+bit/64] |= 1 << (bit % 64)
-			}
+	return uncached, invalid
+}
+
+// markForeignEntries sets the bits of cache entries of sets this rank is
+// not in: they must not block their members.
+func (c *Controller) markForeignEntries(bits []uint64) {
+	if len(c.sets) <= 1 {
+		return
+	}
+	for bit, e := range c.cache.entries {
+		if !c.member(e.key.set) {
+			bits[headerWords+bit/64] |= 1 << (bit % 64)
 		}
 	}
-	if c.table != nil && c.cfg.StallShutdown > 0 && c.table.overdue(now, c.cfg.StallShutdown) {
-		uncached = true // rank 0 must broadcast timeout errors
-	}
-	if len(c.withdrawals) > 0 {
-		uncached = true // rank 0 must learn of them
-	}
+}
+
+// statusWord is this rank's status word for the AND exchange: each
+// condition clears its "not" bit, so one rank with it clears it for all.
+func statusWord(shutdown, uncached, invalid, joined bool) uint64 {
 	st := statusAll
 	if shutdown {
 		st &^= statusNotShutdown
@@ -426,13 +455,10 @@ func (c *Controller) begin(now time.Time, newReqs []Request, shutdown bool) []ui
 	if invalid {
 		st &^= statusNotInvalid
 	}
-	if c.selfJoined {
+	if joined {
 		st &^= statusNotJoined
 	}
-	bits[0] = st
-	bits[1], bits[2] = c.settings, ^c.settings
-	c.cur.bits = bits
-	return bits
+	return st
 }
 
 // stuckAfter is how long a cached request may wait for the other ranks
