@@ -586,17 +586,60 @@ func (c *Controller) coordinate(payloads [][]byte) (ResponseList, error) {
 }
 
 func (c *Controller) coordinateLists(lists []RequestList) ResponseList {
-	t, now, obs := c.table, c.cur.now, c.cfg.Observer
-	var responses []Response
-	var errs []Response
-	var ready []*tableEntry
-	inReady := make(map[*tableEntry]bool)
-	joinArrived := false
+	t := c.table
 	shutdown := c.cur.anyShutdown
+	for rank := range lists {
+		shutdown = shutdown || lists[rank].Shutdown
+	}
 	t.applyWithdrawals(lists) // before any request of the cycle is counted
+	ready := readyEntries{in: make(map[*tableEntry]bool)}
+	errs, joinArrived := c.countRequests(lists, &ready)
+	if joinArrived {
+		// A join makes every tensor the joined ranks did not submit count
+		// them as ready.
+		for _, e := range t.order {
+			if !e.done {
+				ready.addIfReady(t, e, c.sets[e.key.set])
+			}
+		}
+	}
+	responses, join := c.answerReady(ready.list)
+	if c.cfg.StallShutdown > 0 {
+		responses = c.timeOutStalls(responses)
+	}
+	t.compact()
+	if join != nil {
+		responses = append(responses, *join)
+	}
+	all := make([]*Response, 0, len(c.cur.cached)+len(responses))
+	all = append(all, c.cur.cached...)
+	for i := range responses {
+		all = append(all, &responses[i])
+	}
+	return ResponseList{Responses: append(errs, fuse(all, c.cfg.FusionThresholdBytes)...), Shutdown: shutdown}
+}
+
+// readyEntries are the table entries every member has submitted this
+// cycle, in the order they became ready, each once.
+type readyEntries struct {
+	list []*tableEntry
+	in   map[*tableEntry]bool
+}
+
+func (r *readyEntries) addIfReady(t *messageTable, e *tableEntry, members []int) {
+	if !r.in[e] && t.ready(e, members) {
+		r.in[e] = true
+		r.list = append(r.list, e)
+	}
+}
+
+// countRequests enters every rank's requests in the table, collecting the
+// entries that become ready; it answers at once (errs) a request for a
+// set its sender is not in, and reports whether a join arrived.
+func (c *Controller) countRequests(lists []RequestList, ready *readyEntries) (errs []Response, joinArrived bool) {
+	t, now, obs := c.table, c.cur.now, c.cfg.Observer
 	for rank := range lists {
 		l := &lists[rank]
-		shutdown = shutdown || l.Shutdown
 		for i := range l.Requests {
 			req := &l.Requests[i]
 			req.Rank = rank
@@ -626,23 +669,17 @@ func (c *Controller) coordinateLists(lists []RequestList) ResponseList {
 			if req.Op == OpJoin {
 				joinArrived = true
 			}
-			if !inReady[e] && t.ready(e, members) {
-				inReady[e] = true
-				ready = append(ready, e)
-			}
+			ready.addIfReady(t, e, members)
 		}
 	}
-	if joinArrived {
-		// A join makes every tensor the joined ranks did not submit count
-		// them as ready.
-		for _, e := range t.order {
-			if !e.done && !inReady[e] && t.ready(e, c.sets[e.key.set]) {
-				inReady[e] = true
-				ready = append(ready, e)
-			}
-		}
-	}
-	var join *Response
+	return errs, joinArrived
+}
+
+// answerReady builds the responses of the ready entries and removes them
+// from the table; the join response, if any, is returned apart so that it
+// goes last.
+func (c *Controller) answerReady(ready []*tableEntry) (responses []Response, join *Response) {
+	t, now, obs := c.table, c.cur.now, c.cfg.Observer
 	for _, e := range ready {
 		r := t.buildResponse(e, c.sets[e.key.set])
 		if e.key == joinKey {
@@ -659,33 +696,30 @@ func (c *Controller) coordinateLists(lists []RequestList) ResponseList {
 			obs.OnNegotiateEnd(now, e.key.name)
 		}
 	}
-	if c.cfg.StallShutdown > 0 {
-		for _, e := range t.order {
-			if e.done || e.key == joinKey || now.Sub(e.firstSeen) < c.cfg.StallShutdown {
-				continue
-			}
-			s := t.stall(e, c.sets[e.key.set], now)
-			responses = append(responses, Response{
-				Op: s.Op, Names: []string{e.key.name}, ProcessSet: e.key.set, Device: CPU, ErrorKind: ErrorTimeout,
-				Error: fmt.Sprintf("%s %q timed out after %v: ranks %v never submitted it (ranks %v did); the stall shutdown time is %v",
-					s.Op, e.key.name, s.Waiting, s.MissingRanks, s.SubmittedRanks, c.cfg.StallShutdown),
-			})
-			t.remove(e)
-			if obs != nil {
-				obs.OnNegotiateEnd(now, e.key.name)
-			}
+	return responses, join
+}
+
+// timeOutStalls appends a timeout error for every entry that has waited
+// for its missing ranks longer than the stall shutdown time, and removes
+// those entries.
+func (c *Controller) timeOutStalls(responses []Response) []Response {
+	t, now, obs := c.table, c.cur.now, c.cfg.Observer
+	for _, e := range t.order {
+		if e.done || e.key == joinKey || now.Sub(e.firstSeen) < c.cfg.StallShutdown {
+			continue
+		}
+		s := t.stall(e, c.sets[e.key.set], now)
+		responses = append(responses, Response{
+			Op: s.Op, Names: []string{e.key.name}, ProcessSet: e.key.set, Device: CPU, ErrorKind: ErrorTimeout,
+			Error: fmt.Sprintf("%s %q timed out after %v: ranks %v never submitted it (ranks %v did); the stall shutdown time is %v",
+				s.Op, e.key.name, s.Waiting, s.MissingRanks, s.SubmittedRanks, c.cfg.StallShutdown),
+		})
+		t.remove(e)
+		if obs != nil {
+			obs.OnNegotiateEnd(now, e.key.name)
 		}
 	}
-	t.compact()
-	if join != nil {
-		responses = append(responses, *join)
-	}
-	all := make([]*Response, 0, len(c.cur.cached)+len(responses))
-	all = append(all, c.cur.cached...)
-	for i := range responses {
-		all = append(all, &responses[i])
-	}
-	return ResponseList{Responses: append(errs, fuse(all, c.cfg.FusionThresholdBytes)...), Shutdown: shutdown}
+	return responses
 }
 
 // finish is the last phase on every rank: update the cache from the common
