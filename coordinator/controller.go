@@ -729,8 +729,23 @@ func (c *Controller) finish(rl ResponseList) ResponseList {
 	if c.table != nil {
 		c.sawCompleted(&rl)
 	}
-	// Common hits, in bit order: refresh them in the LRU and retire this
-	// rank's requests for them.
+	c.retireCommonHits()
+	c.retireAnswered(rl.Responses)
+	c.dropAnswered()
+	out := c.responsesForThisRank(rl)
+	c.countCycle(out.Responses)
+	if c.table != nil && c.cfg.StallWarning > 0 {
+		c.stalls = c.table.inspect(c.cur.now, c.cfg.StallWarning, c.sets)
+		c.stallsAt = c.cur.now
+	}
+	c.lastSlow = c.cur.slow
+	c.cur = cycleState{}
+	return out
+}
+
+// retireCommonHits refreshes the common hits in the LRU, in bit order, and
+// marks this rank's requests for them answered.
+func (c *Controller) retireCommonHits() {
 	for _, e := range c.cur.cachedEntries {
 		c.cache.refresh(e)
 	}
@@ -740,10 +755,13 @@ func (c *Controller) finish(rl ResponseList) ResponseList {
 			delete(c.pending, key{q.req.ProcessSet, q.req.Name})
 		}
 	}
-	// Everything else came from rank 0 (the fast path has nothing else):
-	// cache it and retire the requests it answers.
-	for i := range rl.Responses {
-		r := &rl.Responses[i]
+}
+
+// retireAnswered takes the responses that came from rank 0 (the fast path
+// has nothing else): it caches them and marks the requests they answer.
+func (c *Controller) retireAnswered(responses []Response) {
+	for i := range responses {
+		r := &responses[i]
 		if r.Op == OpJoin { // completed or failed: this rank is no longer joined
 			c.selfJoined = false
 		}
@@ -773,6 +791,10 @@ func (c *Controller) finish(rl ResponseList) ResponseList {
 			}
 		}
 	}
+}
+
+// dropAnswered removes the answered requests from the queue.
+func (c *Controller) dropAnswered() {
 	kept := c.queue[:0]
 	for _, q := range c.queue {
 		if !q.answered {
@@ -783,7 +805,11 @@ func (c *Controller) finish(rl ResponseList) ResponseList {
 	}
 	clear(c.queue[len(kept):])
 	c.queue = kept
+}
 
+// responsesForThisRank are this cycle's local errors and the responses of
+// rl for the sets this rank is in (join is everyone's).
+func (c *Controller) responsesForThisRank(rl ResponseList) ResponseList {
 	out := ResponseList{Shutdown: rl.Shutdown, Responses: rl.Responses}
 	if len(c.cur.localErrs) > 0 || len(c.sets) > 1 {
 		out.Responses = c.cur.localErrs
@@ -795,8 +821,13 @@ func (c *Controller) finish(rl ResponseList) ResponseList {
 			out.Responses = append(out.Responses, *r)
 		}
 	}
-	for i := range out.Responses {
-		r := &out.Responses[i]
+	return out
+}
+
+// countCycle adds the cycle and its responses to the statistics.
+func (c *Controller) countCycle(responses []Response) {
+	for i := range responses {
+		r := &responses[i]
 		if r.Error != "" {
 			c.stats.Errors++
 		}
@@ -805,20 +836,13 @@ func (c *Controller) finish(rl ResponseList) ResponseList {
 			c.stats.FusedTensors += int64(len(r.Names))
 		}
 	}
-	c.stats.Responses += int64(len(out.Responses))
+	c.stats.Responses += int64(len(responses))
 	c.stats.Cycles++
 	if c.cur.slow {
 		c.stats.SlowPathCycles++
 	} else {
 		c.stats.FastPathCycles++
 	}
-	if c.table != nil && c.cfg.StallWarning > 0 {
-		c.stalls = c.table.inspect(c.cur.now, c.cfg.StallWarning, c.sets)
-		c.stallsAt = c.cur.now
-	}
-	c.lastSlow = c.cur.slow
-	c.cur = cycleState{}
-	return out
 }
 
 // Withdraw takes back this rank's request name in set, which must not have
