@@ -324,6 +324,34 @@ func (c *Controller) begin(now time.Time, newReqs []Request, shutdown bool) []ui
 		co.OnCycleStart(now)
 	}
 	c.stalls = nil
+	c.admit(now, newReqs)
+
+	words := c.cache.words()
+	if len(c.bitsBuf) != headerWords+words {
+		c.bitsBuf, c.invBuf = make([]uint64, headerWords+words), make([]uint64, words)
+	}
+	bits := c.bitsBuf
+	clear(bits)
+	clear(c.invBuf)
+	c.cur.invalid = c.invBuf
+	uncached, invalid := c.markCacheBits(now, bits)
+	c.markForeignEntries(bits)
+	if c.table != nil && c.cfg.StallShutdown > 0 && c.table.overdue(now, c.cfg.StallShutdown) {
+		uncached = true // rank 0 must broadcast timeout errors
+	}
+	if len(c.withdrawals) > 0 {
+		uncached = true // rank 0 must learn of them
+	}
+	bits[0] = statusWord(shutdown, uncached, invalid, c.selfJoined)
+	bits[1], bits[2] = c.settings, ^c.settings
+	c.cur.bits = bits
+	return bits
+}
+
+// admit queues this rank's new requests, answering at once (with a local
+// error) those for an unknown set, a set this rank is not in, or a name
+// already in flight.
+func (c *Controller) admit(now time.Time, newReqs []Request) {
 	for i := range newReqs {
 		r := newReqs[i]
 		r.Rank = c.cfg.Rank
@@ -352,16 +380,12 @@ func (c *Controller) begin(now time.Time, newReqs []Request, shutdown bool) []ui
 			c.selfJoined = true
 		}
 	}
+}
 
-	words := c.cache.words()
-	if len(c.bitsBuf) != headerWords+words {
-		c.bitsBuf, c.invBuf = make([]uint64, headerWords+words), make([]uint64, words)
-	}
-	bits := c.bitsBuf
-	clear(bits)
-	clear(c.invBuf)
-	c.cur.invalid = c.invBuf
-	var uncached, invalid bool
+// markCacheBits decides each queued request's cache state and sets its
+// bit in bits (a hit) or in the invalid vector; it reports whether any
+// request must take the slow path and whether any cache entry is invalid.
+func (c *Controller) markCacheBits(now time.Time, bits []uint64) (uncached, invalid bool) {
 	bypass := c.joinMode || c.selfJoined
 	for _, q := range c.queue {
 		q.state, q.entry = cacheMiss, nil
@@ -402,20 +426,25 @@ func (c *Controller) begin(now time.Time, newReqs []Request, shutdown bool) []ui
 			uncached = true
 		}
 	}
-	// Entries of sets this rank is not in must not block their members.
-	if len(c.sets) > 1 {
-		for bit, e := range c.cache.entries {
-			if !c.member(e.key.set) {
-				bits[headerWords+bit/64] |= 1 << (bit % 64)
-			}
+	return uncached, invalid
+}
+
+// markForeignEntries sets the bits of cache entries of sets this rank is
+// not in: they must not block their members.
+func (c *Controller) markForeignEntries(bits []uint64) {
+	if len(c.sets) <= 1 {
+		return
+	}
+	for bit, e := range c.cache.entries {
+		if !c.member(e.key.set) {
+			bits[headerWords+bit/64] |= 1 << (bit % 64)
 		}
 	}
-	if c.table != nil && c.cfg.StallShutdown > 0 && c.table.overdue(now, c.cfg.StallShutdown) {
-		uncached = true // rank 0 must broadcast timeout errors
-	}
-	if len(c.withdrawals) > 0 {
-		uncached = true // rank 0 must learn of them
-	}
+}
+
+// statusWord is this rank's status word for the AND exchange: each
+// condition clears its "not" bit, so one rank with it clears it for all.
+func statusWord(shutdown, uncached, invalid, joined bool) uint64 {
 	st := statusAll
 	if shutdown {
 		st &^= statusNotShutdown
@@ -426,13 +455,10 @@ func (c *Controller) begin(now time.Time, newReqs []Request, shutdown bool) []ui
 	if invalid {
 		st &^= statusNotInvalid
 	}
-	if c.selfJoined {
+	if joined {
 		st &^= statusNotJoined
 	}
-	bits[0] = st
-	bits[1], bits[2] = c.settings, ^c.settings
-	c.cur.bits = bits
-	return bits
+	return st
 }
 
 // stuckAfter is how long a cached request may wait for the other ranks
@@ -560,17 +586,60 @@ func (c *Controller) coordinate(payloads [][]byte) (ResponseList, error) {
 }
 
 func (c *Controller) coordinateLists(lists []RequestList) ResponseList {
-	t, now, obs := c.table, c.cur.now, c.cfg.Observer
-	var responses []Response
-	var errs []Response
-	var ready []*tableEntry
-	inReady := make(map[*tableEntry]bool)
-	joinArrived := false
+	t := c.table
 	shutdown := c.cur.anyShutdown
+	for rank := range lists {
+		shutdown = shutdown || lists[rank].Shutdown
+	}
 	t.applyWithdrawals(lists) // before any request of the cycle is counted
+	ready := readyEntries{in: make(map[*tableEntry]bool)}
+	errs, joinArrived := c.countRequests(lists, &ready)
+	if joinArrived {
+		// A join makes every tensor the joined ranks did not submit count
+		// them as ready.
+		for _, e := range t.order {
+			if !e.done {
+				ready.addIfReady(t, e, c.sets[e.key.set])
+			}
+		}
+	}
+	responses, join := c.answerReady(ready.list)
+	if c.cfg.StallShutdown > 0 {
+		responses = c.timeOutStalls(responses)
+	}
+	t.compact()
+	if join != nil {
+		responses = append(responses, *join)
+	}
+	all := make([]*Response, 0, len(c.cur.cached)+len(responses))
+	all = append(all, c.cur.cached...)
+	for i := range responses {
+		all = append(all, &responses[i])
+	}
+	return ResponseList{Responses: append(errs, fuse(all, c.cfg.FusionThresholdBytes)...), Shutdown: shutdown}
+}
+
+// readyEntries are the table entries every member has submitted this
+// cycle, in the order they became ready, each once.
+type readyEntries struct {
+	list []*tableEntry
+	in   map[*tableEntry]bool
+}
+
+func (r *readyEntries) addIfReady(t *messageTable, e *tableEntry, members []int) {
+	if !r.in[e] && t.ready(e, members) {
+		r.in[e] = true
+		r.list = append(r.list, e)
+	}
+}
+
+// countRequests enters every rank's requests in the table, collecting the
+// entries that become ready; it answers at once (errs) a request for a
+// set its sender is not in, and reports whether a join arrived.
+func (c *Controller) countRequests(lists []RequestList, ready *readyEntries) (errs []Response, joinArrived bool) {
+	t, now, obs := c.table, c.cur.now, c.cfg.Observer
 	for rank := range lists {
 		l := &lists[rank]
-		shutdown = shutdown || l.Shutdown
 		for i := range l.Requests {
 			req := &l.Requests[i]
 			req.Rank = rank
@@ -600,23 +669,17 @@ func (c *Controller) coordinateLists(lists []RequestList) ResponseList {
 			if req.Op == OpJoin {
 				joinArrived = true
 			}
-			if !inReady[e] && t.ready(e, members) {
-				inReady[e] = true
-				ready = append(ready, e)
-			}
+			ready.addIfReady(t, e, members)
 		}
 	}
-	if joinArrived {
-		// A join makes every tensor the joined ranks did not submit count
-		// them as ready.
-		for _, e := range t.order {
-			if !e.done && !inReady[e] && t.ready(e, c.sets[e.key.set]) {
-				inReady[e] = true
-				ready = append(ready, e)
-			}
-		}
-	}
-	var join *Response
+	return errs, joinArrived
+}
+
+// answerReady builds the responses of the ready entries and removes them
+// from the table; the join response, if any, is returned apart so that it
+// goes last.
+func (c *Controller) answerReady(ready []*tableEntry) (responses []Response, join *Response) {
+	t, now, obs := c.table, c.cur.now, c.cfg.Observer
 	for _, e := range ready {
 		r := t.buildResponse(e, c.sets[e.key.set])
 		if e.key == joinKey {
@@ -633,33 +696,30 @@ func (c *Controller) coordinateLists(lists []RequestList) ResponseList {
 			obs.OnNegotiateEnd(now, e.key.name)
 		}
 	}
-	if c.cfg.StallShutdown > 0 {
-		for _, e := range t.order {
-			if e.done || e.key == joinKey || now.Sub(e.firstSeen) < c.cfg.StallShutdown {
-				continue
-			}
-			s := t.stall(e, c.sets[e.key.set], now)
-			responses = append(responses, Response{
-				Op: s.Op, Names: []string{e.key.name}, ProcessSet: e.key.set, Device: CPU, ErrorKind: ErrorTimeout,
-				Error: fmt.Sprintf("%s %q timed out after %v: ranks %v never submitted it (ranks %v did); the stall shutdown time is %v",
-					s.Op, e.key.name, s.Waiting, s.MissingRanks, s.SubmittedRanks, c.cfg.StallShutdown),
-			})
-			t.remove(e)
-			if obs != nil {
-				obs.OnNegotiateEnd(now, e.key.name)
-			}
+	return responses, join
+}
+
+// timeOutStalls appends a timeout error for every entry that has waited
+// for its missing ranks longer than the stall shutdown time, and removes
+// those entries.
+func (c *Controller) timeOutStalls(responses []Response) []Response {
+	t, now, obs := c.table, c.cur.now, c.cfg.Observer
+	for _, e := range t.order {
+		if e.done || e.key == joinKey || now.Sub(e.firstSeen) < c.cfg.StallShutdown {
+			continue
+		}
+		s := t.stall(e, c.sets[e.key.set], now)
+		responses = append(responses, Response{
+			Op: s.Op, Names: []string{e.key.name}, ProcessSet: e.key.set, Device: CPU, ErrorKind: ErrorTimeout,
+			Error: fmt.Sprintf("%s %q timed out after %v: ranks %v never submitted it (ranks %v did); the stall shutdown time is %v",
+				s.Op, e.key.name, s.Waiting, s.MissingRanks, s.SubmittedRanks, c.cfg.StallShutdown),
+		})
+		t.remove(e)
+		if obs != nil {
+			obs.OnNegotiateEnd(now, e.key.name)
 		}
 	}
-	t.compact()
-	if join != nil {
-		responses = append(responses, *join)
-	}
-	all := make([]*Response, 0, len(c.cur.cached)+len(responses))
-	all = append(all, c.cur.cached...)
-	for i := range responses {
-		all = append(all, &responses[i])
-	}
-	return ResponseList{Responses: append(errs, fuse(all, c.cfg.FusionThresholdBytes)...), Shutdown: shutdown}
+	return responses
 }
 
 // finish is the last phase on every rank: update the cache from the common
@@ -669,8 +729,23 @@ func (c *Controller) finish(rl ResponseList) ResponseList {
 	if c.table != nil {
 		c.sawCompleted(&rl)
 	}
-	// Common hits, in bit order: refresh them in the LRU and retire this
-	// rank's requests for them.
+	c.retireCommonHits()
+	c.retireAnswered(rl.Responses)
+	c.dropAnswered()
+	out := c.responsesForThisRank(rl)
+	c.countCycle(out.Responses)
+	if c.table != nil && c.cfg.StallWarning > 0 {
+		c.stalls = c.table.inspect(c.cur.now, c.cfg.StallWarning, c.sets)
+		c.stallsAt = c.cur.now
+	}
+	c.lastSlow = c.cur.slow
+	c.cur = cycleState{}
+	return out
+}
+
+// retireCommonHits refreshes the common hits in the LRU, in bit order, and
+// marks this rank's requests for them answered.
+func (c *Controller) retireCommonHits() {
 	for _, e := range c.cur.cachedEntries {
 		c.cache.refresh(e)
 	}
@@ -680,10 +755,13 @@ func (c *Controller) finish(rl ResponseList) ResponseList {
 			delete(c.pending, key{q.req.ProcessSet, q.req.Name})
 		}
 	}
-	// Everything else came from rank 0 (the fast path has nothing else):
-	// cache it and retire the requests it answers.
-	for i := range rl.Responses {
-		r := &rl.Responses[i]
+}
+
+// retireAnswered takes the responses that came from rank 0 (the fast path
+// has nothing else): it caches them and marks the requests they answer.
+func (c *Controller) retireAnswered(responses []Response) {
+	for i := range responses {
+		r := &responses[i]
 		if r.Op == OpJoin { // completed or failed: this rank is no longer joined
 			c.selfJoined = false
 		}
@@ -713,6 +791,10 @@ func (c *Controller) finish(rl ResponseList) ResponseList {
 			}
 		}
 	}
+}
+
+// dropAnswered removes the answered requests from the queue.
+func (c *Controller) dropAnswered() {
 	kept := c.queue[:0]
 	for _, q := range c.queue {
 		if !q.answered {
@@ -723,7 +805,11 @@ func (c *Controller) finish(rl ResponseList) ResponseList {
 	}
 	clear(c.queue[len(kept):])
 	c.queue = kept
+}
 
+// responsesForThisRank are this cycle's local errors and the responses of
+// rl for the sets this rank is in (join is everyone's).
+func (c *Controller) responsesForThisRank(rl ResponseList) ResponseList {
 	out := ResponseList{Shutdown: rl.Shutdown, Responses: rl.Responses}
 	if len(c.cur.localErrs) > 0 || len(c.sets) > 1 {
 		out.Responses = c.cur.localErrs
@@ -735,8 +821,13 @@ func (c *Controller) finish(rl ResponseList) ResponseList {
 			out.Responses = append(out.Responses, *r)
 		}
 	}
-	for i := range out.Responses {
-		r := &out.Responses[i]
+	return out
+}
+
+// countCycle adds the cycle and its responses to the statistics.
+func (c *Controller) countCycle(responses []Response) {
+	for i := range responses {
+		r := &responses[i]
 		if r.Error != "" {
 			c.stats.Errors++
 		}
@@ -745,20 +836,13 @@ func (c *Controller) finish(rl ResponseList) ResponseList {
 			c.stats.FusedTensors += int64(len(r.Names))
 		}
 	}
-	c.stats.Responses += int64(len(out.Responses))
+	c.stats.Responses += int64(len(responses))
 	c.stats.Cycles++
 	if c.cur.slow {
 		c.stats.SlowPathCycles++
 	} else {
 		c.stats.FastPathCycles++
 	}
-	if c.table != nil && c.cfg.StallWarning > 0 {
-		c.stalls = c.table.inspect(c.cur.now, c.cfg.StallWarning, c.sets)
-		c.stallsAt = c.cur.now
-	}
-	c.lastSlow = c.cur.slow
-	c.cur = cycleState{}
-	return out
 }
 
 // Withdraw takes back this rank's request name in set, which must not have

@@ -134,13 +134,7 @@ func (t *messageTable) compact() {
 // into a response, or an error response naming the ranks and values that
 // disagree.
 func (t *messageTable) buildResponse(e *tableEntry, members []int) Response {
-	var first *Request
-	for _, m := range members {
-		if e.reqs[m] != nil {
-			first = e.reqs[m]
-			break
-		}
-	}
+	first := firstRequest(e, members)
 	if first == nil { // only possible for a corrupt table; answer rather than hang
 		return Response{Op: OpBarrier, Names: []string{e.key.name}, ProcessSet: e.key.set, Device: CPU,
 			Error: fmt.Sprintf("%q has no submitting rank", e.key.name), ErrorKind: ErrorInvalid}
@@ -150,107 +144,172 @@ func (t *messageTable) buildResponse(e *tableEntry, members []int) Response {
 		Root: first.Root, Device: first.Device, Prescale: first.Prescale, Postscale: first.Postscale,
 		ProcessSet: e.key.set,
 	}
-	fail := func(kind ErrorKind, format string, args ...any) Response {
-		resp.Error = fmt.Sprintf(format, args...)
-		resp.ErrorKind = kind
-		resp.Counts, resp.FirstDims, resp.RowElems, resp.JoinedRanks = nil, nil, nil, nil
-		return resp
-	}
 	if first.Op == OpJoin {
 		resp.LastJoined = e.lastRank
 		resp.Device = CPU
 		return resp
 	}
+	resp.JoinedRanks = joinedRanks(e, members)
+	if r := checkRequests(e, members, first, resp.JoinedRanks); r != nil {
+		resp.Error, resp.ErrorKind = r.msg, r.kind
+		resp.JoinedRanks = nil
+		return resp
+	}
+	resp.Counts, resp.FirstDims, resp.RowElems = responseSizes(e, members, first)
+	return resp
+}
+
+// firstRequest is the request of the lowest member that submitted e, the
+// one every other request is checked against; nil if none did.
+func firstRequest(e *tableEntry, members []int) *Request {
+	for _, m := range members {
+		if e.reqs[m] != nil {
+			return e.reqs[m]
+		}
+	}
+	return nil
+}
+
+// joinedRanks are the members that did not submit e (they have joined).
+func joinedRanks(e *tableEntry, members []int) []int {
+	var joined []int
 	for _, m := range members {
 		if e.reqs[m] == nil {
-			resp.JoinedRanks = append(resp.JoinedRanks, m)
+			joined = append(joined, m)
 		}
 	}
+	return joined
+}
+
+// refusal is why a negotiation fails: the kind and a message naming the
+// ranks and values involved.
+type refusal struct {
+	kind ErrorKind
+	msg  string
+}
+
+func refuse(kind ErrorKind, format string, args ...any) *refusal {
+	return &refusal{kind: kind, msg: fmt.Sprintf(format, args...)}
+}
+
+// checkRequests decides whether the requests for e can be answered: each
+// request is valid on its own and agrees with first, and a broadcast's
+// root can send. It returns nil when they can.
+func checkRequests(e *tableEntry, members []int, first *Request, joined []int) *refusal {
 	name := e.key.name
 	if !first.Op.valid() {
-		return fail(ErrorInvalid, "%q: rank %d sent unknown op %v", name, first.Rank, first.Op)
+		return refuse(ErrorInvalid, "%q: rank %d sent unknown op %v", name, first.Rank, first.Op)
 	}
-	// Per-request checks, then each request against the lowest rank's.
 	for _, m := range members {
-		r := e.reqs[m]
-		if r == nil {
-			continue
-		}
-		if r.Op != first.Op {
-			return fail(ErrorMismatch, "mismatched operations for %q: rank %d sent %s, rank %d sent %s",
-				name, first.Rank, first.Op, r.Rank, r.Op)
-		}
-		if r.Op == OpBarrier {
-			continue
-		}
-		if r.DType.Size() == 0 {
-			return fail(ErrorInvalid, "%s %q: rank %d sent unknown dtype %v", r.Op, name, r.Rank, r.DType)
-		}
-		if _, err := elementCount(r.Shape); err != nil {
-			return fail(ErrorInvalid, "%s %q: rank %d: %v", r.Op, name, r.Rank, err)
-		}
-		if r.DType != first.DType {
-			return fail(ErrorMismatch, "mismatched %s %q: rank %d sent dtype %s, rank %d sent dtype %s",
-				r.Op, name, first.Rank, first.DType, r.Rank, r.DType)
-		}
-		if r.Device != first.Device {
-			return fail(ErrorMismatch, "mismatched %s %q: rank %d sent device %s, rank %d sent device %s",
-				r.Op, name, first.Rank, deviceString(first.Device), r.Rank, deviceString(r.Device))
-		}
-		switch r.Op {
-		case OpAllreduce, OpBroadcast, OpReduceScatter:
-			c0, _ := elementCount(first.Shape)
-			c1, _ := elementCount(r.Shape)
-			if c0 != c1 {
-				return fail(ErrorMismatch, "mismatched %s %q: rank %d sent count %d (shape %v), rank %d sent count %d (shape %v)",
-					r.Op, name, first.Rank, c0, shapeString(first.Shape), r.Rank, c1, shapeString(r.Shape))
-			}
-		case OpAllgather, OpAlltoall:
-			if len(r.Shape) == 0 {
-				return fail(ErrorInvalid, "%s %q: rank %d sent a scalar; it needs at least one dimension", r.Op, name, r.Rank)
-			}
-			if len(r.Shape) != len(first.Shape) {
-				return fail(ErrorMismatch, "mismatched %s %q: rank %d sent shape %v (%s), rank %d sent shape %v (%s)",
-					r.Op, name, first.Rank, shapeString(first.Shape), dims(len(first.Shape)), r.Rank, shapeString(r.Shape), dims(len(r.Shape)))
-			}
-			if !slices.Equal(r.Shape[1:], first.Shape[1:]) {
-				return fail(ErrorMismatch, "mismatched %s %q: rank %d sent shape %v, rank %d sent shape %v (dimensions after the first must match)",
-					r.Op, name, first.Rank, shapeString(first.Shape), r.Rank, shapeString(r.Shape))
-			}
-		}
-		switch r.Op {
-		case OpAllreduce, OpReduceScatter:
-			if r.ReduceOp != first.ReduceOp {
-				return fail(ErrorMismatch, "mismatched %s %q: rank %d sent reduce op %s, rank %d sent reduce op %s",
-					r.Op, name, first.Rank, first.ReduceOp, r.Rank, r.ReduceOp)
-			}
-			if r.Prescale != first.Prescale {
-				return fail(ErrorMismatch, "mismatched %s %q: rank %d sent prescale %g, rank %d sent prescale %g",
-					r.Op, name, first.Rank, first.Prescale, r.Rank, r.Prescale)
-			}
-			if r.Postscale != first.Postscale {
-				return fail(ErrorMismatch, "mismatched %s %q: rank %d sent postscale %g, rank %d sent postscale %g",
-					r.Op, name, first.Rank, first.Postscale, r.Rank, r.Postscale)
-			}
-		case OpBroadcast:
-			if r.Root != first.Root {
-				return fail(ErrorMismatch, "mismatched broadcast %q: rank %d sent root %d, rank %d sent root %d",
-					name, first.Rank, first.Root, r.Rank, r.Root)
+		if r := e.reqs[m]; r != nil {
+			if f := checkRequest(name, first, r); f != nil {
+				return f
 			}
 		}
 	}
-	switch first.Op {
-	case OpBroadcast:
+	if first.Op == OpBroadcast {
 		if !slices.Contains(members, first.Root) {
-			return fail(ErrorInvalid, "broadcast %q: root %d is not a rank of process set %d (ranks %v)", name, first.Root, e.key.set, members)
+			return refuse(ErrorInvalid, "broadcast %q: root %d is not a rank of process set %d (ranks %v)", name, first.Root, e.key.set, members)
 		}
-		if slices.Contains(resp.JoinedRanks, first.Root) {
-			return fail(ErrorInvalid, "broadcast %q: root %d has joined and cannot send", name, first.Root)
+		if slices.Contains(joined, first.Root) {
+			return refuse(ErrorInvalid, "broadcast %q: root %d has joined and cannot send", name, first.Root)
 		}
-		fallthrough
+	}
+	return nil
+}
+
+// checkRequest checks one request on its own, then against first (the
+// lowest submitting rank's).
+func checkRequest(name string, first, r *Request) *refusal {
+	if r.Op != first.Op {
+		return refuse(ErrorMismatch, "mismatched operations for %q: rank %d sent %s, rank %d sent %s",
+			name, first.Rank, first.Op, r.Rank, r.Op)
+	}
+	if r.Op == OpBarrier {
+		return nil
+	}
+	if r.DType.Size() == 0 {
+		return refuse(ErrorInvalid, "%s %q: rank %d sent unknown dtype %v", r.Op, name, r.Rank, r.DType)
+	}
+	if _, err := elementCount(r.Shape); err != nil {
+		return refuse(ErrorInvalid, "%s %q: rank %d: %v", r.Op, name, r.Rank, err)
+	}
+	if r.DType != first.DType {
+		return refuse(ErrorMismatch, "mismatched %s %q: rank %d sent dtype %s, rank %d sent dtype %s",
+			r.Op, name, first.Rank, first.DType, r.Rank, r.DType)
+	}
+	if r.Device != first.Device {
+		return refuse(ErrorMismatch, "mismatched %s %q: rank %d sent device %s, rank %d sent device %s",
+			r.Op, name, first.Rank, deviceString(first.Device), r.Rank, deviceString(r.Device))
+	}
+	if f := checkShape(name, first, r); f != nil {
+		return f
+	}
+	return checkArguments(name, first, r)
+}
+
+// checkShape checks that r's shape fits first's as r's op needs: the same
+// element count for the reducing ops and broadcast, the same dimensions
+// after the first for allgather and alltoall.
+func checkShape(name string, first, r *Request) *refusal {
+	switch r.Op {
+	case OpAllreduce, OpBroadcast, OpReduceScatter:
+		c0, _ := elementCount(first.Shape)
+		c1, _ := elementCount(r.Shape)
+		if c0 != c1 {
+			return refuse(ErrorMismatch, "mismatched %s %q: rank %d sent count %d (shape %v), rank %d sent count %d (shape %v)",
+				r.Op, name, first.Rank, c0, shapeString(first.Shape), r.Rank, c1, shapeString(r.Shape))
+		}
+	case OpAllgather, OpAlltoall:
+		if len(r.Shape) == 0 {
+			return refuse(ErrorInvalid, "%s %q: rank %d sent a scalar; it needs at least one dimension", r.Op, name, r.Rank)
+		}
+		if len(r.Shape) != len(first.Shape) {
+			return refuse(ErrorMismatch, "mismatched %s %q: rank %d sent shape %v (%s), rank %d sent shape %v (%s)",
+				r.Op, name, first.Rank, shapeString(first.Shape), dims(len(first.Shape)), r.Rank, shapeString(r.Shape), dims(len(r.Shape)))
+		}
+		if !slices.Equal(r.Shape[1:], first.Shape[1:]) {
+			return refuse(ErrorMismatch, "mismatched %s %q: rank %d sent shape %v, rank %d sent shape %v (dimensions after the first must match)",
+				r.Op, name, first.Rank, shapeString(first.Shape), r.Rank, shapeString(r.Shape))
+		}
+	}
+	return nil
+}
+
+// checkArguments checks that r's op arguments (reduce op and scales, or
+// broadcast root) equal first's.
+func checkArguments(name string, first, r *Request) *refusal {
+	switch r.Op {
 	case OpAllreduce, OpReduceScatter:
+		if r.ReduceOp != first.ReduceOp {
+			return refuse(ErrorMismatch, "mismatched %s %q: rank %d sent reduce op %s, rank %d sent reduce op %s",
+				r.Op, name, first.Rank, first.ReduceOp, r.Rank, r.ReduceOp)
+		}
+		if r.Prescale != first.Prescale {
+			return refuse(ErrorMismatch, "mismatched %s %q: rank %d sent prescale %g, rank %d sent prescale %g",
+				r.Op, name, first.Rank, first.Prescale, r.Rank, r.Prescale)
+		}
+		if r.Postscale != first.Postscale {
+			return refuse(ErrorMismatch, "mismatched %s %q: rank %d sent postscale %g, rank %d sent postscale %g",
+				r.Op, name, first.Rank, first.Postscale, r.Rank, r.Postscale)
+		}
+	case OpBroadcast:
+		if r.Root != first.Root {
+			return refuse(ErrorMismatch, "mismatched broadcast %q: rank %d sent root %d, rank %d sent root %d",
+				name, first.Rank, first.Root, r.Rank, r.Root)
+		}
+	}
+	return nil
+}
+
+// responseSizes are the element counts of a checked response (see
+// Response.Counts), and for allgather each member's first dimension and
+// the row size.
+func responseSizes(e *tableEntry, members []int, first *Request) (counts []int64, firstDims [][]int64, rowElems []int64) {
+	switch first.Op {
+	case OpAllreduce, OpBroadcast, OpReduceScatter:
 		c, _ := elementCount(first.Shape)
-		resp.Counts = []int64{c}
+		return []int64{c}, nil, nil
 	case OpAllgather:
 		row, _ := elementCount(first.Shape[1:])
 		dims := make([]int64, len(members))
@@ -261,11 +320,10 @@ func (t *messageTable) buildResponse(e *tableEntry, members []int) Response {
 				total += r.Shape[0]
 			}
 		}
-		resp.FirstDims, resp.RowElems, resp.Counts = [][]int64{dims}, []int64{row}, []int64{total * row}
+		return []int64{total * row}, [][]int64{dims}, []int64{row}
 	default:
-		resp.Counts = []int64{0}
+		return []int64{0}, nil, nil
 	}
-	return resp
 }
 
 // Stall is one tensor that some ranks submitted and others did not, as

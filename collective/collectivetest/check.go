@@ -158,6 +158,18 @@ func near(got, want, tol float64) bool {
 // others checks broadcast from every root, allgather with a different
 // length on every rank, alltoall, reduce-scatter and barrier.
 func (c *checker) others(ctx context.Context, lengths []int) error {
+	for _, check := range []func(context.Context, []int) error{
+		c.broadcasts, c.allgathers, c.alltoall, c.reduceScatters, c.barriers,
+	} {
+		if err := check(ctx, lengths); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// broadcasts checks broadcast from every root at every length.
+func (c *checker) broadcasts(ctx context.Context, lengths []int) error {
 	for root := 0; root < c.size; root++ {
 		for _, n := range lengths {
 			buf := make([]int32, n)
@@ -176,6 +188,11 @@ func (c *checker) others(ctx context.Context, lengths []int) error {
 			}
 		}
 	}
+	return nil
+}
+
+// allgathers checks allgather with a different length on every rank.
+func (c *checker) allgathers(ctx context.Context, lengths []int) error {
 	for _, n := range lengths {
 		in := make([]float64, n+c.rank) // a different length on every rank
 		for i := range in {
@@ -200,7 +217,12 @@ func (c *checker) others(ctx context.Context, lengths []int) error {
 			return fmt.Errorf("%s: got %d elements, want %d", name, len(out), k)
 		}
 	}
-	// alltoall: rank r sends (j+1) elements valued r*1000+j*10+x to rank j.
+	return nil
+}
+
+// alltoall checks one alltoall with uneven splits: rank r sends
+// j+1+r%2 elements valued r*1000+j*10+x to rank j.
+func (c *checker) alltoall(ctx context.Context, _ []int) error {
 	splits := make([]int, c.size)
 	var in []int64
 	for j := range splits {
@@ -227,6 +249,11 @@ func (c *checker) others(ctx context.Context, lengths []int) error {
 			c.checks++
 		}
 	}
+	return nil
+}
+
+// reduceScatters checks reduce-scatter (sum) at every length.
+func (c *checker) reduceScatters(ctx context.Context, lengths []int) error {
 	for _, n := range lengths {
 		in := make([]int32, n)
 		for i := range in {
@@ -237,17 +264,7 @@ func (c *checker) others(ctx context.Context, lengths []int) error {
 		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
-		start := 0
-		for r := 0; r < c.rank; r++ {
-			start += n / c.size
-			if r < n%c.size {
-				start++
-			}
-		}
-		want := n / c.size
-		if c.rank < n%c.size {
-			want++
-		}
+		start, want := scatterShare(n, c.size, c.rank)
 		if len(mine) != want {
 			return fmt.Errorf("%s: got %d elements, want %d", name, len(mine), want)
 		}
@@ -260,6 +277,27 @@ func (c *checker) others(ctx context.Context, lengths []int) error {
 			c.checks++
 		}
 	}
+	return nil
+}
+
+// scatterShare is the part of n elements that reduce-scatter gives rank of
+// size ranks: the first n%size ranks get one element more.
+func scatterShare(n, size, rank int) (start, count int) {
+	for r := 0; r < rank; r++ {
+		start += n / size
+		if r < n%size {
+			start++
+		}
+	}
+	count = n / size
+	if rank < n%size {
+		count++
+	}
+	return start, count
+}
+
+// barriers checks that three barriers in a row complete.
+func (c *checker) barriers(ctx context.Context, _ []int) error {
 	for i := 0; i < 3; i++ {
 		if err := c.w.Barrier(ctx); err != nil {
 			return fmt.Errorf("barrier: %w", err)

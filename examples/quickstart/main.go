@@ -15,6 +15,16 @@ import (
 	"github.com/gorovod/gorovod/collective/dataparallel"
 )
 
+const (
+	dim       = 4   // inputs of the model
+	batchSize = 32  // samples per batch on each rank
+	steps     = 300 // training steps
+	lr        = 0.1 // learning rate
+)
+
+// truth is the line the data comes from: y = 2*x0 - x1 + 0.5*x2 + 3*x3 + 1.
+var truth = []float32{2, -1, 0.5, 3}
+
 func main() {
 	ctx := context.Background()
 	// Join the job: gorun (or mpirun, srun, torchrun-style variables) tells
@@ -27,7 +37,6 @@ func main() {
 
 	// The model: y = w.x + b. Each rank starts from its own random weights;
 	// the broadcast below makes them all start from rank 0's.
-	const dim = 4
 	rng := rand.New(rand.NewPCG(uint64(rank), 1))
 	w, b := make([]float32, dim), make([]float32, 1)
 	for i := range w {
@@ -51,40 +60,16 @@ func main() {
 		log.Fatal(err)
 	}
 
-	// Data: y = 2*x0 - x1 + 0.5*x2 + 3*x3 + 1, and each rank draws its own
-	// share (a different seed per rank).
-	truth := []float32{2, -1, 0.5, 3}
-	const batch = 32
-	xs, ys := make([][dim]float32, batch), make([]float32, batch)
-	for step := 0; step < 300; step++ {
-		for s := range xs {
-			ys[s] = 1
-			for i := range xs[s] {
-				xs[s][i] = rng.Float32()*2 - 1
-				ys[s] += truth[i] * xs[s][i]
-			}
-		}
+	var data batch
+	for step := 0; step < steps; step++ {
+		data.draw(rng)
 		// Backward pass of the mean squared error. b's gradient is done
 		// first here, so its allreduce starts while w's is computed.
-		clear(gw)
-		gb[0] = 0
-		errs := make([]float32, batch)
-		for s := range xs {
-			pred := b[0]
-			for i := range w {
-				pred += w[i] * xs[s][i]
-			}
-			errs[s] = 2 * (pred - ys[s]) / batch
-			gb[0] += errs[s]
-		}
+		computeBiasGradient(gb, &data, w, b)
 		if err := grads.Ready(ctx, "b"); err != nil {
 			log.Fatal(err)
 		}
-		for s := range xs {
-			for i := range gw {
-				gw[i] += errs[s] * xs[s][i]
-			}
-		}
+		computeWeightGradient(gw, &data)
 		if err := grads.Ready(ctx, "w"); err != nil {
 			log.Fatal(err)
 		}
@@ -93,9 +78,54 @@ func main() {
 			log.Fatal(err)
 		}
 		for i := range w {
-			w[i] -= 0.1 * gw[i]
+			w[i] -= lr * gw[i]
 		}
-		b[0] -= 0.1 * gb[0]
+		b[0] -= lr * gb[0]
 	}
 	fmt.Printf("rank %d of %d: w = %.2f, b = %.2f\n", rank, size, w, b[0])
+}
+
+// batch is one rank's samples of a step and, after the bias gradient, the
+// derivative of the loss by each sample's prediction.
+type batch struct {
+	xs    [batchSize][dim]float32
+	ys    [batchSize]float32
+	dpred [batchSize]float32
+}
+
+// draw fills the batch with new samples of the line (each rank draws its
+// own share: a different seed per rank).
+func (d *batch) draw(rng *rand.Rand) {
+	for s := range d.xs {
+		d.ys[s] = 1
+		for i := range d.xs[s] {
+			d.xs[s][i] = rng.Float32()*2 - 1
+			d.ys[s] += truth[i] * d.xs[s][i]
+		}
+	}
+}
+
+// computeBiasGradient sets gb to the gradient of the mean squared error by
+// b, keeping each sample's share in d.dpred for computeWeightGradient.
+func computeBiasGradient(gb []float32, d *batch, w, b []float32) {
+	gb[0] = 0
+	for s := range d.xs {
+		pred := b[0]
+		for i := range w {
+			pred += w[i] * d.xs[s][i]
+		}
+		d.dpred[s] = 2 * (pred - d.ys[s]) / batchSize
+		gb[0] += d.dpred[s]
+	}
+}
+
+// computeWeightGradient sets gw to the gradient of the mean squared error
+// by w (after computeBiasGradient on the same batch).
+func computeWeightGradient(gw []float32, d *batch) {
+	clear(gw)
+	for s := range d.xs {
+		for i := range gw {
+			gw[i] += d.dpred[s] * d.xs[s][i]
+		}
+	}
 }

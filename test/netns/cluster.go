@@ -171,16 +171,6 @@ func (c *Cluster) utsFile(i int) string { return filepath.Join(c.Dir, "uts-"+c.H
 
 // build creates everything after the slot is claimed; Close undoes any part.
 func (c *Cluster) build(ctx context.Context) error {
-	ip := func(args ...string) error {
-		out, err := c.tools.ip(ctx, args...)
-		if err != nil {
-			err = fmt.Errorf("netns: ip %s: %w: %s", strings.Join(args, " "), err, out)
-			if bytes.Contains(out, []byte("Operation not permitted")) {
-				err = fmt.Errorf("%w: %w", ErrNotPermitted, err)
-			}
-		}
-		return err
-	}
 	// sshd refuses to start without its privilege separation directory,
 	// which a machine that never ran the system sshd may lack.
 	if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
@@ -194,56 +184,18 @@ func (c *Cluster) build(ctx context.Context) error {
 	if err := os.WriteFile(authorized, []byte(pub+"\n"), 0o600); err != nil {
 		return fmt.Errorf("netns: %w", err)
 	}
-	steps := [][]string{
-		{"link", "add", c.Bridge, "type", "bridge"},
-		{"addr", "add", c.RootAddr + "/24", "dev", c.Bridge},
-		{"link", "set", c.Bridge, "up"},
-	}
-	for _, h := range c.Hosts {
-		steps = append(steps,
-			[]string{"netns", "add", h.NS},
-			[]string{"link", "add", h.Veth, "type", "veth", "peer", "name", "eth0", "netns", h.NS},
-			[]string{"link", "set", h.Veth, "master", c.Bridge, "up"},
-			[]string{"-n", h.NS, "addr", "add", h.Addr + "/24", "dev", "eth0"},
-			[]string{"-n", h.NS, "link", "set", "eth0", "up"},
-			[]string{"-n", h.NS, "link", "set", "lo", "up"},
-		)
-	}
-	for _, s := range steps {
-		if err := ip(s...); err != nil {
+	for _, s := range c.networkSteps() {
+		if err := c.ip(ctx, s...); err != nil {
 			return err
 		}
 	}
 	var known strings.Builder
-	for i, h := range c.Hosts {
-		dir := c.hostDir(i)
-		if err := os.Mkdir(dir, 0o700); err != nil {
-			return fmt.Errorf("netns: %w", err)
-		}
-		hostPub, err := c.tools.keygen(ctx, filepath.Join(dir, "ssh_host_ed25519_key"), h.Name)
+	for i := range c.Hosts {
+		line, err := c.configureHost(ctx, i, authorized)
 		if err != nil {
 			return err
 		}
-		known.WriteString(knownHostsLine(h, hostPub))
-		if err := os.WriteFile(filepath.Join(dir, "sshd_config"), []byte(sshdConfig(h, dir, authorized)), 0o600); err != nil {
-			return fmt.Errorf("netns: %w", err)
-		}
-		etc := filepath.Join(etcNetns, h.NS)
-		if err := os.MkdirAll(etc, 0o755); err != nil {
-			return fmt.Errorf("netns: %w", err)
-		}
-		if err := os.WriteFile(filepath.Join(etc, "hosts"), []byte(hostsFile(c)), 0o644); err != nil {
-			return fmt.Errorf("netns: %w", err)
-		}
-		// A persistent UTS namespace (bind-mounted on the file) gives the
-		// host its own hostname for sshd, its sessions and Command alike.
-		uts := c.utsFile(i)
-		if err := os.WriteFile(uts, nil, 0o600); err != nil {
-			return fmt.Errorf("netns: %w", err)
-		}
-		if out, err := exec.CommandContext(ctx, c.tools.unshare, "--uts="+uts, "hostname", h.Name).CombinedOutput(); err != nil {
-			return fmt.Errorf("netns: %s: creating UTS namespace: %w: %s", h.Name, err, out)
-		}
+		known.WriteString(line)
 	}
 	if err := os.WriteFile(c.KnownHosts, []byte(known.String()), 0o600); err != nil {
 		return fmt.Errorf("netns: %w", err)
@@ -261,6 +213,75 @@ func (c *Cluster) build(ctx context.Context) error {
 		c.sshd[i] = d
 	}
 	return nil
+}
+
+// ip runs ip(8) with args; a refusal for lack of privilege is
+// ErrNotPermitted.
+func (c *Cluster) ip(ctx context.Context, args ...string) error {
+	out, err := c.tools.ip(ctx, args...)
+	if err != nil {
+		err = fmt.Errorf("netns: ip %s: %w: %s", strings.Join(args, " "), err, out)
+		if bytes.Contains(out, []byte("Operation not permitted")) {
+			err = fmt.Errorf("%w: %w", ErrNotPermitted, err)
+		}
+	}
+	return err
+}
+
+// networkSteps are the ip(8) commands that build the network: the bridge
+// with the root address, then per host a namespace joined to the bridge by
+// a veth whose inside end is eth0 with the host's address.
+func (c *Cluster) networkSteps() [][]string {
+	steps := [][]string{
+		{"link", "add", c.Bridge, "type", "bridge"},
+		{"addr", "add", c.RootAddr + "/24", "dev", c.Bridge},
+		{"link", "set", c.Bridge, "up"},
+	}
+	for _, h := range c.Hosts {
+		steps = append(steps,
+			[]string{"netns", "add", h.NS},
+			[]string{"link", "add", h.Veth, "type", "veth", "peer", "name", "eth0", "netns", h.NS},
+			[]string{"link", "set", h.Veth, "master", c.Bridge, "up"},
+			[]string{"-n", h.NS, "addr", "add", h.Addr + "/24", "dev", "eth0"},
+			[]string{"-n", h.NS, "link", "set", "eth0", "up"},
+			[]string{"-n", h.NS, "link", "set", "lo", "up"},
+		)
+	}
+	return steps
+}
+
+// configureHost writes host i's sshd key and config, its /etc/hosts and
+// its UTS namespace (hostname); it returns the host's known_hosts line.
+func (c *Cluster) configureHost(ctx context.Context, i int, authorized string) (string, error) {
+	h := c.Hosts[i]
+	dir := c.hostDir(i)
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return "", fmt.Errorf("netns: %w", err)
+	}
+	hostPub, err := c.tools.keygen(ctx, filepath.Join(dir, "ssh_host_ed25519_key"), h.Name)
+	if err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "sshd_config"), []byte(sshdConfig(h, dir, authorized)), 0o600); err != nil {
+		return "", fmt.Errorf("netns: %w", err)
+	}
+	etc := filepath.Join(etcNetns, h.NS)
+	if err := os.MkdirAll(etc, 0o755); err != nil {
+		return "", fmt.Errorf("netns: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(etc, "hosts"), []byte(hostsFile(c)), 0o644); err != nil {
+		return "", fmt.Errorf("netns: %w", err)
+	}
+	// A persistent UTS namespace (bind-mounted on the file) gives the
+	// host its own hostname for sshd, its sessions and Command alike.
+	uts := c.utsFile(i)
+	if err := os.WriteFile(uts, nil, 0o600); err != nil {
+		return "", fmt.Errorf("netns: %w", err)
+	}
+	if out, err := exec.CommandContext(ctx, c.tools.unshare, "--uts="+uts, "hostname", h.Name).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("netns: %s: creating UTS namespace: %w: %s", h.Name, err, out)
+	}
+	return knownHostsLine(h, hostPub), nil
 }
 
 // Close stops every sshd, kills every process left in the namespaces and

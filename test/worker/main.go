@@ -49,6 +49,7 @@ func envRank() int {
 	return r
 }
 
+// run runs one -mode; bad is the rank that misbehaves.
 func run(ctx context.Context, mode string, bad, n, steps int) error {
 	if mode == "rejoin" {
 		return rejoin(ctx, steps)
@@ -68,112 +69,148 @@ func run(ctx context.Context, mode string, bad, n, steps int) error {
 	rank := collective.Rank()
 	switch mode {
 	case "allreduce", "noinit":
-		buf := []float32{float32(rank), 1}
-		if err := collective.Allreduce(ctx, "x", buf, collective.Sum); err != nil {
-			return err
-		}
-		fmt.Printf("rank %d: sum %v\n", rank, buf)
+		return allreduceOnce(ctx, rank)
 	case "mismatch":
-		count := 1024
-		if rank == bad {
-			count = 1000
-		}
-		start := time.Now()
-		err := collective.Allreduce(ctx, "grad/x", make([]float32, count), collective.Sum)
-		if !errors.Is(err, collective.ErrMismatch) {
-			return fmt.Errorf("want ErrMismatch, got %v", err)
-		}
-		fmt.Printf("rank %d: mismatch after %v: %v\n", rank, time.Since(start).Round(time.Millisecond), err)
-		buf := []float32{1, 2, 3}
-		if err := collective.Allreduce(ctx, "grad/y", buf, collective.Sum); err != nil {
-			return fmt.Errorf("allreduce after mismatch: %w", err)
-		}
-		fmt.Printf("rank %d: next allreduce ok %v\n", rank, buf)
+		return mismatch(ctx, rank, bad)
 	case "stall":
-		if rank == bad {
-			// never submits grad/x; waits for the others' verdict
-			err := collective.Allreduce(ctx, "grad/other", []float32{1}, collective.Sum)
-			fmt.Printf("rank %d: stalled rank's own call: %v\n", rank, err)
-			if err == nil {
-				return errors.New("stalled rank's call succeeded")
-			}
-			return err
-		}
-		err := collective.Allreduce(ctx, "grad/x", []float32{1}, collective.Sum)
-		fmt.Printf("rank %d: grad/x: %v\n", rank, err)
-		if !errors.Is(err, collective.ErrTimeout) {
-			return fmt.Errorf("want ErrTimeout, got %v", err)
-		}
-		return err
+		return stall(ctx, rank, bad)
 	case "die", "kill":
-		// Survivors ignore SIGTERM so they can report the error gorun's
-		// stop would otherwise cut short; gorun SIGKILLs after its grace.
-		signal.Ignore(syscall.SIGTERM)
-		buf := make([]float32, n)
-		if rank == bad {
-			go func() {
-				time.Sleep(5 * time.Millisecond) // mid-transfer of the first op
-				fmt.Println("dying now")
-				if mode == "kill" {
-					_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
-				}
-				os.Exit(7)
-			}()
-		}
-		for i := 0; ; i++ {
-			start := time.Now()
-			err := collective.Allreduce(ctx, fmt.Sprintf("big/%d", i), buf, collective.Sum)
-			if err != nil {
-				fmt.Printf("rank %d: allreduce failed after %v: %v (peer lost: %v)\n", rank, time.Since(start).Round(time.Millisecond), err, errors.Is(err, collective.ErrPeerLost))
-				return err
-			}
-		}
+		return dieMidTransfer(ctx, mode, rank, bad, n)
 	case "negkill":
-		// Every call has a new name, so each goes through the slow path
-		// (requests gathered to rank 0, responses broadcast) where a tiny
-		// tensor spends most of its time; the bad rank is killed meanwhile.
-		signal.Ignore(syscall.SIGTERM)
-		if rank == bad {
-			go func() {
-				time.Sleep(20 * time.Millisecond)
-				_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
-			}()
-		}
-		for i := 0; ; i++ {
-			if err := collective.Allreduce(ctx, fmt.Sprintf("neg/%d", i), []float32{1}, collective.Sum); err != nil {
-				fmt.Printf("rank %d: call %d failed: %v (peer lost: %v)\n", rank, i, err, errors.Is(err, collective.ErrPeerLost))
-				return err
-			}
-		}
+		return killDuringNegotiation(ctx, rank, bad)
 	case "steady":
-		// 200 tensors of 4 KiB per step, the same every step.
-		grads := make([][]float32, 200)
-		for i := range grads {
-			grads[i] = make([]float32, 1024)
-		}
-		var first collective.Stats
-		for s := 0; s < steps; s++ {
-			hs := make([]*collective.Handle, len(grads))
-			for i, g := range grads {
-				hs[i] = collective.AllreduceAsync(ctx, fmt.Sprintf("grad/%d", i), g, collective.Average)
-			}
-			for _, h := range hs {
-				if err := h.Wait(ctx); err != nil {
-					return err
-				}
-			}
-			if s == 0 {
-				first = collective.GetStats()
-			}
-		}
-		last := collective.GetStats()
-		fmt.Printf("rank %d: steady: requests after first step %d, backend ops per step %.2f\n", rank,
-			last.RequestsToRoot-first.RequestsToRoot, float64(last.BackendOps-first.BackendOps)/float64(steps-1))
+		return steady(ctx, rank, steps)
 	case "features":
 		return features(ctx, rank)
 	default:
 		return fmt.Errorf("unknown mode %q (want %s)", mode, strings.Join([]string{"allreduce", "noinit", "mismatch", "stall", "die", "kill", "negkill", "steady", "features", "chaos", "rejoin", "exit0"}, ", "))
 	}
+}
+
+// allreduceOnce sums one small tensor and prints it.
+func allreduceOnce(ctx context.Context, rank int) error {
+	buf := []float32{float32(rank), 1}
+	if err := collective.Allreduce(ctx, "x", buf, collective.Sum); err != nil {
+		return err
+	}
+	fmt.Printf("rank %d: sum %v\n", rank, buf)
+	return nil
+}
+
+// mismatch submits a tensor whose count differs on rank bad, expects
+// ErrMismatch everywhere, then checks the next allreduce works.
+func mismatch(ctx context.Context, rank, bad int) error {
+	count := 1024
+	if rank == bad {
+		count = 1000
+	}
+	start := time.Now()
+	err := collective.Allreduce(ctx, "grad/x", make([]float32, count), collective.Sum)
+	if !errors.Is(err, collective.ErrMismatch) {
+		return fmt.Errorf("want ErrMismatch, got %v", err)
+	}
+	fmt.Printf("rank %d: mismatch after %v: %v\n", rank, time.Since(start).Round(time.Millisecond), err)
+	buf := []float32{1, 2, 3}
+	if err := collective.Allreduce(ctx, "grad/y", buf, collective.Sum); err != nil {
+		return fmt.Errorf("allreduce after mismatch: %w", err)
+	}
+	fmt.Printf("rank %d: next allreduce ok %v\n", rank, buf)
+	return nil
+}
+
+// stall has rank bad never submit grad/x; the others expect ErrTimeout.
+// Every rank returns an error.
+func stall(ctx context.Context, rank, bad int) error {
+	if rank == bad {
+		// never submits grad/x; waits for the others' verdict
+		err := collective.Allreduce(ctx, "grad/other", []float32{1}, collective.Sum)
+		fmt.Printf("rank %d: stalled rank's own call: %v\n", rank, err)
+		if err == nil {
+			return errors.New("stalled rank's call succeeded")
+		}
+		return err
+	}
+	err := collective.Allreduce(ctx, "grad/x", []float32{1}, collective.Sum)
+	fmt.Printf("rank %d: grad/x: %v\n", rank, err)
+	if !errors.Is(err, collective.ErrTimeout) {
+		return fmt.Errorf("want ErrTimeout, got %v", err)
+	}
+	return err
+}
+
+// dieMidTransfer has rank bad exit (mode "die") or SIGKILL itself (mode
+// "kill") during a large allreduce; the others allreduce until it fails.
+func dieMidTransfer(ctx context.Context, mode string, rank, bad, n int) error {
+	// Survivors ignore SIGTERM so they can report the error gorun's
+	// stop would otherwise cut short; gorun SIGKILLs after its grace.
+	signal.Ignore(syscall.SIGTERM)
+	buf := make([]float32, n)
+	if rank == bad {
+		go func() {
+			time.Sleep(5 * time.Millisecond) // mid-transfer of the first op
+			fmt.Println("dying now")
+			if mode == "kill" {
+				_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			}
+			os.Exit(7)
+		}()
+	}
+	for i := 0; ; i++ {
+		start := time.Now()
+		err := collective.Allreduce(ctx, fmt.Sprintf("big/%d", i), buf, collective.Sum)
+		if err != nil {
+			fmt.Printf("rank %d: allreduce failed after %v: %v (peer lost: %v)\n", rank, time.Since(start).Round(time.Millisecond), err, errors.Is(err, collective.ErrPeerLost))
+			return err
+		}
+	}
+}
+
+// killDuringNegotiation SIGKILLs rank bad while every rank negotiates a
+// stream of new names; the others call until it fails.
+func killDuringNegotiation(ctx context.Context, rank, bad int) error {
+	// Every call has a new name, so each goes through the slow path
+	// (requests gathered to rank 0, responses broadcast) where a tiny
+	// tensor spends most of its time; the bad rank is killed meanwhile.
+	signal.Ignore(syscall.SIGTERM)
+	if rank == bad {
+		go func() {
+			time.Sleep(20 * time.Millisecond)
+			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		}()
+	}
+	for i := 0; ; i++ {
+		if err := collective.Allreduce(ctx, fmt.Sprintf("neg/%d", i), []float32{1}, collective.Sum); err != nil {
+			fmt.Printf("rank %d: call %d failed: %v (peer lost: %v)\n", rank, i, err, errors.Is(err, collective.ErrPeerLost))
+			return err
+		}
+	}
+}
+
+// steady runs the same 200 tensors of 4 KiB every step and prints how
+// many requests went to rank 0 after the first step (the cache at work).
+func steady(ctx context.Context, rank, steps int) error {
+	grads := make([][]float32, 200)
+	for i := range grads {
+		grads[i] = make([]float32, 1024)
+	}
+	var first collective.Stats
+	for s := 0; s < steps; s++ {
+		hs := make([]*collective.Handle, len(grads))
+		for i, g := range grads {
+			hs[i] = collective.AllreduceAsync(ctx, fmt.Sprintf("grad/%d", i), g, collective.Average)
+		}
+		for _, h := range hs {
+			if err := h.Wait(ctx); err != nil {
+				return err
+			}
+		}
+		if s == 0 {
+			first = collective.GetStats()
+		}
+	}
+	last := collective.GetStats()
+	fmt.Printf("rank %d: steady: requests after first step %d, backend ops per step %.2f\n", rank,
+		last.RequestsToRoot-first.RequestsToRoot, float64(last.BackendOps-first.BackendOps)/float64(steps-1))
 	return nil
 }
 

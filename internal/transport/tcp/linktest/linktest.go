@@ -346,121 +346,145 @@ func testDuplex(t *testing.T, newPair NewPair, big int) {
 	if !ok {
 		t.Skip("link is not transport.Duplex")
 	}
-	t.Run("BothWaysOneGoroutineEach", func(t *testing.T) {
-		p := newPair(t)
-		defer closePair(p)
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		r := rand.New(rand.NewPCG(7, 8))
-		n := max(8<<20, 3*big)
-		ab, ba := randBytes(r, n), randBytes(r, n+3)
-		gotA, gotB := make([]byte, len(ba)), make([]byte, len(ab))
-		errs := make(chan error, 2)
-		go func() { errs <- pumpBoth(ctx, p.A.(transport.Duplex), ab, gotA) }()
-		go func() { errs <- pumpBoth(ctx, p.B.(transport.Duplex), ba, gotB) }()
-		for range 2 {
-			if err := <-errs; err != nil {
-				t.Fatal(err)
+	t.Run("BothWaysOneGoroutineEach", func(t *testing.T) { testDuplexBothWaysOneGoroutineEach(t, newPair, big) })
+	t.Run("AwaitHonoursContext", func(t *testing.T) { testDuplexAwaitHonoursContext(t, newPair) })
+	t.Run("NothingToMove", func(t *testing.T) { testDuplexNothingToMove(t, newPair) })
+	t.Run("PeerClose", func(t *testing.T) { testDuplexPeerClose(t, newPair) })
+	t.Run("TryRecvReduce", func(t *testing.T) { testDuplexTryRecvReduce(t, newPair, big) })
+	t.Run("LocalClose", func(t *testing.T) { testDuplexLocalClose(t, newPair) })
+}
+
+// testDuplexBothWaysOneGoroutineEach sends a large buffer each way at once,
+// each end pumped by one goroutine, then checks a small message still gets
+// through after a large Await.
+func testDuplexBothWaysOneGoroutineEach(t *testing.T, newPair NewPair, big int) {
+	p := newPair(t)
+	defer closePair(p)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r := rand.New(rand.NewPCG(7, 8))
+	n := max(8<<20, 3*big)
+	ab, ba := randBytes(r, n), randBytes(r, n+3)
+	gotA, gotB := make([]byte, len(ba)), make([]byte, len(ab))
+	errs := make(chan error, 2)
+	go func() { errs <- pumpBoth(ctx, p.A.(transport.Duplex), ab, gotA) }()
+	go func() { errs <- pumpBoth(ctx, p.B.(transport.Duplex), ba, gotB) }()
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !bytes.Equal(gotA, ba) || !bytes.Equal(gotB, ab) {
+		t.Fatal("bytes received differ from those sent")
+	}
+	// A blocking Recv after waiting for a large read still sees a
+	// small message (no readiness threshold left behind).
+	if err := p.B.(transport.Duplex).Await(ctx, 1<<20, false, time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.A.Send(ctx, []byte("ok")); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 2)
+	if err := p.B.Recv(ctx, got); err != nil || string(got) != "ok" {
+		t.Fatalf("Recv after Await: %q, %v", got, err)
+	}
+}
+
+// testDuplexAwaitHonoursContext checks that Await returns the context's
+// error, naming the peer, once the context ends.
+func testDuplexAwaitHonoursContext(t *testing.T, newPair NewPair) {
+	p := newPair(t)
+	defer closePair(p)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	d := p.B.(transport.Duplex)
+	var err error
+	for err == nil {
+		err = d.Await(ctx, 10, false, time.Hour)
+	}
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Await past deadline: %v, want DeadlineExceeded", err)
+	}
+	checkPeerError(t, err, p.RankA)
+}
+
+// testDuplexNothingToMove checks that TryRecv on an idle link moves nothing
+// and fails nothing.
+func testDuplexNothingToMove(t *testing.T, newPair NewPair) {
+	p := newPair(t)
+	defer closePair(p)
+	n, err := p.B.(transport.Duplex).TryRecv(make([]byte, 10))
+	if n != 0 || err != nil {
+		t.Fatalf("TryRecv on an idle link: %d, %v; want 0, nil", n, err)
+	}
+}
+
+// testDuplexPeerClose checks that bytes sent before the peer closed arrive,
+// and that later TryRecv and TrySend report ErrPeerLost.
+func testDuplexPeerClose(t *testing.T, newPair NewPair) {
+	p := newPair(t)
+	defer closePair(p)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := p.A.Send(ctx, []byte("bye")); err != nil {
+		t.Fatal(err)
+	}
+	_ = p.A.Close()
+	d := p.B.(transport.Duplex)
+	got := make([]byte, 3)
+	if err := pumpBoth(ctx, d, nil, got); err != nil || string(got) != "bye" {
+		t.Fatalf("bytes sent before close: %q, %v", got, err)
+	}
+	err := pumpBoth(ctx, d, nil, got)
+	if !errors.Is(err, transport.ErrPeerLost) {
+		t.Fatalf("TryRecv from a closed peer: %v, want ErrPeerLost", err)
+	}
+	checkPeerError(t, err, p.RankA)
+	err = pumpBoth(ctx, d, make([]byte, 64<<20), nil)
+	if !errors.Is(err, transport.ErrPeerLost) {
+		t.Fatalf("TrySend to a closed peer: %v, want ErrPeerLost", err)
+	}
+}
+
+// testDuplexTryRecvReduce checks TryRecvReduce, driven by Await, at several sizes.
+func testDuplexTryRecvReduce(t *testing.T, newPair NewPair, big int) {
+	p := newPair(t)
+	defer closePair(p)
+	rr, ok := p.B.(transport.DuplexReducer)
+	if !ok {
+		t.Skip("link is not transport.DuplexReducer")
+	}
+	checkReducingRecv(t, p, []int{1, 333, 3*big + 11}, func(ctx context.Context, dst []byte, fn func(d, s []byte)) error {
+		for off := 0; off < len(dst); {
+			k, err := rr.TryRecvReduce(dst[off:], fn)
+			if err != nil {
+				return err
 			}
-		}
-		if !bytes.Equal(gotA, ba) || !bytes.Equal(gotB, ab) {
-			t.Fatal("bytes received differ from those sent")
-		}
-		// A blocking Recv after waiting for a large read still sees a
-		// small message (no readiness threshold left behind).
-		if err := p.B.(transport.Duplex).Await(ctx, 1<<20, false, time.Millisecond); err != nil {
-			t.Fatal(err)
-		}
-		if err := p.A.Send(ctx, []byte("ok")); err != nil {
-			t.Fatal(err)
-		}
-		got := make([]byte, 2)
-		if err := p.B.Recv(ctx, got); err != nil || string(got) != "ok" {
-			t.Fatalf("Recv after Await: %q, %v", got, err)
-		}
-	})
-	t.Run("AwaitHonoursContext", func(t *testing.T) {
-		p := newPair(t)
-		defer closePair(p)
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
-		defer cancel()
-		d := p.B.(transport.Duplex)
-		var err error
-		for err == nil {
-			err = d.Await(ctx, 10, false, time.Hour)
-		}
-		if !errors.Is(err, context.DeadlineExceeded) {
-			t.Fatalf("Await past deadline: %v, want DeadlineExceeded", err)
-		}
-		checkPeerError(t, err, p.RankA)
-	})
-	t.Run("NothingToMove", func(t *testing.T) {
-		p := newPair(t)
-		defer closePair(p)
-		n, err := p.B.(transport.Duplex).TryRecv(make([]byte, 10))
-		if n != 0 || err != nil {
-			t.Fatalf("TryRecv on an idle link: %d, %v; want 0, nil", n, err)
-		}
-	})
-	t.Run("PeerClose", func(t *testing.T) {
-		p := newPair(t)
-		defer closePair(p)
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := p.A.Send(ctx, []byte("bye")); err != nil {
-			t.Fatal(err)
-		}
-		_ = p.A.Close()
-		d := p.B.(transport.Duplex)
-		got := make([]byte, 3)
-		if err := pumpBoth(ctx, d, nil, got); err != nil || string(got) != "bye" {
-			t.Fatalf("bytes sent before close: %q, %v", got, err)
-		}
-		err := pumpBoth(ctx, d, nil, got)
-		if !errors.Is(err, transport.ErrPeerLost) {
-			t.Fatalf("TryRecv from a closed peer: %v, want ErrPeerLost", err)
-		}
-		checkPeerError(t, err, p.RankA)
-		err = pumpBoth(ctx, d, make([]byte, 64<<20), nil)
-		if !errors.Is(err, transport.ErrPeerLost) {
-			t.Fatalf("TrySend to a closed peer: %v, want ErrPeerLost", err)
-		}
-	})
-	t.Run("TryRecvReduce", func(t *testing.T) {
-		p := newPair(t)
-		defer closePair(p)
-		rr, ok := p.B.(transport.DuplexReducer)
-		if !ok {
-			t.Skip("link is not transport.DuplexReducer")
-		}
-		checkReducingRecv(t, p, []int{1, 333, 3*big + 11}, func(ctx context.Context, dst []byte, fn func(d, s []byte)) error {
-			for off := 0; off < len(dst); {
-				k, err := rr.TryRecvReduce(dst[off:], fn)
-				if err != nil {
+			if k == 0 {
+				if err := rr.Await(ctx, len(dst)-off, false, time.Second); err != nil {
 					return err
 				}
-				if k == 0 {
-					if err := rr.Await(ctx, len(dst)-off, false, time.Second); err != nil {
-						return err
-					}
-				}
-				off += k
 			}
-			return nil
-		})
-	})
-	t.Run("LocalClose", func(t *testing.T) {
-		p := newPair(t)
-		defer closePair(p)
-		_ = p.B.Close()
-		d := p.B.(transport.Duplex)
-		if _, err := d.TrySend([]byte("x")); !errors.Is(err, transport.ErrClosed) {
-			t.Fatalf("TrySend on a closed link: %v, want ErrClosed", err)
+			off += k
 		}
-		if _, err := d.TryRecv(make([]byte, 1)); !errors.Is(err, transport.ErrClosed) {
-			t.Fatalf("TryRecv on a closed link: %v, want ErrClosed", err)
-		}
+		return nil
 	})
+}
+
+// testDuplexLocalClose checks that TrySend and TryRecv on a closed link
+// report ErrClosed.
+func testDuplexLocalClose(t *testing.T, newPair NewPair) {
+	p := newPair(t)
+	defer closePair(p)
+	_ = p.B.Close()
+	d := p.B.(transport.Duplex)
+	if _, err := d.TrySend([]byte("x")); !errors.Is(err, transport.ErrClosed) {
+		t.Fatalf("TrySend on a closed link: %v, want ErrClosed", err)
+	}
+	if _, err := d.TryRecv(make([]byte, 1)); !errors.Is(err, transport.ErrClosed) {
+		t.Fatalf("TryRecv on a closed link: %v, want ErrClosed", err)
+	}
 }
 
 func checkPeerError(t *testing.T, err error, rank int) {
