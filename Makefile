@@ -36,3 +36,9 @@ lint:
 
 clean:
 	rm -rf $(BIN)
+
+# The NCCL + CUDA runtime test double (nccl/fakenccl): LD_LIBRARY_PATH=$(BIN)/fakenccl
+# makes nccl.Load use it. See docs/gpu.md.
+.PHONY: fakenccl
+fakenccl:
+	$(GO) run ./nccl/fakenccl/mkfake -o $(BIN)/fakenccl
