@@ -102,7 +102,7 @@ func newEngine(cfg config.Config, log *zap.Logger, topo topology, mesh transport
 		}
 	}
 	ctrl, err := coordinator.NewController(coordinator.Config{
-		Observer:             tl,
+		Observer:             timeline.Observer[coordinator.OpType]{S: tl},
 		Rank:                 topo.rank,
 		Size:                 topo.size,
 		CacheCapacity:        cfg.CacheCapacity,
@@ -221,7 +221,10 @@ func (e *engine) run() {
 		e.logStalls()
 		now := time.Now()
 		for i := range rl.Responses {
-			e.tl.OpStart(now, &rl.Responses[i])
+			if e.tl.Enabled() {
+				r := &rl.Responses[i]
+				e.tl.OpStart(now, timeline.Op{Op: r.Op.String(), DType: r.DType.String(), Names: r.Names, Counts: r.Counts, ProcessSet: r.ProcessSet})
+			}
 		}
 		for i := range rl.Responses {
 			if err := e.execute(ctx, &rl.Responses[i]); err != nil {

@@ -20,12 +20,12 @@ import (
 	"github.com/spf13/pflag"
 	"go.uber.org/zap"
 
+	"github.com/gorovod/gorovod/cmd/gorun/internal/sysinfo"
 	"github.com/gorovod/gorovod/internal/env"
 	"github.com/gorovod/gorovod/internal/hosts"
 	"github.com/gorovod/gorovod/internal/launch"
 	"github.com/gorovod/gorovod/internal/logging"
 	"github.com/gorovod/gorovod/internal/rendezvous"
-	"github.com/gorovod/gorovod/internal/sysinfo"
 )
 
 const examples = `  # 4 workers on this machine
@@ -117,7 +117,7 @@ func runCheck(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	return sysinfo.Probe(ctx).Write(stdout)
+	return sysinfo.Probe(ctx, probeNCCL).Write(stdout)
 }
 
 // plan is a validated job.
