@@ -5,6 +5,10 @@ NP       ?= 2
 EPOCHS   ?= 4
 VERSION  := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X main.version=$(VERSION)
+# go-nvml's cgo preamble calls NVML functions its nvml.h marks deprecated;
+# gcc's warnings about them are noise in every build of gorun.
+CGO_CFLAGS ?= -O2 -g
+export CGO_CFLAGS += -Wno-deprecated-declarations
 # Packages with goroutines and shared state run under the race detector.
 RACE_PKGS := ./collective/... ./coordinator/... ./fusion/... ./ops/... ./internal/... ./nccl/...
 

@@ -290,6 +290,10 @@ func runJob(ctx context.Context, o *options, fs *pflag.FlagSet, args []string, s
 	}
 	common = append(common, p.tuning...)
 	cwd, _ := os.Getwd()
+	gpus, err := sysinfo.PlanGPUs(os.Getenv, sysinfo.LocalGPUs()) // docs/gpu.md
+	if err != nil {
+		return err
+	}
 	workers := make([]launch.Worker, len(p.slots))
 	for i, s := range p.slots {
 		base, dir := localBase, ""
@@ -309,6 +313,7 @@ func runJob(ctx context.Context, o *options, fs *pflag.FlagSet, args []string, s
 		)
 		if !np.isRemote(s.Host) { // remote workers get their host's share there
 			we = launch.WithGOMAXPROCS(we, runtime.NumCPU())
+			we = gpus.Env(we, s.LocalRank)
 		}
 		workers[i] = launch.Worker{Rank: s.Rank, Host: s.Host, Argv: p.argv, Env: we, Dir: dir}
 	}
