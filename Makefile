@@ -27,6 +27,7 @@ run: build
 
 test: build lint
 	@scripts/deps.sh test
+	$(MAKE) cuadapter
 	$(GO) test -race -timeout 15m $(RACE_PKGS)
 	# -count=1: these tests run the built binaries, which go test's cache does not track.
 	$(GO) test -count=1 -timeout 15m ./cmd/... ./examples/... ./test/...
@@ -46,3 +47,16 @@ clean:
 .PHONY: fakenccl
 fakenccl:
 	$(GO) run ./nccl/fakenccl/mkfake -o $(BIN)/fakenccl
+
+# gorgonia.org/cu adapters (nested module nccl/cuadapter): built and vetted
+# with -tags cuda against cuda.h and the libcuda stub from Debian non-free
+# nvidia-cuda-dev, fetched once into CUDA_STUB (no GPU needed). Skipped, with
+# the reason, when that archive cannot be reached.
+CUDA_STUB ?= $(HOME)/.cache/gorovod/cuda-stub
+.PHONY: cuadapter
+cuadapter:
+	@st=0; scripts/cuda-stub.sh $(CUDA_STUB) || st=$$?; \
+	if [ $$st -eq 3 ]; then echo "cuadapter: SKIPPED: no cuda.h/libcuda stub (Debian non-free unreachable)"; exit 0; fi; \
+	[ $$st -eq 0 ] || exit $$st; \
+	cd nccl/cuadapter && CGO_CFLAGS="-I$(CUDA_STUB)/include" CGO_LDFLAGS="-L$(CUDA_STUB)/lib" $(GO) build -tags cuda ./... && \
+	CGO_CFLAGS="-I$(CUDA_STUB)/include" CGO_LDFLAGS="-L$(CUDA_STUB)/lib" $(GO) vet -tags cuda ./...

@@ -54,6 +54,8 @@
 // caller divides by the communicator size. bfloat16 needs 2.10+. Bitwise
 // reductions have no NCCL equivalent and are refused with ErrUnsupported.
 //
-// With the build tag "cuda", FromCUDevicePtr and FromCUStream adopt memory
-// and streams from gorgonia.org/cu (which needs cuda.h to build).
+// The nested module nccl/cuadapter adopts memory and streams from
+// gorgonia.org/cu (it builds with -tags cuda against cuda.h); nccl/fakenccl
+// builds the multi-process test double of NCCL and the CUDA runtime the
+// tests run on (docs/gpu.md).
 package nccl
