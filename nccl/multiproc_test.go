@@ -184,6 +184,8 @@ func child(scenario string) error {
 		err = r.matrix(ctx)
 	case "fault":
 		err = r.fault()
+	case "executor":
+		err = r.executor(ctx)
 	default:
 		err = fmt.Errorf("unknown scenario %q", scenario)
 	}
@@ -330,6 +332,28 @@ func encode(dt tensor.DType, vs []float64) []byte {
 		}
 	}
 	return b
+}
+
+func decode1(dt tensor.DType, b []byte) float64 {
+	switch dt {
+	case tensor.Int8:
+		return float64(int8(b[0]))
+	case tensor.Uint8:
+		return float64(b[0])
+	case tensor.Int32:
+		return float64(int32(binary.LittleEndian.Uint32(b)))
+	case tensor.Int64:
+		return float64(int64(binary.LittleEndian.Uint64(b)))
+	case tensor.Uint64:
+		return float64(binary.LittleEndian.Uint64(b))
+	case tensor.Float16:
+		return float64(tensor.F16(binary.LittleEndian.Uint16(b)).Float32())
+	case tensor.BFloat16:
+		return float64(tensor.BF16(binary.LittleEndian.Uint16(b)).Float32())
+	case tensor.Float32:
+		return float64(math.Float32frombits(binary.LittleEndian.Uint32(b)))
+	}
+	return math.Float64frombits(binary.LittleEndian.Uint64(b))
 }
 
 func values(dt tensor.DType, rank, n int) []float64 {
