@@ -54,6 +54,10 @@ func NewExecutor(c *Comm, stream Stream) (*Executor, error) {
 // Comm is the executor's communicator.
 func (x *Executor) Comm() *Comm { return x.comm }
 
+// Free releases device memory the executor returned (Allgather, Alltoall,
+// ReduceScatter).
+func (x *Executor) Free(p DevicePtr) error { return x.dev.Free(p) }
+
 // Calls is how many NCCL collectives (a group of sends and receives counts
 // once) the executor has enqueued.
 func (x *Executor) Calls() int64 { return x.calls.Load() }
