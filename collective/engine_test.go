@@ -20,6 +20,7 @@ import (
 	"github.com/gorovod/gorovod/coordinator"
 	"github.com/gorovod/gorovod/internal/config"
 	"github.com/gorovod/gorovod/internal/transport/inmem"
+	"github.com/gorovod/gorovod/internal/transport/tracked"
 )
 
 // world is an in-process job: n engines over the inmem transport, each
@@ -35,7 +36,7 @@ func newWorld(t *testing.T, n int, cfg config.Config) *world {
 	before := runtime.NumGoroutine()
 	w := inmem.MustWorld(n)
 	wd := &world{t: t, w: w, engines: make([]*engine, n)}
-	oracle := &memOracle{}
+	oracle := &tracked.MemOracle{}
 	for r := 0; r < n; r++ {
 		// The real constructor: metrics are served before the loop starts.
 		world, err := NewWorld(context.Background(), WithConfig(cfg), WithLogger(zap.NewNop()), withMesh(w.Mesh(r), oracle))

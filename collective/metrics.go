@@ -98,14 +98,14 @@ func (e *engine) serveMetrics(ctx context.Context) error {
 		return fmt.Errorf("%w: metrics address %q: %v", ErrInvalid, e.cfg.MetricsAddr, err)
 	}
 	port, err := strconv.Atoi(portStr)
-	if err != nil || port < 0 || port+e.topo.localRank > 65535 {
+	if err != nil || port < 0 || port+e.topo.LocalRank > 65535 {
 		return fmt.Errorf("%w: metrics address %q: bad port", ErrInvalid, e.cfg.MetricsAddr)
 	}
 	if port != 0 {
-		port += e.topo.localRank
+		port += e.topo.LocalRank
 	}
 	m := e.met
-	reg := prom.NewRegistry(prom.Label{Name: "rank", Value: strconv.Itoa(e.topo.rank)}, prom.Label{Name: "host", Value: e.topo.host})
+	reg := prom.NewRegistry(prom.Label{Name: "rank", Value: strconv.Itoa(e.topo.Rank)}, prom.Label{Name: "host", Value: e.topo.Host})
 	count := func(name, help string, f func() int64) {
 		reg.CounterFunc(name, help, func() float64 { return float64(f()) })
 	}
