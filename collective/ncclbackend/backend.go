@@ -14,9 +14,11 @@
 // context, the loop's progress deadline, ended) or collective.ErrPeerLost
 // (NCCL or its watchdog aborted the communicator; the text carries NCCL's
 // last error, which names the rank where NCCL knows it); the communicator is
-// then dropped and a later response makes a new one. Close destroys the
-// communicators; a new world (another membership) gets new ones, because
-// groups are keyed by their members.
+// then dropped and a later response makes a new one. A new world (another
+// membership, or the same ranks in a new epoch after Init again) gets new
+// communicators: a group is keyed by its members and the world's host
+// plane, and the old communicator of the same rank and members is
+// destroyed. Close destroys the rest.
 package ncclbackend
 
 import (
@@ -31,6 +33,7 @@ import (
 	"github.com/gorovod/gorovod/collective"
 	"github.com/gorovod/gorovod/coordinator"
 	"github.com/gorovod/gorovod/nccl"
+	"github.com/gorovod/gorovod/ops"
 )
 
 // Backend runs device-tensor responses on NCCL. It is safe for concurrent
@@ -44,12 +47,14 @@ type Backend struct {
 	groups map[string]*group
 	closed bool
 	calls  atomic.Int64
+	made   atomic.Int64 // communicators made
 }
 
 // group is one communicator and its executor.
 type group struct {
-	mu sync.Mutex // one response at a time per communicator
-	x  *nccl.Executor
+	mu   sync.Mutex // one response at a time per communicator
+	x    *nccl.Executor
+	host *ops.Comm // the host plane the communicator was bootstrapped over: one per world
 }
 
 // New returns a backend on lib. device is the GPU a rank whose entries
@@ -75,11 +80,7 @@ func (b *Backend) Close() error {
 	for _, g := range groups {
 		g.mu.Lock()
 		if g.x != nil {
-			c := g.x.Comm()
-			if err := g.x.Close(); err != nil && first == nil {
-				first = err
-			}
-			if err := c.Close(); err != nil && first == nil {
+			if err := closeExecutor(g.x); err != nil && first == nil {
 				first = err
 			}
 			g.x = nil
@@ -108,8 +109,12 @@ func (b *Backend) executor(ctx context.Context, g collective.Group, device int) 
 	}
 	b.mu.Unlock()
 	gr.mu.Lock()
-	if gr.x != nil {
+	if gr.x != nil && gr.host == g.Host {
 		return gr, nil
+	}
+	if gr.x != nil { // the same ranks in a new world (a new epoch): a new communicator
+		closeExecutor(gr.x)
+		gr.x = nil
 	}
 	bcast := func(ctx context.Context, buf []byte) error { return g.Host.Broadcast(ctx, buf, 0) }
 	c, err := b.lib.NewCommBroadcast(ctx, len(g.Members), g.Rank, device, bcast, b.opts...)
@@ -123,8 +128,20 @@ func (b *Backend) executor(ctx context.Context, g collective.Group, device int) 
 		gr.mu.Unlock()
 		return nil, err
 	}
-	gr.x = x
+	gr.x, gr.host = x, g.Host
+	b.made.Add(1)
 	return gr, nil
+}
+
+// closeExecutor destroys an executor's communicator after freeing its
+// buffers.
+func closeExecutor(x *nccl.Executor) error {
+	c := x.Comm()
+	err := x.Close()
+	if cerr := c.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // drop forgets a failed communicator (aborting it) so that a later

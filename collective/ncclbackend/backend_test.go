@@ -173,3 +173,22 @@ func TestFaults(t *testing.T) {
 		})
 	}
 }
+
+// TestNewWorldNewCommunicator: the same ranks in a second world (a new
+// epoch) get a new communicator; the first one's is destroyed.
+func TestNewWorldNewCommunicator(t *testing.T) {
+	lib := loadDouble(t)
+	b := New(lib, 0)
+	defer b.Close()
+	for world := 1; world <= 2; world++ {
+		if err := run(t, 2, b, func(ctx context.Context, r *devicecheck.Rig) error { return r.Mixed(ctx) }); err != nil {
+			t.Fatalf("world %d: %v", world, err)
+		}
+		if got := b.made.Load(); got != int64(2*world) {
+			t.Errorf("after world %d: %d communicators made, want %d (one per rank and world)", world, got, 2*world)
+		}
+	}
+	if n := len(b.groups); n != 2 {
+		t.Errorf("%d groups kept, want 2 (the old world's communicators replaced)", n)
+	}
+}
