@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -100,6 +101,7 @@ func TestDeviceMatrix(t *testing.T) {
 // TestMixedHostAndDevice: host and device tensors in one step, each on its
 // own backend.
 func TestMixedHostAndDevice(t *testing.T) {
+	checkNoLeak(t)
 	lib := loadDouble(t)
 	b := New(lib, 0)
 	defer b.Close()
@@ -140,6 +142,7 @@ func TestFaults(t *testing.T) {
 		{"hang", "hang:1:2", regexp.MustCompile(`rank [01]`), []error{collective.ErrPeerLost, collective.ErrTimeout}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			checkNoLeak(t)
 			t.Setenv("FAKENCCL_FAULT", tc.fault)
 			b := New(lib, 0, nccl.WithWatchdogInterval(5*time.Millisecond))
 			defer b.Close()
@@ -191,4 +194,24 @@ func TestNewWorldNewCommunicator(t *testing.T) {
 	if n := len(b.groups); n != 2 {
 		t.Errorf("%d groups kept, want 2 (the old world's communicators replaced)", n)
 	}
+}
+
+// checkNoLeak fails t if goroutines started during the test (the loops,
+// the communicators' watchdogs) are still running once it is over and the
+// backend closed.
+func checkNoLeak(t *testing.T) {
+	t.Helper()
+	before := runtime.NumGoroutine()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		for runtime.NumGoroutine() > before && ctx.Err() == nil {
+			runtime.Gosched()
+			time.Sleep(5 * time.Millisecond)
+		}
+		if n := runtime.NumGoroutine(); n > before {
+			buf := make([]byte, 1<<16)
+			t.Errorf("goroutines leaked: %d before, %d after\n%s", before, n, buf[:runtime.Stack(buf, true)])
+		}
+	})
 }
