@@ -148,9 +148,11 @@ func closeExecutor(x *nccl.Executor) error {
 // response makes a new one.
 func (b *Backend) drop(g collective.Group, gr *group) {
 	if gr.x != nil {
+		// Abort first: it releases work still queued on the stream, which
+		// freeing the fusion buffer waits for.
 		c := gr.x.Comm()
-		gr.x.Close()
 		c.Abort()
+		gr.x.Close()
 		c.Close()
 		gr.x = nil
 	}

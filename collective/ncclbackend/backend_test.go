@@ -17,6 +17,7 @@ import (
 	"github.com/gorovod/gorovod/collective"
 	"github.com/gorovod/gorovod/collective/collectivetest"
 	"github.com/gorovod/gorovod/collective/ncclbackend/devicecheck"
+	"github.com/gorovod/gorovod/internal/tensor"
 	"github.com/gorovod/gorovod/nccl"
 	"github.com/gorovod/gorovod/nccl/fakenccl"
 )
@@ -214,4 +215,50 @@ func checkNoLeak(t *testing.T) {
 			t.Errorf("goroutines leaked: %d before, %d after\n%s", before, n, buf[:runtime.Stack(buf, true)])
 		}
 	})
+}
+
+// TestFaultFailsEveryWaitingHandle: when the first device collective of a
+// step fails, every handle still waiting on that rank (device and host
+// tensors alike) ends with an error instead of hanging.
+func TestFaultFailsEveryWaitingHandle(t *testing.T) {
+	checkNoLeak(t)
+	lib := loadDouble(t)
+	t.Setenv("FAKENCCL_FAULT", "error:1:1")
+	b := New(lib, 0, nccl.WithWatchdogInterval(5*time.Millisecond))
+	defer b.Close()
+	cfg := collective.DefaultConfig()
+	cfg.ProgressTimeout = 2 * time.Second
+	err := run(t, 2, b, func(ctx context.Context, r *devicecheck.Rig) error {
+		var hs []*collective.Handle
+		for i := 0; i < 3; i++ {
+			x, err := r.Tensor(tensor.Float64, devicecheck.Values(tensor.Float64, r.Rank, 0, 5))
+			if err != nil {
+				return err
+			}
+			y, err := r.Tensor(tensor.Int32, devicecheck.Values(tensor.Int32, r.Rank, 0, 5))
+			if err != nil {
+				return err
+			}
+			hs = append(hs,
+				collective.AllreduceDeviceAsync(ctx, fmt.Sprintf("x%d", i), x, collective.Sum, r.In),
+				collective.AllreduceDeviceAsync(ctx, fmt.Sprintf("y%d", i), y, collective.Max, r.In),
+				collective.AllreduceAsync(ctx, fmt.Sprintf("h%d", i), []float32{1, 2}, collective.Sum, r.In))
+		}
+		failed := 0
+		for _, h := range hs {
+			if err := h.Wait(ctx); err != nil {
+				failed++
+				if !errors.Is(err, collective.ErrPeerLost) && !errors.Is(err, collective.ErrTimeout) && !errors.Is(err, collective.ErrShutdown) {
+					return fmt.Errorf("handle failed with %v, want a named kind", err)
+				}
+			}
+		}
+		if failed == 0 {
+			return errors.New("no handle failed")
+		}
+		return nil
+	}, collective.WithConfig(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
 }

@@ -180,13 +180,13 @@ int cudaStreamQuery(void *h) {
 	return busy ? cudaErrorNotReady : cudaSuccess;
 }
 
+static void drain(fstream *s);
+
 int cudaStreamSynchronize(void *h) {
 	if (h == BUSY_STREAM) return cudaSuccess; // only cudaStreamQuery sees it busy
 	fstream *s = lookup(h);
 	if (s == NULL) return cudaErrorInvalidResourceHandle;
-	pthread_mutex_lock(&s->mu);
-	while (s->pending > 0) pthread_cond_wait(&s->cv, &s->mu);
-	pthread_mutex_unlock(&s->mu);
+	drain(s);
 	return cudaSuccess;
 }
 
@@ -196,7 +196,22 @@ int cudaMalloc(void **p, size_t n) {
 	*p = calloc(1, n ? n : 1);
 	return *p ? cudaSuccess : cudaErrorMemoryAllocation;
 }
-int cudaFree(void *p) { free(p); return cudaSuccess; }
+static void drain(fstream *s) {
+	pthread_mutex_lock(&s->mu);
+	while (s->pending > 0) pthread_cond_wait(&s->cv, &s->mu);
+	pthread_mutex_unlock(&s->mu);
+}
+
+// cudaFree synchronises the device, as CUDA's does: memory is released
+// only once no queued work can touch it.
+int cudaFree(void *p) {
+	pthread_mutex_lock(&reg_mu);
+	for (fstream *s = registry; s; s = s->next) drain(s);
+	if (legacy) drain(legacy);
+	pthread_mutex_unlock(&reg_mu);
+	free(p);
+	return cudaSuccess;
+}
 
 int cudaMemcpy(void *d, const void *s, size_t n, int kind) {
 	if (kind < 0 || kind > 4) return cudaErrorInvalidMemcpyDirection;
