@@ -317,9 +317,14 @@ func (e *engine) die(err error) {
 }
 
 // peerErr explains a data-plane error: when the job's first failure is
-// known (see package tracked), the error names the rank that was lost
-// first, not just the neighbour this rank noticed.
-func (e *engine) peerErr(err error) error { return e.mesh.Explain(err) }
+// known (see package tracked), the error names the rank that was lost or
+// stalled first, not just the neighbour this rank noticed.
+func (e *engine) peerErr(err error) error {
+	if errors.Is(err, ErrTimeout) {
+		return e.mesh.ExplainAlways(err)
+	}
+	return e.mesh.Explain(err)
+}
 
 func (e *engine) take(names []string) []*entry {
 	out := make([]*entry, len(names))
@@ -480,7 +485,9 @@ func (e *engine) close() {
 
 // exchange implements coordinator.Exchange over the data plane: the bit
 // vectors through the algorithms, requests and responses through package
-// control. Only the loop goroutine calls it, between data-plane ops.
+// control, over the tracked links, so that a peer lost or stalled during
+// negotiation is reported like one lost during an op. Only the loop
+// goroutine calls it, between data-plane ops.
 type exchange struct{ e *engine }
 
 func (x *exchange) Rank() int { return x.e.topo.Rank }

@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand"
-	"net/http"
 	"runtime"
 	"strings"
 	"sync"
@@ -14,13 +12,13 @@ import (
 	"time"
 
 	"github.com/gorovod/gorovod/internal/tensor"
+	"github.com/gorovod/gorovod/internal/worker"
 
 	"go.uber.org/zap"
 
 	"github.com/gorovod/gorovod/coordinator"
 	"github.com/gorovod/gorovod/internal/config"
 	"github.com/gorovod/gorovod/internal/transport/inmem"
-	"github.com/gorovod/gorovod/internal/transport/tracked"
 )
 
 // world is an in-process job: n engines over the inmem transport, each
@@ -36,7 +34,7 @@ func newWorld(t *testing.T, n int, cfg config.Config) *world {
 	before := runtime.NumGoroutine()
 	w := inmem.MustWorld(n)
 	wd := &world{t: t, w: w, engines: make([]*engine, n)}
-	oracle := &tracked.MemOracle{}
+	oracle := worker.NewMemOracle(n)
 	for r := 0; r < n; r++ {
 		// The real constructor: metrics are served before the loop starts.
 		world, err := NewWorld(context.Background(), WithConfig(cfg), WithLogger(zap.NewNop()), withMesh(w.Mesh(r), oracle))
@@ -346,21 +344,22 @@ func TestMetricsEndpoint(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	resp, err := http.Get(e.metricsURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	text := string(body)
-	for _, want := range []string{
-		`gorovod_backend_ops_total{rank="0",host="host0"} 1`,
-		`gorovod_bytes_total{rank="0",host="host0"} 16`,
-		`# TYPE gorovod_negotiation_seconds histogram`,
-		`gorovod_cache_misses_total{rank="0",host="host0"} 1`,
+	fams := scrapeMetrics(t, e.metricsURL)
+	rank0 := map[string]string{"rank": "0", "host": "host0"}
+	for name, want := range map[string]float64{
+		"gorovod_backend_ops_total":  1,
+		"gorovod_bytes_total":        16,
+		"gorovod_cache_misses_total": 1,
 	} {
-		if !strings.Contains(text, want) {
-			t.Errorf("metrics lack %q:\n%s", want, text)
+		if got := metricValue(t, fams, name, rank0); got != want {
+			t.Errorf("%s = %v, want %v", name, got, want)
 		}
+	}
+	// The histogram counts the cycles since serveMetrics, which negotiated the op.
+	if n := metricValue(t, fams, "gorovod_negotiation_seconds", rank0); n < 1 || n > metricValue(t, fams, "gorovod_cycles_total", rank0) {
+		t.Errorf("gorovod_negotiation_seconds count %v", n)
+	}
+	if metricValue(t, fams, "go_goroutines", rank0) == 0 {
+		t.Error("go_goroutines is 0")
 	}
 }

@@ -349,7 +349,7 @@ func Initialized() bool {
 }
 
 func init() {
-	worldhook.NewOracle = func() any { return &tracked.MemOracle{} }
+	worldhook.NewOracle = func(size int) any { return worker.NewMemOracle(size) }
 	worldhook.WithMesh = func(m transport.Mesh, oracle any) any {
 		o, _ := oracle.(tracked.Oracle)
 		return withMesh(m, o)

@@ -185,8 +185,30 @@ type RendezvousOracle struct {
 
 // Report implements tracked.Oracle.
 func (o RendezvousOracle) Report(ctx context.Context, f tracked.Failure) (string, error) {
-	first, err := o.Client.ReportFailure(ctx, rendezvous.Status{Epoch: o.Epoch, Rank: f.Rank, Message: f.String()})
+	first, err := o.Client.ReportFailure(ctx, failureStatus(f, o.Epoch))
 	return first.Message, err
+}
+
+// failureStatus is f as the failure oracle reads it: what f's rank blames.
+func failureStatus(f tracked.Failure, epoch uint64) rendezvous.Status {
+	kind := rendezvous.FailurePeerLost
+	if f.Stalled {
+		kind = rendezvous.FailurePeerStalled
+	}
+	return rendezvous.Status{Epoch: epoch, Rank: f.Rank, State: rendezvous.StateFailed, Message: f.String(), Kind: kind, Suspect: f.Lost}
+}
+
+// MemOracle is the rendezvous service's failure oracle without the service,
+// shared by the ranks of an in-process job (tests, collectivetest).
+type MemOracle struct{ o *rendezvous.Oracle }
+
+// NewMemOracle returns the oracle of an in-process job of size ranks.
+func NewMemOracle(size int) *MemOracle { return &MemOracle{rendezvous.NewOracle(size, 0)} }
+
+// Report implements tracked.Oracle.
+func (m *MemOracle) Report(ctx context.Context, f tracked.Failure) (string, error) {
+	v, err := m.o.Report(ctx, failureStatus(f, 0))
+	return v.Message, err
 }
 
 // singleMesh is the mesh of a world of one.

@@ -74,6 +74,63 @@ func (WorkerState) EnumDescriptor() ([]byte, []int) {
 	return file_rendezvous_proto_rawDescGZIP(), []int{0}
 }
 
+// What a failed status says about its cause (the failure oracle's input).
+type FailureKind int32
+
+const (
+	// The worker failed on its own (or an older worker did not say).
+	FailureKind_FAILURE_KIND_UNSPECIFIED FailureKind = 0
+	// The worker lost its link to suspect (closed, reset, dead).
+	FailureKind_FAILURE_KIND_PEER_LOST FailureKind = 1
+	// The worker waited on suspect past its progress timeout.
+	FailureKind_FAILURE_KIND_PEER_STALLED FailureKind = 2
+	// The launcher saw suspect's process end (exit code or signal).
+	FailureKind_FAILURE_KIND_EXITED FailureKind = 3
+)
+
+// Enum value maps for FailureKind.
+var (
+	FailureKind_name = map[int32]string{
+		0: "FAILURE_KIND_UNSPECIFIED",
+		1: "FAILURE_KIND_PEER_LOST",
+		2: "FAILURE_KIND_PEER_STALLED",
+		3: "FAILURE_KIND_EXITED",
+	}
+	FailureKind_value = map[string]int32{
+		"FAILURE_KIND_UNSPECIFIED":  0,
+		"FAILURE_KIND_PEER_LOST":    1,
+		"FAILURE_KIND_PEER_STALLED": 2,
+		"FAILURE_KIND_EXITED":       3,
+	}
+)
+
+func (x FailureKind) Enum() *FailureKind {
+	p := new(FailureKind)
+	*p = x
+	return p
+}
+
+func (x FailureKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (FailureKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_rendezvous_proto_enumTypes[1].Descriptor()
+}
+
+func (FailureKind) Type() protoreflect.EnumType {
+	return &file_rendezvous_proto_enumTypes[1]
+}
+
+func (x FailureKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use FailureKind.Descriptor instead.
+func (FailureKind) EnumDescriptor() ([]byte, []int) {
+	return file_rendezvous_proto_rawDescGZIP(), []int{1}
+}
+
 type RegisterRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Epoch         uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
@@ -456,6 +513,8 @@ type ReportStatusRequest struct {
 	Rank          int32                  `protobuf:"varint,2,opt,name=rank,proto3" json:"rank,omitempty"`
 	State         WorkerState            `protobuf:"varint,3,opt,name=state,proto3,enum=gorovod.rendezvous.v1.WorkerState" json:"state,omitempty"`
 	Message       string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	Kind          FailureKind            `protobuf:"varint,5,opt,name=kind,proto3,enum=gorovod.rendezvous.v1.FailureKind" json:"kind,omitempty"`
+	Suspect       int32                  `protobuf:"varint,6,opt,name=suspect,proto3" json:"suspect,omitempty"` // the rank a PEER_LOST / PEER_STALLED / EXITED report blames
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -516,6 +575,20 @@ func (x *ReportStatusRequest) GetMessage() string {
 		return x.Message
 	}
 	return ""
+}
+
+func (x *ReportStatusRequest) GetKind() FailureKind {
+	if x != nil {
+		return x.Kind
+	}
+	return FailureKind_FAILURE_KIND_UNSPECIFIED
+}
+
+func (x *ReportStatusRequest) GetSuspect() int32 {
+	if x != nil {
+		return x.Suspect
+	}
+	return 0
 }
 
 type ReportStatusResponse struct {
@@ -599,18 +672,25 @@ const file_rendezvous_proto_rawDesc = "" +
 	"\x0fGetWorldRequest\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\"F\n" +
 	"\x10GetWorldResponse\x122\n" +
-	"\x05world\x18\x01 \x01(\v2\x1c.gorovod.rendezvous.v1.WorldR\x05world\"\x93\x01\n" +
+	"\x05world\x18\x01 \x01(\v2\x1c.gorovod.rendezvous.v1.WorldR\x05world\"\xe5\x01\n" +
 	"\x13ReportStatusRequest\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x12\n" +
 	"\x04rank\x18\x02 \x01(\x05R\x04rank\x128\n" +
 	"\x05state\x18\x03 \x01(\x0e2\".gorovod.rendezvous.v1.WorkerStateR\x05state\x12\x18\n" +
-	"\amessage\x18\x04 \x01(\tR\amessage\"g\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\x126\n" +
+	"\x04kind\x18\x05 \x01(\x0e2\".gorovod.rendezvous.v1.FailureKindR\x04kind\x12\x18\n" +
+	"\asuspect\x18\x06 \x01(\x05R\asuspect\"g\n" +
 	"\x14ReportStatusResponse\x12O\n" +
 	"\rfirst_failure\x18\x01 \x01(\v2*.gorovod.rendezvous.v1.ReportStatusRequestR\ffirstFailure*Y\n" +
 	"\vWorkerState\x12\x1c\n" +
 	"\x18WORKER_STATE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fWORKER_STATE_OK\x10\x01\x12\x17\n" +
-	"\x13WORKER_STATE_FAILED\x10\x022\xaf\x02\n" +
+	"\x13WORKER_STATE_FAILED\x10\x02*\x7f\n" +
+	"\vFailureKind\x12\x1c\n" +
+	"\x18FAILURE_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16FAILURE_KIND_PEER_LOST\x10\x01\x12\x1d\n" +
+	"\x19FAILURE_KIND_PEER_STALLED\x10\x02\x12\x17\n" +
+	"\x13FAILURE_KIND_EXITED\x10\x032\xaf\x02\n" +
 	"\n" +
 	"Rendezvous\x12[\n" +
 	"\bRegister\x12&.gorovod.rendezvous.v1.RegisterRequest\x1a'.gorovod.rendezvous.v1.RegisterResponse\x12[\n" +
@@ -629,36 +709,38 @@ func file_rendezvous_proto_rawDescGZIP() []byte {
 	return file_rendezvous_proto_rawDescData
 }
 
-var file_rendezvous_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_rendezvous_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
 var file_rendezvous_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_rendezvous_proto_goTypes = []any{
 	(WorkerState)(0),             // 0: gorovod.rendezvous.v1.WorkerState
-	(*RegisterRequest)(nil),      // 1: gorovod.rendezvous.v1.RegisterRequest
-	(*Peer)(nil),                 // 2: gorovod.rendezvous.v1.Peer
-	(*World)(nil),                // 3: gorovod.rendezvous.v1.World
-	(*RegisterResponse)(nil),     // 4: gorovod.rendezvous.v1.RegisterResponse
-	(*GetWorldRequest)(nil),      // 5: gorovod.rendezvous.v1.GetWorldRequest
-	(*GetWorldResponse)(nil),     // 6: gorovod.rendezvous.v1.GetWorldResponse
-	(*ReportStatusRequest)(nil),  // 7: gorovod.rendezvous.v1.ReportStatusRequest
-	(*ReportStatusResponse)(nil), // 8: gorovod.rendezvous.v1.ReportStatusResponse
+	(FailureKind)(0),             // 1: gorovod.rendezvous.v1.FailureKind
+	(*RegisterRequest)(nil),      // 2: gorovod.rendezvous.v1.RegisterRequest
+	(*Peer)(nil),                 // 3: gorovod.rendezvous.v1.Peer
+	(*World)(nil),                // 4: gorovod.rendezvous.v1.World
+	(*RegisterResponse)(nil),     // 5: gorovod.rendezvous.v1.RegisterResponse
+	(*GetWorldRequest)(nil),      // 6: gorovod.rendezvous.v1.GetWorldRequest
+	(*GetWorldResponse)(nil),     // 7: gorovod.rendezvous.v1.GetWorldResponse
+	(*ReportStatusRequest)(nil),  // 8: gorovod.rendezvous.v1.ReportStatusRequest
+	(*ReportStatusResponse)(nil), // 9: gorovod.rendezvous.v1.ReportStatusResponse
 }
 var file_rendezvous_proto_depIdxs = []int32{
-	2, // 0: gorovod.rendezvous.v1.World.peers:type_name -> gorovod.rendezvous.v1.Peer
-	3, // 1: gorovod.rendezvous.v1.RegisterResponse.world:type_name -> gorovod.rendezvous.v1.World
-	3, // 2: gorovod.rendezvous.v1.GetWorldResponse.world:type_name -> gorovod.rendezvous.v1.World
+	3, // 0: gorovod.rendezvous.v1.World.peers:type_name -> gorovod.rendezvous.v1.Peer
+	4, // 1: gorovod.rendezvous.v1.RegisterResponse.world:type_name -> gorovod.rendezvous.v1.World
+	4, // 2: gorovod.rendezvous.v1.GetWorldResponse.world:type_name -> gorovod.rendezvous.v1.World
 	0, // 3: gorovod.rendezvous.v1.ReportStatusRequest.state:type_name -> gorovod.rendezvous.v1.WorkerState
-	7, // 4: gorovod.rendezvous.v1.ReportStatusResponse.first_failure:type_name -> gorovod.rendezvous.v1.ReportStatusRequest
-	1, // 5: gorovod.rendezvous.v1.Rendezvous.Register:input_type -> gorovod.rendezvous.v1.RegisterRequest
-	5, // 6: gorovod.rendezvous.v1.Rendezvous.GetWorld:input_type -> gorovod.rendezvous.v1.GetWorldRequest
-	7, // 7: gorovod.rendezvous.v1.Rendezvous.ReportStatus:input_type -> gorovod.rendezvous.v1.ReportStatusRequest
-	4, // 8: gorovod.rendezvous.v1.Rendezvous.Register:output_type -> gorovod.rendezvous.v1.RegisterResponse
-	6, // 9: gorovod.rendezvous.v1.Rendezvous.GetWorld:output_type -> gorovod.rendezvous.v1.GetWorldResponse
-	8, // 10: gorovod.rendezvous.v1.Rendezvous.ReportStatus:output_type -> gorovod.rendezvous.v1.ReportStatusResponse
-	8, // [8:11] is the sub-list for method output_type
-	5, // [5:8] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	1, // 4: gorovod.rendezvous.v1.ReportStatusRequest.kind:type_name -> gorovod.rendezvous.v1.FailureKind
+	8, // 5: gorovod.rendezvous.v1.ReportStatusResponse.first_failure:type_name -> gorovod.rendezvous.v1.ReportStatusRequest
+	2, // 6: gorovod.rendezvous.v1.Rendezvous.Register:input_type -> gorovod.rendezvous.v1.RegisterRequest
+	6, // 7: gorovod.rendezvous.v1.Rendezvous.GetWorld:input_type -> gorovod.rendezvous.v1.GetWorldRequest
+	8, // 8: gorovod.rendezvous.v1.Rendezvous.ReportStatus:input_type -> gorovod.rendezvous.v1.ReportStatusRequest
+	5, // 9: gorovod.rendezvous.v1.Rendezvous.Register:output_type -> gorovod.rendezvous.v1.RegisterResponse
+	7, // 10: gorovod.rendezvous.v1.Rendezvous.GetWorld:output_type -> gorovod.rendezvous.v1.GetWorldResponse
+	9, // 11: gorovod.rendezvous.v1.Rendezvous.ReportStatus:output_type -> gorovod.rendezvous.v1.ReportStatusResponse
+	9, // [9:12] is the sub-list for method output_type
+	6, // [6:9] is the sub-list for method input_type
+	6, // [6:6] is the sub-list for extension type_name
+	6, // [6:6] is the sub-list for extension extendee
+	0, // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_rendezvous_proto_init() }
@@ -671,7 +753,7 @@ func file_rendezvous_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rendezvous_proto_rawDesc), len(file_rendezvous_proto_rawDesc)),
-			NumEnums:      1,
+			NumEnums:      2,
 			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   1,

@@ -14,22 +14,30 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/gorovod/gorovod/internal/transport"
 )
 
-// Failure is one rank's report that it lost a peer.
+// Failure is one rank's report that it lost a peer, or waited on one past
+// the progress timeout.
 type Failure struct {
 	Rank     int    // the rank that noticed
 	Host     string // its host
-	Lost     int    // the peer it lost
+	Lost     int    // the peer it lost or waited on
 	LostHost string
+	Stalled  bool // the peer stopped answering rather than went away
 	Message  string
 }
 
+// String names the peer first: every rank's error starts with the rank the
+// job's failure started at.
 func (f Failure) String() string {
+	if f.Stalled {
+		return fmt.Sprintf("rank %d on %s stalled (rank %d on %s waited on it past the progress timeout: %s)", f.Lost, f.LostHost, f.Rank, f.Host, f.Message)
+	}
 	return fmt.Sprintf("rank %d on %s was lost (first noticed by rank %d on %s: %s)", f.Lost, f.LostHost, f.Rank, f.Host, f.Message)
 }
 
@@ -59,8 +67,14 @@ func (o *MemOracle) Report(_ context.Context, f Failure) (string, error) {
 }
 
 // reportTimeout bounds the report to the oracle: a failure must not wait
-// long on the service that records it.
+// long on the service that records it. A stall report waits longer
+// (StallReportTimeout): the oracle may hold it for its settle window while
+// the stalled rank's other peers report.
 const reportTimeout = 2 * time.Second
+
+// StallReportTimeout bounds a stall report (see reportTimeout); it covers
+// twice the rendezvous oracle's default settle window of 1 s.
+const StallReportTimeout = reportTimeout + 2*time.Second
 
 // Mesh is a transport.Mesh whose links report the first lost peer.
 type Mesh struct {
@@ -93,16 +107,28 @@ func (t *Mesh) Link(peer int) transport.Link {
 	return t.links[peer]
 }
 
-// observe reports err if it is the first lost peer this rank sees.
+// observe reports err if it is the first lost or stalled peer this rank
+// sees. Link calls of the loop run under its progress deadline, so a link
+// whose ctx ran out was waiting on a peer that made no progress; the
+// report goes out before this rank closes its links, so the oracle knows
+// the peers it then fails are consequences.
 func (t *Mesh) observe(peer int, err error) error {
-	if err == nil || t.oracle == nil || !errors.Is(err, transport.ErrPeerLost) {
+	if err == nil || t.oracle == nil {
+		return err
+	}
+	stalled := errors.Is(err, context.DeadlineExceeded)
+	if !stalled && !errors.Is(err, transport.ErrPeerLost) {
 		return err
 	}
 	t.once.Do(func() {
 		defer close(t.done)
-		ctx, cancel := context.WithTimeout(context.Background(), reportTimeout)
+		wait := reportTimeout
+		if stalled {
+			wait = StallReportTimeout
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
 		defer cancel()
-		f := Failure{Rank: t.Rank(), Host: t.Host(t.Rank()), Lost: peer, LostHost: t.Host(peer), Message: err.Error()}
+		f := Failure{Rank: t.Rank(), Host: t.Host(t.Rank()), Lost: peer, LostHost: t.Host(peer), Stalled: stalled, Message: err.Error()}
 		first, rerr := t.oracle.Report(ctx, f)
 		if rerr != nil || first == "" {
 			first = f.String()
@@ -128,7 +154,17 @@ func (t *Mesh) Explain(err error) error {
 	if !errors.Is(err, transport.ErrPeerLost) {
 		return err
 	}
-	if f, ok := t.FirstFailure(); ok {
+	return t.ExplainAlways(err)
+}
+
+// ExplainAlways prefixes any error with the job's first failure, when this
+// rank has reported one and err does not already name it (a timeout that
+// followed a stall elsewhere, for example).
+func (t *Mesh) ExplainAlways(err error) error {
+	if err == nil {
+		return nil
+	}
+	if f, ok := t.FirstFailure(); ok && !strings.Contains(err.Error(), f) {
 		return fmt.Errorf("%s: %w", f, err)
 	}
 	return err
