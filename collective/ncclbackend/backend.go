@@ -26,7 +26,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"regexp"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 
@@ -182,9 +184,38 @@ func (b *Backend) Execute(ctx context.Context, r *coordinator.Response, entries 
 	b.calls.Add(gr.x.Calls() - before)
 	if err != nil {
 		b.drop(g, gr)
-		return b.wrap(err, r.Op.String()+" "+fmt.Sprint(r.Names), g)
+		peer, named := blamed(err, g)
+		err = b.wrap(err, r.Op.String()+" "+fmt.Sprint(r.Names), g)
+		if named && g.Report != nil && errors.Is(err, collective.ErrPeerLost) {
+			err = g.Report(peer, err)
+		}
+		return err
 	}
 	return nil
+}
+
+// NCCL's last error names the rank at fault in texts such as "rank 3
+// aborted", "rank 3 (pid 42) is gone" or "first failure: rank 3" (the test
+// double's, and NCCL's own where it knows); the first failure wins.
+var (
+	firstRank = regexp.MustCompile(`first failure: rank (\d+)`)
+	anyRank   = regexp.MustCompile(`\brank (\d+)\b`)
+)
+
+// blamed is the global rank an NCCL error names, if any other than this
+// rank: the peer the backend reports to the job's first-failure oracle.
+func blamed(err error, g collective.Group) (int, bool) {
+	text := err.Error()
+	for _, re := range []*regexp.Regexp{firstRank, anyRank} {
+		for _, m := range re.FindAllStringSubmatch(text, -1) {
+			idx, convErr := strconv.Atoi(m[1])
+			if convErr != nil || idx < 0 || idx >= len(g.Members) || idx == g.Rank {
+				continue
+			}
+			return g.Members[idx], true // NCCL ranks are indices into the group
+		}
+	}
+	return 0, false
 }
 
 // deviceCalls extracts the device tensors of a response's entries (nil for

@@ -262,3 +262,23 @@ func TestFaultFailsEveryWaitingHandle(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestBlamed(t *testing.T) {
+	g := collective.Group{Rank: 0, Members: []int{2, 5, 7}}
+	for _, tc := range []struct {
+		text string
+		want int
+		ok   bool
+	}{
+		{"nccl: async error: remote error (ncclRemoteError): fakenccl: rank 1 aborted its communicator", 5, true},
+		{"watchdog on rank 0: fakenccl: rank 2 aborted its communicator; first failure: rank 1: process 9 is gone", 5, true},
+		{"fakenccl: rank 2 (pid 77) is gone", 7, true},
+		{"nccl: communicator aborted: stream not done on rank 0: context deadline exceeded", 0, false},
+		{"rank 9 is not in the group", 0, false},
+	} {
+		got, ok := blamed(errors.New(tc.text), g)
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("blamed(%q) = %d, %v; want %d, %v", tc.text, got, ok, tc.want, tc.ok)
+		}
+	}
+}
