@@ -33,7 +33,7 @@ func main() {
 	if len(args) > 0 {
 		switch args[0] {
 		case launch.RemoteExecFlag:
-			os.Exit(launch.RemoteExec(os.Stdin, os.Stdout, os.Stderr))
+			os.Exit(launch.RemoteExec(os.Stdin, os.Stdout, os.Stderr, remoteGPUEnv))
 		case launch.RemoteProbeFlag:
 			ifaces, dir := "", ""
 			if len(args) > 1 {

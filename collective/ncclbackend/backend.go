@@ -362,6 +362,9 @@ func alltoall(ctx context.Context, x *nccl.Executor, r *coordinator.Response, en
 		if c == nil {
 			return fmt.Errorf("%w: alltoall %q on a joined rank", collective.ErrInvalid, r.Names[i])
 		}
+		if len(entries[i].Splits) != n {
+			return fmt.Errorf("%w: alltoall %q has %d splits for %d ranks", collective.ErrInvalid, r.Names[i], len(entries[i].Splits), n)
+		}
 		mine := make([]byte, 8*n)
 		send := make([]int, n)
 		for j, s := range entries[i].Splits {
