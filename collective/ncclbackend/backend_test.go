@@ -121,7 +121,11 @@ func TestFusion200(t *testing.T) {
 	b := New(lib, 0)
 	defer b.Close()
 	const np = 2
-	if err := run(t, np, b, func(ctx context.Context, r *devicecheck.Rig) error { return r.Fusion(ctx, 200) }); err != nil {
+	// A batch window longer than a submission gap on a loaded machine: the
+	// 200 submissions of a step meet in one or two cycles.
+	cfg := collective.DefaultConfig()
+	cfg.CycleTime, cfg.BatchWindow = 20*time.Millisecond, 5*time.Millisecond
+	if err := run(t, np, b, func(ctx context.Context, r *devicecheck.Rig) error { return r.Fusion(ctx, 200) }, collective.WithConfig(cfg)); err != nil {
 		t.Fatal(err)
 	}
 	// Every rank makes the same calls; the backend counts all ranks'.

@@ -93,7 +93,11 @@ func TestDeviceCollectivesUnderGorun(t *testing.T) {
 			for r := range gpus {
 				gpus[r] = fmt.Sprint(np - 1 - r)
 			}
-			res := gorun(t, 3*time.Minute, np, []string{"GOROVOD_GPU_MAP=" + strings.Join(gpus, ",")})
+			// The batch window is longer than a submission gap on a loaded
+			// machine, so the 200 small tensors of the fusion check meet in
+			// one or two cycles.
+			res := gorun(t, 3*time.Minute, np, []string{"GOROVOD_GPU_MAP=" + strings.Join(gpus, ","),
+				"GOROVOD_CYCLE_TIME=20ms", "GOROVOD_BATCH_WINDOW=5ms"})
 			if res.code != 0 {
 				t.Fatalf("exit %d:\n%s", res.code, res.out)
 			}
