@@ -30,3 +30,16 @@ func TestRemoteGPUEnv(t *testing.T) {
 		})
 	}
 }
+
+func TestSummarizeGPUs(t *testing.T) {
+	gpus, nccl := summarizeGPUs(
+		sysinfo.GPUs{Available: true, DriverVersion: "550.54.15", Devices: []sysinfo.GPU{{Index: 0, Name: "H100"}, {Index: 1, Name: "H100"}}},
+		sysinfo.NCCL{Available: true, Version: "2.21.5"})
+	if gpus != "2 (driver 550.54.15): 0 H100, 1 H100" || nccl != "2.21.5" {
+		t.Errorf("summary = %q, %q", gpus, nccl)
+	}
+	gpus, nccl = summarizeGPUs(sysinfo.GPUs{Reason: "NVML unavailable: no driver"}, sysinfo.NCCL{Reason: "libnccl.so.2: not found"})
+	if gpus != "none: NVML unavailable: no driver" || nccl != "unavailable: libnccl.so.2: not found" {
+		t.Errorf("summary without GPUs = %q, %q", gpus, nccl)
+	}
+}

@@ -42,7 +42,7 @@ func main() {
 			if len(args) > 2 {
 				dir = args[2]
 			}
-			os.Exit(launch.RemoteProbe(netif.ParseInterfaces(ifaces), dir, os.Stdout))
+			os.Exit(launch.RemoteProbe(netif.ParseInterfaces(ifaces), dir, os.Stdout, describeGPUs))
 		}
 	}
 	os.Exit(run(args, os.Stdout, os.Stderr))

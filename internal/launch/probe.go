@@ -38,13 +38,19 @@ type ProbeResult struct {
 	// the requested interfaces, else the source of the host's route to
 	// LauncherAddr.
 	BindAddr string `json:"bind"`
-	Error    string `json:"error,omitempty"`
+	// GPUs and NCCL describe the host's GPUs and NCCL library, as the
+	// probe's caller found them (gorun --check's lines).
+	GPUs  string `json:"gpus,omitempty"`
+	NCCL  string `json:"nccl,omitempty"`
+	Error string `json:"error,omitempty"`
 }
 
 // RemoteProbe is the remote half of the preflight check (hidden flag
 // RemoteProbeFlag): it checks that dir exists and finds the addresses,
 // then prints one line for the launcher. It returns the exit code.
-func RemoteProbe(ifaces []string, dir string, stdout io.Writer) int {
+// describe, when given, fills in what the caller knows of the host (GPUs,
+// NCCL).
+func RemoteProbe(ifaces []string, dir string, stdout io.Writer, describe ...func(*ProbeResult)) int {
 	var r ProbeResult
 	r.Hostname, _ = os.Hostname()
 	var problems []string
@@ -79,6 +85,9 @@ func RemoteProbe(ifaces []string, dir string, stdout io.Writer) int {
 		problems = append(problems, "cannot tell this host's address (no SSH_CONNECTION)")
 	}
 	r.Error = strings.Join(problems, "; ")
+	for _, d := range describe {
+		d(&r)
+	}
 	b, _ := json.Marshal(r)
 	fmt.Fprintln(stdout, probeMark+string(b))
 	if r.Error != "" {
