@@ -314,3 +314,82 @@ func prefix(counts []int) []int {
 	}
 	return out
 }
+
+// AllreduceHierarchical is Allreduce in three stages, for a communicator
+// that spans the ranks of one host: ncclReduceScatter within the host,
+// cross(shard) combining this rank's shard (host memory, reduced with op,
+// Sum for Average) with the same shard of the other hosts, then
+// ncclAllGather within the host. The data is padded with op's identity to a
+// multiple of the host's ranks. size is the number of ranks across all
+// hosts, the divisor of Average.
+func (x *Executor) AllreduceHierarchical(ctx context.Context, ts []Tensor, dt tensor.DType, op tensor.ReduceOp, prescale, postscale float64, size int, cross func(ctx context.Context, shard []byte) error) error {
+	rop := op
+	if op == tensor.Average {
+		rop = tensor.Sum
+	}
+	if _, err := x.comm.Reduction(dt, rop); err != nil {
+		return err
+	}
+	es, local := dt.Size(), x.comm.Size()
+	total := 0
+	for _, t := range ts {
+		total += t.Count
+	}
+	shard := (total + local - 1) / local
+	buf, err := x.fusion(ctx, (shard*local+shard)*es)
+	if err != nil {
+		return err
+	}
+	scratch := buf + DevicePtr(shard*local*es)
+	if err := x.pack(buf, ts, es); err != nil {
+		return err
+	}
+	if pad := shard*local - total; pad > 0 {
+		if err := x.dev.CopyToDevice(buf+DevicePtr(total*es), Identity(dt, rop, pad)); err != nil {
+			return err
+		}
+	}
+	if prescale != 1 {
+		if err := x.scaleOnHost(ctx, buf, total, dt, hostScale{factor: prescale}); err != nil {
+			return err
+		}
+	}
+	if err := x.comm.ReduceScatter(ctx, buf, scratch, shard, dt, rop, x.stream); err != nil {
+		return err
+	}
+	x.count()
+	if err := x.comm.Synchronize(ctx, x.stream); err != nil {
+		return err
+	}
+	host := make([]byte, shard*es)
+	if err := x.dev.CopyFromDevice(host, scratch); err != nil {
+		return err
+	}
+	if err := cross(ctx, host); err != nil {
+		return err
+	}
+	if err := x.dev.CopyToDevice(scratch, host); err != nil {
+		return err
+	}
+	if err := x.comm.AllGather(ctx, scratch, buf, shard, dt, x.stream); err != nil {
+		return err
+	}
+	x.count()
+	post := hostScale{factor: postscale}
+	if op == tensor.Average && size > 1 {
+		if dt.IsFloat() {
+			post.factor /= float64(size)
+		} else {
+			post.divide = size
+		}
+	}
+	if !post.identity() {
+		if err := x.scaleOnHost(ctx, buf, total, dt, post); err != nil {
+			return err
+		}
+	}
+	if err := x.unpack(buf, ts, es); err != nil {
+		return err
+	}
+	return x.comm.Synchronize(ctx, x.stream)
+}

@@ -96,9 +96,9 @@ func groupKey(g collective.Group) string {
 	return fmt.Sprintf("rank %d of %v", g.Members[g.Rank], g.Members)
 }
 
-// executor returns the group's executor, making its communicator first.
-func (b *Backend) executor(ctx context.Context, g collective.Group, device int) (*group, error) {
-	key := groupKey(g)
+// executor returns the executor of the communicator key names, making it
+// with makeComm first.
+func (b *Backend) executor(ctx context.Context, g collective.Group, key string, makeComm func(context.Context) (*nccl.Comm, error)) (*group, error) {
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
@@ -118,8 +118,7 @@ func (b *Backend) executor(ctx context.Context, g collective.Group, device int) 
 		closeExecutor(gr.x)
 		gr.x = nil
 	}
-	bcast := func(ctx context.Context, buf []byte) error { return g.Host.Broadcast(ctx, buf, 0) }
-	c, err := b.lib.NewCommBroadcast(ctx, len(g.Members), g.Rank, device, bcast, b.opts...)
+	c, err := makeComm(ctx)
 	if err != nil {
 		gr.mu.Unlock()
 		return nil, b.wrap(err, "making the communicator", g)
@@ -135,6 +134,15 @@ func (b *Backend) executor(ctx context.Context, g collective.Group, device int) 
 	return gr, nil
 }
 
+// flatComm makes the communicator of all the group's members: rank 0's id
+// broadcast over the host plane.
+func (b *Backend) flatComm(g collective.Group, device int) func(context.Context) (*nccl.Comm, error) {
+	return func(ctx context.Context) (*nccl.Comm, error) {
+		bcast := func(ctx context.Context, buf []byte) error { return g.Host.Broadcast(ctx, buf, 0) }
+		return b.lib.NewCommBroadcast(ctx, len(g.Members), g.Rank, device, bcast, b.opts...)
+	}
+}
+
 // closeExecutor destroys an executor's communicator after freeing its
 // buffers.
 func closeExecutor(x *nccl.Executor) error {
@@ -148,7 +156,7 @@ func closeExecutor(x *nccl.Executor) error {
 
 // drop forgets a failed communicator (aborting it) so that a later
 // response makes a new one.
-func (b *Backend) drop(g collective.Group, gr *group) {
+func (b *Backend) drop(key string, gr *group) {
 	if gr.x != nil {
 		// Abort first: it releases work still queued on the stream, which
 		// freeing the fusion buffer waits for.
@@ -159,8 +167,8 @@ func (b *Backend) drop(g collective.Group, gr *group) {
 		gr.x = nil
 	}
 	b.mu.Lock()
-	if b.groups[groupKey(g)] == gr {
-		delete(b.groups, groupKey(g))
+	if b.groups[key] == gr {
+		delete(b.groups, key)
 	}
 	b.mu.Unlock()
 }
@@ -171,7 +179,13 @@ func (b *Backend) Execute(ctx context.Context, r *coordinator.Response, entries 
 	if err != nil {
 		return err
 	}
-	gr, err := b.executor(ctx, g, device)
+	key, makeComm := groupKey(g), b.flatComm(g, device)
+	h, hier := plan(g)
+	hier = hier && r.Op == coordinator.OpAllreduce && len(r.JoinedRanks) == 0
+	if hier {
+		key, makeComm = key+" local", b.localComm(g, h, device)
+	}
+	gr, err := b.executor(ctx, g, key, makeComm)
 	if err != nil {
 		return err
 	}
@@ -180,10 +194,14 @@ func (b *Backend) Execute(ctx context.Context, r *coordinator.Response, entries 
 	if err := b.waitProducers(ctx, calls); err != nil {
 		return err
 	}
-	err = b.run(ctx, gr.x, r, entries, calls, g)
+	if hier {
+		err = hierarchicalAllreduce(ctx, gr.x, r, calls, g, h)
+	} else {
+		err = b.run(ctx, gr.x, r, entries, calls, g)
+	}
 	b.calls.Add(gr.x.Calls() - before)
 	if err != nil {
-		b.drop(g, gr)
+		b.drop(key, gr)
 		peer, named := blamed(err, g)
 		err = b.wrap(err, r.Op.String()+" "+fmt.Sprint(r.Names), g)
 		if named && g.Report != nil && errors.Is(err, collective.ErrPeerLost) {

@@ -16,8 +16,10 @@ import (
 
 	"github.com/gorovod/gorovod/collective"
 	"github.com/gorovod/gorovod/collective/collectivetest"
+	"github.com/gorovod/gorovod/collective/internal/worldhook"
 	"github.com/gorovod/gorovod/collective/ncclbackend/devicecheck"
 	"github.com/gorovod/gorovod/internal/tensor"
+	"github.com/gorovod/gorovod/internal/transport/inmem"
 	"github.com/gorovod/gorovod/nccl"
 	"github.com/gorovod/gorovod/nccl/fakenccl"
 )
@@ -284,5 +286,82 @@ func TestBlamed(t *testing.T) {
 		if got != tc.want || ok != tc.ok {
 			t.Errorf("blamed(%q) = %d, %v; want %d, %v", tc.text, got, ok, tc.want, tc.ok)
 		}
+	}
+}
+
+// TestHierarchicalAllreduce: 2 hosts x 2 ranks with
+// HierarchicalAllreduce set: device allreduces run as NCCL reduce-scatter
+// and allgather within each host around a host-plane step across hosts
+// (two NCCL calls each), element by element right for every dtype and op.
+func TestHierarchicalAllreduce(t *testing.T) {
+	checkNoLeak(t)
+	lib := loadDouble(t)
+	b := New(lib, 0)
+	defer b.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	const np = 4
+	mem, err := inmem.NewWorld(np, inmem.WithPipeBytes(1<<20), inmem.WithHosts("a", "a", "b", "b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mem.Close()
+	cfg := collective.DefaultConfig()
+	cfg.HierarchicalAllreduce = true
+	oracle := worldhook.NewOracle(np)
+	worlds := make([]*collective.World, np)
+	var wg sync.WaitGroup
+	errs := make([]error, np)
+	for r := range np {
+		wg.Add(1)
+		go func() { // NewWorld returns once every rank has joined
+			defer wg.Done()
+			worlds[r], errs[r] = collective.NewWorld(ctx, collective.WithConfig(cfg), collective.WithDeviceBackend(b),
+				worldhook.WithMesh(mem.Mesh(r), oracle).(collective.Option))
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	for r, w := range worlds {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer w.Close(ctx)
+			rig := devicecheck.NewRig(w, lib, r)
+			defer rig.Close()
+			for _, dt := range devicecheck.DTypes {
+				for _, op := range devicecheck.Ops {
+					n := 1031 // not a multiple of the 2 ranks of a host: padded
+					x, err := rig.Tensor(dt, devicecheck.Values(dt, r, 0, n))
+					if err != nil {
+						errs[r] = err
+						return
+					}
+					name := fmt.Sprintf("h/%v/%v", dt, op)
+					if err := collective.AllreduceDevice(ctx, name, x, op, rig.In); err != nil {
+						errs[r] = fmt.Errorf("rank %d: %s: %w", r, name, err)
+						return
+					}
+					want := make([]float64, n)
+					for i := range want {
+						want[i] = devicecheck.Reduced(dt, op, np, i)
+					}
+					if err := rig.Check(name, x, want); err != nil {
+						errs[r] = err
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	want := int64(np * 2 * len(devicecheck.DTypes) * len(devicecheck.Ops))
+	if c := b.Calls(); c != want {
+		t.Errorf("%d NCCL calls, want %d (a reduce-scatter and an allgather per allreduce and rank)", c, want)
 	}
 }
