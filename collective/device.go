@@ -63,7 +63,7 @@ func (t DeviceTensor) check(op string) error {
 	return nil
 }
 
-func submitDevice(req coordinator.Request, t DeviceTensor, splits []int, opts []CallOption) (*Handle, *DeviceCall) {
+func submitDevice(ctx context.Context, req coordinator.Request, t DeviceTensor, splits []int, opts []CallOption) (*Handle, *DeviceCall) {
 	if err := t.check(req.Op.String()); err != nil {
 		return failed(err), nil
 	}
@@ -73,7 +73,7 @@ func submitDevice(req coordinator.Request, t DeviceTensor, splits []int, opts []
 	}
 	call := &DeviceCall{In: t}
 	co := callOpts(append(opts, WithDevice(Device(t.Device))))
-	h := submitWith(req, nil, co, func(en *entry) {
+	h := submitWith(ctx, req, nil, co, func(en *entry) {
 		en.Tensor = call
 		en.Splits = splits
 	})
@@ -82,7 +82,7 @@ func submitDevice(req coordinator.Request, t DeviceTensor, splits []int, opts []
 
 // AllreduceDeviceAsync starts an allreduce of t in place.
 func AllreduceDeviceAsync(ctx context.Context, name string, t DeviceTensor, op ReduceOp, opts ...CallOption) *Handle {
-	h, _ := submitDevice(coordinator.Request{Name: name, Op: coordinator.OpAllreduce, ReduceOp: op}, t, nil, opts)
+	h, _ := submitDevice(ctx, coordinator.Request{Name: name, Op: coordinator.OpAllreduce, ReduceOp: op}, t, nil, opts)
 	return h
 }
 
@@ -110,7 +110,7 @@ func GroupedAllreduceDevice(ctx context.Context, name string, ts []DeviceTensor,
 
 // BroadcastDeviceAsync starts a broadcast of root's t into every rank's t.
 func BroadcastDeviceAsync(ctx context.Context, name string, t DeviceTensor, root int, opts ...CallOption) *Handle {
-	h, _ := submitDevice(coordinator.Request{Name: name, Op: coordinator.OpBroadcast, Root: root}, t, nil, opts)
+	h, _ := submitDevice(ctx, coordinator.Request{Name: name, Op: coordinator.OpBroadcast, Root: root}, t, nil, opts)
 	return h
 }
 
@@ -153,7 +153,7 @@ func deviceResult(h *Handle, call *DeviceCall) DeviceResult {
 // AllgatherDeviceAsync gathers every rank's t (the first dimension may
 // differ) into new device memory, in rank order.
 func AllgatherDeviceAsync(ctx context.Context, name string, t DeviceTensor, opts ...CallOption) DeviceResult {
-	return deviceResult(submitDevice(coordinator.Request{Name: name, Op: coordinator.OpAllgather}, t, nil, opts))
+	return deviceResult(submitDevice(ctx, coordinator.Request{Name: name, Op: coordinator.OpAllgather}, t, nil, opts))
 }
 
 // AllgatherDevice is AllgatherDeviceAsync then Wait.
@@ -165,7 +165,7 @@ func AllgatherDevice(ctx context.Context, name string, t DeviceTensor, opts ...C
 // block (the blocks split the elements as evenly as possible, the first
 // ones one longer) in new device memory.
 func ReduceScatterDeviceAsync(ctx context.Context, name string, t DeviceTensor, op ReduceOp, opts ...CallOption) DeviceResult {
-	return deviceResult(submitDevice(coordinator.Request{Name: name, Op: coordinator.OpReduceScatter, ReduceOp: op}, t, nil, opts))
+	return deviceResult(submitDevice(ctx, coordinator.Request{Name: name, Op: coordinator.OpReduceScatter, ReduceOp: op}, t, nil, opts))
 }
 
 // ReduceScatterDevice is ReduceScatterDeviceAsync then Wait.
@@ -190,7 +190,7 @@ func AlltoallDeviceAsync(ctx context.Context, name string, t DeviceTensor, split
 	if total != t.Count {
 		return deviceResult(failed(fmt.Errorf("%w: alltoall %q splits add up to %d elements, the tensor has %d", ErrInvalid, name, total, t.Count)), nil)
 	}
-	return deviceResult(submitDevice(coordinator.Request{Name: name, Op: coordinator.OpAlltoall}, t, bytes, opts))
+	return deviceResult(submitDevice(ctx, coordinator.Request{Name: name, Op: coordinator.OpAlltoall}, t, bytes, opts))
 }
 
 // AlltoallDevice is AlltoallDeviceAsync then Wait.
