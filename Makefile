@@ -18,7 +18,7 @@ all: build
 
 build:
 	@mkdir -p $(BIN)
-	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/... ./examples/... ./test/allreducecheck ./test/worker
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/... ./examples/... ./test/allreducecheck ./test/worker ./test/gpucheck
 
 # The main job: data-parallel Fashion-MNIST training on this machine.
 run: build
