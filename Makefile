@@ -5,6 +5,10 @@ NP       ?= 2
 EPOCHS   ?= 4
 VERSION  := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X main.version=$(VERSION)
+# go-nvml's cgo preamble calls NVML functions its nvml.h marks deprecated;
+# gcc's warnings about them are noise in every build of gorun.
+CGO_CFLAGS ?= -O2 -g
+export CGO_CFLAGS += -Wno-deprecated-declarations
 # Packages with goroutines and shared state run under the race detector.
 RACE_PKGS := ./collective/... ./coordinator/... ./fusion/... ./ops/... ./internal/... ./nccl/...
 
@@ -14,7 +18,7 @@ all: build
 
 build:
 	@mkdir -p $(BIN)
-	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/... ./examples/... ./test/allreducecheck ./test/worker
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/... ./examples/... ./test/allreducecheck ./test/worker ./test/gpucheck
 
 # The main job: data-parallel Fashion-MNIST training on this machine.
 run: build
@@ -32,6 +36,7 @@ examples: build
 
 test: build lint
 	@scripts/deps.sh test
+	$(MAKE) cuadapter
 	$(GO) test -race -timeout 15m $(RACE_PKGS)
 	# -count=1: these tests run the built binaries, which go test's cache does not track.
 	$(GO) test -count=1 -timeout 15m ./cmd/... ./examples/... ./test/...
@@ -52,3 +57,22 @@ lint:
 
 clean:
 	rm -rf $(BIN)
+
+# The NCCL + CUDA runtime test double (nccl/fakenccl): LD_LIBRARY_PATH=$(BIN)/fakenccl
+# makes nccl.Load use it. See docs/gpu.md.
+.PHONY: fakenccl
+fakenccl:
+	$(GO) run ./nccl/fakenccl/mkfake -o $(BIN)/fakenccl
+
+# gorgonia.org/cu adapters (nested module nccl/cuadapter): built and vetted
+# with -tags cuda against cuda.h and the libcuda stub from Debian non-free
+# nvidia-cuda-dev, fetched once into CUDA_STUB (no GPU needed). Skipped, with
+# the reason, when that archive cannot be reached.
+CUDA_STUB ?= $(HOME)/.cache/gorovod/cuda-stub
+.PHONY: cuadapter
+cuadapter:
+	@st=0; scripts/cuda-stub.sh $(CUDA_STUB) || st=$$?; \
+	if [ $$st -eq 3 ]; then echo "cuadapter: SKIPPED: no cuda.h/libcuda stub (Debian non-free unreachable)"; exit 0; fi; \
+	[ $$st -eq 0 ] || exit $$st; \
+	cd nccl/cuadapter && CGO_CFLAGS="-I$(CUDA_STUB)/include" CGO_LDFLAGS="-L$(CUDA_STUB)/lib" $(GO) build -tags cuda ./... && \
+	CGO_CFLAGS="-I$(CUDA_STUB)/include" CGO_LDFLAGS="-L$(CUDA_STUB)/lib" $(GO) vet -tags cuda ./...

@@ -46,6 +46,11 @@ type Group struct {
 	Members []int     // global ranks, ascending (every rank of the world outside process sets)
 	Joined  []int     // global ranks that have joined (they have nil entries)
 	Host    *ops.Comm // the host data plane among Members (a device backend's control messages)
+	Hosts   []string  // the host of each member (hierarchical device algorithms)
+	// Report hands a device backend's failure that names a lost or stalled
+	// peer (a global rank) to the job's first-failure oracle, as the host
+	// links do for their own failures; it returns err.
+	Report func(peer int, err error) error
 }
 
 // Entry is one tensor of a response, as a backend sees it.
@@ -89,7 +94,11 @@ func (e *engine) group(r *coordinator.Response) (Group, error) {
 	if r.ProcessSet != 0 {
 		members = e.sets[r.ProcessSet].members
 	}
-	return Group{Rank: slices.Index(members, e.topo.Rank), Members: members, Joined: r.JoinedRanks, Host: comm}, nil
+	hosts := make([]string, len(members))
+	for i, m := range members {
+		hosts[i] = e.mesh.Host(m)
+	}
+	return Group{Rank: slices.Index(members, e.topo.Rank), Members: members, Joined: r.JoinedRanks, Host: comm, Hosts: hosts, Report: e.mesh.Observe}, nil
 }
 
 // cpuBackend runs responses of host-memory tensors with package ops.

@@ -138,7 +138,7 @@ type Response struct {
 	DType      tensor.DType
 	ReduceOp   tensor.ReduceOp
 	Root       int
-	Device     int
+	Device     int // CPU, or the lowest rank's GPU ordinal (each rank runs on its own GPU)
 	Prescale   float64
 	Postscale  float64
 	ProcessSet int

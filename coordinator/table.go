@@ -238,7 +238,9 @@ func checkRequest(name string, first, r *Request) *refusal {
 		return refuse(ErrorMismatch, "mismatched %s %q: rank %d sent dtype %s, rank %d sent dtype %s",
 			r.Op, name, first.Rank, first.DType, r.Rank, r.DType)
 	}
-	if r.Device != first.Device {
+	// Host and device tensors never meet under one name. GPU ordinals may
+	// differ: each rank reduces on its own GPU.
+	if (r.Device == CPU) != (first.Device == CPU) {
 		return refuse(ErrorMismatch, "mismatched %s %q: rank %d sent device %s, rank %d sent device %s",
 			r.Op, name, first.Rank, deviceString(first.Device), r.Rank, deviceString(r.Device))
 	}

@@ -590,8 +590,10 @@ func (c *Comm) Synchronize(ctx context.Context, stream Stream) error {
 		c.abortWith(err)
 		return err
 	}
-	if c.Err() == nil {
-		c.abortWith(fmt.Errorf("%w: %w", ErrAborted, err))
+	if cause := c.Err(); cause != nil {
+		return cause // aborted meanwhile (the watchdog, Abort): its reason
 	}
+	err = fmt.Errorf("%w: %w", ErrAborted, err)
+	c.abortWith(err)
 	return err
 }

@@ -47,6 +47,16 @@
 // *CallError values carrying the result code, ncclGetErrorString's text and
 // ncclGetLastError's detail; CUDA failures are *CUDAError.
 //
+// # Executor
+//
+// An Executor runs the work of Gorovod's device backend on one
+// communicator: fused allreduce through a device fusion buffer (async
+// device-to-device copies, one NCCL call), scaling and Average without
+// ncclAvg as a host step, a joined rank's identity contribution, and
+// allgather/alltoall with uneven counts as grouped ncclSend/ncclRecv. Calls
+// counts the NCCL collectives it enqueued. Package collective/ncclbackend
+// plugs it into the background loop.
+//
 // # Reductions
 //
 // MapReduction maps ops.DType/ops.ReduceOp to NCCL's enums. Average uses
@@ -54,6 +64,8 @@
 // caller divides by the communicator size. bfloat16 needs 2.10+. Bitwise
 // reductions have no NCCL equivalent and are refused with ErrUnsupported.
 //
-// With the build tag "cuda", FromCUDevicePtr and FromCUStream adopt memory
-// and streams from gorgonia.org/cu (which needs cuda.h to build).
+// The nested module nccl/cuadapter adopts memory and streams from
+// gorgonia.org/cu (it builds with -tags cuda against cuda.h); nccl/fakenccl
+// builds the multi-process test double of NCCL and the CUDA runtime the
+// tests run on (docs/gpu.md).
 package nccl

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -19,16 +18,18 @@ import (
 	"time"
 
 	"github.com/gorovod/gorovod/internal/tensor"
+	"github.com/gorovod/gorovod/nccl/fakenccl"
 )
 
-// The fake libraries (testdata/fake_*.c) are compiled once per test binary.
+// The test double (nccl/fakenccl) is compiled once per test binary, in
+// three variants.
 var fakes struct {
 	once sync.Once
 	dir  string
 	err  error
 }
 
-// fakeVariant names a compiled fake libnccl.
+// fakeVariant names a compiled variant of the double.
 type fakeVariant string
 
 const (
@@ -38,6 +39,9 @@ const (
 )
 
 func TestMain(m *testing.M) {
+	if child := os.Getenv(childEnv); child != "" {
+		os.Exit(runChild(child))
+	}
 	code := m.Run()
 	if fakes.dir != "" {
 		os.RemoveAll(fakes.dir)
@@ -46,44 +50,42 @@ func TestMain(m *testing.M) {
 }
 
 func buildFakes() (string, error) {
-	gcc, err := exec.LookPath("gcc")
-	if err != nil {
-		return "", err
-	}
 	dir, err := os.MkdirTemp("", "nccl-fake-")
 	if err != nil {
 		return "", err
 	}
-	builds := map[string][]string{
-		"libnccl-new.so":    {"-DFAKE_VERSION=21803", "-DFAKE_CONFIG", "testdata/fake_nccl.c"},
-		"libnccl-old.so":    {"-DFAKE_VERSION=2804", "testdata/fake_nccl.c"},
-		"libnccl-broken.so": {"-DFAKE_VERSION=21803", "-DFAKE_BROKEN", "testdata/fake_nccl.c"},
-		"libcudart-fake.so": {"testdata/fake_cudart.c"},
-	}
-	for out, args := range builds {
-		cmd := exec.Command(gcc, append([]string{"-shared", "-fPIC", "-O1", "-o", filepath.Join(dir, out)}, args...)...)
-		if b, err := cmd.CombinedOutput(); err != nil {
-			return dir, fmt.Errorf("gcc %s: %v\n%s", out, err, b)
+	ctx := context.Background()
+	for v, o := range map[fakeVariant]fakenccl.Options{
+		fakeNew:    {},
+		fakeOld:    {Version: 2804, NoConfig: true},
+		fakeBroken: {Broken: true},
+	} {
+		if err := fakenccl.Build(ctx, filepath.Join(dir, string(v)), o); err != nil {
+			return dir, err
 		}
 	}
 	return dir, nil
+}
+
+func fakePaths(v fakeVariant) (ncclPath, cudartPath string) {
+	d := filepath.Join(fakes.dir, string(v))
+	return filepath.Join(d, fakenccl.NCCLName), filepath.Join(d, fakenccl.CUDARTName)
 }
 
 // loadFake loads a fake NCCL variant and logs its calls to a fresh file.
 func loadFake(t testing.TB, v fakeVariant) (*Library, *callLog) {
 	t.Helper()
 	fakes.once.Do(func() { fakes.dir, fakes.err = buildFakes() })
-	if errors.Is(fakes.err, exec.ErrNotFound) {
-		t.Skip("no gcc to build the fake NCCL")
+	if errors.Is(fakes.err, fakenccl.ErrNoCompiler) {
+		t.Skip(fakes.err)
 	}
 	if fakes.err != nil {
 		t.Fatal(fakes.err)
 	}
 	log := &callLog{path: filepath.Join(t.TempDir(), "calls.log")}
 	t.Setenv("FAKE_NCCL_LOG", log.path)
-	lib, err := LoadFrom(
-		[]string{filepath.Join(fakes.dir, "libnccl-absent.so"), filepath.Join(fakes.dir, "libnccl-"+string(v)+".so")},
-		[]string{filepath.Join(fakes.dir, "libcudart-fake.so")})
+	np, cp := fakePaths(v)
+	lib, err := LoadFrom([]string{filepath.Join(fakes.dir, "libnccl-absent.so"), np}, []string{cp})
 	if err != nil {
 		t.Fatalf("LoadFrom fake %s: %v", v, err)
 	}
@@ -190,7 +192,7 @@ func TestFakeLoad(t *testing.T) {
 		t.Errorf("Version = %d.%d.%d, want 2.18.3", a, b, c)
 	}
 	np, cp := lib.Paths()
-	if filepath.Base(np) != "libnccl-new.so" || filepath.Base(cp) != "libcudart-fake.so" {
+	if wn, wc := fakePaths(fakeNew); np != wn || cp != wc {
 		t.Errorf("Paths = %q, %q", np, cp)
 	}
 	if v, err := lib.RuntimeVersion(); err != nil || v != 12040 {
@@ -206,11 +208,14 @@ func TestFakeLoad(t *testing.T) {
 }
 
 func TestFakeMissingSymbol(t *testing.T) {
-	_, err := LoadFrom([]string{filepath.Join(fakesDir(t), "libnccl-broken.so")}, []string{filepath.Join(fakesDir(t), "libcudart-fake.so")})
+	fakesDir(t)
+	bn, bc := fakePaths(fakeBroken)
+	_, err := LoadFrom([]string{bn}, []string{bc})
 	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "ncclAllReduce") {
 		t.Errorf("LoadFrom broken fake: %v, want ErrUnavailable naming ncclAllReduce", err)
 	}
-	_, err = LoadFrom([]string{filepath.Join(fakesDir(t), "libnccl-new.so")}, []string{"/nonexistent/libcudart.so.12"})
+	nn, _ := fakePaths(fakeNew)
+	_, err = LoadFrom([]string{nn}, []string{"/nonexistent/libcudart.so.12"})
 	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "libcudart") || strings.Contains(err.Error(), "cannot load NCCL") {
 		t.Errorf("LoadFrom without cudart: %v, want ErrUnavailable naming only libcudart", err)
 	}

@@ -188,6 +188,22 @@ func (d Device) CopyFromDevice(dst []byte, src DevicePtr) error {
 	return d.l.cudaErr("cudaMemcpy(DeviceToHost)", d.l.s.copyFromDevice(d.Ordinal, dst, src))
 }
 
+// CopyAsync queues a copy of n bytes from src to dst, both device memory,
+// on stream s (cudaMemcpyAsync, device to device).
+func (d Device) CopyAsync(dst, src DevicePtr, n int, s Stream) error {
+	if err := d.l.ready(); err != nil {
+		return err
+	}
+	if n < 0 {
+		return fmt.Errorf("%w: CopyAsync of %d bytes", ErrInvalid, n)
+	}
+	e := d.l.s.copyAsync(d.Ordinal, dst, src, n, s)
+	if e == -1 {
+		return fmt.Errorf("%w: cudaMemcpyAsync not in %s", ErrUnsupported, d.l.cudartPath())
+	}
+	return d.l.cudaErr("cudaMemcpyAsync(DeviceToDevice)", e)
+}
+
 // NewStream creates a CUDA stream on the device.
 func (d Device) NewStream() (Stream, error) {
 	if err := d.l.ready(); err != nil {

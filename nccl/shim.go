@@ -54,6 +54,7 @@ type shim interface {
 	free(dev int, p DevicePtr) int
 	copyToDevice(dev int, dst DevicePtr, src []byte) int
 	copyFromDevice(dev int, dst []byte, src DevicePtr) int
+	copyAsync(dev int, dst, src DevicePtr, n int, s Stream) int // device to device; -1: no cudaMemcpyAsync
 	streamCreate(dev int) (Stream, int)
 	streamDestroy(dev int, s Stream) int
 	streamQuery(dev int, s Stream) int // -1: no cudaStreamQuery

@@ -64,6 +64,7 @@ typedef struct {
 	cudaError_t (*malloc)(void **, size_t);
 	cudaError_t (*free)(void *);
 	cudaError_t (*memcpy)(void *, const void *, size_t, int);
+	cudaError_t (*memcpyAsync)(void *, const void *, size_t, int, cudaStream_t);
 } gr_lib;
 
 typedef struct { const char *name; size_t off; int cudart; int required; } gr_sym;
@@ -97,6 +98,7 @@ static const gr_sym gr_syms[] = {
 	{"cudaMalloc", offsetof(gr_lib, malloc), 1, 1},
 	{"cudaFree", offsetof(gr_lib, free), 1, 1},
 	{"cudaMemcpy", offsetof(gr_lib, memcpy), 1, 1},
+	{"cudaMemcpyAsync", offsetof(gr_lib, memcpyAsync), 1, 0},
 };
 
 // gr_open dlopens path; on failure it copies dlerror's text into err. Both
@@ -228,6 +230,13 @@ static int gr_toDevice(gr_lib *l, int dev, uintptr_t dst, const void *src, size_
 static int gr_fromDevice(gr_lib *l, int dev, void *dst, uintptr_t src, size_t n) {
 	GR_SET_DEVICE(l, dev);
 	return l->memcpy(dst, (const void *)src, n, 2); // cudaMemcpyDeviceToHost
+}
+// gr_copyAsync queues a device-to-device copy (cudaMemcpyDeviceToDevice)
+// on a stream; -1 without cudaMemcpyAsync.
+static int gr_copyAsync(gr_lib *l, int dev, uintptr_t dst, uintptr_t src, size_t n, uintptr_t st) {
+	if (l->memcpyAsync == NULL) return -1;
+	GR_SET_DEVICE(l, dev);
+	return l->memcpyAsync((void *)dst, (const void *)src, n, 3, (cudaStream_t)st);
 }
 static int gr_streamCreate(gr_lib *l, int dev, uintptr_t *s) {
 	GR_SET_DEVICE(l, dev);
@@ -451,6 +460,13 @@ func (s *cShim) copyFromDevice(dev int, dst []byte, src DevicePtr) int {
 		return 0
 	}
 	return int(C.gr_fromDevice(s.l, C.int(dev), unsafe.Pointer(&dst[0]), C.uintptr_t(src), C.size_t(len(dst))))
+}
+
+func (s *cShim) copyAsync(dev int, dst, src DevicePtr, n int, st Stream) int {
+	if n == 0 {
+		return 0
+	}
+	return int(C.gr_copyAsync(s.l, C.int(dev), C.uintptr_t(dst), C.uintptr_t(src), C.size_t(n), C.uintptr_t(st)))
 }
 
 func (s *cShim) streamCreate(dev int) (Stream, int) {

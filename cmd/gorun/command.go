@@ -303,9 +303,13 @@ func runJob(ctx context.Context, o *options, fs *pflag.FlagSet, args []string, s
 	if err != nil {
 		return err
 	}
+	gpus, err := sysinfo.PlanGPUs(os.Getenv, sysinfo.LocalGPUs()) // docs/gpu.md
+	if err != nil {
+		return err
+	}
 	workers := buildWorkers(o, p, np, jobEnv{
 		secret: secret, startTimeout: startTimeout, rdvPort: port, master: master,
-		progress: progressHint(stdout),
+		progress: progressHint(stdout), gpus: gpus,
 	})
 	log.Debug("starting job", zap.Int("np", len(workers)), zap.Strings("argv", p.argv),
 		zap.String("rendezvous", lis.Addr().String()), zap.Duration("start_timeout", startTimeout))

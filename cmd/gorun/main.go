@@ -36,7 +36,7 @@ func main() {
 	if len(args) > 0 {
 		switch args[0] {
 		case launch.RemoteExecFlag:
-			os.Exit(launch.RemoteExec(os.Stdin, os.Stdout, os.Stderr))
+			os.Exit(launch.RemoteExec(os.Stdin, os.Stdout, os.Stderr, remoteGPUEnv))
 		case launch.RemoteProbeFlag:
 			ifaces, dir := "", ""
 			if len(args) > 1 {
@@ -45,7 +45,7 @@ func main() {
 			if len(args) > 2 {
 				dir = args[2]
 			}
-			os.Exit(launch.RemoteProbe(netif.ParseInterfaces(ifaces), dir, os.Stdout))
+			os.Exit(launch.RemoteProbe(netif.ParseInterfaces(ifaces), dir, os.Stdout, describeGPUs))
 		}
 	}
 	os.Exit(run(args, os.Stdout, os.Stderr))

@@ -115,7 +115,7 @@ func prepareRemote(ctx context.Context, o *options, remote []string, slots []hos
 	for _, h := range remote {
 		log.Info("host "+h, zap.String("hostname", probes[h].Hostname), zap.String("ssh_addr", probes[h].HostAddr),
 			zap.String("rendezvous_via", np.rdv[h]), zap.String("data_plane", np.bind[h]),
-			zap.String("chosen_by", choiceReason(ifaces)))
+			zap.String("chosen_by", choiceReason(ifaces)), zap.String("gpus", probes[h].GPUs), zap.String("nccl", probes[h].NCCL))
 	}
 	return ssh, np, nil
 }

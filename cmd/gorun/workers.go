@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gorovod/gorovod/cmd/gorun/internal/sysinfo"
 	"github.com/gorovod/gorovod/internal/env"
 	"github.com/gorovod/gorovod/internal/launch"
 )
@@ -18,8 +19,9 @@ type jobEnv struct {
 	secret       []byte
 	startTimeout time.Duration
 	rdvPort      string
-	master       []string // MASTER_ADDR, MASTER_PORT; nil when unknown or given with -x
-	progress     string   // env.ProgressTTY or env.ProgressLines
+	master       []string        // MASTER_ADDR, MASTER_PORT; nil when unknown or given with -x
+	progress     string          // env.ProgressTTY or env.ProgressLines
+	gpus         sysinfo.GPUPlan // this host's GPUs for its local ranks (docs/gpu.md)
 }
 
 // buildWorkers gives each slot its argv and environment. Local workers
@@ -67,6 +69,7 @@ func buildWorkers(o *options, p plan, np netPlan, je jobEnv) []launch.Worker {
 		)
 		if !np.isRemote(s.Host) { // remote workers get their host's share there
 			we = launch.WithGOMAXPROCS(we, runtime.NumCPU())
+			we = je.gpus.Env(we, s.LocalRank)
 		}
 		workers[i] = launch.Worker{Rank: s.Rank, Host: s.Host, Argv: p.argv, Env: we, Dir: dir}
 	}

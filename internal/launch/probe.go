@@ -41,14 +41,20 @@ type ProbeResult struct {
 	BindAddr string `json:"bind"`
 	// FreePort is a TCP port that was free on BindAddr during the check:
 	// the launcher offers it as MASTER_PORT when rank 0 runs on this host.
-	FreePort int    `json:"free_port,omitempty"`
-	Error    string `json:"error,omitempty"`
+	FreePort int `json:"free_port,omitempty"`
+	// GPUs and NCCL describe the host's GPUs and NCCL library, as the
+	// probe's caller found them (gorun --check's lines).
+	GPUs  string `json:"gpus,omitempty"`
+	NCCL  string `json:"nccl,omitempty"`
+	Error string `json:"error,omitempty"`
 }
 
 // RemoteProbe is the remote half of the preflight check (hidden flag
 // RemoteProbeFlag): it checks that dir exists and finds the addresses,
 // then prints one line for the launcher. It returns the exit code.
-func RemoteProbe(ifaces []string, dir string, stdout io.Writer) int {
+// describe, when given, fills in what the caller knows of the host (GPUs,
+// NCCL).
+func RemoteProbe(ifaces []string, dir string, stdout io.Writer, describe ...func(*ProbeResult)) int {
 	var r ProbeResult
 	r.Hostname, _ = os.Hostname()
 	var problems []string
@@ -86,6 +92,9 @@ func RemoteProbe(ifaces []string, dir string, stdout io.Writer) int {
 		r.FreePort, _ = FreePort(r.BindAddr) // 0 when none: the launcher falls back
 	}
 	r.Error = strings.Join(problems, "; ")
+	for _, d := range describe {
+		d(&r)
+	}
 	b, _ := json.Marshal(r)
 	fmt.Fprintln(stdout, probeMark+string(b))
 	if r.Error != "" {

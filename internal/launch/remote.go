@@ -31,8 +31,9 @@ import (
 //
 // It returns the code the process should exit with. It is meant to be the
 // whole life of a process: the goroutine reading in stays blocked in Read
-// until the process exits.
-func RemoteExec(in io.Reader, stdout, stderr *os.File) int {
+// until the process exits. envHooks adjust the worker's environment on its
+// host (gorun's GPU mapping).
+func RemoteExec(in io.Reader, stdout, stderr *os.File, envHooks ...func([]string) []string) int {
 	sigs := make(chan os.Signal, 8)
 	// SIGHUP and SIGPIPE must not kill the wrapper before it has killed the
 	// worker; Notify (unlike Ignore) is not inherited by the worker.
@@ -78,6 +79,9 @@ func RemoteExec(in io.Reader, stdout, stderr *os.File) int {
 		return fail(127, "rank %d on %s: %s: %v", req.Rank, host, req.Argv[0], programError(cmd.Err))
 	}
 	cmd.Env = WithGOMAXPROCS(append(os.Environ(), req.Env...), runtime.NumCPU()) // later entries win
+	for _, hook := range envHooks {
+		cmd.Env = hook(cmd.Env)
+	}
 	cmd.Stdin = nil
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	cmd.SysProcAttr = sysProcAttr()

@@ -138,6 +138,17 @@ func (t *Mesh) observe(peer int, err error) error {
 	return err
 }
 
+// Observe reports err about peer as a link error is reported: the first
+// lost (ErrPeerLost) or stalled (context.DeadlineExceeded) peer this rank
+// sees goes to the oracle. For failures seen outside the links, such as a
+// device backend's. It returns err.
+func (t *Mesh) Observe(peer int, err error) error {
+	if peer < 0 || peer >= t.Size() || peer == t.Rank() {
+		return err
+	}
+	return t.observe(peer, err)
+}
+
 // FirstFailure returns the job's first failure once this rank reported one.
 func (t *Mesh) FirstFailure() (string, bool) {
 	select {

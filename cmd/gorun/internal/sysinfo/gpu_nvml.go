@@ -22,8 +22,12 @@ func probeGPUsFrom(path string) GPUs {
 		return GPUs{Reason: "NVML unavailable: " + err.Error()}
 	}
 	defer lib.Close()
+	return probeWith(nvml.New(nvml.WithLibraryPath(path)))
+}
 
-	n := nvml.New(nvml.WithLibraryPath(path))
+// probeWith lists the GPUs of an initialisable NVML (the real one, or
+// go-nvml's mock in tests).
+func probeWith(n nvml.Interface) GPUs {
 	if r := n.Init(); r != nvml.SUCCESS {
 		return GPUs{Reason: "NVML unavailable: nvmlInit: " + r.Error()}
 	}
