@@ -163,7 +163,9 @@ func TestParseCooldownRange(t *testing.T) {
 func TestDealRanks(t *testing.T) {
 	m := NewHostManager()
 	m.Update([]hosts.Host{{Name: "h1", Slots: 4}, {Name: "h2", Slots: 2}})
-	w := func(id, host string, idx int, seq uint64) WorkerRef { return WorkerRef{ID: id, Slot: Slot{host, idx}, Seq: seq} }
+	w := func(id, host string, idx int, seq uint64) WorkerRef {
+		return WorkerRef{ID: id, Slot: Slot{host, idx}, Seq: seq}
+	}
 	for _, tc := range []struct {
 		name    string
 		members []WorkerRef
