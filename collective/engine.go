@@ -80,6 +80,7 @@ type engine struct {
 type topology struct {
 	rank, size, localRank, localSize, crossRank, crossSize int
 	host                                                   string
+	epoch                                                  uint64
 }
 
 func newEngine(cfg config.Config, log *zap.Logger, topo topology, mesh transport.Mesh, oracle failureOracle) (*engine, error) {
@@ -595,12 +596,12 @@ func (x *exchange) AllreduceBits(ctx context.Context, bits []uint64, op tensor.R
 func (x *exchange) GatherToRoot(ctx context.Context, payload []byte) ([][]byte, error) {
 	e := x.e
 	if e.topo.rank != 0 {
-		return nil, sendFrame(ctx, e.mesh.Link(0), payload)
+		return nil, sendFrame(ctx, e.tracker.Link(0), payload)
 	}
 	all := make([][]byte, e.topo.size)
 	all[0] = payload
 	for r := 1; r < e.topo.size; r++ {
-		p, err := recvFrame(ctx, e.mesh.Link(r), r)
+		p, err := recvFrame(ctx, e.tracker.Link(r), r)
 		if err != nil {
 			return nil, err
 		}
@@ -612,10 +613,10 @@ func (x *exchange) GatherToRoot(ctx context.Context, payload []byte) ([][]byte, 
 func (x *exchange) BroadcastFromRoot(ctx context.Context, payload []byte) ([]byte, error) {
 	e := x.e
 	if e.topo.rank != 0 {
-		return recvFrame(ctx, e.mesh.Link(0), 0)
+		return recvFrame(ctx, e.tracker.Link(0), 0)
 	}
 	for r := 1; r < e.topo.size; r++ {
-		if err := sendFrame(ctx, e.mesh.Link(r), payload); err != nil {
+		if err := sendFrame(ctx, e.tracker.Link(r), payload); err != nil {
 			return nil, err
 		}
 	}

@@ -37,12 +37,12 @@ func newWorld(t *testing.T, n int, cfg config.Config) *world {
 	wd := &world{t: t, w: w, engines: make([]*engine, n)}
 	oracle := &memOracle{}
 	for r := 0; r < n; r++ {
-		e, err := newEngine(cfg, zap.NewNop(), topology{rank: r, size: n, localRank: r, localSize: n, crossSize: 1, host: "local"}, w.Mesh(r), oracle)
+		// The real constructor: metrics are served before the loop starts.
+		world, err := NewWorld(context.Background(), WithConfig(cfg), WithLogger(zap.NewNop()), withMesh(w.Mesh(r), oracle))
 		if err != nil {
 			t.Fatal(err)
 		}
-		wd.engines[r] = e
-		go e.run()
+		wd.engines[r] = world.e
 	}
 	t.Cleanup(func() {
 		wd.shutdown()
@@ -336,9 +336,6 @@ func TestMetricsEndpoint(t *testing.T) {
 	cfg.MetricsAddr = "127.0.0.1:0"
 	wd := newWorld(t, 2, cfg)
 	e := wd.engines[0]
-	if err := e.serveMetrics(context.Background()); err != nil {
-		t.Fatal(err)
-	}
 	ens := []*entry{
 		wd.engines[0].submit(allreduceReq("m", 4, tensor.Sum), make([]byte, 16), nil),
 		wd.engines[1].submit(allreduceReq("m", 4, tensor.Sum), make([]byte, 16), nil),
@@ -356,10 +353,10 @@ func TestMetricsEndpoint(t *testing.T) {
 	resp.Body.Close()
 	text := string(body)
 	for _, want := range []string{
-		`gorovod_backend_ops_total{rank="0",host="local"} 1`,
-		`gorovod_bytes_total{rank="0",host="local"} 16`,
+		`gorovod_backend_ops_total{rank="0",host="host0"} 1`,
+		`gorovod_bytes_total{rank="0",host="host0"} 16`,
 		`# TYPE gorovod_negotiation_seconds histogram`,
-		`gorovod_cache_misses_total{rank="0",host="local"} 1`,
+		`gorovod_cache_misses_total{rank="0",host="host0"} 1`,
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("metrics lack %q:\n%s", want, text)

@@ -40,16 +40,9 @@ func detectLaunch(getenv func(string) string) (launchInfo, error) {
 	li := launchInfo{StartTimeout: defaultStartTimeout, BindAddr: getenv(env.BindAddr), Ifaces: getenv(env.NetworkIface)}
 	hostname, _ := os.Hostname()
 	li.Host = firstNonEmpty(getenv(env.Hostname), hostname, "localhost")
-	if v := getenv(env.StartTimeout); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			if secs, err2 := strconv.ParseFloat(v, 64); err2 == nil {
-				d = time.Duration(secs * float64(time.Second))
-			} else {
-				return li, fmt.Errorf("%w: %s=%q is not a duration", ErrInvalid, env.StartTimeout, v)
-			}
-		}
-		li.StartTimeout = d
+	var err error
+	if li.StartTimeout, err = startTimeout(getenv); err != nil {
+		return li, err
 	}
 	if v := getenv(env.Epoch); v != "" {
 		e, err := strconv.ParseUint(v, 10, 64)
@@ -58,7 +51,6 @@ func detectLaunch(getenv func(string) string) (launchInfo, error) {
 		}
 		li.Epoch = e
 	}
-	var err error
 	jobID := ""
 	switch {
 	case getenv(env.Rank) != "" && getenv(env.RendezvousAddr) != "":
@@ -111,6 +103,50 @@ func detectLaunch(getenv func(string) string) (launchInfo, error) {
 	}
 	li.Secret, li.SecretDerived, err = jobSecret(getenv, jobID)
 	return li, err
+}
+
+// startTimeout reads GOROVOD_START_TIMEOUT (a duration or seconds).
+func startTimeout(getenv func(string) string) (time.Duration, error) {
+	v := getenv(env.StartTimeout)
+	if v == "" {
+		return defaultStartTimeout, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		secs, err2 := strconv.ParseFloat(v, 64)
+		if err2 != nil {
+			return 0, fmt.Errorf("%w: %s=%q is not a duration", ErrInvalid, env.StartTimeout, v)
+		}
+		d = time.Duration(secs * float64(time.Second))
+	}
+	return d, nil
+}
+
+// membershipLaunch is the launchInfo of an explicit Membership. The
+// interface and bind address still come from the environment.
+func membershipLaunch(m Membership, getenv func(string) string) (launchInfo, error) {
+	li := launchInfo{Source: "membership", Rank: m.Rank, Size: m.Size, LocalRank: m.LocalRank, Host: m.Host,
+		RendezvousAddr: m.RendezvousAddr, Secret: m.Secret, Epoch: m.Epoch,
+		BindAddr: getenv(env.BindAddr), Ifaces: getenv(env.NetworkIface)}
+	if li.Host == "" {
+		hostname, _ := os.Hostname()
+		li.Host = firstNonEmpty(hostname, "localhost")
+	}
+	var err error
+	if li.StartTimeout, err = startTimeout(getenv); err != nil {
+		return li, err
+	}
+	switch {
+	case m.Size < 1 || m.Rank < 0 || m.Rank >= m.Size || m.LocalRank < 0:
+		return li, fmt.Errorf("%w: membership gives rank %d, size %d, local rank %d", ErrInvalid, m.Rank, m.Size, m.LocalRank)
+	case m.Size == 1 && m.RendezvousAddr == "":
+		li.Source = "single"
+	case m.RendezvousAddr == "":
+		return li, fmt.Errorf("%w: membership of rank %d of %d has no rendezvous address", ErrInvalid, m.Rank, m.Size)
+	case len(m.Secret) == 0:
+		return li, fmt.Errorf("%w: membership of rank %d of %d has no job secret", ErrInvalid, m.Rank, m.Size)
+	}
+	return li, nil
 }
 
 // rendezvousFromEnv finds where rank 0 serves rendezvous when no gorun

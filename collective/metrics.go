@@ -70,6 +70,10 @@ func GetStats() Stats {
 	if err != nil {
 		return Stats{}
 	}
+	return e.stats()
+}
+
+func (e *engine) stats() Stats {
 	m := e.met
 	s := Stats{
 		Cycles: m.cycles.Load(), CycleTime: time.Duration(m.cycleNanos.Load()),

@@ -15,6 +15,7 @@ import (
 // itself. Create it with NewProcessSet on every rank (members or not), in
 // the same order on every rank; pass it to a collective with InProcessSet.
 type ProcessSet struct {
+	e     *engine // the world the set belongs to
 	id    int
 	ranks []int // global ranks, ascending
 	index int   // this rank's index in ranks, -1 when not a member
@@ -44,8 +45,10 @@ type setState struct {
 // NewProcessSet registers a process set of the given global ranks. Every
 // rank of the job must call it with the same ranks, in the same order
 // relative to other NewProcessSet calls; it is negotiated like a barrier.
-func NewProcessSet(ctx context.Context, ranks []int) (*ProcessSet, error) {
-	e, err := current()
+func NewProcessSet(ctx context.Context, ranks []int, opts ...CallOption) (*ProcessSet, error) {
+	co := callOpts(opts)
+	co.set = nil
+	e, err := co.engine()
 	if err != nil {
 		return nil, err
 	}
@@ -66,7 +69,7 @@ func NewProcessSet(ctx context.Context, ranks []int) (*ProcessSet, error) {
 	e.nextSet++
 	id := e.nextSet
 	e.mu.Unlock()
-	ps := &ProcessSet{id: id, ranks: rs, index: slices.Index(rs, e.topo.rank)}
+	ps := &ProcessSet{e: e, id: id, ranks: rs, index: slices.Index(rs, e.topo.rank)}
 	strs := make([]string, len(rs))
 	for i, r := range rs {
 		strs[i] = strconv.Itoa(r)
@@ -76,7 +79,7 @@ func NewProcessSet(ctx context.Context, ranks []int) (*ProcessSet, error) {
 	name := fmt.Sprintf("processset/%d/%s", id, strings.Join(strs, ","))
 	err = RunExclusive(ctx, name, func(ctx context.Context, _ *ops.Comm) error {
 		return e.addProcessSet(id, rs, ps.index)
-	})
+	}, inEngine(e))
 	if err != nil {
 		return nil, err
 	}

@@ -175,7 +175,7 @@ func TestNobodyRegisteredNeverFails(t *testing.T) {
 	// calls Init is not failed, and a worker that starts late still gets in.
 	s := NewServer(ServerConfig{Size: 1, Secret: secret, StartTimeout: time.Nanosecond})
 	defer s.Stop()
-	s.expire() // as if the timer had fired with nobody registered
+	s.expire(s.cur) // as if the timer had fired with nobody registered
 	resp, err := s.Register(context.Background(), &pb.RegisterRequest{Rank: 0, Host: "h", Addr: "a:1"})
 	if err != nil || resp.GetWorld().GetSize() != 1 {
 		t.Fatalf("Register after an idle timeout: %v, %v", resp, err)

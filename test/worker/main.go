@@ -18,10 +18,10 @@ import (
 )
 
 func main() {
-	mode := flag.String("mode", "allreduce", "allreduce | noinit | mismatch | stall | die | steady")
+	mode := flag.String("mode", "allreduce", "allreduce | noinit | mismatch | stall | die | steady | features | rejoin")
 	rankFlag := flag.Int("rank", 1, "the rank that misbehaves")
 	size := flag.Int("n", 1<<20, "elements per allreduce (die mode)")
-	steps := flag.Int("steps", 20, "steps (steady mode)")
+	steps := flag.Int("steps", 20, "steps (steady mode), rounds (rejoin mode)")
 	flag.Parse()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -38,6 +38,9 @@ func envRank() int {
 }
 
 func run(ctx context.Context, mode string, bad, n, steps int) error {
+	if mode == "rejoin" {
+		return rejoin(ctx, steps)
+	}
 	if mode == "noinit" && envRank() == bad {
 		fmt.Println("not calling Init")
 		<-ctx.Done() // stays up without registering until gorun stops it
@@ -134,7 +137,7 @@ func run(ctx context.Context, mode string, bad, n, steps int) error {
 	case "features":
 		return features(ctx, rank)
 	default:
-		return fmt.Errorf("unknown mode %q (want %s)", mode, strings.Join([]string{"allreduce", "noinit", "mismatch", "stall", "die", "steady", "features"}, ", "))
+		return fmt.Errorf("unknown mode %q (want %s)", mode, strings.Join([]string{"allreduce", "noinit", "mismatch", "stall", "die", "steady", "features", "rejoin"}, ", "))
 	}
 	return nil
 }
