@@ -531,4 +531,3 @@ func (d *Driver) stopRendezvous() {
 		d.rdv = nil
 	}
 }
-
