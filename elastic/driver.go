@@ -54,6 +54,8 @@ type WorkerSpec struct {
 	Slot Slot
 	Seq  uint64
 	Env  []string // the elastic variables; the launcher adds the job's
+	// HostSlots is the host's slot count as last discovered.
+	HostSlots int
 }
 
 // Launcher starts worker processes (gorun passes its local/ssh spawner).

@@ -134,6 +134,11 @@ func (d *Driver) start(ctx context.Context, now time.Time, s Slot, ctlPort strin
 		EnvHeartbeat + "=" + d.cfg.Heartbeat.String(),
 		EnvResetLimit + "=" + fmt.Sprint(d.cfg.ResetLimit),
 	}}
+	for _, h := range d.hm.Hosts() {
+		if h.Name == s.Host {
+			spec.HostSlots = h.Slots
+		}
+	}
 	w := &worker{ref: ref, started: now}
 	d.workers[ref.ID] = w
 	d.order = append(d.order, ref.ID)

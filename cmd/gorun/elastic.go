@@ -1,0 +1,271 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/gorovod/gorovod/elastic"
+	"github.com/gorovod/gorovod/internal/env"
+	"github.com/gorovod/gorovod/internal/hosts"
+	"github.com/gorovod/gorovod/internal/launch"
+	"github.com/gorovod/gorovod/internal/logging"
+)
+
+// elasticOptions are the flags of elastic jobs (docs/elastic.md).
+type elasticOptions struct {
+	minNP, maxNP      int
+	slotsPerHost      int
+	discoveryScript   string
+	discoveryInterval secondsOrDuration
+	consulAddr        string
+	consulService     string
+	resetLimit        int
+	cooldownRange     string
+	elasticTimeout    secondsOrDuration
+	heartbeat         secondsOrDuration
+}
+
+func (e *elasticOptions) register(fs *pflag.FlagSet) {
+	e.discoveryInterval = secondsOrDuration(time.Second)
+	e.elasticTimeout = secondsOrDuration(10 * time.Minute)
+	e.heartbeat = secondsOrDuration(time.Second)
+	fs.IntVar(&e.minNP, "min-np", 0, "elastic: run with at least `N` workers; fewer for longer than --elastic-timeout fails the job")
+	fs.IntVar(&e.maxNP, "max-np", 0, "elastic: at most `N` workers (default: every discovered slot)")
+	fs.IntVar(&e.slotsPerHost, "slots-per-host", 1, "elastic: slots of a discovered host that gives no count")
+	fs.StringVar(&e.discoveryScript, "host-discovery-script", "", "elastic: `PROGRAM` printing the available hosts, one 'host' or 'host:slots' per line")
+	fs.Var(&e.discoveryInterval, "discovery-interval", "elastic: how often the discovery script runs")
+	fs.StringVar(&e.consulAddr, "consul", "", "elastic: discover hosts through the Consul agent at `ADDR` (host:port)")
+	fs.StringVar(&e.consulService, "consul-service", "", "elastic: the Consul `SERVICE` whose passing instances are the hosts (meta \"slots\")")
+	fs.IntVar(&e.resetLimit, "reset-limit", 0, "elastic: fail after this many resets (0: no limit)")
+	fs.StringVar(&e.cooldownRange, "blacklist-cooldown-range", "10s,5m", "elastic: `MIN,MAX` cooldown of a blacklisted host, doubling each time; 0 blacklists for good")
+	fs.Var(&e.elasticTimeout, "elastic-timeout", "elastic: how long the job may stay below --min-np")
+	fs.Var(&e.heartbeat, "heartbeat", "elastic: worker heartbeat interval; 3 missed heartbeats remove a worker")
+}
+
+// enabled reports whether the command line asks for an elastic job.
+func (e *elasticOptions) enabled(fs *pflag.FlagSet) bool {
+	for _, name := range []string{"min-np", "max-np", "host-discovery-script", "consul", "consul-service"} {
+		if fs.Changed(name) {
+			return true
+		}
+	}
+	return false
+}
+
+// elasticConfig validates the flags and builds the driver's configuration
+// (everything but the launcher and the secret).
+func elasticConfig(o *options, e *elasticOptions, fs *pflag.FlagSet) (elastic.DriverConfig, error) {
+	var cfg elastic.DriverConfig
+	if e.slotsPerHost < 1 {
+		return cfg, usagef("--slots-per-host is %d, must be at least 1", e.slotsPerHost)
+	}
+	var static []hosts.Host
+	switch {
+	case fs.Changed("hosts"):
+		var err error
+		if static, err = hosts.ParseHosts(o.hosts); err != nil {
+			return cfg, usagef("-H %q: %v", o.hosts, err)
+		}
+	case fs.Changed("hostfile"):
+		f, err := os.Open(o.hostfile)
+		if err != nil {
+			return cfg, usagef("--hostfile: %v", err)
+		}
+		static, err = hosts.ParseHostfile(f)
+		f.Close()
+		if err != nil {
+			return cfg, usagef("--hostfile %s: %v", o.hostfile, err)
+		}
+	}
+	sources := 0
+	for _, set := range []bool{e.discoveryScript != "", e.consulAddr != "" || e.consulService != "", static != nil} {
+		if set {
+			sources++
+		}
+	}
+	switch {
+	case sources > 1:
+		return cfg, usagef("give one host source: --host-discovery-script, --consul/--consul-service, or -H/--hostfile")
+	case e.discoveryScript != "":
+		if time.Duration(e.discoveryInterval) <= 0 {
+			return cfg, usagef("--discovery-interval must be positive")
+		}
+		cfg.Discovery = &elastic.Script{Path: e.discoveryScript, Interval: time.Duration(e.discoveryInterval), DefaultSlots: e.slotsPerHost}
+	case e.consulAddr != "" || e.consulService != "":
+		if e.consulService == "" {
+			return cfg, usagef("--consul needs --consul-service")
+		}
+		d, err := elastic.NewConsul(e.consulAddr, e.consulService, "", e.slotsPerHost)
+		if err != nil {
+			return cfg, usagef("%v", err)
+		}
+		cfg.Discovery = d
+	case static != nil:
+		cfg.Discovery = &elastic.Static{Hosts: static}
+	default:
+		np := max(o.np, e.minNP, e.maxNP, 1)
+		cfg.Discovery = &elastic.Static{Hosts: []hosts.Host{{Name: "localhost", Slots: np}}}
+	}
+	cfg.MinNP, cfg.MaxNP = e.minNP, e.maxNP
+	if cfg.MinNP == 0 {
+		cfg.MinNP = max(o.np, 1)
+	}
+	if cfg.MaxNP == 0 {
+		cfg.MaxNP = 1 << 20
+		if static != nil {
+			cfg.MaxNP = hosts.TotalSlots(static)
+		}
+	}
+	if cfg.MaxNP < cfg.MinNP {
+		return cfg, usagef("--max-np %d is below --min-np %d", cfg.MaxNP, cfg.MinNP)
+	}
+	if e.resetLimit < 0 {
+		return cfg, usagef("--reset-limit is %d, must not be negative", e.resetLimit)
+	}
+	lo, hi, err := elastic.ParseCooldownRange(e.cooldownRange)
+	if err != nil {
+		return cfg, usagef("--blacklist-cooldown-range: %v", err)
+	}
+	cfg.Policy = elastic.DefaultFailurePolicy()
+	cfg.Policy.CooldownMin, cfg.Policy.CooldownMax = lo, hi
+	if time.Duration(e.heartbeat) <= 0 || time.Duration(e.elasticTimeout) <= 0 {
+		return cfg, usagef("--heartbeat and --elastic-timeout must be positive")
+	}
+	cfg.ResetLimit = e.resetLimit
+	cfg.ElasticTimeout = time.Duration(e.elasticTimeout)
+	cfg.Heartbeat = time.Duration(e.heartbeat)
+	cfg.StartTimeout = time.Duration(o.startTimeout)
+	cfg.KillGracePeriod = time.Duration(o.killGrace)
+	return cfg, nil
+}
+
+// runElastic runs PROGRAM as an elastic job: the driver in this process,
+// workers on the discovered hosts.
+func runElastic(ctx context.Context, o *options, e *elasticOptions, fs *pflag.FlagSet, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return usagef("no program given (usage: gorun --min-np N --host-discovery-script PROG PROGRAM [ARGS...])")
+	}
+	if _, err := exec.LookPath(args[0]); err != nil {
+		return usagef("program %q: %v", args[0], programProblem(err))
+	}
+	cfg, err := elasticConfig(o, e, fs)
+	if err != nil {
+		return err
+	}
+	tuning, err := o.tuningEnv(fs)
+	if err != nil {
+		return err
+	}
+	exports, _, err := exportEnv(o.envVars, lookupEnv)
+	if err != nil {
+		return err
+	}
+	level := ""
+	if o.verbose {
+		level = "debug"
+	}
+	log, err := logging.New(level)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = log.Sync() }()
+	secret := make([]byte, 32)
+	if _, err := rand.Read(secret); err != nil {
+		return fmt.Errorf("making the job secret: %w", err)
+	}
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	local := launch.NewLocal()
+	defer local.Close()
+	base := append(append(os.Environ(), exports...),
+		env.Secret+"="+hex.EncodeToString(secret),
+		env.StartTimeout+"="+time.Duration(o.startTimeout).String(),
+		env.Launcher+"=gorun",
+	)
+	if o.verbose {
+		base = append(base, env.LogLevel+"=debug")
+	}
+	base = append(base, tuning...)
+	out, errOut := launch.NewSinks(stdout, stderr)
+	cfg.Secret = secret
+	cfg.Launcher = &elasticLauncher{local: local, argv: args, base: base, out: out, errOut: errOut}
+	cfg.Events = &linePrefix{w: stderr, prefix: "[gorun] "}
+	cfg.Logger = log.Named("elastic")
+	d, err := elastic.NewDriver(cfg)
+	if err != nil {
+		return usagef("%v", err)
+	}
+	if err := d.Run(ctx); err != nil {
+		if ctx.Err() != nil {
+			return exitCodeError{130}
+		}
+		return err
+	}
+	return nil
+}
+
+// elasticLauncher starts elastic workers on this machine.
+type elasticLauncher struct {
+	local       *launch.Local
+	argv, base  []string
+	out, errOut *launch.Sink
+}
+
+func (l *elasticLauncher) Start(ctx context.Context, w elastic.WorkerSpec) (launch.Proc, error) {
+	if !launch.IsLocalHost(w.Slot.Host) {
+		return nil, fmt.Errorf("host %s: elastic jobs run workers on this machine only (loopback names and addresses) in this version", w.Slot.Host)
+	}
+	we := append(append([]string(nil), l.base...), w.Env...)
+	we = append(we,
+		env.Hostname+"="+w.Slot.Host,
+		env.BindAddr+"=127.0.0.1",
+		env.LocalRank+"="+strconv.Itoa(w.Slot.Index),
+	)
+	if w.HostSlots > 1 { // the worker's share of the cores, as for static jobs
+		we = launch.WithGOMAXPROCS(append(we, env.LocalSize+"="+strconv.Itoa(w.HostSlots)), runtime.NumCPU())
+	}
+	return l.local.Start(ctx, launch.ProcSpec{
+		Rank: int(w.Seq), Host: "localhost", Argv: l.argv, Env: we,
+		Stdout: launch.NewLineWriter(l.out, "["+w.ID+"]<stdout>:", nil),
+		Stderr: launch.NewLineWriter(l.errOut, "["+w.ID+"]<stderr>:", nil),
+	})
+}
+
+// linePrefix writes each line with a prefix (the driver's event lines).
+type linePrefix struct {
+	mu     sync.Mutex
+	w      io.Writer
+	prefix string
+}
+
+func (p *linePrefix) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, line := range strings.SplitAfter(string(b), "\n") {
+		if line == "" {
+			continue
+		}
+		if _, err := io.WriteString(p.w, p.prefix+line); err != nil {
+			return 0, err
+		}
+	}
+	return len(b), nil
+}
