@@ -176,6 +176,7 @@ type Driver struct {
 	members    []string // rank order
 	rdv        *rendezvous.Server
 	rdvDone    chan error
+	prevRdv    []servedRdv // the last epochs' services: late failure reports of their members still reach them
 	epochStart time.Time
 	complete   bool // the current epoch's world formed
 	want       bool
@@ -364,7 +365,9 @@ func (d *Driver) exited(now time.Time, id string, st launch.ExitStatus) {
 		}
 	}
 	switch {
-	case !st.Failed() && (w.leaving || d.finishing || !w.member):
+	case !st.Failed() && w.leaving:
+		d.eventf("worker %s on %s left the job (%s)", id, w.ref.Slot, st)
+	case !st.Failed() && (d.finishing || !w.member):
 		d.log.Debug("worker exited", zap.String("id", id), zap.Stringer("status", st))
 	case !st.Failed():
 		d.eventf("worker %s (rank %d) finished: the job ends when the others finish", id, d.rankOf(id))
@@ -524,12 +527,37 @@ func (d *Driver) stopAll() {
 	<-done
 }
 
-func (d *Driver) stopRendezvous() {
-	if d.rdv != nil {
-		d.rdv.Stop()
-		if err := <-d.rdvDone; err != nil {
-			d.log.Warn("rendezvous service", zap.Error(err))
-		}
-		d.rdv = nil
+type servedRdv struct {
+	srv  *rendezvous.Server
+	done chan error
+}
+
+func (s servedRdv) stop(log *zap.Logger) {
+	s.srv.Stop()
+	if err := <-s.done; err != nil {
+		log.Warn("rendezvous service", zap.Error(err))
 	}
+}
+
+// retireRendezvous keeps the current epoch's service running for a while
+// (the last 3 epochs): a member that was cut off may still report its
+// failure to it.
+func (d *Driver) retireRendezvous() {
+	if d.rdv == nil {
+		return
+	}
+	d.prevRdv = append(d.prevRdv, servedRdv{d.rdv, d.rdvDone})
+	d.rdv = nil
+	for len(d.prevRdv) > 3 {
+		d.prevRdv[0].stop(d.log)
+		d.prevRdv = d.prevRdv[1:]
+	}
+}
+
+func (d *Driver) stopRendezvous() {
+	d.retireRendezvous()
+	for _, s := range d.prevRdv {
+		s.stop(d.log)
+	}
+	d.prevRdv = nil
 }

@@ -234,7 +234,7 @@ func (d *Driver) readyToForm(now time.Time) bool {
 
 // form starts the rendezvous of the next epoch and tells its members.
 func (d *Driver) form(now time.Time, ranks []WorkerRef) error {
-	d.stopRendezvous()
+	d.retireRendezvous()
 	epoch := d.epoch + 1
 	lis, err := net.Listen("tcp", net.JoinHostPort(d.cfg.Listen, "0"))
 	if err != nil {

@@ -101,12 +101,12 @@ func (r *runner) run(ctx context.Context, st *State, fn func(ctx context.Context
 	st.committed, st.step = snap, 0
 	st.mu.Unlock()
 	var (
-		after  uint64
-		cause  error
-		resets int
+		after   uint64
+		cause   error
+		resets  int
+		noticed time.Time
 	)
 	for {
-		noticed := time.Now()
 		if cause != nil {
 			resets++
 			if r.resetLimit > 0 && resets > r.resetLimit {
@@ -124,7 +124,9 @@ func (r *runner) run(ctx context.Context, st *State, fn func(ctx context.Context
 			return err
 		}
 		after = a.Epoch
-		err = r.epoch(ctx, st, a, fn, ResetInfo{Noticed: noticed, Cause: cause, Epoch: a.Epoch, Size: a.Size, Resets: resets})
+		var at time.Time
+		err = r.epoch(ctx, st, a, fn, ResetInfo{Noticed: noticed, Cause: cause, Epoch: a.Epoch, Size: a.Size, Resets: resets}, &at)
+		noticed = at
 		switch {
 		case err == nil:
 			return nil
@@ -177,7 +179,12 @@ func (r *runner) join(ctx context.Context, after uint64, cause error) (Assignmen
 
 // epoch runs one world: make it, reset callbacks, sync, fn. A failure
 // to make the world is recoverable (the driver forms another epoch).
-func (r *runner) epoch(ctx context.Context, st *State, a Assignment, fn func(context.Context, *collective.World) error, info ResetInfo) error {
+func (r *runner) epoch(ctx context.Context, st *State, a Assignment, fn func(context.Context, *collective.World) error, info ResetInfo, noticed *time.Time) (err error) {
+	defer func() { // runs after the world's Close
+		if err != nil && noticed.IsZero() {
+			*noticed = time.Now()
+		}
+	}()
 	broken := r.sess.broken(a.Epoch)
 	ectx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -213,9 +220,20 @@ func (r *runner) epoch(ctx context.Context, st *State, a Assignment, fn func(con
 		return fmt.Errorf("%w: joining epoch %d: %w", collective.ErrShutdown, a.Epoch, err)
 	}
 	defer func() {
-		cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), r.closeTimeout)
+		// A world that lost a member cannot agree to close: close the
+		// links at once rather than wait for a peer that is gone.
+		bound := r.closeTimeout
+		if errors.Is(err, errBroken) || errors.Is(err, collective.ErrPeerLost) {
+			bound = min(bound, 20*time.Millisecond)
+		}
+		cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), bound)
 		_ = w.Close(cctx)
 		ccancel()
+	}()
+	defer func() { // runs before the Close above: the failure is noticed now
+		if err != nil {
+			*noticed = time.Now()
+		}
 	}()
 	st.attach(w, r, a.Epoch)
 	defer st.attach(nil, nil, 0)

@@ -31,6 +31,7 @@ type options struct {
 	samples   int
 	seed      uint64
 	stepDelay time.Duration
+	crashHost string
 }
 
 func main() {
@@ -42,7 +43,12 @@ func main() {
 	flag.IntVar(&o.samples, "samples", 2000, "synthetic training samples")
 	flag.Uint64Var(&o.seed, "seed", 1, "seed of the data and the initial weights")
 	flag.DurationVar(&o.stepDelay, "step-delay", 0, "sleep this long in every step (tests: time to act mid-training)")
+	flag.StringVar(&o.crashHost, "crash-on-host", "", "exit 1 at start when running on this host (tests: a failing host)")
 	flag.Parse()
+	if o.crashHost != "" && os.Getenv("GOROVOD_HOSTNAME") == o.crashHost {
+		fmt.Fprintln(os.Stderr, "elastic example: -crash-on-host", o.crashHost)
+		os.Exit(1)
+	}
 	if err := run(context.Background(), o); err != nil {
 		fmt.Fprintln(os.Stderr, "elastic example:", err)
 		os.Exit(1)
