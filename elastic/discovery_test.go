@@ -10,7 +10,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/gorovod/gorovod/elastic/internal/consultest"
+	"github.com/gorovod/gorovod/internal/consultest"
 	"github.com/gorovod/gorovod/internal/hosts"
 )
 

@@ -15,6 +15,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/gorovod/gorovod/internal/consultest"
 )
 
 // End-to-end tests of elastic jobs: gorun hosts the driver and starts this
@@ -436,5 +440,57 @@ func TestBelowMinNP(t *testing.T) {
 	}
 	if !strings.Contains(j.output(), "waited 3s for at least 3 workers (--min-np), had 2; hosts seen: 127.0.0.1:2") {
 		t.Fatal("the failure does not name what was wanted and what was seen")
+	}
+}
+
+func consulRegister(t *testing.T, c *api.Client, host, ttl string) {
+	t.Helper()
+	err := c.Agent().ServiceRegister(&api.AgentServiceRegistration{ID: "train-" + host, Name: "train", Address: host,
+		Meta: map[string]string{"slots": "1"}, Check: &api.AgentServiceCheck{CheckID: "ttl-" + host, TTL: ttl, Status: api.HealthPassing}})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Acceptance 8: Consul: 2 passing instances give a world of 2; registering
+// a third grows it; deregistering one shrinks it; an instance whose TTL
+// check is not renewed leaves within TTL + 1 s.
+func TestConsulDiscovery(t *testing.T) {
+	srv := consultest.New()
+	defer srv.Close()
+	c, err := srv.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	consulRegister(t, c, "127.0.0.1", "1h")
+	consulRegister(t, c, "127.0.0.2", "1h")
+	j := startJob(t, 120*time.Second, "--min-np", "1", "--consul", srv.Addr(), "--consul-service", "train",
+		"EXAMPLE", "-steps", "1000000", "-step-delay", "10ms")
+	j.waitFor(`elastic: epoch 1: 2 workers`, 30*time.Second)
+	consulRegister(t, c, "127.0.0.3", "1h")
+	j.waitFor(`elastic: epoch 2: 3 workers .*@127\.0\.0\.3\[0\]`, 20*time.Second)
+	if err := c.Agent().ServiceDeregister("train-127.0.0.2"); err != nil {
+		t.Fatal(err)
+	}
+	j.waitFor(`elastic: worker w2 on 127\.0\.0\.2\[0\] left the job \(exited with code 0\)`, 20*time.Second)
+	j.waitFor(`elastic: epoch 3: 2 workers`, 20*time.Second)
+
+	// a fourth instance on a TTL check, renewed until its worker trains
+	const ttl = 2 * time.Second
+	consulRegister(t, c, "127.0.0.4", ttl.String())
+	renewed := make(chan struct{})
+	go func() {
+		defer close(renewed)
+		for i := 0; i < 60 && !strings.Contains(j.output(), "epoch 4: 3 workers"); i++ {
+			_ = c.Agent().UpdateTTL("ttl-127.0.0.4", "alive", api.HealthPassing)
+			time.Sleep(ttl / 4) // the renewal period of a TTL client, not a synchronisation
+		}
+	}()
+	j.waitFor(`elastic: epoch 4: 3 workers .*@127\.0\.0\.4\[0\]`, 30*time.Second)
+	<-renewed
+	j.waitFor(`elastic: hosts: .*removed \[127\.0\.0\.4\]`, ttl+time.Second)
+	j.waitFor(`elastic: epoch 5: 2 workers`, 20*time.Second)
+	if strings.Contains(j.output(), "blacklisted") {
+		t.Fatal("hosts that left Consul were blacklisted")
 	}
 }
