@@ -16,9 +16,12 @@ import (
 	"github.com/gorovod/gorovod/internal/rendezvous"
 )
 
-// EnvFault is a test hook: "ID:POINT:STEP" makes worker ID kill itself
-// (SIGKILL) at POINT (vote, sync, join, reset) when its committed step is
-// STEP. The end-to-end tests use it to kill a worker inside a recovery.
+// EnvFault is a test hook: a comma list of "ID:POINT:STEP" makes worker ID
+// kill itself (SIGKILL) at POINT when its committed step is STEP. Points:
+// join (before joining a world), reset (after the reset callbacks), sync
+// (before the sync), broadcast (inside the sync, after the source rank is
+// agreed), vote (in Commit, before the vote). The end-to-end tests use it
+// to kill a worker inside a commit or a recovery.
 const EnvFault = "GOROVOD_ELASTIC_FAULT"
 
 // ctlSession is the worker's side of the control channel: Join calls and
@@ -97,18 +100,29 @@ func runnerFromEnv(ctx context.Context, getenv func(string) string) (*runner, fu
 }
 
 func faultFromEnv(id, spec string) func(point string, step int64) error {
-	parts := strings.Split(spec, ":")
-	if len(parts) != 3 || parts[0] != id {
-		return nil
+	type fault struct {
+		point string
+		step  int64
 	}
-	want, err := strconv.ParseInt(parts[2], 10, 64)
-	if err != nil {
+	var mine []fault
+	for _, one := range strings.Split(spec, ",") {
+		parts := strings.Split(strings.TrimSpace(one), ":")
+		if len(parts) != 3 || parts[0] != id {
+			continue
+		}
+		if n, err := strconv.ParseInt(parts[2], 10, 64); err == nil {
+			mine = append(mine, fault{parts[1], n})
+		}
+	}
+	if len(mine) == 0 {
 		return nil
 	}
 	return func(point string, step int64) error {
-		if point == parts[1] && step == want {
-			fmt.Fprintf(os.Stderr, "elastic: fault hook: worker %s kills itself at %s, step %d\n", id, point, step)
-			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		for _, f := range mine {
+			if point == f.point && step == f.step {
+				fmt.Fprintf(os.Stderr, "elastic: fault hook: worker %s kills itself at %s, step %d\n", id, point, step)
+				_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			}
 		}
 		return nil
 	}

@@ -494,3 +494,25 @@ func TestConsulDiscovery(t *testing.T) {
 		t.Fatal("hosts that left Consul were blacklisted")
 	}
 }
+
+// Acceptance 3: a worker killed inside the commit vote, then another inside
+// the state sync of the recovery that follows (fault hooks): the survivors
+// converge on the highest committed step and finish with equal parameters.
+func TestKillInVoteThenInSync(t *testing.T) {
+	j := startJob(t, 90*time.Second, trainArgs("--min-np", "2", "-H", "localhost:4", "--blacklist-cooldown-range", "1s,4s",
+		"-x", "GOROVOD_ELASTIC_FAULT=w4:vote:20,w3:broadcast:20")...)
+	j.waitFor(`fault hook: worker w4 kills itself at vote, step 20`, 30*time.Second)
+	j.waitFor(`fault hook: worker w3 kills itself at broadcast, step 20`, 30*time.Second)
+	j.waitFor(`elastic: epoch 3: 2 workers`, 20*time.Second)
+	if code := j.wait(60 * time.Second); code != 0 {
+		t.Fatalf("gorun exited with %d", code)
+	}
+	ps := j.progress()
+	for _, id := range []string{"w1", "w2"} {
+		checkSteps(t, id, ps[id], steps)
+		if !strings.Contains(j.output(), "["+id+"]<stdout>:start epoch=3 rank=") {
+			t.Fatalf("%s did not start in epoch 3", id)
+		}
+	}
+	checkDone(t, ps, 2)
+}
