@@ -35,9 +35,9 @@ type DriverConfig struct {
 	// KillGracePeriod is the time between SIGTERM and SIGKILL.
 	KillGracePeriod time.Duration
 	Secret          []byte
-	// Listen is the IP the control and rendezvous services listen on;
-	// AddrFor gives the IP the workers of a host dial (default Listen, or
-	// 127.0.0.1).
+	// Listen is the IP the control and rendezvous services listen on ("":
+	// every interface); AddrFor gives the IP the workers of a host dial.
+	// Without AddrFor both are Listen, default 127.0.0.1.
 	Listen  string
 	AddrFor func(host string) string
 	// Launcher starts one worker process.
@@ -88,10 +88,10 @@ func (c *DriverConfig) validate() error {
 	if c.KillGracePeriod <= 0 {
 		c.KillGracePeriod = 3 * time.Second
 	}
-	if c.Listen == "" {
-		c.Listen = "127.0.0.1"
-	}
 	if c.AddrFor == nil {
+		if c.Listen == "" {
+			c.Listen = "127.0.0.1"
+		}
 		listen := c.Listen
 		c.AddrFor = func(string) string { return listen }
 	}

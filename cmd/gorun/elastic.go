@@ -67,28 +67,26 @@ func (e *elasticOptions) enabled(fs *pflag.FlagSet) bool {
 }
 
 // elasticConfig validates the flags and builds the driver's configuration
-// (everything but the launcher and the secret).
-func elasticConfig(o *options, e *elasticOptions, fs *pflag.FlagSet) (elastic.DriverConfig, error) {
-	var cfg elastic.DriverConfig
+// (everything but the launcher, the secret and the addresses); it also
+// returns the static host list of -H/--hostfile (nil with discovery).
+func elasticConfig(o *options, e *elasticOptions, fs *pflag.FlagSet) (cfg elastic.DriverConfig, static []hosts.Host, err error) {
 	if e.slotsPerHost < 1 {
-		return cfg, usagef("--slots-per-host is %d, must be at least 1", e.slotsPerHost)
+		return cfg, nil, usagef("--slots-per-host is %d, must be at least 1", e.slotsPerHost)
 	}
-	var static []hosts.Host
 	switch {
 	case fs.Changed("hosts"):
-		var err error
 		if static, err = hosts.ParseHosts(o.hosts); err != nil {
-			return cfg, usagef("-H %q: %v", o.hosts, err)
+			return cfg, nil, usagef("-H %q: %v", o.hosts, err)
 		}
 	case fs.Changed("hostfile"):
 		f, err := os.Open(o.hostfile)
 		if err != nil {
-			return cfg, usagef("--hostfile: %v", err)
+			return cfg, nil, usagef("--hostfile: %v", err)
 		}
 		static, err = hosts.ParseHostfile(f)
 		f.Close()
 		if err != nil {
-			return cfg, usagef("--hostfile %s: %v", o.hostfile, err)
+			return cfg, nil, usagef("--hostfile %s: %v", o.hostfile, err)
 		}
 	}
 	sources := 0
@@ -99,19 +97,19 @@ func elasticConfig(o *options, e *elasticOptions, fs *pflag.FlagSet) (elastic.Dr
 	}
 	switch {
 	case sources > 1:
-		return cfg, usagef("give one host source: --host-discovery-script, --consul/--consul-service, or -H/--hostfile")
+		return cfg, nil, usagef("give one host source: --host-discovery-script, --consul/--consul-service, or -H/--hostfile")
 	case e.discoveryScript != "":
 		if time.Duration(e.discoveryInterval) <= 0 {
-			return cfg, usagef("--discovery-interval must be positive")
+			return cfg, nil, usagef("--discovery-interval must be positive")
 		}
 		cfg.Discovery = &elastic.Script{Path: e.discoveryScript, Interval: time.Duration(e.discoveryInterval), DefaultSlots: e.slotsPerHost}
 	case e.consulAddr != "" || e.consulService != "":
 		if e.consulService == "" {
-			return cfg, usagef("--consul needs --consul-service")
+			return cfg, nil, usagef("--consul needs --consul-service")
 		}
 		d, err := elastic.NewConsul(e.consulAddr, e.consulService, "", e.slotsPerHost)
 		if err != nil {
-			return cfg, usagef("%v", err)
+			return cfg, nil, usagef("%v", err)
 		}
 		cfg.Discovery = d
 	case static != nil:
@@ -131,26 +129,26 @@ func elasticConfig(o *options, e *elasticOptions, fs *pflag.FlagSet) (elastic.Dr
 		}
 	}
 	if cfg.MaxNP < cfg.MinNP {
-		return cfg, usagef("--max-np %d is below --min-np %d", cfg.MaxNP, cfg.MinNP)
+		return cfg, nil, usagef("--max-np %d is below --min-np %d", cfg.MaxNP, cfg.MinNP)
 	}
 	if e.resetLimit < 0 {
-		return cfg, usagef("--reset-limit is %d, must not be negative", e.resetLimit)
+		return cfg, nil, usagef("--reset-limit is %d, must not be negative", e.resetLimit)
 	}
 	lo, hi, err := elastic.ParseCooldownRange(e.cooldownRange)
 	if err != nil {
-		return cfg, usagef("--blacklist-cooldown-range: %v", err)
+		return cfg, nil, usagef("--blacklist-cooldown-range: %v", err)
 	}
 	cfg.Policy = elastic.DefaultFailurePolicy()
 	cfg.Policy.CooldownMin, cfg.Policy.CooldownMax = lo, hi
 	if time.Duration(e.heartbeat) <= 0 || time.Duration(e.elasticTimeout) <= 0 {
-		return cfg, usagef("--heartbeat and --elastic-timeout must be positive")
+		return cfg, nil, usagef("--heartbeat and --elastic-timeout must be positive")
 	}
 	cfg.ResetLimit = e.resetLimit
 	cfg.ElasticTimeout = time.Duration(e.elasticTimeout)
 	cfg.Heartbeat = time.Duration(e.heartbeat)
 	cfg.StartTimeout = time.Duration(o.startTimeout)
 	cfg.KillGracePeriod = time.Duration(o.killGrace)
-	return cfg, nil
+	return cfg, static, nil
 }
 
 // runElastic runs PROGRAM as an elastic job: the driver in this process,
@@ -162,7 +160,7 @@ func runElastic(ctx context.Context, o *options, e *elasticOptions, fs *pflag.Fl
 	if _, err := exec.LookPath(args[0]); err != nil {
 		return usagef("program %q: %v", args[0], programProblem(err))
 	}
-	cfg, err := elasticConfig(o, e, fs)
+	cfg, static, err := elasticConfig(o, e, fs)
 	if err != nil {
 		return err
 	}
@@ -195,18 +193,46 @@ func runElastic(ctx context.Context, o *options, e *elasticOptions, fs *pflag.Fl
 
 	local := launch.NewLocal()
 	defer local.Close()
-	base := append(append(os.Environ(), exports...),
-		env.Secret+"="+hex.EncodeToString(secret),
-		env.StartTimeout+"="+time.Duration(o.startTimeout).String(),
-		env.Launcher+"=gorun",
-	)
-	if o.verbose {
-		base = append(base, env.LogLevel+"=debug")
+	// Remote hosts (static -H/--hostfile only): checked over ssh before
+	// anything starts; the plan says which addresses they dial and bind.
+	np := netPlan{listen: "127.0.0.1"}
+	var remote *launch.SSH
+	if static != nil {
+		slots, err := hosts.Assign(static, hosts.TotalSlots(static))
+		if err != nil {
+			return usagef("%v", err)
+		}
+		if hs := remoteHosts(slots); len(hs) > 0 {
+			if remote, np, err = prepareRemote(ctx, o, hs, slots, local, log); err != nil {
+				return err
+			}
+		}
 	}
-	base = append(base, tuning...)
+	common := []string{
+		env.Secret + "=" + hex.EncodeToString(secret),
+		env.StartTimeout + "=" + time.Duration(o.startTimeout).String(),
+		env.Launcher + "=gorun",
+	}
+	if o.verbose {
+		common = append(common, env.LogLevel+"=debug")
+	}
+	if o.netIfaces != "" {
+		common = append(common, env.NetworkIface+"="+o.netIfaces)
+	}
+	common = append(common, tuning...)
+	cwd, _ := os.Getwd()
 	out, errOut := launch.NewSinks(stdout, stderr)
 	cfg.Secret = secret
-	cfg.Launcher = &elasticLauncher{local: local, argv: args, base: base, out: out, errOut: errOut}
+	cfg.Listen = np.listen // "": every interface (hosts dial different addresses)
+	cfg.AddrFor = np.rendezvousIP
+	spawner := launch.HostRouter{Local: local, IsLocal: func(h string) bool { return !np.isRemote(h) }}
+	if remote != nil {
+		spawner.Remote = remote
+	}
+	cfg.Launcher = &elasticLauncher{spawner: spawner, np: np, argv: args, cwd: cwd,
+		localBase:  append(append(os.Environ(), exports...), common...),
+		remoteBase: append(append(gorovodVars(os.Environ()), exports...), common...),
+		out:        out, errOut: errOut}
 	cfg.Events = &linePrefix{w: stderr, prefix: "[gorun] "}
 	cfg.Logger = log.Named("elastic")
 	d, err := elastic.NewDriver(cfg)
@@ -222,28 +248,37 @@ func runElastic(ctx context.Context, o *options, e *elasticOptions, fs *pflag.Fl
 	return nil
 }
 
-// elasticLauncher starts elastic workers on this machine.
+// elasticLauncher starts elastic workers: on this machine, or over ssh on
+// the remote hosts of a static host list.
 type elasticLauncher struct {
-	local       *launch.Local
-	argv, base  []string
-	out, errOut *launch.Sink
+	spawner               launch.Spawner
+	np                    netPlan
+	argv                  []string
+	cwd                   string
+	localBase, remoteBase []string
+	out, errOut           *launch.Sink
 }
 
 func (l *elasticLauncher) Start(ctx context.Context, w elastic.WorkerSpec) (launch.Proc, error) {
-	if !launch.IsLocalHost(w.Slot.Host) {
-		return nil, fmt.Errorf("host %s: elastic jobs run workers on this machine only (loopback names and addresses) in this version", w.Slot.Host)
+	isRemote := l.np.isRemote(w.Slot.Host)
+	if !isRemote && !launch.IsLocalHost(w.Slot.Host) {
+		return nil, fmt.Errorf("host %s: discovered remote hosts are not supported yet (give remote hosts with -H or --hostfile)", w.Slot.Host)
 	}
-	we := append(append([]string(nil), l.base...), w.Env...)
+	base, dir := l.localBase, ""
+	if isRemote {
+		base, dir = l.remoteBase, l.cwd
+	}
+	we := append(append([]string(nil), base...), w.Env...)
 	we = append(we,
 		env.Hostname+"="+w.Slot.Host,
-		env.BindAddr+"=127.0.0.1",
+		env.BindAddr+"="+l.np.bindIP(w.Slot.Host),
 		env.LocalRank+"="+strconv.Itoa(w.Slot.Index),
 	)
-	if w.HostSlots > 1 { // the worker's share of the cores, as for static jobs
+	if w.HostSlots > 1 && !isRemote { // the worker's share of the cores, as for static jobs
 		we = launch.WithGOMAXPROCS(append(we, env.LocalSize+"="+strconv.Itoa(w.HostSlots)), runtime.NumCPU())
 	}
-	return l.local.Start(ctx, launch.ProcSpec{
-		Rank: int(w.Seq), Host: "localhost", Argv: l.argv, Env: we,
+	return l.spawner.Start(ctx, launch.ProcSpec{
+		Rank: int(w.Seq), Host: w.Slot.Host, Argv: l.argv, Env: we, Dir: dir,
 		Stdout: launch.NewLineWriter(l.out, "["+w.ID+"]<stdout>:", nil),
 		Stderr: launch.NewLineWriter(l.errOut, "["+w.ID+"]<stderr>:", nil),
 	})
