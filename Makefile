@@ -6,7 +6,7 @@ EPOCHS   ?= 4
 VERSION  := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X main.version=$(VERSION)
 # Packages with goroutines and shared state run under the race detector.
-RACE_PKGS := ./collective/... ./coordinator/... ./fusion/... ./ops/... ./internal/... ./nccl/...
+RACE_PKGS := ./collective/... ./coordinator/... ./fusion/... ./ops/... ./internal/... ./nccl/... ./elastic/...
 
 .PHONY: all build run test test-race test-e2e bench lint clean
 

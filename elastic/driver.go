@@ -333,7 +333,7 @@ func (d *Driver) hostsChanged(now time.Time, found []hosts.Host) {
 			d.wantChange(now, false)
 		}
 		if !w.member && w.join != nil {
-			d.answerJoin(w, joinReply{Status: joinRemoved, Reason: "its host left discovery"})
+			d.release(w)
 		}
 	}
 }
@@ -473,7 +473,8 @@ func (d *Driver) joinCall(now time.Time, w *worker, req joinRequest, reply chan 
 		pj.reply <- joinReply{Status: joinDone, Reason: "the job finished"}
 		return
 	case w.leaving:
-		pj.reply <- joinReply{Status: joinRemoved, Reason: "its host left discovery"}
+		w.join = pj
+		d.release(w)
 		return
 	case w.member && d.epoch > req.After:
 		pj.reply <- joinReply{Status: joinAssigned, Assign: w.assign}
@@ -487,6 +488,13 @@ func (d *Driver) joinCall(now time.Time, w *worker, req joinRequest, reply chan 
 		d.eventf("worker %s (rank %d) left epoch %d: %s", w.ref.ID, d.rankOf(w.ref.ID), d.epoch, req.Reason)
 		d.wantChange(now, true)
 	}
+}
+
+// release tells a worker whose slot left discovery that it is out: it
+// exits 0 and is never charged or waited for.
+func (d *Driver) release(w *worker) {
+	d.answerJoin(w, joinReply{Status: joinRemoved, Reason: "its host left discovery"})
+	w.state, w.reason = wGone, "its host left discovery"
 }
 
 func (d *Driver) answerJoin(w *worker, r joinReply) {

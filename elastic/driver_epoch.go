@@ -180,7 +180,7 @@ func (d *Driver) maybeForm(now time.Time) {
 			continue
 		}
 		if w.leaving {
-			d.answerJoin(w, joinReply{Status: joinRemoved, Reason: "its host left discovery"})
+			d.release(w)
 			continue
 		}
 		cands = append(cands, w.ref)
