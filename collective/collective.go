@@ -3,24 +3,15 @@ package collective
 import (
 	"context"
 	"fmt"
-	"net"
-	"os"
 	"slices"
 	"strconv"
-	"sync"
-	"time"
 	"unsafe"
 
 	"github.com/gorovod/gorovod/internal/tensor"
 
-	"go.uber.org/zap"
-
 	"github.com/gorovod/gorovod/coordinator"
 	"github.com/gorovod/gorovod/internal/config"
-	"github.com/gorovod/gorovod/internal/rendezvous"
 	"github.com/gorovod/gorovod/internal/timeline"
-	"github.com/gorovod/gorovod/internal/transport"
-	"github.com/gorovod/gorovod/internal/transport/mesh"
 	"github.com/gorovod/gorovod/ops"
 )
 
@@ -30,141 +21,31 @@ type Config = config.Config
 // DefaultConfig returns the defaults; Init applies GOROVOD_* env on top.
 func DefaultConfig() Config { return config.Default() }
 
-// served holds the rendezvous services this process hosts (rank 0 without
-// gorun), by port. A service outlives the world that started it: the job's
-// later epochs register with it (see rendezvous.Server), so it lives until
-// the process exits.
-var served struct {
-	sync.Mutex
-	byPort map[string]*rendezvous.Server
-}
-
-// serveRendezvous makes sure this process serves the rendezvous of li.
-func serveRendezvous(li launchInfo, log *zap.Logger) error {
-	_, port, err := net.SplitHostPort(li.RendezvousAddr)
-	if err != nil {
-		return fmt.Errorf("%w: rendezvous address %q: %v", ErrInvalid, li.RendezvousAddr, err)
-	}
-	served.Lock()
-	defer served.Unlock()
-	if served.byPort[port] != nil {
-		return nil
-	}
-	lis, err := net.Listen("tcp", net.JoinHostPort("", port))
-	if err != nil {
-		return fmt.Errorf("rank 0 cannot serve rendezvous on port %s: %w", port, err)
-	}
-	srv := rendezvous.NewServer(rendezvous.ServerConfig{Size: li.Size, Secret: li.Secret, StartTimeout: li.StartTimeout, Epoch: li.Epoch, Logger: log})
-	go func() { _ = srv.Serve(lis) }()
-	if served.byPort == nil {
-		served.byPort = make(map[string]*rendezvous.Server)
-	}
-	served.byPort[port] = srv
-	return nil
-}
-
-// start does the I/O of joining: rendezvous and mesh.
-func start(ctx context.Context, cfg config.Config, log *zap.Logger, li launchInfo) (*engine, error) {
-	if li.Source == "single" {
-		topo := topology{rank: 0, size: 1, localRank: 0, localSize: 1, crossRank: 0, crossSize: 1, host: li.Host, epoch: li.Epoch}
-		return newEngine(cfg, log, topo, singleMesh{host: li.Host}, nil)
-	}
-	if li.SecretDerived {
-		log.Warn("no job secret in the environment; derived one from the launcher's job id (set GOROVOD_SECRET or GOROVOD_SECRET_FILE)")
-	}
-	var closers []func() error
-	cleanup := func() {
-		for i := len(closers) - 1; i >= 0; i-- {
-			_ = closers[i]()
-		}
-	}
-	ctx, cancel := context.WithTimeout(ctx, li.StartTimeout+5*time.Second)
-	defer cancel()
-	if li.ServeRendezvous {
-		if err := serveRendezvous(li, log); err != nil {
-			return nil, err
-		}
-	}
-	bind := li.BindAddr
-	if bind == "" {
-		var err error
-		if bind, err = bindAddrFor(li.Ifaces, li.RendezvousAddr); err != nil {
-			cleanup()
-			return nil, err
-		}
-		log.Debug("data plane address chosen", zap.String("addr", bind), zap.String("interfaces", li.Ifaces))
-	}
-	lis, err := net.Listen("tcp", net.JoinHostPort(bind, "0"))
-	if err != nil {
-		cleanup()
-		return nil, fmt.Errorf("data plane cannot listen on %s: %w", bind, err)
-	}
-	rdv, err := rendezvous.Dial(li.RendezvousAddr, li.Secret)
-	if err != nil {
-		_ = lis.Close()
-		cleanup()
-		return nil, fmt.Errorf("rank %d: rendezvous at %s: %w", li.Rank, li.RendezvousAddr, err)
-	}
-	closers = append(closers, rdv.Close)
-	world, err := rdv.Register(ctx, rendezvous.Registration{
-		Epoch: li.Epoch, Rank: li.Rank, Host: li.Host, LocalRank: li.LocalRank, Addr: lis.Addr().String(), Pid: os.Getpid(),
-	})
-	if err != nil {
-		_ = lis.Close()
-		cleanup()
-		return nil, fmt.Errorf("rank %d: rendezvous at %s: %w", li.Rank, li.RendezvousAddr, err)
-	}
-	peers := make([]mesh.Peer, len(world.Peers))
-	for i, p := range world.Peers {
-		peers[i] = mesh.Peer{Rank: p.Rank, Host: p.Host, Addr: p.Addr}
-	}
-	m, err := mesh.Build(ctx, mesh.Config{
-		Rank: li.Rank, Peers: peers, Secret: li.Secret, Epoch: world.Epoch,
-		Listener: lis, DisableShm: cfg.DisableShm, Logger: log,
-	})
-	if err != nil {
-		_ = lis.Close()
-		cleanup()
-		return nil, fmt.Errorf("rank %d: connecting to peers: %w", li.Rank, err)
-	}
-	me := world.Peers[li.Rank]
-	topo := topology{rank: li.Rank, size: len(world.Peers), localRank: me.LocalRank, localSize: me.LocalSize,
-		crossRank: me.CrossRank, crossSize: me.CrossSize, host: li.Host, epoch: world.Epoch}
-	e, err := newEngine(cfg, log, topo, m, rendezvousOracle{client: rdv, epoch: world.Epoch})
-	if err != nil {
-		_ = m.Close()
-		cleanup()
-		return nil, err
-	}
-	e.closers = append(closers, lis.Close)
-	return e, nil
-}
-
 func topo() topology {
 	e, err := current()
 	if err != nil {
-		return topology{rank: -1, size: -1, localRank: -1, localSize: -1, crossRank: -1, crossSize: -1}
+		return topology{Rank: -1, Size: -1, LocalRank: -1, LocalSize: -1, CrossRank: -1, CrossSize: -1}
 	}
 	return e.topo
 }
 
 // Rank is this process's global rank, or -1 before Init.
-func Rank() int { return topo().rank }
+func Rank() int { return topo().Rank }
 
 // Size is the number of processes in the job, or -1 before Init.
-func Size() int { return topo().size }
+func Size() int { return topo().Size }
 
 // LocalRank is the rank among processes on this host, or -1 before Init.
-func LocalRank() int { return topo().localRank }
+func LocalRank() int { return topo().LocalRank }
 
 // LocalSize is the number of processes on this host, or -1 before Init.
-func LocalSize() int { return topo().localSize }
+func LocalSize() int { return topo().LocalSize }
 
 // CrossRank is the index of this host among the job's hosts, or -1 before Init.
-func CrossRank() int { return topo().crossRank }
+func CrossRank() int { return topo().CrossRank }
 
 // CrossSize is the number of hosts, or -1 before Init.
-func CrossSize() int { return topo().crossSize }
+func CrossSize() int { return topo().CrossSize }
 
 // Handle is the result of an asynchronous collective.
 type Handle struct{ en *entry }
@@ -250,13 +131,16 @@ func submitWith(req coordinator.Request, buf []byte, co callOptions, prep func(*
 	if err := validName(req.Name); err != nil {
 		return failed(err)
 	}
-	req.Device = coordinator.CPU
+	req.Device = int(co.device)
+	if co.device != CPU && e.device == nil {
+		return failed(fmt.Errorf("%w: %s %q on device %d, but the world has no device backend (WithDeviceBackend)", ErrInvalid, req.Op, req.Name, co.device))
+	}
 	if req.Prescale == 0 {
 		req.Prescale, req.Postscale = co.prescale, co.postscale
 	}
 	if ps := co.set; ps != nil {
 		if !ps.Included() {
-			return failed(fmt.Errorf("%w: %s %q in process set %d, which rank %d is not a member of", ErrInvalid, req.Op, req.Name, ps.id, e.topo.rank))
+			return failed(fmt.Errorf("%w: %s %q in process set %d, which rank %d is not a member of", ErrInvalid, req.Op, req.Name, ps.id, e.topo.Rank))
 		}
 		req.ProcessSet = ps.id
 	}
@@ -289,7 +173,7 @@ func (co callOptions) groupSize() int {
 	if err != nil {
 		return -1
 	}
-	return e.topo.size
+	return e.topo.Size
 }
 
 // AllreduceAsync starts an in-place allreduce of buf across all ranks.
@@ -314,7 +198,11 @@ func Allreduce[T Element](ctx context.Context, name string, buf []T, op ReduceOp
 // BroadcastAsync starts a broadcast of root's buf to every rank's buf.
 func BroadcastAsync[T Element](ctx context.Context, name string, buf []T, root int, opts ...CallOption) *Handle {
 	co := callOpts(opts)
-	if s := co.groupSize(); root < 0 || (s > 0 && root >= s) {
+	e, err := co.engine()
+	if err != nil {
+		return failed(err)
+	}
+	if s := e.topo.Size; root < 0 || root >= s { // a global rank, also in a process set
 		return failed(fmt.Errorf("%w: broadcast %q: root %d out of range [0,%d)", ErrInvalid, name, root, s))
 	}
 	if co.set != nil && !slices.Contains(co.set.ranks, root) {
@@ -358,6 +246,7 @@ type callOptions struct {
 	prescale, postscale float64
 	set                 *ProcessSet
 	world               *World
+	device              Device
 	eng                 *engine // set inside the package; wins over world and set
 }
 
@@ -371,21 +260,12 @@ func WithPrescale(f float64) CallOption { return func(o *callOptions) { o.presca
 func WithPostscale(f float64) CallOption { return func(o *callOptions) { o.postscale = f } }
 
 func callOpts(opts []CallOption) callOptions {
-	co := callOptions{prescale: 1, postscale: 1}
+	co := callOptions{prescale: 1, postscale: 1, device: CPU}
 	for _, o := range opts {
 		o(&co)
 	}
 	return co
 }
-
-// singleMesh is the mesh of a world of one.
-type singleMesh struct{ host string }
-
-func (singleMesh) Rank() int               { return 0 }
-func (singleMesh) Size() int               { return 1 }
-func (singleMesh) Link(int) transport.Link { return nil }
-func (m singleMesh) Host(int) string       { return m.host }
-func (singleMesh) Close() error            { return nil }
 
 // RunExclusive runs fn on every rank with direct access to the data plane,
 // bypassing negotiation: it is negotiated once (like a barrier named name),
@@ -418,7 +298,7 @@ func StartTimeline(path string) error {
 	if err != nil {
 		return err
 	}
-	if e.topo.rank != 0 {
+	if e.topo.Rank != 0 {
 		return nil
 	}
 	if err := e.tl.Start(path, timeline.Options{}); err != nil {

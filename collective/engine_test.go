@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/gorovod/gorovod/internal/tensor"
+	"github.com/gorovod/gorovod/internal/worker"
 
 	"go.uber.org/zap"
 
@@ -35,7 +36,7 @@ func newWorld(t *testing.T, n int, cfg config.Config) *world {
 	before := runtime.NumGoroutine()
 	w := inmem.MustWorld(n)
 	wd := &world{t: t, w: w, engines: make([]*engine, n)}
-	oracle := &memOracle{}
+	oracle := worker.NewMemOracle(n)
 	for r := 0; r < n; r++ {
 		// The real constructor: metrics are served before the loop starts.
 		world, err := NewWorld(context.Background(), WithConfig(cfg), WithLogger(zap.NewNop()), withMesh(w.Mesh(r), oracle))

@@ -90,7 +90,7 @@ func BroadcastObject[V any](ctx context.Context, name string, v *V, root int, op
 	if err != nil {
 		return err
 	}
-	me := e.topo.rank
+	me := e.topo.Rank
 	var payload []byte
 	if me == root {
 		var b bytes.Buffer

@@ -58,8 +58,8 @@ func NewProcessSet(ctx context.Context, ranks []int, opts ...CallOption) (*Proce
 		return nil, fmt.Errorf("%w: process set with no ranks", ErrInvalid)
 	}
 	for i, r := range rs {
-		if r < 0 || r >= e.topo.size {
-			return nil, fmt.Errorf("%w: process set rank %d out of range [0,%d)", ErrInvalid, r, e.topo.size)
+		if r < 0 || r >= e.topo.Size {
+			return nil, fmt.Errorf("%w: process set rank %d out of range [0,%d)", ErrInvalid, r, e.topo.Size)
 		}
 		if i > 0 && rs[i-1] == r {
 			return nil, fmt.Errorf("%w: process set lists rank %d twice", ErrInvalid, r)
@@ -69,7 +69,7 @@ func NewProcessSet(ctx context.Context, ranks []int, opts ...CallOption) (*Proce
 	e.nextSet++
 	id := e.nextSet
 	e.mu.Unlock()
-	ps := &ProcessSet{e: e, id: id, ranks: rs, index: slices.Index(rs, e.topo.rank)}
+	ps := &ProcessSet{e: e, id: id, ranks: rs, index: slices.Index(rs, e.topo.Rank)}
 	strs := make([]string, len(rs))
 	for i, r := range rs {
 		strs[i] = strconv.Itoa(r)
@@ -93,7 +93,7 @@ func (e *engine) addProcessSet(id int, members []int, index int) error {
 	}
 	st := &setState{members: members}
 	if index >= 0 {
-		comm, err := ops.NewComm(&subMesh{parent: e.tracker, members: members, me: index}, e.opsConfig())
+		comm, err := ops.NewComm(&subMesh{parent: e.mesh, members: members, me: index}, e.opsConfig())
 		if err != nil {
 			return err
 		}

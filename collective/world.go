@@ -15,6 +15,8 @@ import (
 	"github.com/gorovod/gorovod/internal/hosts"
 	"github.com/gorovod/gorovod/internal/logging"
 	"github.com/gorovod/gorovod/internal/transport"
+	"github.com/gorovod/gorovod/internal/transport/tracked"
+	"github.com/gorovod/gorovod/internal/worker"
 )
 
 // World is one membership of one job: this process's rank among a set of
@@ -62,7 +64,9 @@ type initOptions struct {
 	getenv     func(string) string
 	membership *Membership
 	mesh       transport.Mesh // collectivetest: a ready mesh instead of the launcher
-	oracle     failureOracle  // with mesh: the job's failure oracle
+	oracle     tracked.Oracle // with mesh: the job's failure oracle
+
+	deviceBackend Backend
 }
 
 // WithConfig replaces the configuration read from the environment.
@@ -86,7 +90,7 @@ func withEnv(getenv func(string) string) Option { return func(o *initOptions) { 
 
 // withMesh builds the world on a ready mesh (the public test harness, via
 // internal/worldhook): no rendezvous, no sockets.
-func withMesh(m transport.Mesh, oracle failureOracle) Option {
+func withMesh(m transport.Mesh, oracle tracked.Oracle) Option {
 	return func(o *initOptions) { o.mesh, o.oracle = m, oracle }
 }
 
@@ -120,13 +124,14 @@ func NewWorld(ctx context.Context, opts ...Option) (*World, error) {
 	if err != nil {
 		return nil, err
 	}
+	e.device = o.deviceBackend
 	if err := e.serveMetrics(ctx); err != nil {
 		e.close()
 		return nil, err
 	}
 	go e.run()
-	e.log.Debug("world started", zap.Int("size", e.topo.size), zap.Uint64("epoch", e.topo.epoch),
-		zap.Int("local_rank", e.topo.localRank), zap.Int("local_size", e.topo.localSize))
+	e.log.Debug("world started", zap.Int("size", e.topo.Size), zap.Uint64("epoch", e.topo.Epoch),
+		zap.Int("local_rank", e.topo.LocalRank), zap.Int("local_size", e.topo.LocalSize))
 	return &World{e: e}, nil
 }
 
@@ -161,14 +166,15 @@ func (o *initOptions) log(rank int, host string) (*zap.Logger, error) {
 }
 
 // launchEngine places the world from the launcher's environment or the
-// explicit membership and does the I/O of joining (see start).
+// explicit membership and joins it (package worker).
 func launchEngine(ctx context.Context, cfg Config, o initOptions) (*engine, error) {
-	var li launchInfo
+	var li worker.Info
 	var err error
-	if o.membership != nil {
-		li, err = membershipLaunch(*o.membership, o.getenv)
+	if m := o.membership; m != nil {
+		li, err = worker.FromMembership(worker.Membership{Rank: m.Rank, Size: m.Size, LocalRank: m.LocalRank,
+			Epoch: m.Epoch, RendezvousAddr: m.RendezvousAddr, Secret: m.Secret, Host: m.Host}, o.getenv)
 	} else {
-		li, err = detectLaunch(o.getenv)
+		li, err = worker.Detect(o.getenv)
 		li.Epoch += launchEpochs.Add(1) - 1
 	}
 	if err != nil {
@@ -179,7 +185,18 @@ func launchEngine(ctx context.Context, cfg Config, o initOptions) (*engine, erro
 		return nil, err
 	}
 	log.Debug("joining", zap.String("launcher", li.Source), zap.Uint64("epoch", li.Epoch))
-	return start(ctx, cfg, log, li)
+	j, err := worker.Join(ctx, li, cfg.DisableShm, log)
+	if err != nil {
+		return nil, err
+	}
+	e, err := newEngine(cfg, log, j.Topology, j.Mesh, j.Oracle)
+	if err != nil {
+		_ = j.Mesh.Close()
+		_ = j.Release()
+		return nil, err
+	}
+	e.closers = append(e.closers, j.Release)
+	return e, nil
 }
 
 // meshEngine builds a world on a ready mesh (collectivetest).
@@ -190,9 +207,9 @@ func meshEngine(cfg Config, o initOptions) (*engine, error) {
 		names[r] = m.Host(r)
 	}
 	slot := hosts.Layout(names)[m.Rank()]
-	topo := topology{rank: m.Rank(), size: m.Size(), localRank: slot.LocalRank, localSize: slot.LocalSize,
-		crossRank: slot.CrossRank, crossSize: slot.CrossSize, host: m.Host(m.Rank())}
-	log, err := o.log(topo.rank, topo.host)
+	topo := topology{Rank: m.Rank(), Size: m.Size(), LocalRank: slot.LocalRank, LocalSize: slot.LocalSize,
+		CrossRank: slot.CrossRank, CrossSize: slot.CrossSize, Host: m.Host(m.Rank())}
+	log, err := o.log(topo.Rank, topo.Host)
 	if err != nil {
 		return nil, err
 	}
@@ -203,29 +220,29 @@ func meshEngine(cfg Config, o initOptions) (*engine, error) {
 }
 
 // Rank is this process's rank in the world.
-func (w *World) Rank() int { return w.e.topo.rank }
+func (w *World) Rank() int { return w.e.topo.Rank }
 
 // Size is the number of processes in the world.
-func (w *World) Size() int { return w.e.topo.size }
+func (w *World) Size() int { return w.e.topo.Size }
 
 // LocalRank is the rank among the world's processes on this host.
-func (w *World) LocalRank() int { return w.e.topo.localRank }
+func (w *World) LocalRank() int { return w.e.topo.LocalRank }
 
 // LocalSize is the number of the world's processes on this host.
-func (w *World) LocalSize() int { return w.e.topo.localSize }
+func (w *World) LocalSize() int { return w.e.topo.LocalSize }
 
 // CrossRank is the index of this host among the hosts that have this
 // local rank.
-func (w *World) CrossRank() int { return w.e.topo.crossRank }
+func (w *World) CrossRank() int { return w.e.topo.CrossRank }
 
 // CrossSize is the number of hosts that have this local rank.
-func (w *World) CrossSize() int { return w.e.topo.crossSize }
+func (w *World) CrossSize() int { return w.e.topo.CrossSize }
 
 // Epoch is the membership epoch the world was joined in.
-func (w *World) Epoch() uint64 { return w.e.topo.epoch }
+func (w *World) Epoch() uint64 { return w.e.topo.Epoch }
 
 // Host is this process's host name as the job knows it.
-func (w *World) Host() string { return w.e.topo.host }
+func (w *World) Host() string { return w.e.topo.Host }
 
 // Config returns the configuration the world runs with.
 func (w *World) Config() Config { return w.e.cfg }
@@ -332,9 +349,9 @@ func Initialized() bool {
 }
 
 func init() {
-	worldhook.NewOracle = func() any { return &memOracle{} }
+	worldhook.NewOracle = func(size int) any { return worker.NewMemOracle(size) }
 	worldhook.WithMesh = func(m transport.Mesh, oracle any) any {
-		o, _ := oracle.(failureOracle)
+		o, _ := oracle.(tracked.Oracle)
 		return withMesh(m, o)
 	}
 }

@@ -20,12 +20,12 @@ import (
 	"github.com/spf13/pflag"
 	"go.uber.org/zap"
 
+	"github.com/gorovod/gorovod/cmd/gorun/internal/sysinfo"
 	"github.com/gorovod/gorovod/internal/env"
 	"github.com/gorovod/gorovod/internal/hosts"
 	"github.com/gorovod/gorovod/internal/launch"
 	"github.com/gorovod/gorovod/internal/logging"
 	"github.com/gorovod/gorovod/internal/rendezvous"
-	"github.com/gorovod/gorovod/internal/sysinfo"
 )
 
 const examples = `  # 4 workers on this machine
@@ -122,7 +122,7 @@ func runCheck(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	return sysinfo.Probe(ctx).Write(stdout)
+	return sysinfo.Probe(ctx, probeNCCL).Write(stdout)
 }
 
 // plan is a validated job.
@@ -175,6 +175,9 @@ func makePlan(o *options, fs *pflag.FlagSet, args []string) (plan, []string, err
 	default:
 		if !fs.Changed("num-proc") {
 			return p, nil, usagef("give the number of processes with -np N")
+		}
+		if limit, why := localWorkerLimit(); o.np > limit {
+			return p, nil, usagef("-np %d is more workers than this machine runs: at most %d (%s); give more hosts with -H or --hostfile", o.np, limit, why)
 		}
 		hs = []hosts.Host{{Name: "localhost", Slots: o.np}}
 	}
@@ -343,6 +346,13 @@ func runJob(ctx context.Context, o *options, fs *pflag.FlagSet, args []string, s
 				return 2 * time.Second
 			}
 			return 0
+		},
+		// The workers' failure oracle decides which rank a failure started
+		// at: the job's first failure and exit code follow it, not the
+		// order in which gorun reaped the workers.
+		Cause: func() (launch.Cause, bool) {
+			v, ok := srv.FirstFailure()
+			return launch.Cause{Rank: v.Rank, Description: v.Message}, ok
 		},
 		OnExit: func(e launch.Exit) {
 			// A worker gone before registering never will: fail the

@@ -38,7 +38,7 @@ func NewWorlds(ctx context.Context, n int, opts ...collective.Option) ([]*collec
 	if err != nil {
 		return nil, fmt.Errorf("%w: collectivetest: %w", collective.ErrInvalid, err)
 	}
-	oracle := worldhook.NewOracle()
+	oracle := worldhook.NewOracle(n)
 	worlds := make([]*collective.World, n)
 	for r := range n {
 		o := append(append([]collective.Option(nil), opts...), worldhook.WithMesh(mem.Mesh(r), oracle).(collective.Option))

@@ -154,6 +154,15 @@ func processSets(ctx context.Context, w *collective.World) error {
 	if x[0] != want {
 		return fmt.Errorf("process set allreduce: %d, want %d", x[0], want)
 	}
+	// Roots are global ranks, also inside a set.
+	root := evens[len(evens)-1]
+	y := []int64{int64(r)}
+	if err := collective.Broadcast(ctx, "set/bcast", y, root, collective.InProcessSet(ps)); err != nil {
+		return err
+	}
+	if y[0] != int64(root) {
+		return fmt.Errorf("process set broadcast from %d: %d", root, y[0])
+	}
 	return w.Barrier(ctx, collective.InProcessSet(ps))
 }
 

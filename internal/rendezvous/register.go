@@ -26,10 +26,18 @@ type round struct {
 	done  chan struct{} // closed once world or err is set
 	world World
 	err   error
+
+	oracle *Oracle // the epoch's failure oracle
+	// abortedBy is the exit of a rank that left before registering and
+	// failed the epoch while nobody waited; it goes to the oracle when a
+	// rank is refused because of it (a program that never calls Init is
+	// no failure).
+	abortedBy *Status
+	refused   bool // a rank registered after the epoch failed and was told why
 }
 
-func newRound(epoch uint64, size int) *round {
-	return &round{epoch: epoch, regs: make([]*Registration, size), done: make(chan struct{})}
+func newRound(epoch uint64, size int, settle time.Duration) *round {
+	return &round{epoch: epoch, regs: make([]*Registration, size), done: make(chan struct{}), oracle: NewOracle(size, settle)}
 }
 
 func (r *round) finished() bool {
@@ -94,19 +102,22 @@ func (s *Server) World() (World, bool) {
 }
 
 // Failed reports whether the current epoch's rendezvous failed (start
-// timeout, abort): every rank that registered has been sent the error.
+// timeout, abort) with ranks told: every rank that registered, or tried to,
+// has been sent the error.
 func (s *Server) Failed() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.cur.err != nil && s.cur.count > 0
+	return s.cur.err != nil && (s.cur.count > 0 || s.cur.refused)
 }
 
 // WorkerExited tells the server that the worker of rank left (desc says
 // how, e.g. "exited with code 0"). If the current epoch's world is not
 // complete and that rank has not registered in it, it never will: the
 // epoch fails at once with ErrAborted instead of making the others wait for
-// the start timeout. A later epoch that starts after the exit fails the
-// same way at its first registration.
+// the start timeout. When ranks were waiting for it, the failure oracle
+// records that rank as where the job's failure started (even an exit with
+// code 0 before registering fails the others). A later epoch that starts
+// after the exit fails the same way at its first registration.
 func (s *Server) WorkerExited(rank int, desc string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -119,6 +130,20 @@ func (s *Server) WorkerExited(rank int, desc string) {
 		return
 	}
 	s.failLocked(r, errorf(ErrAborted, "rank %d %s before registering", rank, desc))
+	s.blameExitLocked(r, rank, desc)
+}
+
+// blameExitLocked puts the exit of rank, which failed round r, before the
+// oracle: at once when ranks were waiting, else once a rank is refused
+// because of it.
+func (s *Server) blameExitLocked(r *round, rank int, desc string) {
+	st := Status{Epoch: r.epoch, Rank: rank, State: StateFailed, Kind: FailureExited, Suspect: rank,
+		Message: fmt.Sprintf("rank %d %s before joining the job (it never registered; the ranks that did could not start)", rank, desc)}
+	if r.count > 0 {
+		s.recordLocked(st)
+	} else {
+		r.abortedBy = &st
+	}
 }
 
 func (s *Server) failLocked(r *round, err error) {
@@ -215,6 +240,11 @@ func (s *Server) add(reg *Registration) (*round, error) {
 			reg.Rank, prev.Pid, prev.Host, reg.Pid, reg.Host, r.epoch)
 	}
 	if r.err != nil {
+		r.refused = true
+		if r.abortedBy != nil {
+			s.recordLocked(*r.abortedBy)
+			r.abortedBy = nil
+		}
 		return nil, r.err
 	}
 	r.regs[reg.Rank] = reg
@@ -238,11 +268,13 @@ func (s *Server) nextRoundLocked(epoch uint64) {
 	if !old.finished() {
 		s.failLocked(old, errorf(ErrEpoch, "epoch %d was abandoned: a rank registered for epoch %d", old.epoch, epoch))
 	}
-	s.cur = newRound(epoch, s.cfg.Size)
+	old.oracle.Stop()
+	s.cur = newRound(epoch, s.cfg.Size, s.cfg.StallSettle)
 	s.log.Debug("new epoch", zap.Uint64("epoch", epoch), zap.Uint64("previous", old.epoch))
 	for rank := 0; rank < s.cfg.Size; rank++ {
 		if desc, gone := s.exited[rank]; gone {
 			s.failLocked(s.cur, errorf(ErrAborted, "rank %d %s before registering for epoch %d", rank, desc, epoch))
+			s.blameExitLocked(s.cur, rank, desc)
 			return
 		}
 	}

@@ -35,6 +35,10 @@ type ServerConfig struct {
 	// MaxClockSkew is the largest accepted distance between a request's
 	// timestamp and the server clock; 0 means 5 minutes.
 	MaxClockSkew time.Duration
+	// StallSettle is how long the failure oracle waits, after a stall
+	// report, for the stalled rank to say it was itself waiting on
+	// another (see blame); 0 means DefaultStallSettle.
+	StallSettle time.Duration
 }
 
 // Server is the rendezvous service of a job: one epoch's registration at a
@@ -53,7 +57,7 @@ type Server struct {
 	stopped  chan struct{}
 
 	mu       sync.Mutex
-	cur      *round         // the epoch being registered or served
+	cur      *round         // the epoch being registered or served, with its failure oracle
 	exited   map[int]string // ranks whose worker left, and how (WorkerExited)
 	statuses []Status
 }
@@ -77,7 +81,7 @@ func NewServer(cfg ServerConfig) *Server {
 	case cfg.StartTimeout < 0:
 		s.cfgErr = errorf(ErrInvalid, "server StartTimeout is %v, must be >= 0", cfg.StartTimeout)
 	}
-	s.cur = newRound(cfg.Epoch, max(cfg.Size, 0))
+	s.cur = newRound(cfg.Epoch, max(cfg.Size, 0), cfg.StallSettle)
 	s.grpc = grpc.NewServer(grpc.UnaryInterceptor(s.serverAuth))
 	pb.RegisterRendezvousServer(s.grpc, s)
 	return s
@@ -103,6 +107,7 @@ func (s *Server) Stop() {
 		close(s.stopped)
 		s.mu.Lock()
 		s.cur.stopTimer()
+		s.cur.oracle.Stop()
 		s.mu.Unlock()
 		s.grpc.Stop()
 	})
@@ -117,13 +122,33 @@ func (s *Server) Statuses() []Status {
 
 // RecordFailure records a failure the launcher saw itself (a worker that
 // exited with an error or was killed) as a failed status of the server's
-// epoch. Workers' ReportFailure calls then name it as the job's first
-// failure when it came before theirs: the launcher often learns of a death
-// before any peer of the dead worker uses a link to it.
+// epoch, and as evidence for the failure oracle: a rank whose process ended
+// cannot pass the blame on. Workers' ReportFailure calls name it as the
+// job's first failure when it came before theirs: the launcher often learns
+// of a death before any peer of the dead worker uses a link to it.
 func (s *Server) RecordFailure(rank int, message string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.statuses = append(s.statuses, Status{Epoch: s.cur.epoch, Rank: rank, State: StateFailed, Message: message})
+	s.recordLocked(Status{Epoch: s.cur.epoch, Rank: rank, State: StateFailed, Kind: FailureExited, Suspect: rank, Message: message})
+}
+
+// FirstFailure returns the failure oracle's verdict on the current epoch:
+// the rank the job's failure started at (Rank) and how it was seen. It
+// decides a pending verdict if the evidence allows, but never waits.
+func (s *Server) FirstFailure() (Status, bool) {
+	s.mu.Lock()
+	o := s.cur.oracle
+	s.mu.Unlock()
+	return o.Verdict()
+}
+
+// recordLocked adds a status; a failure of the current epoch goes to its
+// oracle.
+func (s *Server) recordLocked(st Status) {
+	s.statuses = append(s.statuses, st)
+	if st.State == StateFailed && st.Epoch == s.cur.epoch && s.cfgErr == nil {
+		s.cur.oracle.Record(st)
+	}
 }
 
 // ReportStatus implements the RPC: record and hand to OnStatus.
@@ -131,28 +156,41 @@ func (s *Server) ReportStatus(ctx context.Context, req *pb.ReportStatusRequest) 
 	if s.cfgErr != nil {
 		return nil, toStatus(s.cfgErr)
 	}
-	st := Status{Epoch: req.GetEpoch(), Rank: int(req.GetRank()), State: WorkerState(req.GetState()), Message: req.GetMessage()}
+	st := statusFromPB(req)
 	if st.Rank < 0 || st.Rank >= s.cfg.Size {
 		return nil, toStatus(errorf(ErrInvalid, "status for rank %d, out of range for a world of size %d", st.Rank, s.cfg.Size))
 	}
 	if st.State != StateOK && st.State != StateFailed {
 		return nil, toStatus(errorf(ErrInvalid, "status of rank %d has state %d (want ok or failed)", st.Rank, int(st.State)))
 	}
-	s.mu.Lock()
-	s.statuses = append(s.statuses, st)
-	var first *pb.ReportStatusRequest
-	for _, prev := range s.statuses { // the first failure of this epoch, maybe st itself
-		if prev.State == StateFailed && prev.Epoch == st.Epoch {
-			first = &pb.ReportStatusRequest{Epoch: prev.Epoch, Rank: int32(prev.Rank), State: pb.WorkerState(prev.State), Message: prev.Message}
-			break
-		}
+	if st.Kind < FailureOwn || st.Kind > FailureExited || (st.Kind != FailureOwn && (st.Suspect < 0 || st.Suspect >= s.cfg.Size)) {
+		return nil, toStatus(errorf(ErrInvalid, "status of rank %d blames rank %d (kind %d) in a world of size %d", st.Rank, st.Suspect, int(st.Kind), s.cfg.Size))
 	}
+	s.mu.Lock()
+	s.recordLocked(st)
+	cur, oracle := s.cur.epoch, s.cur.oracle
 	s.mu.Unlock()
-	s.log.Debug("worker status", zap.Int("rank", st.Rank), zap.Stringer("state", st.State), zap.String("message", st.Message))
+	s.log.Debug("worker status", zap.Int("rank", st.Rank), zap.Stringer("state", st.State), zap.Stringer("kind", st.Kind),
+		zap.Int("suspect", st.Suspect), zap.String("message", st.Message))
 	if s.cfg.OnStatus != nil {
 		s.cfg.OnStatus(st)
 	}
-	return &pb.ReportStatusResponse{FirstFailure: first}, nil
+	if st.State != StateFailed {
+		return &pb.ReportStatusResponse{}, nil
+	}
+	if st.Epoch != cur {
+		return &pb.ReportStatusResponse{FirstFailure: statusToPB(st)}, nil
+	}
+	// A stall report waits (at most the settle window) for the verdict.
+	select {
+	case <-oracle.Decided():
+	case <-ctx.Done():
+		return nil, toStatus(ctx.Err())
+	case <-s.stopped:
+		return nil, toStatus(errorf(ErrUnavailable, "rendezvous server stopped"))
+	}
+	v, _ := oracle.Verdict()
+	return &pb.ReportStatusResponse{FirstFailure: statusToPB(v)}, nil
 }
 
 func zapMethod(m string) zap.Field { return zap.String("method", m) }

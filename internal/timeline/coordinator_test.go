@@ -91,13 +91,15 @@ func (x rankExchange) BroadcastFromRoot(_ context.Context, p []byte) ([]byte, er
 // submits first (rank 0 is late), then a cached repeat.
 func TestWithCoordinator(t *testing.T) {
 	tl, path := open(t, Options{MarkCycles: true})
+	sw := &Switch{}
+	sw.Set(tl)
 	const n = 2
 	ctrls := make([]*coordinator.Controller, n)
 	for r := range ctrls {
 		cfg := coordinator.DefaultConfig(r, n)
 		cfg.StallWarning = 0
 		if r == 0 {
-			cfg.Observer = tl
+			cfg.Observer = Observer[coordinator.OpType]{S: sw}
 		}
 		c, err := coordinator.NewController(cfg)
 		if err != nil {
@@ -132,7 +134,8 @@ func TestWithCoordinator(t *testing.T) {
 		wg.Wait()
 		// Rank 0's loop executes its responses.
 		for i := range lists[0].Responses {
-			tl.OpStart(now.Add(10*time.Microsecond), &lists[0].Responses[i])
+			r := &lists[0].Responses[i]
+			tl.OpStart(now.Add(10*time.Microsecond), Op{Op: r.Op.String(), DType: r.DType.String(), Names: r.Names, Counts: r.Counts, ProcessSet: r.ProcessSet})
 		}
 		for _, resp := range lists[0].Responses {
 			tl.Activity(now.Add(20*time.Microsecond), resp.Names, "CPU_ALLREDUCE")

@@ -7,9 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gorovod/gorovod/internal/tensor"
-
-	"github.com/gorovod/gorovod/coordinator"
 	"github.com/gorovod/gorovod/internal/timeline"
 )
 
@@ -22,12 +19,12 @@ func Example() {
 		return
 	}
 	// The coordinator reports negotiation (tl is its Config.Observer)...
-	tl.OnNegotiateStart(t0, "grad/w", coordinator.OpAllreduce)
+	tl.OnNegotiateStart(t0, "grad/w", "allreduce")
 	tl.OnRankReady(t0, "grad/w", 1)
 	tl.OnRankReady(t0.Add(time.Millisecond), "grad/w", 0)
 	tl.OnNegotiateEnd(t0.Add(time.Millisecond), "grad/w")
 	// ...and the loop its execution.
-	r := &coordinator.Response{Op: coordinator.OpAllreduce, Names: []string{"grad/w"}, DType: tensor.Float32, Counts: []int64{16}}
+	r := timeline.Op{Op: "allreduce", Names: []string{"grad/w"}, DType: "float32", Counts: []int64{16}}
 	tl.OpStart(t0.Add(1010*time.Microsecond), r)
 	tl.Activity(t0.Add(1020*time.Microsecond), r.Names, "CPU_ALLREDUCE")
 	tl.OpEnd(t0.Add(1100*time.Microsecond), r.Names, nil)

@@ -1,11 +1,10 @@
 package timeline
 
 import (
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/gorovod/gorovod/coordinator"
 )
 
 // Switch holds the current timeline, if any, so one can be started and
@@ -50,24 +49,24 @@ func (s *Switch) Timeline() *Timeline {
 // Enabled reports whether a timeline is recording.
 func (s *Switch) Enabled() bool { return s.Timeline().Enabled() }
 
-// OnNegotiateStart implements coordinator.Observer.
-func (s *Switch) OnNegotiateStart(now time.Time, name string, op coordinator.OpType) {
+// OnNegotiateStart forwards to Timeline.OnNegotiateStart.
+func (s *Switch) OnNegotiateStart(now time.Time, name string, op string) {
 	s.Timeline().OnNegotiateStart(now, name, op)
 }
 
-// OnRankReady implements coordinator.Observer.
+// OnRankReady forwards to Timeline.OnRankReady.
 func (s *Switch) OnRankReady(now time.Time, name string, rank int) {
 	s.Timeline().OnRankReady(now, name, rank)
 }
 
-// OnNegotiateEnd implements coordinator.Observer.
+// OnNegotiateEnd forwards to Timeline.OnNegotiateEnd.
 func (s *Switch) OnNegotiateEnd(now time.Time, name string) { s.Timeline().OnNegotiateEnd(now, name) }
 
-// OnCycleStart implements coordinator.CycleObserver.
+// OnCycleStart forwards to Timeline.OnCycleStart.
 func (s *Switch) OnCycleStart(now time.Time) { s.Timeline().OnCycleStart(now) }
 
 // OpStart forwards to Timeline.OpStart.
-func (s *Switch) OpStart(now time.Time, r *coordinator.Response) { s.Timeline().OpStart(now, r) }
+func (s *Switch) OpStart(now time.Time, r Op) { s.Timeline().OpStart(now, r) }
 
 // Activity forwards to Timeline.Activity.
 func (s *Switch) Activity(now time.Time, names []string, activity string) {
@@ -79,9 +78,23 @@ func (s *Switch) OpEnd(now time.Time, names []string, err error) {
 	s.Timeline().OpEnd(now, names, err)
 }
 
-var (
-	_ coordinator.Observer      = (*Timeline)(nil)
-	_ coordinator.CycleObserver = (*Timeline)(nil)
-	_ coordinator.Observer      = (*Switch)(nil)
-	_ coordinator.CycleObserver = (*Switch)(nil)
-)
+// Observer adapts a Switch to the negotiation hooks of a coordinator whose
+// op type names itself (coordinator.Observer and CycleObserver with Op =
+// coordinator.OpType), without this package depending on the coordinator.
+type Observer[Op fmt.Stringer] struct{ S *Switch }
+
+// OnNegotiateStart forwards to Switch.OnNegotiateStart with the op's name.
+func (o Observer[Op]) OnNegotiateStart(now time.Time, name string, op Op) {
+	o.S.OnNegotiateStart(now, name, op.String())
+}
+
+// OnRankReady forwards to Switch.OnRankReady.
+func (o Observer[Op]) OnRankReady(now time.Time, name string, rank int) {
+	o.S.OnRankReady(now, name, rank)
+}
+
+// OnNegotiateEnd forwards to Switch.OnNegotiateEnd.
+func (o Observer[Op]) OnNegotiateEnd(now time.Time, name string) { o.S.OnNegotiateEnd(now, name) }
+
+// OnCycleStart forwards to Switch.OnCycleStart.
+func (o Observer[Op]) OnCycleStart(now time.Time) { o.S.OnCycleStart(now) }

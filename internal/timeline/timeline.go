@@ -10,8 +10,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/gorovod/gorovod/coordinator"
 )
 
 // Activity names the loop records inside an op span (Horovod's names).
@@ -70,7 +68,6 @@ const (
 
 type tensorState struct {
 	pid   int
-	op    coordinator.OpType
 	phase phase
 }
 
@@ -169,8 +166,9 @@ func (t *Timeline) Enabled() bool {
 	return !t.closed && !t.stats.Truncated && t.err == nil
 }
 
-// OnNegotiateStart opens the NEGOTIATE_<OP> span of name (coordinator.Observer).
-func (t *Timeline) OnNegotiateStart(now time.Time, name string, op coordinator.OpType) {
+// OnNegotiateStart opens the NEGOTIATE_<OP> span of name; op is the
+// collective's name ("allreduce").
+func (t *Timeline) OnNegotiateStart(now time.Time, name string, op string) {
 	if t == nil {
 		return
 	}
@@ -184,13 +182,12 @@ func (t *Timeline) OnNegotiateStart(now time.Time, name string, op coordinator.O
 		return
 	}
 	t.closeSpans(now, tn) // a span left open by a missed end
-	tn.op = op
 	t.begin(now, tn, "NEGOTIATE_"+opName(op), nil)
 	tn.phase = negotiating
 }
 
 // OnRankReady marks, inside the negotiation span, when rank submitted name
-// (coordinator.Observer): a zero-length slice named by the rank.
+// a zero-length slice named by the rank.
 func (t *Timeline) OnRankReady(now time.Time, name string, rank int) {
 	if t == nil {
 		return
@@ -213,7 +210,7 @@ func (t *Timeline) OnRankReady(now time.Time, name string, rank int) {
 	t.emit(now, ev, 0)
 }
 
-// OnNegotiateEnd closes the negotiation span of name (coordinator.Observer).
+// OnNegotiateEnd closes the negotiation span of name.
 func (t *Timeline) OnNegotiateEnd(now time.Time, name string) {
 	if t == nil {
 		return
@@ -229,8 +226,7 @@ func (t *Timeline) OnNegotiateEnd(now time.Time, name string) {
 	}
 }
 
-// OnCycleStart writes a CYCLE_START instant if Options.MarkCycles is set
-// (coordinator.CycleObserver).
+// OnCycleStart writes a CYCLE_START instant if Options.MarkCycles is set.
 func (t *Timeline) OnCycleStart(now time.Time) {
 	if t == nil || !t.opts.MarkCycles {
 		return
@@ -245,12 +241,23 @@ func (t *Timeline) OnCycleStart(now time.Time) {
 	t.emit(now, ev, 0)
 }
 
+// Op describes one response of a cycle for the timeline: the collective's
+// name ("allreduce"), its element type, the tensors it carries and their
+// element counts, and the process set (0: the whole world).
+type Op struct {
+	Op         string
+	DType      string
+	Names      []string
+	Counts     []int64
+	ProcessSet int
+}
+
 // OpStart opens, for every name of r, the op span (named by the op, with
 // dtype and count as args) and its QUEUE activity. Call it for all of a
 // cycle's responses before executing the first, so QUEUE shows how long
 // each waited behind the ones before it.
-func (t *Timeline) OpStart(now time.Time, r *coordinator.Response) {
-	if t == nil || r == nil {
+func (t *Timeline) OpStart(now time.Time, r Op) {
+	if t == nil {
 		return
 	}
 	t.mu.Lock()
@@ -264,10 +271,9 @@ func (t *Timeline) OpStart(now time.Time, r *coordinator.Response) {
 			return
 		}
 		t.closeSpans(now, tn)
-		tn.op = r.Op
 		t.begin(now, tn, opName(r.Op), func(ev []byte) []byte {
 			ev = append(ev, `"dtype":`...)
-			ev = appendString(ev, r.DType.String())
+			ev = appendString(ev, r.DType)
 			if i < len(r.Counts) {
 				ev = append(ev, `,"count":`...)
 				ev = strconv.AppendInt(ev, r.Counts[i], 10)
@@ -610,16 +616,13 @@ func (t *Timeline) appendTS(ev []byte, now time.Time) []byte {
 }
 
 // opNames caches the upper-case op names span names are made of.
-var opNames = func() (names [coordinator.OpJoin + 1]string) {
-	for op := range names {
-		names[op] = strings.ToUpper(coordinator.OpType(op).String())
-	}
-	return names
-}()
+var opNames sync.Map // string -> string
 
-func opName(op coordinator.OpType) string {
-	if int(op) < len(opNames) {
-		return opNames[op]
+func opName(op string) string {
+	if v, ok := opNames.Load(op); ok {
+		return v.(string)
 	}
-	return strings.ToUpper(op.String())
+	up := strings.ToUpper(op)
+	opNames.Store(op, up)
+	return up
 }

@@ -12,10 +12,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/gorovod/gorovod/internal/tensor"
-
-	"github.com/gorovod/gorovod/coordinator"
 )
 
 type event struct {
@@ -116,10 +112,10 @@ func read(t *testing.T, path string) []byte {
 // b fused (rank 1 late for b), then c served from the cache.
 func script(tl *Timeline) {
 	tl.OnCycleStart(at(0))
-	tl.OnNegotiateStart(at(0), "a", coordinator.OpAllreduce)
+	tl.OnNegotiateStart(at(0), "a", "allreduce")
 	tl.OnRankReady(at(0), "a", 0)
 	tl.OnRankReady(at(0), "a", 2)
-	tl.OnNegotiateStart(at(0), "b", coordinator.OpAllreduce)
+	tl.OnNegotiateStart(at(0), "b", "allreduce")
 	tl.OnRankReady(at(0), "b", 0)
 	tl.OnCycleStart(at(1000))
 	tl.OnRankReady(at(1000), "a", 1)
@@ -127,7 +123,7 @@ func script(tl *Timeline) {
 	tl.OnRankReady(at(1000), "b", 1)
 	tl.OnNegotiateEnd(at(1000), "a")
 	tl.OnNegotiateEnd(at(1000), "b")
-	r := &coordinator.Response{Op: coordinator.OpAllreduce, Names: []string{"a", "b"}, DType: tensor.Float32, Counts: []int64{4, 8}}
+	r := Op{Op: "allreduce", Names: []string{"a", "b"}, DType: "float32", Counts: []int64{4, 8}}
 	tl.OpStart(at(1010), r)
 	tl.Activity(at(1020), r.Names, MemcpyIn)
 	tl.Activity(at(1030), r.Names, "CPU_ALLREDUCE")
@@ -135,9 +131,9 @@ func script(tl *Timeline) {
 	tl.OpEnd(at(1050), r.Names, nil)
 
 	tl.OnCycleStart(at(2000))
-	tl.OnNegotiateStart(at(2000), "c", coordinator.OpBroadcast)
+	tl.OnNegotiateStart(at(2000), "c", "broadcast")
 	tl.OnNegotiateEnd(at(2000), "c")
-	rc := &coordinator.Response{Op: coordinator.OpBroadcast, Names: []string{"c"}, DType: tensor.Int32, Counts: []int64{3}}
+	rc := Op{Op: "broadcast", Names: []string{"c"}, DType: "int32", Counts: []int64{3}}
 	tl.OpStart(at(2001), rc)
 	tl.Activity(at(2002), rc.Names, "CPU_BROADCAST")
 	tl.OpEnd(at(2003), rc.Names, errors.New(`peer "x" lost`))
@@ -209,7 +205,7 @@ func TestFractionalTimestamps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tl.OnNegotiateStart(t0.Add(1234567*time.Nanosecond), "a", coordinator.OpAllreduce)
+	tl.OnNegotiateStart(t0.Add(1234567*time.Nanosecond), "a", "allreduce")
 	tl.OnNegotiateEnd(t0.Add(2*time.Millisecond+5*time.Nanosecond), "a")
 	_ = tl.Close()
 	var ts []float64
@@ -225,8 +221,8 @@ func TestFractionalTimestamps(t *testing.T) {
 
 func TestCloseEndsOpenSpansAndIsIdempotent(t *testing.T) {
 	tl, path := open(t, Options{})
-	tl.OnNegotiateStart(at(1), "n", coordinator.OpAllgather)
-	tl.OpStart(at(2), &coordinator.Response{Op: coordinator.OpAllreduce, Names: []string{"o"}})
+	tl.OnNegotiateStart(at(1), "n", "allgather")
+	tl.OpStart(at(2), Op{Op: "allreduce", Names: []string{"o"}})
 	tl.Activity(at(3), []string{"o"}, "CPU_ALLREDUCE")
 	if err := tl.Close(); err != nil {
 		t.Fatal(err)
@@ -263,9 +259,9 @@ func TestRepairsSequences(t *testing.T) {
 	tl.OnNegotiateEnd(at(1), "x")                  // ignored
 	tl.Activity(at(1), []string{"x"}, "ALLREDUCE") // ignored
 	tl.OpEnd(at(1), []string{"x"}, nil)            // ignored
-	tl.OnNegotiateStart(at(2), "x", coordinator.OpAllreduce)
-	tl.OpStart(at(3), &coordinator.Response{Op: coordinator.OpAllreduce, Names: []string{"x"}}) // closes negotiation
-	tl.OnNegotiateStart(at(4), "x", coordinator.OpAllreduce)                                    // closes the op
+	tl.OnNegotiateStart(at(2), "x", "allreduce")
+	tl.OpStart(at(3), Op{Op: "allreduce", Names: []string{"x"}}) // closes negotiation
+	tl.OnNegotiateStart(at(4), "x", "allreduce")                 // closes the op
 	tl.OnNegotiateEnd(at(5), "x")
 	if err := tl.Close(); err != nil {
 		t.Fatal(err)
@@ -287,11 +283,11 @@ func TestNilReceivers(t *testing.T) {
 		t.Error("nil *Timeline is not a no-op")
 	}
 	var sw *Switch
-	sw.OnNegotiateStart(t0, "a", coordinator.OpAllreduce)
+	sw.OnNegotiateStart(t0, "a", "allreduce")
 	sw.OnRankReady(t0, "a", 0)
 	sw.OnNegotiateEnd(t0, "a")
 	sw.OnCycleStart(t0)
-	sw.OpStart(t0, &coordinator.Response{Names: []string{"a"}})
+	sw.OpStart(t0, Op{Names: []string{"a"}})
 	sw.Activity(t0, []string{"a"}, MemcpyIn)
 	sw.OpEnd(t0, []string{"a"}, nil)
 	if sw.Enabled() || sw.Timeline() != nil {
@@ -309,10 +305,10 @@ func TestSizeCap(t *testing.T) {
 	tl, path := open(t, Options{MaxBytes: max, BufferBytes: 512})
 	for i := 0; i < 200; i++ {
 		name := fmt.Sprintf("layer%03d/weights", i%50)
-		tl.OnNegotiateStart(at(i*10), name, coordinator.OpAllreduce)
+		tl.OnNegotiateStart(at(i*10), name, "allreduce")
 		tl.OnRankReady(at(i*10), name, 0)
 		tl.OnNegotiateEnd(at(i*10+1), name)
-		r := &coordinator.Response{Op: coordinator.OpAllreduce, Names: []string{name}, DType: tensor.Float32, Counts: []int64{1}}
+		r := Op{Op: "allreduce", Names: []string{name}, DType: "float32", Counts: []int64{1}}
 		tl.OpStart(at(i*10+2), r)
 		tl.Activity(at(i*10+3), r.Names, "CPU_ALLREDUCE")
 		// Left open on some: truncation must end them.
@@ -369,7 +365,7 @@ func TestCrashLeavesWholeEvents(t *testing.T) {
 
 func TestFlushInterval(t *testing.T) {
 	tl, path := open(t, Options{FlushInterval: time.Second})
-	tl.OnNegotiateStart(at(0), "a", coordinator.OpAllreduce)
+	tl.OnNegotiateStart(at(0), "a", "allreduce")
 	if len(read(t, path)) != 0 {
 		t.Fatal("written before the interval")
 	}
@@ -385,7 +381,7 @@ func TestEscapesNames(t *testing.T) {
 	var buf bytes.Buffer
 	tl, _ := New(&buf, Options{})
 	for _, n := range names {
-		tl.OnNegotiateStart(t0, n, coordinator.OpAllreduce)
+		tl.OnNegotiateStart(t0, n, "allreduce")
 		tl.OpEnd(t0, []string{n}, errors.New(n))
 	}
 	_ = tl.Close()
@@ -463,10 +459,10 @@ func TestSwitchConcurrent(t *testing.T) {
 			name := fmt.Sprintf("t%d", i%7)
 			now := at(i)
 			sw.OnCycleStart(now)
-			sw.OnNegotiateStart(now, name, coordinator.OpAllreduce)
+			sw.OnNegotiateStart(now, name, "allreduce")
 			sw.OnRankReady(now, name, 0)
 			sw.OnNegotiateEnd(now, name)
-			r := &coordinator.Response{Op: coordinator.OpAllreduce, Names: []string{name}}
+			r := Op{Op: "allreduce", Names: []string{name}}
 			sw.OpStart(now, r)
 			sw.Activity(now, r.Names, MemcpyIn)
 			if i%5 != 0 {
@@ -502,10 +498,10 @@ func TestSwitchConcurrent(t *testing.T) {
 
 func BenchmarkDisabled(b *testing.B) {
 	var tl *Timeline
-	r := &coordinator.Response{Op: coordinator.OpAllreduce, Names: []string{"a", "b"}}
+	r := Op{Op: "allreduce", Names: []string{"a", "b"}}
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
-		tl.OnNegotiateStart(t0, "a", coordinator.OpAllreduce)
+		tl.OnNegotiateStart(t0, "a", "allreduce")
 		tl.OnNegotiateEnd(t0, "a")
 		tl.OpStart(t0, r)
 		tl.Activity(t0, r.Names, MemcpyIn)
@@ -519,11 +515,11 @@ func (discard) Write(p []byte) (int, error) { return len(p), nil }
 
 func BenchmarkEnabled(b *testing.B) {
 	tl, _ := New(discard{}, Options{MaxBytes: -1, Origin: t0})
-	r := &coordinator.Response{Op: coordinator.OpAllreduce, Names: []string{"a", "b"}, DType: tensor.Float32, Counts: []int64{1, 2}}
+	r := Op{Op: "allreduce", Names: []string{"a", "b"}, DType: "float32", Counts: []int64{1, 2}}
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
 		now := at(i)
-		tl.OnNegotiateStart(now, "a", coordinator.OpAllreduce)
+		tl.OnNegotiateStart(now, "a", "allreduce")
 		tl.OnRankReady(now, "a", 0)
 		tl.OnNegotiateEnd(now, "a")
 		tl.OpStart(now, r)

@@ -10,6 +10,7 @@ var (
 	// m, reporting lost peers to oracle (a value NewOracle returned, shared
 	// by every rank of one job).
 	WithMesh func(m transport.Mesh, oracle any) any
-	// NewOracle returns an in-process failure oracle for one job.
-	NewOracle func() any
+	// NewOracle returns an in-process failure oracle for one job of size
+	// ranks.
+	NewOracle func(size int) any
 )

@@ -4,17 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
-
-	"github.com/gorovod/gorovod/nccl"
 )
 
 func TestProbeThisMachine(t *testing.T) {
-	r := Probe(context.Background())
+	r := Probe(context.Background(), nil)
 	if r.Incomplete != "" {
 		t.Errorf("Incomplete = %q", r.Incomplete)
 	}
@@ -76,9 +73,9 @@ func TestProbeStopsWithContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	called := false
-	r := probe(ctx, prober{shmDir: t.TempDir(), loadNCCL: func() (*nccl.Library, error) {
+	r := probe(ctx, prober{shmDir: t.TempDir(), nccl: func() NCCL {
 		called = true
-		return nil, nil
+		return NCCL{}
 	}, gpus: func() GPUs { called = true; return GPUs{} }})
 	if called || r.Transports != nil || !strings.Contains(r.Incomplete, "context canceled") {
 		t.Errorf("canceled probe: called=%v transports=%v incomplete=%q", called, r.Transports, r.Incomplete)
@@ -91,8 +88,8 @@ func TestProbeStopsWithContext(t *testing.T) {
 func TestProbeReportsNCCLReason(t *testing.T) {
 	r := probe(context.Background(), prober{
 		shmDir: t.TempDir(),
-		loadNCCL: func() (*nccl.Library, error) {
-			return nil, fmt.Errorf("%w: libnccl.so.2: not found", nccl.ErrUnavailable)
+		nccl: func() NCCL {
+			return NCCL{Reason: "nccl: unavailable: libnccl.so.2: not found"}
 		},
 		gpus: func() GPUs { return GPUs{Reason: "NVML unavailable: test"} },
 	})

@@ -9,8 +9,6 @@ import (
 	"strings"
 
 	"golang.org/x/sys/cpu"
-
-	"github.com/gorovod/gorovod/nccl"
 )
 
 // Report is what Probe found. Fields are plain values so that callers can
@@ -100,16 +98,20 @@ type Interface struct {
 
 // Probe inspects the machine: CPU, transports, NCCL, GPUs and network
 // interfaces. It never fails; what cannot be found is reported with the
-// reason. ctx is checked between probes.
-func Probe(ctx context.Context) Report {
-	return probe(ctx, prober{shmDir: "/dev/shm", loadNCCL: nccl.Load, gpus: probeGPUs})
+// reason. ctx is checked between probes. ncclProbe reports the NCCL library
+// (the caller owns the GPU binding; nil: reported as not probed).
+func Probe(ctx context.Context, ncclProbe func() NCCL) Report {
+	if ncclProbe == nil {
+		ncclProbe = func() NCCL { return NCCL{Reason: "nccl: not probed"} }
+	}
+	return probe(ctx, prober{shmDir: "/dev/shm", nccl: ncclProbe, gpus: probeGPUs})
 }
 
 // prober holds the parts of Probe that tests replace.
 type prober struct {
-	shmDir   string
-	loadNCCL func() (*nccl.Library, error)
-	gpus     func() GPUs
+	shmDir string
+	nccl   func() NCCL
+	gpus   func() GPUs
 }
 
 func probe(ctx context.Context, p prober) Report {
@@ -129,7 +131,7 @@ func probe(ctx context.Context, p prober) Report {
 		run  func()
 	}{
 		{"transports", func() { r.Transports = []Transport{probeTCP(), probeShm(p.shmDir)} }},
-		{"nccl", func() { r.NCCL = probeNCCL(p.loadNCCL) }},
+		{"nccl", func() { r.NCCL = p.nccl() }},
 		{"gpus", func() { r.GPU = p.gpus() }},
 		{"interfaces", func() { r.Interfaces = probeInterfaces() }},
 	}
@@ -178,24 +180,6 @@ func probeTCP() Transport {
 	ln.Close()
 	t.Available, t.Detail = true, "loopback listen ok"
 	return t
-}
-
-func probeNCCL(load func() (*nccl.Library, error)) NCCL {
-	lib, err := load()
-	if err != nil {
-		return NCCL{Reason: err.Error()}
-	}
-	n := NCCL{Available: true, Version: lib.NCCLVersion().String()}
-	n.Path, n.CUDARTPath = lib.Paths()
-	if v, err := lib.RuntimeVersion(); err == nil {
-		n.RuntimeVersion = v
-	}
-	if d, err := lib.DeviceCount(); err == nil {
-		n.CUDADevices = d
-	} else {
-		n.Reason = "cudaGetDeviceCount: " + err.Error()
-	}
-	return n
 }
 
 func probeInterfaces() []Interface {
