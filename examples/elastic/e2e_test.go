@@ -276,7 +276,7 @@ const steps = 120
 func trainArgs(extra ...string) []string { return trainArgsN(steps, extra...) }
 
 func trainArgsN(n int, extra ...string) []string {
-	return append(extra, "EXAMPLE", "-steps", strconv.Itoa(n), "-step-delay", "15ms")
+	return append(extra, "EXAMPLE", "-data", "synthetic", "-samples", "2000", "-steps", strconv.Itoa(n), "-step-delay", "15ms")
 }
 
 func testKill(t *testing.T, victim string, survivors []string, newRank0 string) {
@@ -400,7 +400,7 @@ func mustAtoi(s string) int {
 func TestFailingHostIsBlacklistedWithBackoff(t *testing.T) {
 	script, _ := discovery(t, "127.0.0.1:2\n127.0.0.2:2\n")
 	j := startJob(t, 90*time.Second, "--min-np", "2", "--host-discovery-script", script, "--discovery-interval", "200ms",
-		"--blacklist-cooldown-range", "1s,4s", "EXAMPLE", "-steps", "100000", "-step-delay", "10ms", "-crash-on-host", "127.0.0.2")
+		"--blacklist-cooldown-range", "1s,4s", "EXAMPLE", "-data", "synthetic", "-samples", "2000", "-steps", "100000", "-step-delay", "10ms", "-crash-on-host", "127.0.0.2")
 	j.waitFor(`host 127\.0\.0\.2 blacklisted for 1s \(blacklisting 1\)`, 20*time.Second)
 	j.waitFor(`host 127\.0\.0\.2 readmitted`, 10*time.Second)
 	j.waitFor(`host 127\.0\.0\.2 blacklisted for 2s \(blacklisting 2\)`, 20*time.Second)
@@ -465,7 +465,7 @@ func TestConsulDiscovery(t *testing.T) {
 	consulRegister(t, c, "127.0.0.1", "1h")
 	consulRegister(t, c, "127.0.0.2", "1h")
 	j := startJob(t, 120*time.Second, "--min-np", "1", "--consul", srv.Addr(), "--consul-service", "train",
-		"EXAMPLE", "-steps", "1000000", "-step-delay", "10ms")
+		"EXAMPLE", "-data", "synthetic", "-samples", "2000", "-steps", "1000000", "-step-delay", "10ms")
 	j.waitFor(`elastic: epoch 1: 2 workers`, 30*time.Second)
 	consulRegister(t, c, "127.0.0.3", "1h")
 	j.waitFor(`elastic: epoch 2: 3 workers .*@127\.0\.0\.3\[0\]`, 20*time.Second)

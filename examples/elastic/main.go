@@ -21,6 +21,7 @@ import (
 
 	"github.com/gorovod/gorovod/collective"
 	"github.com/gorovod/gorovod/elastic"
+	"github.com/gorovod/gorovod/examples/internal/fashion"
 )
 
 type options struct {
@@ -28,6 +29,7 @@ type options struct {
 	batch     int
 	hidden    int
 	lr        float64
+	data      string
 	samples   int
 	seed      uint64
 	stepDelay time.Duration
@@ -40,7 +42,8 @@ func main() {
 	flag.IntVar(&o.batch, "batch", 16, "samples per rank per step")
 	flag.IntVar(&o.hidden, "hidden", 32, "hidden units")
 	flag.Float64Var(&o.lr, "lr", 0.05, "learning rate")
-	flag.IntVar(&o.samples, "samples", 2000, "synthetic training samples")
+	flag.StringVar(&o.data, "data", fashion.DefaultDataDir, "directory of the Fashion-MNIST IDX files, or \"synthetic\" for the generated stand-in")
+	flag.IntVar(&o.samples, "samples", 0, "train on the first N samples only (0: all; the synthetic set has 6000)")
 	flag.Uint64Var(&o.seed, "seed", 1, "seed of the data and the initial weights")
 	flag.DurationVar(&o.stepDelay, "step-delay", 0, "sleep this long in every step (tests: time to act mid-training)")
 	flag.StringVar(&o.crashHost, "crash-on-host", "", "exit 1 at start when running on this host (tests: a failing host)")
@@ -56,10 +59,13 @@ func main() {
 }
 
 func run(ctx context.Context, o options) error {
-	xs, ys := synthetic(o.samples, o.seed)
-	model := newMLP(28*28, o.hidden, 10)
+	train, test, err := loadData(o)
+	if err != nil {
+		return err
+	}
+	model := newMLP(fashion.ImageSize, o.hidden, fashion.NumClasses)
 	model.init(o.seed)
-	sampler := elastic.NewSampler(len(xs), o.seed)
+	sampler := elastic.NewSampler(train.Len(), o.seed)
 	st := elastic.NewState(elastic.Float32s("w1", model.w1), elastic.Float32s("b1", model.b1),
 		elastic.Float32s("w2", model.w2), elastic.Float32s("b2", model.b2), sampler.Item())
 	// after a reset, what is left of the data epoch is dealt over the new size
@@ -67,8 +73,8 @@ func run(ctx context.Context, o options) error {
 		sampler.SetWorld(w.Rank(), w.Size())
 		return nil
 	})
-	grad := newMLP(28*28, o.hidden, 10)
-	err := elastic.Run(ctx, st, func(ctx context.Context, w *collective.World) error {
+	grad := newMLP(fashion.ImageSize, o.hidden, fashion.NumClasses)
+	return elastic.Run(ctx, st, func(ctx context.Context, w *collective.World) error {
 		sampler.SetWorld(w.Rank(), w.Size())
 		reset := st.LastReset()
 		fmt.Printf("start epoch=%d rank=%d size=%d step=%d source=%d\n", w.Epoch(), w.Rank(), w.Size(), st.Step(), reset.Source)
@@ -80,7 +86,7 @@ func run(ctx context.Context, o options) error {
 			idx := sampler.Batch(o.batch)
 			bx, by := make([][]float32, len(idx)), make([]int, len(idx))
 			for i, j := range idx {
-				bx[i], by[i] = xs[j], ys[j]
+				bx[i], by[i] = train.Sample(j), int(train.Y[j])
 			}
 			for _, p := range grad.params() {
 				clear(p)
@@ -112,8 +118,31 @@ func run(ctx context.Context, o options) error {
 				return err
 			}
 		}
-		fmt.Printf("done step=%d checksum=%s\n", st.Step(), model.checksum())
+		fmt.Printf("done step=%d checksum=%s accuracy=%.3f\n", st.Step(), model.checksum(), accuracy(model, test))
 		return nil
 	})
-	return err
+}
+
+func loadData(o options) (train, test *fashion.Dataset, err error) {
+	if o.data == "synthetic" {
+		n := 6000
+		if o.samples > 0 {
+			n = o.samples
+		}
+		train, test = fashion.Synthetic(n, 500, o.seed)
+	} else if train, test, err = fashion.Load(o.data); err != nil {
+		return nil, nil, fmt.Errorf("%w (use -data synthetic for the generated stand-in)", err)
+	}
+	return train.Head(o.samples), test.Head(1000), nil
+}
+
+// accuracy is the share of test samples the model classifies right.
+func accuracy(m *mlp, test *fashion.Dataset) float64 {
+	right := 0
+	for i := 0; i < test.Len(); i++ {
+		if m.predict(test.Sample(i)) == int(test.Y[i]) {
+			right++
+		}
+	}
+	return float64(right) / float64(max(test.Len(), 1))
 }

@@ -111,39 +111,30 @@ func (m *mlp) gradients(x [][]float32, y []int, g *mlp) float64 {
 	return loss / float64(max(len(x), 1))
 }
 
-// synthetic makes n 28x28 images of 10 classes: each class a few bright
-// blobs at fixed places, jittered, with noise; the same seed gives the
-// same data on every rank.
-func synthetic(n int, seed uint64) ([][]float32, []int) {
-	rng := rand.New(rand.NewPCG(seed, 2))
-	type blob struct{ x, y, r float64 }
-	classes := make([][]blob, 10)
-	for c := range classes {
-		for k := 0; k < 3; k++ {
-			classes[c] = append(classes[c], blob{4 + 20*rng.Float64(), 4 + 20*rng.Float64(), 2 + 2*rng.Float64()})
+// predict returns the class with the highest logit for one input.
+func (m *mlp) predict(in []float32) int {
+	h := make([]float32, m.hidden)
+	copy(h, m.b1)
+	for i, v := range in {
+		if v == 0 {
+			continue
+		}
+		row := m.w1[i*m.hidden : (i+1)*m.hidden]
+		for j := range h {
+			h[j] += v * row[j]
 		}
 	}
-	xs, ys := make([][]float32, n), make([]int, n)
-	for i := range xs {
-		c := rng.IntN(10)
-		img := make([]float32, 28*28)
-		jx, jy := rng.Float64()*2-1, rng.Float64()*2-1
-		for _, b := range classes[c] {
-			for py := 0; py < 28; py++ {
-				for px := 0; px < 28; px++ {
-					dx, dy := float64(px)-b.x-jx, float64(py)-b.y-jy
-					img[py*28+px] += float32(math.Exp(-(dx*dx + dy*dy) / (2 * b.r * b.r)))
-				}
+	best, bestV := 0, float32(math.Inf(-1))
+	for c := 0; c < m.classes; c++ {
+		s := m.b2[c]
+		for j, hv := range h {
+			if hv > 0 {
+				s += hv * m.w2[j*m.classes+c]
 			}
 		}
-		for p := range img {
-			v := img[p] + float32(0.1*rng.NormFloat64())
-			img[p] = min(max(v, 0), 1)
-			if img[p] < 0.05 {
-				img[p] = 0
-			}
+		if s > bestV {
+			best, bestV = c, s
 		}
-		xs[i], ys[i] = img, c
 	}
-	return xs, ys
+	return best
 }

@@ -45,7 +45,7 @@ func TestElasticMultiHost(t *testing.T) {
 	c := setupCluster(t, 3)
 	sshEnv := "GOROVOD_SSH_ARGS=" + strings.Join(c.SSHArgs(), " ")
 	j := startGorun(t, []string{sshEnv}, "--min-np", "2", "-H", c.HostNamesFlag(2), "--heartbeat", "300ms",
-		"--blacklist-cooldown-range", "1m,1m", example, "-steps", "300", "-step-delay", "20ms")
+		"--blacklist-cooldown-range", "1m,1m", example, "-data", "synthetic", "-samples", "2000", "-steps", "300", "-step-delay", "20ms")
 	awaitOutput(t, j, `elastic: epoch 1: 6 workers`, time.Minute)
 	awaitOutput(t, j, `(?m)^\[w1\]<stdout>:commit step=20$`, time.Minute)
 
@@ -67,7 +67,7 @@ func TestElasticMultiHost(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("gorun exited with %d:\n%s", code, out)
 	}
-	sums := regexp.MustCompile(`(?m)^\[w\d+\]<stdout>:done step=300 checksum=(\w+)$`).FindAllStringSubmatch(out, -1)
+	sums := regexp.MustCompile(`(?m)^\[w\d+\]<stdout>:done step=300 checksum=(\w+) `).FindAllStringSubmatch(out, -1)
 	if len(sums) != 4 {
 		t.Fatalf("%d workers finished, want the 4 on the surviving hosts:\n%s", len(sums), out)
 	}
