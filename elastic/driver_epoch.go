@@ -11,7 +11,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/gorovod/gorovod/internal/hosts"
-	"github.com/gorovod/gorovod/internal/launch"
 	"github.com/gorovod/gorovod/internal/rendezvous"
 )
 
@@ -285,5 +284,3 @@ func (d *Driver) checkMin(now time.Time) {
 		d.eventf("%v", d.failure)
 	}
 }
-
-var _ launch.Proc // the Launcher returns them

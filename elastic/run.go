@@ -186,18 +186,8 @@ func (r *runner) epoch(ctx context.Context, st *State, a Assignment, fn func(con
 		}
 	}()
 	broken := r.sess.broken(a.Epoch)
-	ectx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	watchDone := make(chan struct{})
-	go func() { // owned by this call: ends with it
-		defer close(watchDone)
-		select {
-		case <-broken:
-			cancel()
-		case <-ectx.Done():
-		}
-	}()
-	defer func() { cancel(); <-watchDone }()
+	ectx, stop := cancelOnClose(ctx, broken)
+	defer stop()
 	wrap := func(err error) error {
 		select {
 		case <-broken:
@@ -206,7 +196,6 @@ func (r *runner) epoch(ctx context.Context, st *State, a Assignment, fn func(con
 			return err
 		}
 	}
-
 	if err := r.faultAt("join", st); err != nil {
 		return err
 	}
@@ -219,46 +208,72 @@ func (r *runner) epoch(ctx context.Context, st *State, a Assignment, fn func(con
 		}
 		return fmt.Errorf("%w: joining epoch %d: %w", collective.ErrShutdown, a.Epoch, err)
 	}
-	defer func() {
-		// A world that lost a member cannot agree to close: close the
-		// links at once rather than wait for a peer that is gone.
-		bound := r.closeTimeout
-		if errors.Is(err, errBroken) || errors.Is(err, collective.ErrPeerLost) {
-			bound = min(bound, 20*time.Millisecond)
-		}
-		cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), bound)
-		_ = w.Close(cctx)
-		ccancel()
-	}()
-	defer func() { // runs before the Close above: the failure is noticed now
+	defer r.leave(ctx, w, &err)
+	defer func() { // runs before leave: the failure is noticed now
 		if err != nil {
 			*noticed = time.Now()
 		}
 	}()
 	st.attach(w, r, a.Epoch)
 	defer st.attach(nil, nil, 0)
+	if err := r.prepare(ectx, w, st, a, info); err != nil {
+		return wrap(err)
+	}
+	if err := fn(ectx, w); err != nil {
+		return wrap(err)
+	}
+	return nil
+}
+
+// cancelOnClose returns a context cancelled when closed is; stop releases
+// the goroutine that watches it (owned by the caller).
+func cancelOnClose(ctx context.Context, closed <-chan struct{}) (context.Context, func()) {
+	ectx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		select {
+		case <-closed:
+			cancel()
+		case <-ectx.Done():
+		}
+	}()
+	return ectx, func() { cancel(); <-done }
+}
+
+// leave closes w. A world that lost a member cannot agree to close: its
+// links are closed at once rather than waiting for a peer that is gone.
+func (r *runner) leave(ctx context.Context, w *collective.World, errp *error) {
+	bound := r.closeTimeout
+	if errors.Is(*errp, errBroken) || errors.Is(*errp, collective.ErrPeerLost) {
+		bound = min(bound, 20*time.Millisecond)
+	}
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), bound)
+	defer cancel()
+	_ = w.Close(cctx)
+}
+
+// prepare runs the reset callbacks (after a reset) and syncs the state.
+func (r *runner) prepare(ctx context.Context, w *collective.World, st *State, a Assignment, info ResetInfo) error {
 	if info.Cause != nil {
 		for _, f := range st.onReset {
-			if err := f(ectx, w); err != nil {
-				return wrap(fmt.Errorf("reset callback: %w", err))
+			if err := f(ctx, w); err != nil {
+				return fmt.Errorf("reset callback: %w", err)
 			}
 		}
 	}
 	if err := r.faultAt("reset", st); err != nil {
 		return err
 	}
-	src, step, err := r.sync(ectx, w, st)
+	src, step, err := r.sync(ctx, w, st)
 	if err != nil {
-		return wrap(fmt.Errorf("syncing state in epoch %d: %w", a.Epoch, err))
+		return fmt.Errorf("syncing state in epoch %d: %w", a.Epoch, err)
 	}
 	info.Source, info.Step = src, step
 	st.mu.Lock()
 	st.lastReset = info
 	st.mu.Unlock()
 	r.sess.progress(a.Epoch, step)
-	if err := fn(ectx, w); err != nil {
-		return wrap(err)
-	}
 	return nil
 }
 

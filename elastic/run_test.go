@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"sync"
 	"testing"
@@ -227,8 +228,10 @@ func runJob(ctx context.Context, t *testing.T, h *hub, ids []string, steps int64
 	trs, errs := map[string]*trainer{}, map[string]error{}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	for _, id := range ids {
+	for _, id := range ids { // all known before any joins: the first epoch has them all
 		h.add(id)
+	}
+	for _, id := range ids {
 		tr := newTrainer(steps)
 		trs[id] = tr
 		r := &runner{sess: hubSession{h, id}, resetLimit: limit, closeTimeout: time.Second, joinTimeout: 10 * time.Second,
@@ -249,9 +252,7 @@ func runJob(ctx context.Context, t *testing.T, h *hub, ids []string, steps int64
 		go func() {
 			defer wg.Done()
 			err := r.run(ctx, tr.st, tr.fn)
-			if err != nil {
-				h.dead(id)
-			}
+			h.dead(id) // gone, whether it failed or finished
 			mu.Lock()
 			errs[id] = err
 			mu.Unlock()
@@ -261,7 +262,23 @@ func runJob(ctx context.Context, t *testing.T, h *hub, ids []string, steps int64
 	return trs, errs
 }
 
+// noLeaks fails the test when goroutines started after base are still
+// running once the wait (bounded) ends: a world's loop or a watcher left
+// behind.
+func noLeaks(t *testing.T, base int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > base {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<16)
+			t.Fatalf("%d goroutines left (before: %d):\n%s", runtime.NumGoroutine(), base, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(10 * time.Millisecond) // polling for goroutines to end, bounded above
+	}
+}
+
 func TestRunNoFailure(t *testing.T) {
+	defer noLeaks(t, runtime.NumGoroutine())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	h := newHub(t)
@@ -280,6 +297,7 @@ func TestRunNoFailure(t *testing.T) {
 func TestRunFailuresAtEveryRecoveryStep(t *testing.T) {
 	for _, point := range []string{"join", "reset", "sync", "broadcast", "vote"} {
 		t.Run(point, func(t *testing.T) {
+			defer noLeaks(t, runtime.NumGoroutine())
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
 			h := newHub(t)
@@ -317,8 +335,9 @@ func TestRunGrowsAtTheSameStep(t *testing.T) {
 	trs := map[string]*trainer{}
 	errs := map[string]error{}
 	var mu sync.Mutex
+	h.add("a")
+	h.add("b")
 	for _, id := range []string{"a", "b"} {
-		h.add(id)
 		tr := newTrainer(10)
 		trs[id] = tr
 		r := &runner{sess: hubSession{h, id}, closeTimeout: time.Second, joinTimeout: 10 * time.Second,

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+	"go.uber.org/zap"
 
 	"github.com/gorovod/gorovod/elastic"
 	"github.com/gorovod/gorovod/internal/env"
@@ -73,50 +74,8 @@ func elasticConfig(o *options, e *elasticOptions, fs *pflag.FlagSet) (cfg elasti
 	if e.slotsPerHost < 1 {
 		return cfg, nil, usagef("--slots-per-host is %d, must be at least 1", e.slotsPerHost)
 	}
-	switch {
-	case fs.Changed("hosts"):
-		if static, err = hosts.ParseHosts(o.hosts); err != nil {
-			return cfg, nil, usagef("-H %q: %v", o.hosts, err)
-		}
-	case fs.Changed("hostfile"):
-		f, err := os.Open(o.hostfile)
-		if err != nil {
-			return cfg, nil, usagef("--hostfile: %v", err)
-		}
-		static, err = hosts.ParseHostfile(f)
-		f.Close()
-		if err != nil {
-			return cfg, nil, usagef("--hostfile %s: %v", o.hostfile, err)
-		}
-	}
-	sources := 0
-	for _, set := range []bool{e.discoveryScript != "", e.consulAddr != "" || e.consulService != "", static != nil} {
-		if set {
-			sources++
-		}
-	}
-	switch {
-	case sources > 1:
-		return cfg, nil, usagef("give one host source: --host-discovery-script, --consul/--consul-service, or -H/--hostfile")
-	case e.discoveryScript != "":
-		if time.Duration(e.discoveryInterval) <= 0 {
-			return cfg, nil, usagef("--discovery-interval must be positive")
-		}
-		cfg.Discovery = &elastic.Script{Path: e.discoveryScript, Interval: time.Duration(e.discoveryInterval), DefaultSlots: e.slotsPerHost}
-	case e.consulAddr != "" || e.consulService != "":
-		if e.consulService == "" {
-			return cfg, nil, usagef("--consul needs --consul-service")
-		}
-		d, err := elastic.NewConsul(e.consulAddr, e.consulService, "", e.slotsPerHost)
-		if err != nil {
-			return cfg, nil, usagef("%v", err)
-		}
-		cfg.Discovery = d
-	case static != nil:
-		cfg.Discovery = &elastic.Static{Hosts: static}
-	default:
-		np := max(o.np, e.minNP, e.maxNP, 1)
-		cfg.Discovery = &elastic.Static{Hosts: []hosts.Host{{Name: "localhost", Slots: np}}}
+	if cfg.Discovery, static, err = elasticDiscovery(o, e, fs); err != nil {
+		return cfg, nil, err
 	}
 	cfg.MinNP, cfg.MaxNP = e.minNP, e.maxNP
 	if cfg.MinNP == 0 {
@@ -149,6 +108,57 @@ func elasticConfig(o *options, e *elasticOptions, fs *pflag.FlagSet) (cfg elasti
 	cfg.StartTimeout = time.Duration(o.startTimeout)
 	cfg.KillGracePeriod = time.Duration(o.killGrace)
 	return cfg, static, nil
+}
+
+// elasticDiscovery picks the host source: a script, Consul, a static host
+// list (also returned), or localhost with enough slots.
+func elasticDiscovery(o *options, e *elasticOptions, fs *pflag.FlagSet) (d elastic.Discovery, static []hosts.Host, err error) {
+	switch {
+	case fs.Changed("hosts") && fs.Changed("hostfile"):
+		return nil, nil, usagef("give either -H or --hostfile, not both")
+	case fs.Changed("hosts"):
+		if static, err = hosts.ParseHosts(o.hosts); err != nil {
+			return nil, nil, usagef("-H %q: %v", o.hosts, err)
+		}
+	case fs.Changed("hostfile"):
+		f, err := os.Open(o.hostfile)
+		if err != nil {
+			return nil, nil, usagef("--hostfile: %v", err)
+		}
+		static, err = hosts.ParseHostfile(f)
+		f.Close()
+		if err != nil {
+			return nil, nil, usagef("--hostfile %s: %v", o.hostfile, err)
+		}
+	}
+	sources := 0
+	for _, set := range []bool{e.discoveryScript != "", e.consulAddr != "" || e.consulService != "", static != nil} {
+		if set {
+			sources++
+		}
+	}
+	switch {
+	case sources > 1:
+		return nil, nil, usagef("give one host source: --host-discovery-script, --consul/--consul-service, or -H/--hostfile")
+	case e.discoveryScript != "":
+		if time.Duration(e.discoveryInterval) <= 0 {
+			return nil, nil, usagef("--discovery-interval must be positive")
+		}
+		d = &elastic.Script{Path: e.discoveryScript, Interval: time.Duration(e.discoveryInterval), DefaultSlots: e.slotsPerHost}
+	case e.consulAddr != "" || e.consulService != "":
+		if e.consulService == "" {
+			return nil, nil, usagef("--consul needs --consul-service")
+		}
+		if d, err = elastic.NewConsul(e.consulAddr, e.consulService, "", e.slotsPerHost); err != nil {
+			return nil, nil, usagef("%v", err)
+		}
+	case static != nil:
+		d = &elastic.Static{Hosts: static}
+	default:
+		np := max(o.np, e.minNP, e.maxNP, 1)
+		d = &elastic.Static{Hosts: []hosts.Host{{Name: "localhost", Slots: np}}}
+	}
+	return d, static, nil
 }
 
 // runElastic runs PROGRAM as an elastic job: the driver in this process,
@@ -193,46 +203,14 @@ func runElastic(ctx context.Context, o *options, e *elasticOptions, fs *pflag.Fl
 
 	local := launch.NewLocal()
 	defer local.Close()
-	// Remote hosts (static -H/--hostfile only): checked over ssh before
-	// anything starts; the plan says which addresses they dial and bind.
-	np := netPlan{listen: "127.0.0.1"}
-	var remote *launch.SSH
-	if static != nil {
-		slots, err := hosts.Assign(static, hosts.TotalSlots(static))
-		if err != nil {
-			return usagef("%v", err)
-		}
-		if hs := remoteHosts(slots); len(hs) > 0 {
-			if remote, np, err = prepareRemote(ctx, o, hs, slots, local, log); err != nil {
-				return err
-			}
-		}
+	np, remote, err := planElasticNetwork(ctx, o, static, local, log)
+	if err != nil {
+		return err
 	}
-	common := []string{
-		env.Secret + "=" + hex.EncodeToString(secret),
-		env.StartTimeout + "=" + time.Duration(o.startTimeout).String(),
-		env.Launcher + "=gorun",
-	}
-	if o.verbose {
-		common = append(common, env.LogLevel+"=debug")
-	}
-	if o.netIfaces != "" {
-		common = append(common, env.NetworkIface+"="+o.netIfaces)
-	}
-	common = append(common, tuning...)
-	cwd, _ := os.Getwd()
-	out, errOut := launch.NewSinks(stdout, stderr)
 	cfg.Secret = secret
 	cfg.Listen = np.listen // "": every interface (hosts dial different addresses)
 	cfg.AddrFor = np.rendezvousIP
-	spawner := launch.HostRouter{Local: local, IsLocal: func(h string) bool { return !np.isRemote(h) }}
-	if remote != nil {
-		spawner.Remote = remote
-	}
-	cfg.Launcher = &elasticLauncher{spawner: spawner, np: np, argv: args, cwd: cwd,
-		localBase:  append(append(os.Environ(), exports...), common...),
-		remoteBase: append(append(gorovodVars(os.Environ()), exports...), common...),
-		out:        out, errOut: errOut}
+	cfg.Launcher = newElasticLauncher(np, local, remote, args, workerCommonEnv(o, secret, tuning), exports, stdout, stderr)
 	cfg.Events = &linePrefix{w: stderr, prefix: "[gorun] "}
 	cfg.Logger = log.Named("elastic")
 	d, err := elastic.NewDriver(cfg)
@@ -246,6 +224,57 @@ func runElastic(ctx context.Context, o *options, e *elasticOptions, fs *pflag.Fl
 		return err
 	}
 	return nil
+}
+
+// planElasticNetwork checks the remote hosts of a static host list over
+// ssh before anything starts and plans which addresses they dial and bind;
+// without remote hosts everything stays on loopback.
+func planElasticNetwork(ctx context.Context, o *options, static []hosts.Host, local *launch.Local, log *zap.Logger) (netPlan, *launch.SSH, error) {
+	np := netPlan{listen: "127.0.0.1"}
+	if static == nil {
+		return np, nil, nil
+	}
+	slots, err := hosts.Assign(static, hosts.TotalSlots(static))
+	if err != nil {
+		return np, nil, usagef("%v", err)
+	}
+	hs := remoteHosts(slots)
+	if len(hs) == 0 {
+		return np, nil, nil
+	}
+	remote, np, err := prepareRemote(ctx, o, hs, slots, local, log)
+	return np, remote, err
+}
+
+// workerCommonEnv is what every worker gets besides its own variables.
+func workerCommonEnv(o *options, secret []byte, tuning []string) []string {
+	common := []string{
+		env.Secret + "=" + hex.EncodeToString(secret),
+		env.StartTimeout + "=" + time.Duration(o.startTimeout).String(),
+		env.Launcher + "=gorun",
+	}
+	if o.verbose {
+		common = append(common, env.LogLevel+"=debug")
+	}
+	if o.netIfaces != "" {
+		common = append(common, env.NetworkIface+"="+o.netIfaces)
+	}
+	return append(common, tuning...)
+}
+
+func newElasticLauncher(np netPlan, local *launch.Local, remote *launch.SSH, argv, common, exports []string, stdout, stderr io.Writer) *elasticLauncher {
+	spawner := launch.HostRouter{Local: local, IsLocal: func(h string) bool { return !np.isRemote(h) }}
+	if remote != nil {
+		spawner.Remote = remote
+	}
+	cwd, _ := os.Getwd()
+	out, errOut := launch.NewSinks(stdout, stderr)
+	// Local workers inherit gorun's environment; remote ones get their
+	// login environment plus -x variables and every GOROVOD_* variable.
+	return &elasticLauncher{spawner: spawner, np: np, argv: argv, cwd: cwd,
+		localBase:  append(append(os.Environ(), exports...), common...),
+		remoteBase: append(append(gorovodVars(os.Environ()), exports...), common...),
+		out:        out, errOut: errOut}
 }
 
 // elasticLauncher starts elastic workers: on this machine, or over ssh on
