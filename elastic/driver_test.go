@@ -236,7 +236,7 @@ func (r *driverRig) awaitEvent(re string) {
 // without the missing one.
 func TestDriverDropsRankMissingAtRegistration(t *testing.T) {
 	r := startDriver(t, DriverConfig{Discovery: &Static{Hosts: []hosts.Host{{Name: "localhost", Slots: 2}}},
-		MinNP: 1, MaxNP: 2, StartTimeout: 300 * time.Millisecond, Heartbeat: 10 * time.Second,
+		MinNP: 1, MaxNP: 2, StartTimeout: time.Second, Heartbeat: 10 * time.Second,
 		Policy: FailurePolicy{SlotCooldown: time.Hour, CooldownMin: time.Hour}})
 	w1, w2 := r.nextWorker(), r.nextWorker()
 	reps := joinAll(t, r.ctx, 0, w1, w2)
