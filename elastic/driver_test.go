@@ -172,10 +172,11 @@ func (w *fakeWorker) join(ctx context.Context, after uint64) (joinReply, error) 
 	return rep, decode(out, &rep)
 }
 
-func (w *fakeWorker) beat(ctx context.Context, epoch uint64) heartbeatReply {
+func (w *fakeWorker) beat(t *testing.T, ctx context.Context, epoch uint64) heartbeatReply {
+	t.Helper()
 	out, err := w.c.Call(ctx, "Heartbeat", encode(heartbeatRequest{ID: w.spec.ID, Epoch: epoch}))
 	if err != nil {
-		panic(err)
+		t.Fatalf("heartbeat of %s: %v", w.spec.ID, err)
 	}
 	var rep heartbeatReply
 	_ = decode(out, &rep)
@@ -274,12 +275,12 @@ func TestDriverAbortAndGracefulLeave(t *testing.T) {
 		t.Fatalf("third worker on %v", w3.spec.Slot)
 	}
 	joinAll(t, r.ctx, 0, w1, w2, w3)
-	if hb := w1.beat(r.ctx, 1); hb.Latest != 1 || hb.Abort {
+	if hb := w1.beat(t, r.ctx, 1); hb.Latest != 1 || hb.Abort {
 		t.Fatalf("heartbeat of a healthy epoch: %+v", hb)
 	}
 	r.l.proc("w2").end(launch.ExitStatus{Code: 1})
 	r.awaitEvent(`worker w2 on localhost\[1\] failed: exited with code 1`)
-	if hb := w1.beat(r.ctx, 1); hb.Latest != 2 || !hb.Abort {
+	if hb := w1.beat(t, r.ctx, 1); hb.Latest != 2 || !hb.Abort {
 		t.Fatalf("heartbeat after a member failed: %+v, want latest 2 and abort", hb)
 	}
 	reps := joinAll(t, r.ctx, 1, w1, w3)
@@ -289,7 +290,7 @@ func TestDriverAbortAndGracefulLeave(t *testing.T) {
 	registerAll(t, r.ctx, reps)
 	disc <- []hosts.Host{{Name: "localhost", Slots: 2}}
 	r.awaitEvent(`worker w3 on 127\.0\.0\.2\[0\] leaves`)
-	if hb := w1.beat(r.ctx, 2); hb.Latest != 3 || hb.Abort {
+	if hb := w1.beat(t, r.ctx, 2); hb.Latest != 3 || hb.Abort {
 		t.Fatalf("heartbeat when a host leaves: %+v, want latest 3 without abort", hb)
 	}
 	reps = joinAll(t, r.ctx, 2, w1, w3)
