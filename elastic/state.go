@@ -3,8 +3,10 @@ package elastic
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/gob"
 	"fmt"
+	"math"
 	"sync"
 
 	"github.com/gorovod/gorovod/collective"
@@ -25,21 +27,42 @@ type sliceItem[T float32 | float64] struct {
 
 func (s *sliceItem[T]) Name() string { return s.name }
 
+// save copies the elements as little-endian IEEE bits: a copy, not an
+// encoding pass (Commit runs it every step).
 func (s *sliceItem[T]) save() ([]byte, error) {
-	var buf bytes.Buffer
-	err := gob.NewEncoder(&buf).Encode(s.p)
-	return buf.Bytes(), err
+	var zero T
+	switch any(zero).(type) {
+	case float32:
+		out := make([]byte, 4*len(s.p))
+		for i, v := range s.p {
+			binary.LittleEndian.PutUint32(out[4*i:], math.Float32bits(float32(v)))
+		}
+		return out, nil
+	default:
+		out := make([]byte, 8*len(s.p))
+		for i, v := range s.p {
+			binary.LittleEndian.PutUint64(out[8*i:], math.Float64bits(float64(v)))
+		}
+		return out, nil
+	}
 }
 
 func (s *sliceItem[T]) load(b []byte) error {
-	var v []T
-	if err := gob.NewDecoder(bytes.NewReader(b)).Decode(&v); err != nil {
-		return err
+	var zero T
+	size := 8
+	if _, ok := any(zero).(float32); ok {
+		size = 4
 	}
-	if len(v) != len(s.p) {
-		return fmt.Errorf("%w: state %q has %d elements, the saved one %d", ErrInvalid, s.name, len(s.p), len(v))
+	if len(b) != size*len(s.p) {
+		return fmt.Errorf("%w: state %q has %d elements, the saved one %d", ErrInvalid, s.name, len(s.p), len(b)/size)
 	}
-	copy(s.p, v)
+	for i := range s.p {
+		if size == 4 {
+			s.p[i] = T(math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:])))
+		} else {
+			s.p[i] = T(math.Float64frombits(binary.LittleEndian.Uint64(b[8*i:])))
+		}
+	}
 	return nil
 }
 
