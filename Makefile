@@ -8,7 +8,7 @@ LDFLAGS  := -X main.version=$(VERSION)
 # Packages with goroutines and shared state run under the race detector.
 RACE_PKGS := ./collective/... ./coordinator/... ./fusion/... ./ops/... ./internal/... ./nccl/... ./elastic/...
 
-.PHONY: all build run examples test test-race test-e2e bench lint clean chaos
+.PHONY: all build run examples test test-race test-e2e bench lint clean chaos elastic-recovery
 
 all: build
 
@@ -45,6 +45,12 @@ chaos: build
 
 bench: build
 	$(BIN)/gorun -np $(NP) $(BIN)/gorovod-bench allreduce -b 4K -e 64M -f 4 -d float32 -o sum -c 1
+
+# Elastic recovery: np 4 -> 3 after kill -9 of a worker, RUNS times
+# (examples/elastic/recovery.sh; docs/elastic.md).
+RUNS ?= 10
+elastic-recovery: build
+	GORUN=$(BIN)/gorun EXAMPLE=$(BIN)/elastic RUNS=$(RUNS) sh examples/elastic/recovery.sh
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
