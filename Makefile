@@ -29,6 +29,7 @@ examples: build
 	$(BIN)/gorun -np $(NP) $(BIN)/fashionmnist -epochs 1 -limit 6000
 	$(BIN)/gorun -np $(NP) $(BIN)/fashionmnist -epochs 1 -limit 6000 -compression fp16 -accumulate 2 -grad-stats
 	$(BIN)/gorun -np $(NP) $(BIN)/fashioncnn -steps 200 -eval-every 100 -test-limit 1000 -compression bf16
+	$(BIN)/gorun --min-np $(NP) -H localhost:$(NP) $(BIN)/elastic -steps 200
 
 test: build lint
 	@scripts/deps.sh test
