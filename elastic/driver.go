@@ -367,10 +367,12 @@ func (d *Driver) exited(now time.Time, id string, st launch.ExitStatus) {
 	switch {
 	case !st.Failed() && w.leaving:
 		d.eventf("worker %s on %s left the job (%s)", id, w.ref.Slot, st)
-	case !st.Failed() && (d.finishing || !w.member):
+	case !st.Failed() && d.finishing:
 		d.log.Debug("worker exited", zap.String("id", id), zap.Stringer("status", st))
 	case !st.Failed():
-		d.eventf("worker %s (rank %d) finished: the job ends when the others finish", id, d.rankOf(id))
+		// Success ends the job (also from a worker not in an epoch yet: a
+		// program that exits 0 must not be restarted forever).
+		d.eventf("worker %s (%s) finished: the job ends when the others finish", id, d.rankDesc(id))
 		d.finishing = true
 	case wasGone || w.leaving || d.finishing:
 		d.eventf("worker %s on %s %s", id, w.ref.Slot, st)
@@ -393,6 +395,13 @@ func (d *Driver) failed(now time.Time, w *worker, why string) {
 			d.eventf("host %s blacklisted for %v (blacklisting %d)", w.ref.Slot.Host, v.Cooldown, v.Count)
 		}
 	}
+}
+
+func (d *Driver) rankDesc(id string) string {
+	if r := d.rankOf(id); r >= 0 {
+		return fmt.Sprintf("rank %d of epoch %d", r, d.epoch)
+	}
+	return "in no epoch"
 }
 
 func (d *Driver) rankOf(id string) int {
@@ -485,7 +494,7 @@ func (d *Driver) joinCall(now time.Time, w *worker, req joinRequest, reply chan 
 	}
 	w.join, w.state = pj, wWaiting
 	if w.member && req.After >= d.epoch && !d.want {
-		d.eventf("worker %s (rank %d) left epoch %d: %s", w.ref.ID, d.rankOf(w.ref.ID), d.epoch, req.Reason)
+		d.eventf("worker %s (%s) left its epoch: %s", w.ref.ID, d.rankDesc(w.ref.ID), req.Reason)
 		d.wantChange(now, true)
 	}
 }

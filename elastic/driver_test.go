@@ -246,8 +246,9 @@ func TestDriverDropsRankMissingAtRegistration(t *testing.T) {
 		t.Fatalf("epoch 1 assignments: %+v", reps)
 	}
 	_, err := rendezvous.Register(r.ctx, a.RendezvousAddr, testSecret, rendezvous.Registration{Epoch: 1, Rank: 0, Host: "localhost", Addr: "127.0.0.1:1"})
-	if !errors.Is(err, rendezvous.ErrStartTimeout) {
-		t.Fatalf("registration of the present rank: %v, want ErrStartTimeout", err)
+	// the service's own timeout, or the driver's drop of w2 first
+	if !errors.Is(err, rendezvous.ErrStartTimeout) && !errors.Is(err, rendezvous.ErrAborted) {
+		t.Fatalf("registration of the present rank: %v, want ErrStartTimeout or ErrAborted", err)
 	}
 	r.awaitEvent(`worker w2 on localhost\[1\] failed: did not register for epoch 1`)
 	if sigs := r.l.proc("w2").signals(); len(sigs) == 0 || sigs[0] != syscall.SIGKILL {
