@@ -86,7 +86,7 @@ func (e *engine) stats() Stats {
 	return s
 }
 
-// serveMetrics exposes this worker's counters in Prometheus text format at
+// serveMetrics exposes this worker's counters as Prometheus metrics at
 // cfg.MetricsAddr. Workers on one host would collide on one port, so the
 // port is offset by the local rank (port 9100 serves local rank 0, 9101
 // local rank 1, ...); port 0 picks a free port, logged at info level.

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -11,8 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"runtime"
-	"strconv"
 	"syscall"
 	"time"
 
@@ -21,10 +18,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/gorovod/gorovod/cmd/gorun/internal/sysinfo"
-	"github.com/gorovod/gorovod/internal/env"
 	"github.com/gorovod/gorovod/internal/hosts"
 	"github.com/gorovod/gorovod/internal/launch"
-	"github.com/gorovod/gorovod/internal/logging"
 	"github.com/gorovod/gorovod/internal/rendezvous"
 )
 
@@ -49,13 +44,23 @@ const examples = `  # 4 workers on this machine
   gorun --check
 
   # pass variables to the workers; keep each rank's output in files too
-  gorun -np 2 -x OMP_NUM_THREADS=1 -x PATH --output-filename logs ./train`
+  gorun -np 2 -x OMP_NUM_THREADS=1 -x PATH --output-filename logs ./train
+
+  # only rank 0 on the console, without the prefix (all ranks in logs/)
+  gorun -np 4 --output-ranks 0 --no-prefix --output-filename logs ./train
+
+  # settings from a horovodrun-style YAML file; the command line wins
+  gorun --config-file job.yaml -np 4 ./train
+
+  # shell completion
+  source <(gorun completion bash)`
 
 const longHelp = `gorun starts a Gorovod job: -np worker processes running PROGRAM, which
 find each other through a rendezvous service hosted by gorun.
 
 Every output line of a worker is prefixed with its rank: "[1]<stdout>:" or
-"[1]<stderr>:". When a worker fails, gorun stops the others (SIGTERM, then
+"[1]<stderr>:" (--no-prefix drops it, --output-ranks picks the ranks shown,
+--prefix-output-with-timestamp adds the time). When a worker fails, gorun stops the others (SIGTERM, then
 SIGKILL after --kill-grace-period) and exits with the failing worker's exit
 code, or 128+N when it was killed by signal N. SIGINT and SIGTERM sent to
 gorun are forwarded to every worker.
@@ -69,9 +74,18 @@ plus every GOROVOD_* variable and the -x variables; they die with gorun, even
 when gorun is killed with SIGKILL or the ssh connection is lost.
 
 Workers learn their place from GOROVOD_* variables (rank, size, local and
-cross rank/size, host, rendezvous address, job secret, start timeout).
---start-timeout bounds how long workers that called Init wait for the
+cross rank/size, host, rendezvous address, job secret, start timeout), and
+from the names other launchers use: RANK, WORLD_SIZE, LOCAL_RANK,
+LOCAL_WORLD_SIZE, GROUP_RANK, GROUP_WORLD_SIZE, MASTER_ADDR/MASTER_PORT (rank 0's address and
+a port free there, for torch.distributed) and HOROVOD_RANK, HOROVOD_SIZE,
+.... GOROVOD_PROGRESS is "tty" when gorun's stdout is a terminal, else
+"lines". --start-timeout bounds how long workers that called Init wait for the
 others; programs that never call Init are never stopped for it.
+
+gorun's own messages are one plain line each on stderr ("gorun: error:
+rank 1 (pid 4711, host localhost) exited with code 2; ..."), or JSON with
+--log-format json. Shell completion: gorun completion bash|zsh|fish|powershell
+(a program called completion runs as gorun -np N -- completion).
 
 Exit codes: 0 all workers succeeded; the failing worker's code; 128+signal;
 1 gorun itself failed (including a host failing the ssh check); 2 bad
@@ -85,11 +99,16 @@ func newCommand(stdout, stderr io.Writer) *cobra.Command {
 		Short:         "Launch a Gorovod job",
 		Long:          longHelp,
 		Example:       examples,
-		Version:       version,
+		Version:       gorunVersion(),
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		Args:          cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if o.configFile != "" {
+				if err := applyConfigFile(o.configFile, cmd.Flags()); err != nil {
+					return err
+				}
+			}
 			if o.check {
 				return runCheck(cmd.Context(), args, stdout)
 			}
@@ -99,6 +118,10 @@ func newCommand(stdout, stderr io.Writer) *cobra.Command {
 			return runJob(cmd.Context(), &o, cmd.Flags(), args, stdout, stderr)
 		},
 	}
+	// "gorun completion SHELL" is handled before cobra (writeCompletion):
+	// cobra's own completion command would take "gorun -np 2 completion"
+	// for itself.
+	cmd.CompletionOptions.DisableDefaultCmd = true
 	cmd.SetOut(stdout)
 	cmd.SetErr(stderr)
 	cmd.SetVersionTemplate("gorun {{.Version}}\n")
@@ -108,6 +131,7 @@ func newCommand(stdout, stderr io.Writer) *cobra.Command {
 	o.register(fs)
 	eo.register(fs)
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	registerCompletions(cmd)
 	return cmd
 }
 
@@ -203,6 +227,9 @@ func makePlan(o *options, fs *pflag.FlagSet, args []string) (plan, []string, err
 	if err != nil {
 		return p, nil, err
 	}
+	if err := o.checkVoice(len(slots)); err != nil {
+		return p, nil, err
+	}
 	return plan{argv: args, slots: slots, tuning: tuning, exports: exports}, missing, nil
 }
 
@@ -225,20 +252,18 @@ func programProblem(err error) string {
 	return err.Error()
 }
 
-func runJob(ctx context.Context, o *options, fs *pflag.FlagSet, args []string, stdout, stderr io.Writer) error {
+func runJob(ctx context.Context, o *options, fs *pflag.FlagSet, args []string, stdout, stderr io.Writer) (err error) {
 	p, missing, err := makePlan(o, fs, args)
 	if err != nil {
 		return err
 	}
-	level := ""
-	if o.verbose {
-		level = "debug"
-	}
-	log, err := logging.New(level)
+	term := newTerminal(stdout, stderr)
+	log, err := o.logger(term)
 	if err != nil {
-		return err
+		return usagef("%v", err)
 	}
 	defer func() { _ = log.Sync() }()
+	defer func() { err = reportJSON(o, log, err) }()
 	for _, name := range missing {
 		log.Warn("-x " + name + ": not set in gorun's environment; not exported")
 	}
@@ -279,47 +304,14 @@ func runJob(ctx context.Context, o *options, fs *pflag.FlagSet, args []string, s
 		}
 	}()
 
-	// Local workers inherit gorun's environment; remote ones get their
-	// login environment plus -x variables and every GOROVOD_* variable.
-	localBase := append(os.Environ(), p.exports...)
-	remoteBase := append(gorovodVars(os.Environ()), p.exports...)
-	common := []string{
-		env.Size + "=" + strconv.Itoa(len(p.slots)),
-		env.Secret + "=" + hex.EncodeToString(secret),
-		env.Epoch + "=0",
-		env.StartTimeout + "=" + startTimeout.String(),
-		env.Launcher + "=gorun",
+	master, err := masterAddr(p, np)
+	if err != nil {
+		return err
 	}
-	if o.verbose {
-		common = append(common, env.LogLevel+"=debug")
-	}
-	if o.netIfaces != "" {
-		common = append(common, env.NetworkIface+"="+o.netIfaces)
-	}
-	common = append(common, p.tuning...)
-	cwd, _ := os.Getwd()
-	workers := make([]launch.Worker, len(p.slots))
-	for i, s := range p.slots {
-		base, dir := localBase, ""
-		if np.isRemote(s.Host) {
-			base, dir = remoteBase, cwd
-		}
-		we := append(append([]string(nil), base...), common...)
-		we = append(we,
-			env.RendezvousAddr+"="+net.JoinHostPort(np.rendezvousIP(s.Host), port),
-			env.BindAddr+"="+np.bindIP(s.Host),
-			env.Rank+"="+strconv.Itoa(s.Rank),
-			env.LocalRank+"="+strconv.Itoa(s.LocalRank),
-			env.LocalSize+"="+strconv.Itoa(s.LocalSize),
-			env.CrossRank+"="+strconv.Itoa(s.CrossRank),
-			env.CrossSize+"="+strconv.Itoa(s.CrossSize),
-			env.Hostname+"="+s.Host,
-		)
-		if !np.isRemote(s.Host) { // remote workers get their host's share there
-			we = launch.WithGOMAXPROCS(we, runtime.NumCPU())
-		}
-		workers[i] = launch.Worker{Rank: s.Rank, Host: s.Host, Argv: p.argv, Env: we, Dir: dir}
-	}
+	workers := buildWorkers(o, p, np, jobEnv{
+		secret: secret, startTimeout: startTimeout, rdvPort: port, master: master,
+		progress: progressHint(stdout),
+	})
 	log.Debug("starting job", zap.Int("np", len(workers)), zap.Strings("argv", p.argv),
 		zap.String("rendezvous", lis.Addr().String()), zap.Duration("start_timeout", startTimeout))
 
@@ -327,6 +319,7 @@ func runJob(ctx context.Context, o *options, fs *pflag.FlagSet, args []string, s
 	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(signals)
 
+	conOut, conErr := o.console(term, len(workers))
 	spawner := launch.HostRouter{Local: local, IsLocal: func(h string) bool { return !np.isRemote(h) }}
 	if remote != nil {
 		spawner.Remote = remote
@@ -334,8 +327,8 @@ func runJob(ctx context.Context, o *options, fs *pflag.FlagSet, args []string, s
 	res, err := launch.Run(ctx, launch.JobConfig{
 		Spawner:         spawner,
 		Workers:         workers,
-		Stdout:          stdout,
-		Stderr:          stderr,
+		Stdout:          conOut,
+		Stderr:          conErr,
 		OutputDir:       o.outputDir,
 		KillGracePeriod: time.Duration(o.killGrace),
 		Logger:          log,
@@ -367,6 +360,9 @@ func runJob(ctx context.Context, o *options, fs *pflag.FlagSet, args []string, s
 	}, signals)
 	if err != nil {
 		return err
+	}
+	if hint := o.failureHint(res, p.slots); hint != "" {
+		log.Error(hint)
 	}
 	if res.ExitCode != 0 {
 		return exitCodeError{res.ExitCode}

@@ -29,6 +29,14 @@ type options struct {
 	sshPort      int
 	sshIdentity  string
 	netIfaces    string
+	configFile   string
+
+	// gorun's voice and the console.
+	logLevel        string
+	logFormat       string
+	timestampPrefix bool
+	outputRanks     string
+	noPrefix        bool
 
 	// Tuning knobs forwarded to the workers as GOROVOD_* variables, only
 	// when set on the command line.
@@ -41,6 +49,8 @@ type options struct {
 	timelineFile      string
 	metricsAddr       string
 	disableShm        bool
+	hierarchical      bool
+	markCycles        bool
 }
 
 func (o *options) register(fs *pflag.FlagSet) {
@@ -48,16 +58,23 @@ func (o *options) register(fs *pflag.FlagSet) {
 	o.killGrace = secondsOrDuration(3 * time.Second)
 	fs.IntVarP(&o.np, "num-proc", "n", 0, "number of worker processes, also spelled -np `N` (default: all slots of -H/--hostfile)")
 	fs.StringVarP(&o.hosts, "hosts", "H", "", "`HOSTS` and their slots: localhost:4, host1:4,host2:4, [::1]:2 (default localhost:N)")
-	fs.StringVar(&o.hostfile, "hostfile", "", "`FILE` listing hosts, one per line: 'host slots=4', 'host:4' or 'host'; # comments")
+	fs.StringVar(&o.hostfile, "hostfile", "", "`FILE` listing hosts, one per line: 'host slots=4', 'host:4' or 'host' (OpenMPI's max_slots=N too); # comments")
 	fs.Var(&o.startTimeout, "start-timeout", "how long workers may take to register with the rendezvous (duration like 30s, or seconds)")
 	fs.Var(&o.killGrace, "kill-grace-period", "time between SIGTERM and SIGKILL when stopping workers (duration or seconds)")
-	fs.BoolVar(&o.verbose, "verbose", false, "debug logging in gorun and the workers")
+	fs.BoolVar(&o.verbose, "verbose", false, "debug logging in gorun and the workers (same as --log-level debug)")
+	fs.StringVar(&o.logLevel, "log-level", "warn", "`LEVEL` of gorun's own messages: debug, info, warn or error (debug also reaches the workers)")
+	fs.StringVar(&o.logFormat, "log-format", "console", "`FORMAT` of gorun's own messages: console (one plain line each) or json (one JSON object per line)")
+	fs.BoolVar(&o.timestampPrefix, "prefix-output-with-timestamp", false, "start every output line of the workers, and gorun's messages, with the time")
+	fs.StringVar(&o.outputRanks, "output-ranks", "", "show only these `RANKS` on the console, e.g. 0 or 0,2-3 (--output-filename files still get every rank)")
+	fs.BoolVar(&o.noPrefix, "no-prefix", false, "do not prefix the workers' output lines with \"[rank]<stream>:\"")
+	fs.StringVar(&o.configFile, "config-file", "", "YAML or JSON `FILE` of settings, as horovodrun's (flag names as keys, or its params/timeline/stall_check sections); the command line wins")
 	fs.BoolVar(&o.check, "check", false, "print what this machine offers Gorovod (transports, NCCL, GPUs, interfaces, CPU) and exit")
 	fs.BoolVar(&o.check, "check-build", false, "same as --check (horovodrun's name)")
 	fs.StringArrayVarP(&o.envVars, "env", "x", nil, "export `NAME[=value]` to the workers (NAME alone: gorun's value); repeatable")
 	fs.IntVarP(&o.sshPort, "ssh-port", "p", 0, "ssh `PORT` of the remote hosts (default: ssh's, or its config)")
 	fs.StringVarP(&o.sshIdentity, "ssh-identity-file", "i", "", "ssh private key `FILE` for the remote hosts")
 	fs.StringVar(&o.netIfaces, "network-interface", "", "`IFACES` (comma list) whose addresses the workers use, e.g. eth0 or ib0,eth0 (default: the route to the launcher)")
+	fs.StringVar(&o.netIfaces, "network-interfaces", "", "`IFACES`: same as --network-interface (horovodrun's name)")
 	fs.StringVar(&o.outputDir, "output-filename", "", "also write each worker's output to `DIR`/rank.R/stdout and stderr (R zero-padded: rank.07 of 16)")
 
 	fs.Float64Var(&o.fusionThresholdMB, "fusion-threshold-mb", 0, "fuse tensors into buffers of up to this many MiB (0 disables fusion; default 128)")
@@ -67,6 +84,8 @@ func (o *options) register(fs *pflag.FlagSet) {
 	fs.Float64Var(&o.stallShutdownSecs, "stall-check-shutdown-time-seconds", 0, "fail stalled collectives after this many seconds (default 0: never)")
 	fs.BoolVar(&o.noStallCheck, "no-stall-check", false, "disable the stall check")
 	fs.StringVar(&o.timelineFile, "timeline-filename", "", "write a Chrome-trace timeline of rank 0 to `FILE`")
+	fs.BoolVar(&o.markCycles, "timeline-mark-cycles", false, "mark each negotiation cycle in the timeline (needs --timeline-filename)")
+	fs.BoolVar(&o.hierarchical, "hierarchical-allreduce", false, "allreduce within each host first, then across hosts (jobs spanning hosts)")
 	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "serve Prometheus metrics of each worker at `HOST:PORT` (port + local rank on each host)")
 	fs.BoolVar(&o.disableShm, "disable-shm", false, "use TCP instead of shared memory between workers on one host")
 }
@@ -127,6 +146,15 @@ func (o *options) tuningEnv(fs *pflag.FlagSet) ([]string, error) {
 			return nil, usagef("--timeline-filename is empty")
 		}
 		env = append(env, config.EnvTimeline+"="+o.timelineFile)
+	}
+	if set("timeline-mark-cycles") && o.markCycles {
+		if o.timelineFile == "" {
+			return nil, usagef("--timeline-mark-cycles needs --timeline-filename")
+		}
+		env = append(env, config.EnvTimelineMarkCycles+"=1")
+	}
+	if set("hierarchical-allreduce") && o.hierarchical {
+		env = append(env, config.EnvHierarchical+"=1")
 	}
 	if set("disable-shm") && o.disableShm {
 		env = append(env, config.EnvDisableShm+"=1")

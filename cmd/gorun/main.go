@@ -19,12 +19,15 @@ import (
 	"io"
 	"os"
 
+	"github.com/spf13/cobra"
+
 	"github.com/gorovod/gorovod/internal/launch"
 	"github.com/gorovod/gorovod/internal/netif"
 )
 
-// version is set at build time (-ldflags "-X main.version=...").
-var version = "dev"
+// version is set at build time (-ldflags "-X main.version=..."); without
+// it, the build information says (see buildVersion).
+var version = ""
 
 func main() {
 	args := os.Args[1:]
@@ -72,15 +75,31 @@ func (e exitCodeError) Error() string { return fmt.Sprintf("exit code %d", e.cod
 // run executes gorun with args and returns the process exit code.
 func run(args []string, stdout, stderr io.Writer) int {
 	cmd := newCommand(stdout, stderr)
-	cmd.SetArgs(normalizeArgs(args, cmd.Flags()))
-	err := cmd.Execute()
+	var err error
+	if len(args) > 0 && args[0] == "completion" {
+		// Only as the very first word: "gorun -- completion" and
+		// "gorun -np 2 completion" run a program called completion.
+		err = writeCompletion(cmd, args[1:], stdout)
+	} else if len(args) > 0 && (args[0] == cobra.ShellCompRequestCmd || args[0] == cobra.ShellCompNoDescRequestCmd) {
+		// The completion scripts ask "gorun __complete ARGS...": -np there too.
+		cmd.SetArgs(append(args[:1:1], normalizeArgs(args[1:], cmd.Flags())...))
+		err = cmd.Execute()
+	} else {
+		cmd.SetArgs(normalizeArgs(args, cmd.Flags()))
+		err = cmd.Execute()
+	}
 	var ec exitCodeError
 	var ue usageError
+	var re reportedError
 	switch {
 	case err == nil:
 		return 0
 	case errors.As(err, &ec):
 		return ec.code
+	case errors.As(err, &re) && errors.As(err, &ue):
+		return exitUsage
+	case errors.As(err, &re):
+		return exitInternal
 	case errors.As(err, &ue):
 		fmt.Fprintf(stderr, "gorun: %v\nRun 'gorun --help' for usage.\n", err)
 		return exitUsage

@@ -28,6 +28,7 @@ type netPlan struct {
 	rdv    map[string]string // host -> launcher IP its workers dial
 	bind   map[string]string // host -> IP its workers' data plane listens on
 	local  string            // rendezvous and bind IP of workers on this machine
+	ports  map[string]int    // host -> a port that was free on its bind IP (MASTER_PORT)
 }
 
 func (n netPlan) isRemote(host string) bool { return n.remote[host] }
@@ -142,7 +143,7 @@ func choiceReason(ifaces []string) string {
 // saw. The rendezvous service listens on that one address when every
 // worker dials the same, else on all interfaces.
 func planNetwork(slots []hosts.Slot, probes map[string]launch.ProbeResult, ifaces []string) (netPlan, error) {
-	np := netPlan{remote: map[string]bool{}, rdv: map[string]string{}, bind: map[string]string{}}
+	np := netPlan{remote: map[string]bool{}, rdv: map[string]string{}, bind: map[string]string{}, ports: map[string]int{}}
 	var first netip.Addr
 	dialed := map[string]bool{}
 	hasLocal := false
@@ -165,6 +166,7 @@ func planNetwork(slots []hosts.Slot, probes map[string]launch.ProbeResult, iface
 		}
 		np.rdv[s.Host] = a.String()
 		np.bind[s.Host] = pr.BindAddr
+		np.ports[s.Host] = pr.FreePort
 		dialed[a.String()] = true
 	}
 	np.local = first.String()

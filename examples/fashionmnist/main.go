@@ -124,7 +124,7 @@ func train(ctx context.Context, o options, comm Comm, stdout, stderr io.Writer) 
 		fmt.Fprintf(stdout, "fashionmnist %s: %d-%d-%d MLP on %s (%d training, %d test samples), %d rank(s) x batch %d, lr %g x %d ranks, %d epochs\n",
 			version, trainSet.Dim, o.Hidden, numClasses, name, trainSet.Len(), testSet.Len(),
 			comm.Size(), o.Batch, o.LR, comm.Size(), o.Epochs)
-		report = newProgressPrinter(stdout, isTerminal(stdout)).report
+		report = newProgressPrinter(stdout, progressOnTerminal(os.Getenv, stdout)).report
 	}
 	last, err := t.Run(ctx, report)
 	if err != nil {
@@ -181,6 +181,21 @@ func loadData(ctx context.Context, o options, comm Comm, stderr io.Writer) (trai
 	return train, test, "generated data", nil
 }
 
+// progressOnTerminal decides between a progress bar redrawn in place (a
+// terminal) and a progress line now and then (a pipe or a log file). Under
+// gorun the worker's stdout is always a pipe: gorun says in
+// GOROVOD_PROGRESS whether its own stdout is a terminal ("tty") or not
+// ("lines"), and shows a redrawn bar as it changes.
+func progressOnTerminal(getenv func(string) string, stdout io.Writer) bool {
+	switch getenv("GOROVOD_PROGRESS") {
+	case "tty":
+		return true
+	case "lines":
+		return false
+	}
+	return isTerminal(stdout)
+}
+
 // isTerminal tells whether w is a character device (a terminal), where
 // progress is redrawn in place rather than printed line by line.
 func isTerminal(w io.Writer) bool {
@@ -192,19 +207,26 @@ func isTerminal(w io.Writer) bool {
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
-// progressPrinter shows training progress: a line per epoch, and on a
-// terminal a bar redrawn in place (at most every 100 ms) during the epoch.
+// progressLineEvery is how often a progress line is printed during an
+// epoch when the output is not a terminal.
+const progressLineEvery = 5 * time.Second
+
+// progressPrinter shows training progress: a line per epoch, and during
+// the epoch, on a terminal a bar redrawn in place (at most every 100 ms),
+// elsewhere a progress line every progressLineEvery.
 type progressPrinter struct {
 	w     io.Writer
 	tty   bool
-	drawn time.Time
+	now   func() time.Time
+	drawn time.Time // last bar or line; zero: none yet this epoch
 }
 
 func newProgressPrinter(w io.Writer, tty bool) *progressPrinter {
-	return &progressPrinter{w: w, tty: tty}
+	return &progressPrinter{w: w, tty: tty, now: time.Now}
 }
 
 func (pp *progressPrinter) report(p Progress) {
+	now := pp.now()
 	if p.EpochEnd {
 		prefix := ""
 		if pp.tty {
@@ -212,12 +234,25 @@ func (pp *progressPrinter) report(p Progress) {
 		}
 		fmt.Fprintf(pp.w, "%sepoch %d/%d  loss %.4f  acc %.4f  test acc %.4f  %.0f samples/s  comm %.1f%%\n",
 			prefix, p.Epoch, p.Epochs, p.Loss, p.Acc, p.TestAcc, p.SamplesPerSec, 100*p.CommShare)
+		pp.drawn = now // the next line comes a full interval into the next epoch
 		return
 	}
-	if !pp.tty || time.Since(pp.drawn) < 100*time.Millisecond {
+	if !pp.tty {
+		if pp.drawn.IsZero() {
+			pp.drawn = now
+		}
+		if now.Sub(pp.drawn) < progressLineEvery {
+			return
+		}
+		pp.drawn = now
+		fmt.Fprintf(pp.w, "epoch %d/%d  step %d/%d  loss %.4f  acc %.4f  %.0f samples/s  comm %.1f%%\n",
+			p.Epoch, p.Epochs, p.Step, p.Steps, p.Loss, p.Acc, p.SamplesPerSec, 100*p.CommShare)
 		return
 	}
-	pp.drawn = time.Now()
+	if now.Sub(pp.drawn) < 100*time.Millisecond {
+		return
+	}
+	pp.drawn = now
 	const width = 30
 	done := width * p.Step / p.Steps
 	fmt.Fprintf(pp.w, "\r\x1b[Kepoch %d/%d [%s%s] %d/%d  loss %.4f  acc %.4f  %.0f samples/s  comm %.1f%%",

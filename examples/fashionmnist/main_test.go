@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/gorovod/gorovod/examples/internal/fashion"
 )
@@ -142,6 +143,54 @@ func TestProgressPrinter(t *testing.T) {
 	}
 	if !strings.HasSuffix(out, "\r\x1b[K"+want) {
 		t.Errorf("terminal epoch line %q should overwrite the bar", out)
+	}
+}
+
+// Not on a terminal (gorun's output piped into a log), a progress line
+// comes every progressLineEvery, and the epoch line is unchanged.
+func TestProgressLines(t *testing.T) {
+	var b bytes.Buffer
+	pp := newProgressPrinter(&b, false)
+	t0 := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+	clock := t0
+	pp.now = func() time.Time { return clock }
+	step := func(at time.Duration, n int) {
+		clock = t0.Add(at)
+		pp.report(Progress{Epoch: 1, Epochs: 2, Step: n, Steps: 100, Loss: 0.5, Acc: 0.8, SamplesPerSec: 1000, CommShare: 0.1})
+	}
+	step(0, 1)
+	step(progressLineEvery-time.Millisecond, 40)
+	if b.Len() != 0 {
+		t.Fatalf("a line before %v: %q", progressLineEvery, b.String())
+	}
+	step(progressLineEvery, 50)
+	step(progressLineEvery+time.Second, 60)
+	step(2*progressLineEvery, 99)
+	clock = t0.Add(2*progressLineEvery + time.Second)
+	pp.report(Progress{Epoch: 1, Epochs: 2, Step: 100, Steps: 100, EpochEnd: true, Loss: 0.5, Acc: 0.8, TestAcc: 0.85, SamplesPerSec: 1000, CommShare: 0.1})
+	want := "epoch 1/2  step 50/100  loss 0.5000  acc 0.8000  1000 samples/s  comm 10.0%\n" +
+		"epoch 1/2  step 99/100  loss 0.5000  acc 0.8000  1000 samples/s  comm 10.0%\n" +
+		"epoch 1/2  loss 0.5000  acc 0.8000  test acc 0.8500  1000 samples/s  comm 10.0%\n"
+	if b.String() != want {
+		t.Errorf("got\n%s\nwant\n%s", b.String(), want)
+	}
+}
+
+func TestProgressOnTerminal(t *testing.T) {
+	var pipe bytes.Buffer
+	for _, tc := range []struct {
+		env  string
+		want bool
+	}{{"tty", true}, {"lines", false}, {"", false}} {
+		getenv := func(k string) string {
+			if k == "GOROVOD_PROGRESS" {
+				return tc.env
+			}
+			return ""
+		}
+		if got := progressOnTerminal(getenv, &pipe); got != tc.want {
+			t.Errorf("GOROVOD_PROGRESS=%q: terminal %v, want %v", tc.env, got, tc.want)
+		}
 	}
 }
 

@@ -17,19 +17,20 @@ var ErrInvalid = errors.New("invalid configuration")
 
 // Environment variables for the knobs (gorun turns its flags into these).
 const (
-	EnvFusionThreshold   = "GOROVOD_FUSION_THRESHOLD"       // bytes
-	EnvCycleTime         = "GOROVOD_CYCLE_TIME"             // Go duration, or milliseconds as a bare number
-	EnvCacheCapacity     = "GOROVOD_CACHE_CAPACITY"         // entries
-	EnvStallCheckTime    = "GOROVOD_STALL_CHECK_TIME"       // duration, or seconds as a bare number
-	EnvStallShutdownTime = "GOROVOD_STALL_SHUTDOWN_TIME"    // duration, or seconds as a bare number
-	EnvStallDisable      = "GOROVOD_STALL_CHECK_DISABLE"    // 1/true
-	EnvTimeline          = "GOROVOD_TIMELINE"               // file name
-	EnvDisableShm        = "GOROVOD_DISABLE_SHM"            // 1/true
-	EnvSegmentBytes      = "GOROVOD_SEGMENT_BYTES"          // ring pipeline segment
-	EnvMetricsAddr       = "GOROVOD_METRICS_ADDR"           // host:port for Prometheus text metrics
-	EnvBatchWindow       = "GOROVOD_BATCH_WINDOW"           // duration the loop waits for more submissions
-	EnvHierarchical      = "GOROVOD_HIERARCHICAL_ALLREDUCE" // 1/true
-	EnvProgressTimeout   = "GOROVOD_PROGRESS_TIMEOUT"       // duration, or seconds as a bare number; 0 = none
+	EnvFusionThreshold    = "GOROVOD_FUSION_THRESHOLD"       // bytes
+	EnvCycleTime          = "GOROVOD_CYCLE_TIME"             // Go duration, or milliseconds as a bare number
+	EnvCacheCapacity      = "GOROVOD_CACHE_CAPACITY"         // entries
+	EnvStallCheckTime     = "GOROVOD_STALL_CHECK_TIME"       // duration, or seconds as a bare number
+	EnvStallShutdownTime  = "GOROVOD_STALL_SHUTDOWN_TIME"    // duration, or seconds as a bare number
+	EnvStallDisable       = "GOROVOD_STALL_CHECK_DISABLE"    // 1/true
+	EnvTimeline           = "GOROVOD_TIMELINE"               // file name
+	EnvTimelineMarkCycles = "GOROVOD_TIMELINE_MARK_CYCLES"   // 1/true: a CYCLE_START mark per negotiation cycle
+	EnvDisableShm         = "GOROVOD_DISABLE_SHM"            // 1/true
+	EnvSegmentBytes       = "GOROVOD_SEGMENT_BYTES"          // ring pipeline segment
+	EnvMetricsAddr        = "GOROVOD_METRICS_ADDR"           // host:port for Prometheus text metrics
+	EnvBatchWindow        = "GOROVOD_BATCH_WINDOW"           // duration the loop waits for more submissions
+	EnvHierarchical       = "GOROVOD_HIERARCHICAL_ALLREDUCE" // 1/true
+	EnvProgressTimeout    = "GOROVOD_PROGRESS_TIMEOUT"       // duration, or seconds as a bare number; 0 = none
 )
 
 // Config is every knob of a worker. The zero value is not valid; start from
@@ -55,6 +56,9 @@ type Config struct {
 	StallShutdownTime time.Duration
 	// TimelineFile, when set, is where rank 0 writes a Chrome-trace timeline.
 	TimelineFile string
+	// TimelineMarkCycles writes a CYCLE_START mark per negotiation cycle
+	// into the timeline (horovodrun's --timeline-mark-cycles).
+	TimelineMarkCycles bool
 	// DisableShm forces TCP between peers on the same host.
 	DisableShm bool
 	// SegmentBytes is the pipeline segment of ring algorithms; 0 chooses by
@@ -133,6 +137,7 @@ func (c Config) FromEnv(getenv func(string) string) (Config, error) {
 	set(EnvStallShutdownTime, func(v string) error { return parseDuration(v, time.Second, &c.StallShutdownTime) })
 	set(EnvStallDisable, func(v string) error { return parseBool(v, &c.StallCheckDisabled) })
 	set(EnvTimeline, func(v string) error { c.TimelineFile = v; return nil })
+	set(EnvTimelineMarkCycles, func(v string) error { return parseBool(v, &c.TimelineMarkCycles) })
 	set(EnvDisableShm, func(v string) error { return parseBool(v, &c.DisableShm) })
 	set(EnvSegmentBytes, func(v string) error { return parseInt(v, &c.SegmentBytes) })
 	set(EnvMetricsAddr, func(v string) error { c.MetricsAddr = v; return nil })

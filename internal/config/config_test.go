@@ -17,13 +17,14 @@ func TestFromEnv(t *testing.T) {
 	env := map[string]string{
 		EnvFusionThreshold: "1048576", EnvCycleTime: "5", EnvCacheCapacity: "0",
 		EnvStallCheckTime: "2", EnvStallShutdownTime: "4s", EnvDisableShm: "1", EnvTimeline: "/tmp/t.json",
+		EnvTimelineMarkCycles: "true",
 	}
 	c, err := Default().FromEnv(func(k string) string { return env[k] })
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c.FusionThresholdBytes != 1<<20 || c.CycleTime != 5*time.Millisecond || c.CacheCapacity != 0 ||
-		c.StallWarningTime != 2*time.Second || c.StallShutdownTime != 4*time.Second || !c.DisableShm || c.TimelineFile != "/tmp/t.json" {
+		c.StallWarningTime != 2*time.Second || c.StallShutdownTime != 4*time.Second || !c.DisableShm || c.TimelineFile != "/tmp/t.json" || !c.TimelineMarkCycles {
 		t.Fatalf("got %+v", c)
 	}
 }

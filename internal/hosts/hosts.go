@@ -146,7 +146,8 @@ func ParseHosts(spec string) ([]Host, error) {
 }
 
 // ParseHostfile reads one host per line: "host slots=4", "host:4" or
-// "host" (1 slot). '#' starts a comment; blank lines are skipped. Errors
+// "host" (1 slot). OpenMPI's keys are understood: count= and cpu= mean
+// slots=; max_slots=M (or max-slots) caps slots, and alone gives M slots. '#' starts a comment; blank lines are skipped. Errors
 // name the line.
 func ParseHostfile(r io.Reader) ([]Host, error) {
 	var out []Host
@@ -187,24 +188,50 @@ func parseHostfileLine(fields []string) (Host, error) {
 	if err != nil {
 		return Host{}, err
 	}
+	maxSlots := 0
 	for _, f := range fields[1:] {
 		key, val, ok := strings.Cut(f, "=")
-		if !ok || key != "slots" {
-			return Host{}, fmt.Errorf("%w: unexpected %q (want slots=N)", ErrInvalid, f)
+		switch {
+		case !ok:
+			return Host{}, fmt.Errorf("%w: unexpected %q (want slots=N or max_slots=N)", ErrInvalid, f)
+		case key == "slots" || key == "count" || key == "cpu":
+			if explicit {
+				return Host{}, fmt.Errorf("%w: slot count given twice (%q and %q)", ErrInvalid, fields[0], f)
+			}
+			if h.Slots, err = slotValue(key, val); err != nil {
+				return Host{}, err
+			}
+			explicit = true
+		case key == "max_slots" || key == "max-slots":
+			if maxSlots != 0 {
+				return Host{}, fmt.Errorf("%w: %s given twice", ErrInvalid, key)
+			}
+			if maxSlots, err = slotValue(key, val); err != nil {
+				return Host{}, err
+			}
+		default:
+			return Host{}, fmt.Errorf("%w: unknown key %q in %q (want slots=N or max_slots=N)", ErrInvalid, key, f)
 		}
-		if explicit {
-			return Host{}, fmt.Errorf("%w: slot count given twice (%q and %q)", ErrInvalid, fields[0], f)
-		}
-		n, err := strconv.Atoi(val)
-		if err != nil {
-			return Host{}, fmt.Errorf("%w: slots=%q is not a number", ErrInvalid, val)
-		}
-		if n < 1 || n > MaxSlots {
-			return Host{}, fmt.Errorf("%w: slots=%d must be between 1 and %d", ErrInvalid, n, MaxSlots)
-		}
-		h.Slots, explicit = n, true
+	}
+	switch {
+	case maxSlots == 0:
+	case !explicit: // OpenMPI's cap alone: gorun never oversubscribes, so that many
+		h.Slots = maxSlots
+	case h.Slots > maxSlots:
+		return Host{}, fmt.Errorf("%w: slots=%d is more than max_slots=%d", ErrInvalid, h.Slots, maxSlots)
 	}
 	return h, nil
+}
+
+func slotValue(key, val string) (int, error) {
+	n, err := strconv.Atoi(val)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %s=%q is not a number", ErrInvalid, key, val)
+	}
+	if n < 1 || n > MaxSlots {
+		return 0, fmt.Errorf("%w: %s=%d must be between 1 and %d", ErrInvalid, key, n, MaxSlots)
+	}
+	return n, nil
 }
 
 // TotalSlots is the sum of the hosts' slots.

@@ -10,6 +10,12 @@
 // or 128+signal when a worker was killed by a signal (or the launcher was
 // interrupted).
 //
+// Output reaches the launcher's stdout and stderr as whole lines (Sink,
+// LineWriter). Console reshapes them for a person: a rank filter, no
+// prefix, timestamps, colours. On a terminal (TerminalWriter, Terminal) a
+// partial line a worker redraws with '\r', a progress bar, is shown as it
+// changes and cleared before anything else is written there.
+//
 // Local workers run in their own process group (signals reach their
 // children) and get SIGKILL if the launcher dies (Linux Pdeathsig). Because
 // Pdeathsig is tied to the OS thread that forked the child, not the
@@ -42,6 +48,7 @@
 // at once runs "GORUN --internal-remote-probe IFACES DIR", which checks the
 // working directory and interfaces and answers one JSON line with the
 // addresses it sees (SSH_CONNECTION) and the address its workers should
-// listen on (RemoteProbe, BindAddr). Failures come back as a
+// listen on (RemoteProbe, BindAddr), and a port free there (FreePort: the
+// launcher's MASTER_PORT when rank 0 runs on that host). Failures come back as a
 // *PreflightError naming every host and ssh's own message.
 package launch

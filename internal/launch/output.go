@@ -16,13 +16,31 @@ const maxLine = 64 << 10
 type Sink struct {
 	mu *sync.Mutex
 	w  io.Writer
+	// redraw: the writer is a terminal that shows a worker's partial line
+	// redrawn with '\r' (a progress bar) as it changes; see TerminalWriter.
+	redraw bool
+}
+
+// TerminalWriter is an optional capability of the writers given to
+// NewSinks. When Terminal reports true, the writer shows its lines on a
+// terminal and also receives, as writes without a trailing newline, the
+// partial lines a worker redraws with '\r': it shows each in place of the
+// one before and clears it before the next write (Console does).
+type TerminalWriter interface {
+	io.Writer
+	Terminal() bool
 }
 
 // NewSinks returns sinks for stdout and stderr sharing one lock, so a
 // terminal showing both never gets a line torn by the other stream.
 func NewSinks(stdout, stderr io.Writer) (out, errOut *Sink) {
 	mu := new(sync.Mutex)
-	return &Sink{mu: mu, w: stdout}, &Sink{mu: mu, w: stderr}
+	return &Sink{mu: mu, w: stdout, redraw: isTerminalWriter(stdout)}, &Sink{mu: mu, w: stderr, redraw: isTerminalWriter(stderr)}
+}
+
+func isTerminalWriter(w io.Writer) bool {
+	tw, ok := w.(TerminalWriter)
+	return ok && tw.Terminal()
 }
 
 func (s *Sink) writeLine(b []byte) {
@@ -31,6 +49,18 @@ func (s *Sink) writeLine(b []byte) {
 	// Errors (a closed terminal, a reader that went away) are dropped:
 	// the workers' output must keep draining or they would block.
 	_, _ = s.w.Write(b)
+}
+
+var clearLine = []byte("\r\x1b[K")
+
+// visible is what a terminal shows of a line redrawn with '\r': the text
+// after the last carriage return, without the erase-line sequence that
+// usually follows it.
+func visible(line []byte) []byte {
+	if i := bytes.LastIndexByte(line, '\r'); i >= 0 {
+		line = line[i+1:]
+	}
+	return bytes.TrimPrefix(line, clearLine[1:])
 }
 
 // LineWriter prefixes each line written to it and hands whole lines to a
@@ -64,6 +94,9 @@ func (w *LineWriter) Write(p []byte) (int, error) {
 		i := bytes.IndexByte(p, '\n')
 		if i < 0 {
 			w.buf = append(w.buf, p...)
+			if w.sink.redraw {
+				w.redraw()
+			}
 			if len(w.buf) >= maxLine {
 				w.emit(w.buf)
 				w.buf = w.buf[:0]
@@ -92,6 +125,24 @@ func (w *LineWriter) Flush() {
 
 func (w *LineWriter) emit(line []byte) {
 	line = bytes.TrimSuffix(line, []byte{'\r'})
+	if w.sink.redraw {
+		line = visible(line)
+	}
 	w.line = append(append(append(w.line[:0], w.prefix...), line...), '\n')
 	w.sink.writeLine(w.line)
+}
+
+// redraw shows a partial line that the worker redraws with '\r' on the
+// terminal now, and keeps only what follows the last '\r' (the rest has
+// been drawn over).
+func (w *LineWriter) redraw() {
+	i := bytes.LastIndexByte(w.buf, '\r')
+	if i < 0 {
+		return
+	}
+	if v := visible(w.buf); len(v) > 0 {
+		w.line = append(append(w.line[:0], w.prefix...), v...)
+		w.sink.writeLine(w.line) // no newline: the TerminalWriter shows it in place
+	}
+	w.buf = append(w.buf[:0], w.buf[i:]...)
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -38,6 +39,9 @@ type ProbeResult struct {
 	// the requested interfaces, else the source of the host's route to
 	// LauncherAddr.
 	BindAddr string `json:"bind"`
+	// FreePort is a TCP port that was free on BindAddr during the check:
+	// the launcher offers it as MASTER_PORT when rank 0 runs on this host.
+	FreePort int    `json:"free_port,omitempty"`
 	Error    string `json:"error,omitempty"`
 }
 
@@ -77,6 +81,9 @@ func RemoteProbe(ifaces []string, dir string, stdout io.Writer) int {
 	}
 	if r.BindAddr == "" && len(problems) == 0 {
 		problems = append(problems, "cannot tell this host's address (no SSH_CONNECTION)")
+	}
+	if r.BindAddr != "" {
+		r.FreePort, _ = FreePort(r.BindAddr) // 0 when none: the launcher falls back
 	}
 	r.Error = strings.Join(problems, "; ")
 	b, _ := json.Marshal(r)
@@ -244,4 +251,19 @@ func orText(s, alt string) string {
 		return alt
 	}
 	return s
+}
+
+// FreePort returns a TCP port that is free on ip now, found by listening on
+// port 0 and closing the listener. Nothing holds it afterwards: it is for a
+// worker that binds it soon (torch's MASTER_PORT), as torchrun picks one.
+func FreePort(ip string) (int, error) {
+	lis, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		return 0, fmt.Errorf("finding a free port on %s: %w", ip, err)
+	}
+	port := lis.Addr().(*net.TCPAddr).Port
+	if err := lis.Close(); err != nil {
+		return 0, fmt.Errorf("finding a free port on %s: %w", ip, err)
+	}
+	return port, nil
 }

@@ -330,6 +330,10 @@ func TestPreflight(t *testing.T) {
 	if r := res["n2"]; r.LauncherAddr != "127.0.0.1" || r.BindAddr != "127.0.0.1" || r.Host != "n2" {
 		t.Errorf("n2: %+v", r)
 	}
+	// The host offers a port free on its bind address (MASTER_PORT).
+	if p := res["n2"].FreePort; p < 1 || p > 65535 {
+		t.Errorf("n2: free port %d", p)
+	}
 
 	_, err = s.Preflight(ctx, []string{"n1", "down", "n3"}, nil, "/surely/not/a/dir")
 	var pe *PreflightError

@@ -1,29 +1,18 @@
 // Package logging builds the zap loggers gorun and the workers share: quiet
-// by default (warnings and errors), debug with --verbose.
+// by default (warnings and errors), one plain line per message for a
+// person (NewLauncher's console format), or JSON for programs.
 package logging
 
 import (
-	"fmt"
-	"strings"
+	"os"
 
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 )
 
-// New returns a console logger on stderr at level ("debug", "info", "warn",
-// "error"; "" means warn).
+// New returns the workers' logger on stderr at level ("debug", "info",
+// "warn", "error"; "" means warn): one plain line per message, starting
+// with "gorovod:" and without source positions, as gorun's own
+// ("gorovod: warning: stalled collectives ...").
 func New(level string) (*zap.Logger, error) {
-	lvl := zapcore.WarnLevel
-	if level != "" {
-		if err := lvl.UnmarshalText([]byte(strings.ToLower(level))); err != nil {
-			return nil, fmt.Errorf("unknown log level %q (want debug, info, warn, error)", level)
-		}
-	}
-	cfg := zap.NewDevelopmentConfig()
-	cfg.Level = zap.NewAtomicLevelAt(lvl)
-	cfg.Development = false
-	cfg.DisableStacktrace = true
-	cfg.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
-	cfg.OutputPaths = []string{"stderr"}
-	return cfg.Build()
+	return NewLauncher(os.Stderr, LauncherOptions{Level: level, Name: "gorovod"})
 }

@@ -68,7 +68,7 @@ func Join(ctx context.Context, li Info, disableShm bool, log *zap.Logger) (*Join
 		return &Joined{Topology: Topology{Size: 1, LocalSize: 1, CrossSize: 1, Host: li.Host, Epoch: li.Epoch},
 			Mesh: singleMesh{host: li.Host}}, nil
 	}
-	if li.SecretDerived {
+	if li.SecretDerived && li.Rank == 0 { // one warning per job, not one per rank
 		log.Warn("no job secret in the environment; derived one from the launcher's job id (set GOROVOD_SECRET or GOROVOD_SECRET_FILE)")
 	}
 	ctx, cancel := context.WithTimeout(ctx, li.StartTimeout+joinSlack)

@@ -417,7 +417,7 @@ var (
 	rankRe    = regexp.MustCompile(`rank (\d+)`)
 	failedRe  = regexp.MustCompile(`(?m)^\[(\d+)\]<stdout>:chaos: rank \d+ failed: (.*)$`)
 	doneRe    = regexp.MustCompile(`(?m)^\[(\d+)\]<stdout>:chaos: rank \d+ done$`)
-	gorunLine = regexp.MustCompile(`(?m)^[0-9]\S*\tERROR\t\S+\t(.*)$`) // gorun's own lines start with the time
+	gorunLine = regexp.MustCompile(`(?m)^gorun: error: (.*)$`) // gorun's own error lines (workers' lines start with "[rank]")
 )
 
 // firstRank is the first rank a message names, or -1.

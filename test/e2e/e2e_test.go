@@ -159,6 +159,9 @@ func TestStallWarningThenTimeout(t *testing.T) {
 	if !regexp.MustCompile(`(?s)stall.*rank 2: .*grad/x.*alive`).MatchString(r.out) {
 		t.Errorf("rank 0 did not log the missing rank 2 and tensor grad/x:\n%s", r.out)
 	}
+	if !regexp.MustCompile(`rank 2: grad/x \(waiting up to [^)]*\); last submitted allreduce "grad/other" [0-9.]+m?s ago`).MatchString(r.out) {
+		t.Errorf("the stall report does not say what rank 2 last did:\n%s", r.out)
+	}
 	for _, rank := range []int{0, 1} {
 		if !regexp.MustCompile(fmt.Sprintf(`rank %d: grad/x: .*timed out`, rank)).MatchString(r.out) {
 			t.Errorf("rank %d: call did not fail with ErrTimeout:\n%s", rank, r.out)
@@ -211,7 +214,7 @@ func TestKilledWorkerIsTheFirstFailure(t *testing.T) {
 			if !regexp.MustCompile(`^(first failure: )?rank 1 `).MatchString(first) {
 				t.Errorf("gorun's first error %q does not name rank 1 first; output:\n%s", first, r.out)
 			}
-			if !regexp.MustCompile(`(?m)^\S+\tERROR\t\S+\t(first failure: )?rank 1 \(pid \d+, host localhost\) was killed by signal SIGKILL`).MatchString(r.out) {
+			if !regexp.MustCompile(`(?m)^gorun: error: (first failure: )?rank 1 \(pid \d+, host localhost\) was killed by signal SIGKILL`).MatchString(r.out) {
 				t.Errorf("gorun did not report rank 1's SIGKILL; output:\n%s", r.out)
 			}
 			for _, rank := range []int{0, 2} {
@@ -250,13 +253,12 @@ func TestKillDuringNegotiationIsNamedByEverySurvivor(t *testing.T) {
 	}
 }
 
-// firstLauncherError returns gorun's own first ERROR line (worker lines
+// firstLauncherError returns the message of gorun's own first error line,
+// "gorun: error: MSG" (worker lines
 // start with "[rank]<").
 func firstLauncherError(out string) string {
 	for _, line := range strings.Split(out, "\n") {
-		if !strings.HasPrefix(line, "[") && strings.Contains(line, "\tERROR\t") {
-			_, msg, _ := strings.Cut(line, ".go:")
-			_, msg, _ = strings.Cut(msg, "\t")
+		if msg, ok := strings.CutPrefix(line, "gorun: error: "); ok {
 			return msg
 		}
 	}
@@ -307,18 +309,18 @@ func TestBenchChecksEveryOpAndMode(t *testing.T) {
 				args = append(args, "-o", "max")
 			}
 			if direct {
-				args = append(args, "-direct", "-reps", "3") // batched timing, median row
+				args = append(args, "--direct", "--reps", "3") // batched timing, median row
 			}
 			r := gorun(t, time.Minute, args...)
 			if direct && !strings.Contains(r.out, "median of 3 batches") {
-				t.Errorf("%s -reps 3: header does not say how time was taken:\n%s", op, r.out)
+				t.Errorf("%s --reps 3: header does not say how time was taken:\n%s", op, r.out)
 			}
 			if r.code != 0 || !strings.Contains(r.out, "# Out of bounds values : 0 OK") {
 				t.Errorf("%s direct=%v: exit %d, output:\n%s", op, direct, r.code, r.out)
 			}
 		}
 	}
-	r := gorun(t, time.Minute, "-np", "2", "gorovod-bench", "negotiation", "-tensors", "50", "-steps", "20")
+	r := gorun(t, time.Minute, "-np", "2", "gorovod-bench", "negotiation", "--tensors", "50", "--steps", "20")
 	if r.code != 0 || !strings.Contains(r.out, "steps/s") {
 		t.Errorf("negotiation mode: exit %d, output:\n%s", r.code, r.out)
 	}

@@ -37,6 +37,10 @@ func TestMpirunWithoutGorun(t *testing.T) {
 	if err != nil {
 		t.Fatalf("mpirun: %v; output:\n%s", err, out)
 	}
+	// No secret given: one warning for the job (rank 0's), not one per rank.
+	if n := strings.Count(string(out), "no job secret in the environment"); n != 1 {
+		t.Errorf("the derived-secret warning appears %d times, want once; output:\n%s", n, out)
+	}
 	for rank := 0; rank < 3; rank++ {
 		re := regexp.MustCompile(fmt.Sprintf(`(?m)^rank %d of 3: \d+ checks OK$`, rank))
 		if !re.MatchString(string(out)) {

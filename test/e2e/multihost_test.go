@@ -66,7 +66,7 @@ func TestMultiHost(t *testing.T) {
 		// remote peers have to reach them.
 		r := gorunEnv(t, time.Minute, []string{sshEnv}, "-np", "4", "-H", "localhost:2,host2:2", "--verbose", "allreducecheck", "-quick")
 		checkAllOK(t, r, 4)
-		if want := `"local_workers": "` + c.RootAddr + `"`; !strings.Contains(r.out, want) {
+		if want := "local workers " + c.RootAddr + ")"; !strings.Contains(r.out, want) {
 			t.Errorf("verbose output lacks %s:\n%s", want, r.out)
 		}
 	})
@@ -90,6 +90,27 @@ func TestMultiHost(t *testing.T) {
 			wrapper := fmt.Sprintf("[%d]<stdout>:%s --internal-remote-exec \n", rank, filepath.Join(binDir, "gorun"))
 			if !strings.Contains(out, wrapper) {
 				t.Errorf("output lacks the wrapper's command line %q:\n%s", wrapper, out)
+			}
+		}
+	})
+
+	t.Run("StandardEnvironmentOfRemoteWorkers", func(t *testing.T) {
+		// RANK & co. reach remote workers; MASTER_ADDR is rank 0's
+		// data-plane address (host1's) with a port its ssh check found free.
+		// GROUP_RANK is the host's index; Horovod's cross rank and size
+		// count the hosts that have the worker's local rank.
+		r := gorunEnv(t, time.Minute, []string{sshEnv}, "-np", "3", "-H", "host1:1,host2:2", "sh", "-c",
+			`echo "$RANK $WORLD_SIZE $LOCAL_RANK $LOCAL_WORLD_SIZE $GROUP_RANK/$GROUP_WORLD_SIZE $HOROVOD_CROSS_RANK/$HOROVOD_CROSS_SIZE $MASTER_ADDR:$MASTER_PORT"`)
+		if r.code != 0 {
+			t.Fatalf("exit %d:\n%s", r.code, r.out)
+		}
+		m := regexp.MustCompile(`\[0\]<stdout>:0 3 0 1 0/2 0/2 (\S+):(\d+)\n`).FindStringSubmatch(r.out)
+		if m == nil || m[1] != c.Hosts[0].Addr {
+			t.Fatalf("rank 0's line, want MASTER_ADDR %s:\n%s", c.Hosts[0].Addr, r.out)
+		}
+		for _, want := range []string{"[1]<stdout>:1 3 0 2 1/2 1/2 " + m[1] + ":" + m[2] + "\n", "[2]<stdout>:2 3 1 2 1/2 0/1 " + m[1] + ":" + m[2] + "\n"} {
+			if !strings.Contains(r.out, want) {
+				t.Errorf("output lacks %q:\n%s", want, r.out)
 			}
 		}
 	})
