@@ -209,6 +209,19 @@ func (r *runner) epoch(ctx context.Context, st *State, a Assignment, fn func(con
 		return fmt.Errorf("%w: joining epoch %d: %w", collective.ErrShutdown, a.Epoch, err)
 	}
 	defer r.leave(ctx, w, &err)
+	// A collective already started waits for its peers whatever its
+	// context says: when the driver says the world lost a member, close
+	// the world at once so that such a call fails instead of hanging.
+	quit, watched := make(chan struct{}), make(chan struct{})
+	go func() { // owned by this call: ends with it
+		defer close(watched)
+		select {
+		case <-broken:
+			r.closeNow(ctx, w)
+		case <-quit:
+		}
+	}()
+	defer func() { close(quit); <-watched }()
 	defer func() { // runs before leave: the failure is noticed now
 		if err != nil {
 			*noticed = time.Now()
@@ -244,11 +257,18 @@ func cancelOnClose(ctx context.Context, closed <-chan struct{}) (context.Context
 // leave closes w. A world that lost a member cannot agree to close: its
 // links are closed at once rather than waiting for a peer that is gone.
 func (r *runner) leave(ctx context.Context, w *collective.World, errp *error) {
-	bound := r.closeTimeout
 	if errors.Is(*errp, errBroken) || errors.Is(*errp, collective.ErrPeerLost) {
-		bound = min(bound, 20*time.Millisecond)
+		r.closeNow(ctx, w)
+		return
 	}
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), bound)
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.closeTimeout)
+	defer cancel()
+	_ = w.Close(cctx)
+}
+
+// closeNow closes w without waiting for the other ranks to agree.
+func (r *runner) closeNow(ctx context.Context, w *collective.World) {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), min(r.closeTimeout, 20*time.Millisecond))
 	defer cancel()
 	_ = w.Close(cctx)
 }
