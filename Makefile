@@ -10,9 +10,9 @@ LDFLAGS  := -X main.version=$(VERSION)
 CGO_CFLAGS ?= -O2 -g
 export CGO_CFLAGS += -Wno-deprecated-declarations
 # Packages with goroutines and shared state run under the race detector.
-RACE_PKGS := ./collective/... ./coordinator/... ./fusion/... ./ops/... ./internal/... ./nccl/...
+RACE_PKGS := ./collective/... ./coordinator/... ./fusion/... ./ops/... ./internal/... ./nccl/... ./elastic/...
 
-.PHONY: all build run examples test test-race test-e2e bench lint clean chaos
+.PHONY: all build run examples test test-race test-e2e bench lint clean chaos elastic-recovery
 
 all: build
 
@@ -33,6 +33,7 @@ examples: build
 	$(BIN)/gorun -np $(NP) $(BIN)/fashionmnist -epochs 1 -limit 6000
 	$(BIN)/gorun -np $(NP) $(BIN)/fashionmnist -epochs 1 -limit 6000 -compression fp16 -accumulate 2 -grad-stats
 	$(BIN)/gorun -np $(NP) $(BIN)/fashioncnn -steps 200 -eval-every 100 -test-limit 1000 -compression bf16
+	$(BIN)/gorun --min-np $(NP) -H localhost:$(NP) $(BIN)/elastic -steps 200
 
 test: build lint
 	@scripts/deps.sh test
@@ -50,6 +51,12 @@ chaos: build
 
 bench: build
 	$(BIN)/gorun -np $(NP) $(BIN)/gorovod-bench allreduce -b 4K -e 64M -f 4 -d float32 -o sum -c 1
+
+# Elastic recovery: np 4 -> 3 after kill -9 of a worker, RUNS times
+# (examples/elastic/recovery.sh; docs/elastic.md).
+RUNS ?= 10
+elastic-recovery: build
+	GORUN=$(BIN)/gorun EXAMPLE=$(BIN)/elastic RUNS=$(RUNS) sh examples/elastic/recovery.sh
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -93,6 +93,7 @@ command line. See docs/gorun.md.`
 
 func newCommand(stdout, stderr io.Writer) *cobra.Command {
 	var o options
+	var eo elasticOptions
 	cmd := &cobra.Command{
 		Use:           "gorun [flags] [--] PROGRAM [ARGS...]",
 		Short:         "Launch a Gorovod job",
@@ -111,6 +112,9 @@ func newCommand(stdout, stderr io.Writer) *cobra.Command {
 			if o.check {
 				return runCheck(cmd.Context(), args, stdout)
 			}
+			if eo.enabled(cmd.Flags()) {
+				return runElastic(cmd.Context(), &o, &eo, cmd.Flags(), args, stdout, stderr)
+			}
 			return runJob(cmd.Context(), &o, cmd.Flags(), args, stdout, stderr)
 		},
 	}
@@ -125,6 +129,7 @@ func newCommand(stdout, stderr io.Writer) *cobra.Command {
 	fs.SetInterspersed(false) // flags after PROGRAM belong to PROGRAM
 	fs.SortFlags = false
 	o.register(fs)
+	eo.register(fs)
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	registerCompletions(cmd)
 	return cmd
