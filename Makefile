@@ -81,5 +81,5 @@ cuadapter:
 	@st=0; scripts/cuda-stub.sh $(CUDA_STUB) || st=$$?; \
 	if [ $$st -eq 3 ]; then echo "cuadapter: SKIPPED: no cuda.h/libcuda stub (Debian non-free unreachable)"; exit 0; fi; \
 	[ $$st -eq 0 ] || exit $$st; \
-	cd nccl/cuadapter && CGO_CFLAGS="-I$(CUDA_STUB)/include" CGO_LDFLAGS="-L$(CUDA_STUB)/lib" $(GO) build -tags cuda ./... && \
-	CGO_CFLAGS="-I$(CUDA_STUB)/include" CGO_LDFLAGS="-L$(CUDA_STUB)/lib" $(GO) vet -tags cuda ./...
+	cd nccl/cuadapter && GOFLAGS=-mod=mod CGO_CFLAGS="-I$(CUDA_STUB)/include" CGO_LDFLAGS="-L$(CUDA_STUB)/lib" $(GO) build -tags cuda ./... && \
+	GOFLAGS=-mod=mod CGO_CFLAGS="-I$(CUDA_STUB)/include" CGO_LDFLAGS="-L$(CUDA_STUB)/lib" $(GO) vet -tags cuda ./...

@@ -1,6 +1,6 @@
 module github.com/gorovod/gorovod/nccl/cuadapter
 
-go 1.26.0
+go 1.26.7
 
 require (
 	github.com/gorovod/gorovod v0.0.0-00010101000000-000000000000
