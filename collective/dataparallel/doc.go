@@ -46,4 +46,12 @@
 // backward pass. A Gradients is used by one goroutine (the training loop).
 // Between Ready and the end of Synchronize the buffer belongs to the
 // helper: do not write it.
+//
+// # Elastic jobs
+//
+// Inside elastic.Run, wrap the training function in elastic.WithGradients:
+// it calls Reset(collective.InWorld(w)) with each world Run joins, so the
+// helper follows the job across resets. Keep the parameters in the
+// elastic.State: Run's state sync, not BroadcastParameters, gives every
+// rank the committed parameters (docs/getting-started.md).
 package dataparallel
