@@ -281,43 +281,17 @@ func runJob(ctx context.Context, o *options, fs *pflag.FlagSet, args []string, s
 		}
 	}
 
-	secret := make([]byte, 32)
-	if _, err := rand.Read(secret); err != nil {
-		return fmt.Errorf("making the job secret: %w", err)
-	}
-	lis, err := net.Listen("tcp", net.JoinHostPort(np.listen, "0"))
-	if err != nil {
-		return fmt.Errorf("rendezvous listener on %q: %w", np.listen, err)
-	}
-	_, port, _ := net.SplitHostPort(lis.Addr().String())
-	startTimeout := time.Duration(o.startTimeout)
-	srv := rendezvous.NewServer(rendezvous.ServerConfig{
-		Size: len(p.slots), Secret: secret, StartTimeout: startTimeout, Epoch: 0,
-		Logger: log.Named("rendezvous"),
-	})
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	defer func() {
-		srv.Stop()
-		if err := <-served; err != nil {
-			log.Warn("rendezvous service", zap.Error(err))
-		}
-	}()
-
-	master, err := masterAddr(p, np)
+	rdv, err := startRendezvous(o, np, len(p.slots), log)
 	if err != nil {
 		return err
 	}
-	gpus, err := sysinfo.PlanGPUs(os.Getenv, sysinfo.LocalGPUs()) // docs/gpu.md
+	defer rdv.stop(log)
+	workers, err := jobWorkers(o, p, np, rdv, progressHint(stdout))
 	if err != nil {
 		return err
 	}
-	workers := buildWorkers(o, p, np, jobEnv{
-		secret: secret, startTimeout: startTimeout, rdvPort: port, master: master,
-		progress: progressHint(stdout), gpus: gpus,
-	})
 	log.Debug("starting job", zap.Int("np", len(workers)), zap.Strings("argv", p.argv),
-		zap.String("rendezvous", lis.Addr().String()), zap.Duration("start_timeout", startTimeout))
+		zap.String("rendezvous", rdv.lis.Addr().String()), zap.Duration("start_timeout", time.Duration(o.startTimeout)))
 
 	signals := make(chan os.Signal, 4)
 	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM)
@@ -336,31 +310,9 @@ func runJob(ctx context.Context, o *options, fs *pflag.FlagSet, args []string, s
 		OutputDir:       o.outputDir,
 		KillGracePeriod: time.Duration(o.killGrace),
 		Logger:          log,
-		// The ranks a failed rendezvous answered exit by themselves, each
-		// saying why: let them, rather than stopping them mid-sentence.
-		Settle: func(launch.Exit) time.Duration {
-			if srv.Failed() {
-				return 2 * time.Second
-			}
-			return 0
-		},
-		// The workers' failure oracle decides which rank a failure started
-		// at: the job's first failure and exit code follow it, not the
-		// order in which gorun reaped the workers.
-		Cause: func() (launch.Cause, bool) {
-			v, ok := srv.FirstFailure()
-			return launch.Cause{Rank: v.Rank, Description: v.Message}, ok
-		},
-		OnExit: func(e launch.Exit) {
-			// A worker gone before registering never will: fail the
-			// ranks waiting for it now rather than at the start timeout.
-			srv.WorkerExited(e.Rank, fmt.Sprintf("(pid %d, host %s) %s", e.Pid, e.Host, e.Status))
-			if e.Status.Failed() {
-				// The workers' failure oracle: their errors name this
-				// death if it came before any peer noticed one.
-				srv.RecordFailure(e.Rank, e.String())
-			}
-		},
+		Settle:          rdv.settle,
+		Cause:           rdv.cause,
+		OnExit:          rdv.workerExited,
 	}, signals)
 	if err != nil {
 		return err
@@ -372,4 +324,89 @@ func runJob(ctx context.Context, o *options, fs *pflag.FlagSet, args []string, s
 		return exitCodeError{res.ExitCode}
 	}
 	return nil
+}
+
+// jobRendezvous is the rendezvous service gorun runs for a job's workers,
+// and the job's failure oracle.
+type jobRendezvous struct {
+	srv    *rendezvous.Server
+	secret []byte
+	lis    net.Listener
+	port   string
+	served chan error
+}
+
+// startRendezvous makes the job secret and serves the rendezvous for size
+// workers on np's listen address.
+func startRendezvous(o *options, np netPlan, size int, log *zap.Logger) (*jobRendezvous, error) {
+	secret := make([]byte, 32)
+	if _, err := rand.Read(secret); err != nil {
+		return nil, fmt.Errorf("making the job secret: %w", err)
+	}
+	lis, err := net.Listen("tcp", net.JoinHostPort(np.listen, "0"))
+	if err != nil {
+		return nil, fmt.Errorf("rendezvous listener on %q: %w", np.listen, err)
+	}
+	_, port, _ := net.SplitHostPort(lis.Addr().String())
+	srv := rendezvous.NewServer(rendezvous.ServerConfig{
+		Size: size, Secret: secret, StartTimeout: time.Duration(o.startTimeout), Epoch: 0,
+		Logger: log.Named("rendezvous"),
+	})
+	r := &jobRendezvous{srv: srv, secret: secret, lis: lis, port: port, served: make(chan error, 1)}
+	go func() { r.served <- srv.Serve(lis) }()
+	return r, nil
+}
+
+// stop ends the service and waits for it.
+func (r *jobRendezvous) stop(log *zap.Logger) {
+	r.srv.Stop()
+	if err := <-r.served; err != nil {
+		log.Warn("rendezvous service", zap.Error(err))
+	}
+}
+
+// settle: the ranks a failed rendezvous answered exit by themselves, each
+// saying why: let them, rather than stopping them mid-sentence.
+func (r *jobRendezvous) settle(launch.Exit) time.Duration {
+	if r.srv.Failed() {
+		return 2 * time.Second
+	}
+	return 0
+}
+
+// cause: the workers' failure oracle decides which rank a failure started
+// at: the job's first failure and exit code follow it, not the order in
+// which gorun reaped the workers.
+func (r *jobRendezvous) cause() (launch.Cause, bool) {
+	v, ok := r.srv.FirstFailure()
+	return launch.Cause{Rank: v.Rank, Description: v.Message}, ok
+}
+
+// workerExited tells the rendezvous of a worker's exit.
+func (r *jobRendezvous) workerExited(e launch.Exit) {
+	// A worker gone before registering never will: fail the ranks waiting
+	// for it now rather than at the start timeout.
+	r.srv.WorkerExited(e.Rank, fmt.Sprintf("(pid %d, host %s) %s", e.Pid, e.Host, e.Status))
+	if e.Status.Failed() {
+		// The workers' failure oracle: their errors name this death if it
+		// came before any peer noticed one.
+		r.srv.RecordFailure(e.Rank, e.String())
+	}
+}
+
+// jobWorkers decides each worker's argv and environment: the rendezvous
+// to join, the master address, and this host's GPUs.
+func jobWorkers(o *options, p plan, np netPlan, rdv *jobRendezvous, progress string) ([]launch.Worker, error) {
+	master, err := masterAddr(p, np)
+	if err != nil {
+		return nil, err
+	}
+	gpus, err := sysinfo.PlanGPUs(os.Getenv, sysinfo.LocalGPUs()) // docs/gpu.md
+	if err != nil {
+		return nil, err
+	}
+	return buildWorkers(o, p, np, jobEnv{
+		secret: rdv.secret, startTimeout: time.Duration(o.startTimeout), rdvPort: rdv.port, master: master,
+		progress: progress, gpus: gpus,
+	}), nil
 }

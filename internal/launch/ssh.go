@@ -161,65 +161,19 @@ func (s *SSH) Start(ctx context.Context, spec ProcSpec) (Proc, error) {
 	if s.Forker == nil || s.RemoteGorun == "" {
 		return nil, fmt.Errorf("%w: rank %d: ssh spawner without Forker or RemoteGorun", ErrSpawn, spec.Rank)
 	}
-	grace := s.KillGracePeriod
-	if grace <= 0 {
-		grace = 3 * time.Second
-	}
-	silence, ping := s.silence()
-	req, err := json.Marshal(remoteRequest{Rank: spec.Rank, Host: spec.Host, Dir: spec.Dir, Argv: spec.Argv, Env: spec.Env,
-		Grace: grace.String(), Silence: silence.String()})
+	req, err := s.request(spec)
 	if err != nil {
-		return nil, fmt.Errorf("%w: rank %d: %v", ErrSpawn, spec.Rank, err)
+		return nil, err
 	}
 	release, err := s.acquire(ctx, spec.Host)
 	if err != nil {
 		return nil, fmt.Errorf("%w: rank %d on %s: waiting for an ssh connection slot: %v", ErrSpawn, spec.Rank, spec.Host, err)
 	}
-	started := false
-	defer func() {
-		if !started {
-			release()
-		}
-	}()
-	argv := s.Config.Args(spec.Host, "exec "+ShellQuote(s.RemoteGorun)+" "+RemoteExecFlag)
-	cmd := exec.Command(argv[0], argv[1:]...)
-	if cmd.Err != nil {
-		return nil, fmt.Errorf("%w: rank %d: %v", ErrSpawn, spec.Rank, cmd.Err)
-	}
-	cmd.SysProcAttr = sysProcAttr()
-	var files []*os.File
-	closeAll := func() {
-		for _, f := range files {
-			f.Close()
-		}
-	}
-	pipe := func() (r, w *os.File, err error) {
-		r, w, err = os.Pipe()
-		if err == nil {
-			files = append(files, r, w)
-		}
-		return r, w, err
-	}
-	inR, inW, err1 := pipe()
-	outR, outW, err2 := pipe()
-	errR, errW, err3 := pipe()
-	if err := errors.Join(err1, err2, err3); err != nil {
-		closeAll()
-		return nil, fmt.Errorf("%w: rank %d: %v", ErrSpawn, spec.Rank, err)
-	}
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, errW
-	err = s.Forker.fork(ctx, cmd)
-	// The child holds its own copies of these ends.
-	inR.Close()
-	outW.Close()
-	errW.Close()
+	cmd, inW, outR, errR, err := s.forkSSH(ctx, spec)
 	if err != nil {
-		inW.Close()
-		outR.Close()
-		errR.Close()
-		return nil, fmt.Errorf("%w: rank %d on %s: %s: %v", ErrSpawn, spec.Rank, spec.Host, argv[0], err)
+		release()
+		return nil, err
 	}
-	started = true
 	p := &remoteProc{rank: spec.Rank, host: spec.Host, cmd: cmd, sshPid: cmd.Process.Pid, stdin: inW, drain: s.DrainTimeout, pipes: []*os.File{outR, errR}, release: release}
 	if p.drain <= 0 {
 		p.drain = 2 * time.Second
@@ -233,10 +187,68 @@ func (s *SSH) Start(ctx context.Context, spec ProcSpec) (Proc, error) {
 	p.copiers.Add(2)
 	go p.copy(outR, spec.Stdout)
 	go p.copy(errR, &controlFilter{w: orDiscard(spec.Stderr), onControl: p.control})
+	_, ping := s.silence()
 	p.stopPing = make(chan struct{})
 	p.pinger.Add(1)
 	go p.pingLoop(ping)
 	return p, nil
+}
+
+// request encodes the remote wrapper's request line for spec (without the
+// newline): the worker and how long the wrapper waits on the launcher.
+func (s *SSH) request(spec ProcSpec) ([]byte, error) {
+	grace := s.KillGracePeriod
+	if grace <= 0 {
+		grace = 3 * time.Second
+	}
+	silence, _ := s.silence()
+	req, err := json.Marshal(remoteRequest{Rank: spec.Rank, Host: spec.Host, Dir: spec.Dir, Argv: spec.Argv, Env: spec.Env,
+		Grace: grace.String(), Silence: silence.String()})
+	if err != nil {
+		return nil, fmt.Errorf("%w: rank %d: %v", ErrSpawn, spec.Rank, err)
+	}
+	return req, nil
+}
+
+// forkSSH forks ssh running the remote wrapper on spec.Host, its stdin,
+// stdout and stderr pipes; it returns the launcher's ends of them.
+func (s *SSH) forkSSH(ctx context.Context, spec ProcSpec) (cmd *exec.Cmd, inW, outR, errR *os.File, err error) {
+	argv := s.Config.Args(spec.Host, "exec "+ShellQuote(s.RemoteGorun)+" "+RemoteExecFlag)
+	cmd = exec.Command(argv[0], argv[1:]...)
+	if cmd.Err != nil {
+		return nil, nil, nil, nil, fmt.Errorf("%w: rank %d: %v", ErrSpawn, spec.Rank, cmd.Err)
+	}
+	cmd.SysProcAttr = sysProcAttr()
+	var files []*os.File
+	pipe := func() (r, w *os.File, err error) {
+		r, w, err = os.Pipe()
+		if err == nil {
+			files = append(files, r, w)
+		}
+		return r, w, err
+	}
+	inR, inW, err1 := pipe()
+	outR, outW, err2 := pipe()
+	errR, errW, err3 := pipe()
+	if err := errors.Join(err1, err2, err3); err != nil {
+		for _, f := range files {
+			f.Close()
+		}
+		return nil, nil, nil, nil, fmt.Errorf("%w: rank %d: %v", ErrSpawn, spec.Rank, err)
+	}
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, errW
+	err = s.Forker.fork(ctx, cmd)
+	// The child holds its own copies of these ends.
+	inR.Close()
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		inW.Close()
+		outR.Close()
+		errR.Close()
+		return nil, nil, nil, nil, fmt.Errorf("%w: rank %d on %s: %s: %v", ErrSpawn, spec.Rank, spec.Host, argv[0], err)
+	}
+	return cmd, inW, outR, errR, nil
 }
 
 // pingLoop tells the wrapper the launcher is alive until Wait stops it.
