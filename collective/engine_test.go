@@ -355,8 +355,10 @@ func TestMetricsEndpoint(t *testing.T) {
 			t.Errorf("%s = %v, want %v", name, got, want)
 		}
 	}
-	// The histogram counts the cycles since serveMetrics, which negotiated the op.
-	if n := metricValue(t, fams, "gorovod_negotiation_seconds", rank0); n < 1 || n > metricValue(t, fams, "gorovod_cycles_total", rank0) {
+	// The histogram counts the cycles since serveMetrics, which negotiated
+	// the op. (It is not compared with gorovod_cycles_total: the loop keeps
+	// cycling while one scrape collects the two.)
+	if n := metricValue(t, fams, "gorovod_negotiation_seconds", rank0); n < 1 {
 		t.Errorf("gorovod_negotiation_seconds count %v", n)
 	}
 	if metricValue(t, fams, "go_goroutines", rank0) == 0 {
