@@ -36,6 +36,16 @@ func (c *Comm) Allreduce(ctx context.Context, buf []byte, dt tensor.DType, op te
 	}
 	algo := c.choose(len(buf))
 	return c.run(ctx, "allreduce", func(ctx context.Context) error {
+		if algo == SingleCopy {
+			use, err := c.useSingleCopy(ctx, len(buf), c.cfg.Algorithm == SingleCopy)
+			if err != nil {
+				return err
+			}
+			if use {
+				return c.singleCopyAllreduce(ctx, buf, dt, rop, finish)
+			}
+			algo = Ring
+		}
 		switch algo {
 		case RecursiveDoubling:
 			if err := c.recursiveDoubling(ctx, all(c.size), c.rank, buf, dt, rop); err != nil {
@@ -80,7 +90,7 @@ func (c *Comm) finisher(dt tensor.DType, op tensor.ReduceOp, postscale float64) 
 func (c *Comm) choose(n int) Algorithm {
 	multiHost := c.hierOK && len(c.cross) > 1
 	switch c.cfg.Algorithm {
-	case Ring, RecursiveDoubling:
+	case Ring, RecursiveDoubling, SingleCopy:
 		return c.cfg.Algorithm
 	case Hierarchical:
 		if c.hierOK {
@@ -93,6 +103,8 @@ func (c *Comm) choose(n int) Algorithm {
 		return RecursiveDoubling
 	case c.cfg.Hierarchical && multiHost:
 		return Hierarchical
+	case c.wantSingleCopy(n, false):
+		return SingleCopy
 	}
 	return Ring
 }

@@ -52,6 +52,12 @@ func (c *Comm) Allgatherv(ctx context.Context, send, recv []byte, counts []int) 
 		return nil
 	}
 	return c.run(ctx, "allgatherv", func(ctx context.Context) error {
+		if use, err := c.useSingleCopy(ctx, total, false); err != nil || use {
+			if err != nil {
+				return err
+			}
+			return c.singleCopyAllgatherv(ctx, send, recv, counts, offs)
+		}
 		return c.ring(ctx, ringSpec{group: all(c.size), pos: c.rank, buf: recv, offs: offs, ag: true})
 	})
 }
@@ -86,6 +92,12 @@ func (c *Comm) ReduceScatter(ctx context.Context, buf []byte, counts []int, dt t
 		return mine, nil
 	}
 	err = c.run(ctx, "reducescatter", func(ctx context.Context) error {
+		if use, err := c.useSingleCopy(ctx, len(buf), false); err != nil || use {
+			if err != nil {
+				return err
+			}
+			return c.singleCopyReduceScatter(ctx, buf, offs, dt, rop, finish)
+		}
 		return c.ring(ctx, ringSpec{group: all(c.size), pos: c.rank, buf: buf, offs: offs, rs: true, dt: dt, op: rop, finish: finish})
 	})
 	if err != nil {
@@ -110,6 +122,12 @@ func (c *Comm) Broadcast(ctx context.Context, buf []byte, root int) error {
 	real := func(v int) int { return (v + root) % n }
 	small := len(buf) < c.cfg.SmallBytes
 	return c.run(ctx, "broadcast", func(ctx context.Context) error {
+		if use, err := c.useSingleCopy(ctx, len(buf), false); err != nil || use {
+			if err != nil {
+				return err
+			}
+			return c.singleCopyBroadcast(ctx, buf, root)
+		}
 		if small {
 			// Binomial tree: receive from the parent, then send to the
 			// children, largest subtree first. Children only wait on us,

@@ -10,6 +10,7 @@ import (
 	"github.com/gorovod/gorovod/internal/tensor"
 
 	"github.com/gorovod/gorovod/internal/transport"
+	"github.com/gorovod/gorovod/internal/transport/cma"
 )
 
 // errAborted is the cancel cause of an op's context when the op gives up
@@ -43,6 +44,9 @@ type Comm struct {
 
 	snd *sender // nil when size == 1
 
+	sc       singleCopy       // under opMu
+	scStatus SingleCopyStatus // under mu
+
 	opMu    sync.Mutex // serialises operations
 	scratch []byte     // receive buffer of the running op
 
@@ -67,6 +71,7 @@ func NewComm(mesh transport.Mesh, cfg Config) (*Comm, error) {
 		return nil, fmt.Errorf("%w: NewComm: rank %d of size %d", tensor.ErrInvalid, rank, size)
 	}
 	c := &Comm{mesh: mesh, cfg: cfg, rank: rank, size: size, links: make([]transport.Link, size)}
+	c.sc.read = cma.Read
 	for p := range size {
 		if p == rank {
 			continue

@@ -251,7 +251,7 @@ func TestAllreduceMetamorphic(t *testing.T) {
 		default:
 			count = 10000 + r.IntN(30000)
 		}
-		cfg := Config{Algorithm: Algorithm(r.IntN(4))}
+		cfg := Config{Algorithm: Algorithm(r.IntN(5))}
 		if r.IntN(3) > 0 {
 			cfg.SegmentBytes = []int{1, 8, 100, 1000, 4096, 65536}[r.IntN(6)]
 		}
