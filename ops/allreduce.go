@@ -199,11 +199,13 @@ func (c *Comm) ring(ctx context.Context, r ringSpec) error {
 		}
 	}
 	chunk := func(i int) []byte { return r.buf[r.offs[i]:r.offs[i+1]] }
-	total := len(chunk(first))
+	segments := func(b []byte) int { return (len(b) + seg - 1) / seg }
+	total, sends := len(chunk(first)), segments(chunk(first))
 	for _, st := range steps[:len(steps)-1] {
 		total += len(chunk(st.chunk))
+		sends += segments(chunk(st.chunk))
 	}
-	o := c.to(right, total)
+	o := c.toN(right, total, sends)
 	// sent[i] is the sequence number of the last queued send of chunk i:
 	// the allgather phase overwrites chunks the reduce-scatter phase sent
 	// and waits for those sends first (by causality they finished long

@@ -158,7 +158,7 @@ func (c *Comm) Broadcast(ctx context.Context, buf []byte, root int) error {
 		if v == n-1 {
 			return c.recv(ctx, real(v-1), buf)
 		}
-		o := c.to(real(v+1), len(buf))
+		o := c.toN(real(v+1), len(buf), (len(buf)+seg-1)/seg)
 		for b := buf; len(b) > 0; {
 			p := b[:min(seg, len(b))]
 			b = b[len(p):]

@@ -71,7 +71,7 @@ func NewComm(mesh transport.Mesh, cfg Config) (*Comm, error) {
 		return nil, fmt.Errorf("%w: NewComm: rank %d of size %d", tensor.ErrInvalid, rank, size)
 	}
 	c := &Comm{mesh: mesh, cfg: cfg, rank: rank, size: size, links: make([]transport.Link, size)}
-	c.sc.read = cma.Read
+	c.sc.read, c.sc.calibrate = cma.Read, measureSingleCopy
 	for p := range size {
 		if p == rank {
 			continue
@@ -223,13 +223,16 @@ func (c *Comm) buffer(n int) []byte {
 	return c.scratch[:n]
 }
 
-// fits reports whether total bytes sent to peer in one operation may be
-// written with a blocking Send on the caller's goroutine: the link buffers
-// them without the peer receiving (half the capacity, so bytes of a previous
-// operation the peer has not read yet cannot make it block for long).
-func (c *Comm) fits(peer, total int) bool {
+// fits reports whether total bytes sent to peer in one operation, in sends
+// Send calls, may be written with blocking Sends on the caller's goroutine:
+// the link buffers them without the peer receiving (half the capacity, so
+// bytes of a previous operation the peer has not read yet cannot make it
+// block for long). Only a single Send is trusted: a link of slots (shared
+// memory) spends a whole slot on each Send however small, so many small
+// Sends can fill it long before BufferedBytes.
+func (c *Comm) fits(peer, total, sends int) bool {
 	b, ok := c.links[peer].(transport.Buffered)
-	return ok && total <= b.BufferedBytes()/2
+	return ok && sends <= 1 && total <= b.BufferedBytes()/2
 }
 
 // out sends to one peer, inline (no goroutine hand-off) when the whole
@@ -241,8 +244,13 @@ type out struct {
 	inline bool
 }
 
-func (c *Comm) to(peer, total int) out {
-	return out{c: c, peer: peer, inline: c.fits(peer, total)}
+// to is the sending side of an operation that sends peer total bytes in
+// one Send.
+func (c *Comm) to(peer, total int) out { return c.toN(peer, total, 1) }
+
+// toN is to for an operation that sends peer total bytes in sends Sends.
+func (c *Comm) toN(peer, total, sends int) out {
+	return out{c: c, peer: peer, inline: c.fits(peer, total, sends)}
 }
 
 // send sends p, or queues it; the sequence number (0 for an inline send,

@@ -80,15 +80,16 @@ type Config struct {
 	// SingleCopyMaxBytes: with Algorithm Auto and all ranks on one host,
 	// allreduce, allgather, reduce-scatter and broadcast from SmallBytes up
 	// to this many bytes read the peers' buffers directly (one copy); larger
-	// ones go through the links' pipelined slots, which keep the working set
-	// in cache. 0 = DefaultSingleCopyMaxBytes() (from this machine's caches);
-	// negative: never.
+	// ones go through the links' pipelined slots. 0 = calibrate at first
+	// use: rank 0 times process_vm_readv against memcpy and, where the one
+	// kernel copy is cheaper than the copies it replaces, every rank uses
+	// it up to DefaultSingleCopyMaxBytes() (from the machine's caches).
 	SingleCopyMaxBytes int
 }
 
 // DefaultConfig returns the defaults spelled out.
 func DefaultConfig() Config {
-	return Config{SegmentBytes: DefaultSegmentBytes, SmallBytes: DefaultSmallBytes, SingleCopyMaxBytes: DefaultSingleCopyMaxBytes()}
+	return Config{SegmentBytes: DefaultSegmentBytes, SmallBytes: DefaultSmallBytes}
 }
 
 // withDefaults validates c and fills zero fields.
@@ -108,8 +109,23 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Algorithm > SingleCopy {
 		return c, fmt.Errorf("%w: Config.Algorithm %d: want Auto, Ring, RecursiveDoubling, Hierarchical or SingleCopy", tensor.ErrInvalid, uint8(c.Algorithm))
 	}
-	if c.SingleCopyMaxBytes == 0 {
-		c.SingleCopyMaxBytes = DefaultSingleCopyMaxBytes()
+	if c.SingleCopyMaxBytes < 0 {
+		return c, fmt.Errorf("%w: Config.SingleCopyMaxBytes %d: must not be negative (0 calibrates; SingleCopyOff turns it off)", tensor.ErrInvalid, c.SingleCopyMaxBytes)
 	}
 	return c, nil
+}
+
+// ParseAlgorithm maps a configuration name ("auto", "ring",
+// "recursive-doubling", "hierarchical", "single-copy"; "" is auto) to an
+// Algorithm.
+func ParseAlgorithm(name string) (Algorithm, error) {
+	if name == "" {
+		return Auto, nil
+	}
+	for a := Auto; a <= SingleCopy; a++ {
+		if a.String() == name {
+			return a, nil
+		}
+	}
+	return Auto, fmt.Errorf("%w: allreduce algorithm %q: want auto, ring, recursive-doubling, hierarchical or single-copy", tensor.ErrInvalid, name)
 }

@@ -53,7 +53,7 @@ func TestSingleCopyConformance(t *testing.T) {
 					desc := fmt.Sprintf("np=%d %s %s %s count=%d", n, kind, dt, op, count)
 					checkSingleCopyOps(t, ws, r, desc, dt, op, count)
 					for rank, c := range ws.comms {
-						if st := c.SingleCopy(); !st.Probed || !st.Enabled {
+						if st := c.SingleCopy(); !st.Probed || !st.Permitted {
 							t.Fatalf("%s: rank %d: single copy not used: %+v", desc, rank, st)
 						}
 					}
@@ -174,7 +174,7 @@ func TestSingleCopyRefused(t *testing.T) {
 				}
 				for rank, c := range ws.comms {
 					st := c.SingleCopy()
-					if !st.Probed || st.Enabled || st.Reason == "" {
+					if !st.Probed || st.Permitted || st.Reason == "" {
 						t.Fatalf("rank %d: status %+v, want probed, disabled, with a reason", rank, st)
 					}
 					if rank != victim && !strings.Contains(st.Reason, fmt.Sprintf("rank %d", victim)) {
@@ -198,8 +198,18 @@ func TestSingleCopyNotAcrossHosts(t *testing.T) {
 	}
 }
 
-// TestSingleCopyOffAndLimits: SingleCopyOff, a negative limit and sizes
-// outside [SmallBytes, SingleCopyMaxBytes] keep the slots.
+// countReads makes rank 0 of ws count its single-copy reads.
+func countReads(ws *world) *int {
+	n := new(int)
+	ws.comms[0].sc.read = func(pid int, dst []byte, src uint64) error {
+		*n++
+		return cma.Read(pid, dst, src)
+	}
+	return n
+}
+
+// TestSingleCopyOffAndLimits: SingleCopyOff and sizes outside [SmallBytes,
+// SingleCopyMaxBytes] keep the slots; the forced algorithm does not.
 func TestSingleCopyOffAndLimits(t *testing.T) {
 	for _, tc := range []struct {
 		cfg   Config
@@ -207,21 +217,71 @@ func TestSingleCopyOffAndLimits(t *testing.T) {
 		want  bool
 	}{
 		{Config{SmallBytes: 1, SingleCopyOff: true}, 4096, false},
-		{Config{SmallBytes: 1, SingleCopyMaxBytes: -1}, 4096, false},
 		{Config{SmallBytes: 8192, SingleCopyMaxBytes: 1 << 20}, 4096, false},
 		{Config{SmallBytes: 1, SingleCopyMaxBytes: 2048}, 4096, false},
 		{Config{SmallBytes: 1, SingleCopyMaxBytes: 4096}, 4096, true},
 		{Config{SmallBytes: 1, SingleCopyOff: true, Algorithm: SingleCopy}, 4096, true},
 	} {
 		ws := newWorld(t, 2, tc.cfg)
+		reads := countReads(ws)
 		ctx := testCtx(t)
 		ws.mustEach(t, func(_ int, c *Comm) error {
 			return c.Allreduce(ctx, make([]byte, tc.bytes), tensor.Uint8, tensor.Sum, 1, 1)
 		})
-		if got := ws.comms[0].SingleCopy().Enabled; got != tc.want {
-			t.Errorf("%+v, %d bytes: single copy %v, want %v", tc.cfg, tc.bytes, got, tc.want)
+		probe := 0
+		if ws.comms[0].SingleCopy().Probed {
+			probe = 1
+		}
+		if got := *reads > probe; got != tc.want {
+			t.Errorf("%+v, %d bytes: single copy %v (%d reads), want %v", tc.cfg, tc.bytes, got, *reads, tc.want)
 		}
 		ws.close()
+	}
+	if _, err := NewComm(inmem.MustWorld(2).Mesh(0), Config{SingleCopyMaxBytes: -1}); !errors.Is(err, tensor.ErrInvalid) {
+		t.Errorf("SingleCopyMaxBytes -1: %v, want ErrInvalid", err)
+	}
+}
+
+// TestSingleCopyCalibration: with SingleCopyMaxBytes 0 rank 0's
+// calibration decides for every rank; a losing calibration leaves Auto on
+// the slots but the forced algorithm still reads directly.
+func TestSingleCopyCalibration(t *testing.T) {
+	for _, tc := range []struct {
+		read, copy float64
+		wantMax    int
+	}{{20, 10, DefaultSingleCopyMaxBytes()}, {5, 28, 0}, {0, 28, 0}} {
+		for _, forced := range []bool{false, true} {
+			cfg := Config{SmallBytes: 1}
+			if forced {
+				cfg.Algorithm = SingleCopy
+			}
+			ws := newWorld(t, 3, cfg)
+			for r, c := range ws.comms {
+				if r == 0 {
+					c.sc.calibrate = func() (float64, float64) { return tc.read, tc.copy }
+				} else { // other ranks' view must not matter
+					c.sc.calibrate = func() (float64, float64) { return 100 - tc.read, 1 }
+				}
+			}
+			reads := countReads(ws)
+			ctx := testCtx(t)
+			ws.mustEach(t, func(_ int, c *Comm) error {
+				return c.Allreduce(ctx, make([]byte, 4096), tensor.Uint8, tensor.Sum, 1, 1)
+			})
+			for r, c := range ws.comms {
+				st := c.SingleCopy()
+				if st.MaxBytes != tc.wantMax || !st.Permitted || st.ReadGBps != tc.read || st.CopyGBps != tc.copy {
+					t.Errorf("calibration %v/%v, rank %d: status %+v, want MaxBytes %d", tc.read, tc.copy, r, st, tc.wantMax)
+				}
+				if tc.wantMax == 0 && !strings.Contains(st.Reason, "calibration on rank 0") {
+					t.Errorf("rank %d: reason %q does not cite the calibration", r, st.Reason)
+				}
+			}
+			if used, want := *reads > 2, forced || tc.wantMax > 0; used != want {
+				t.Errorf("calibration %v/%v forced=%v: single copy used %v, want %v", tc.read, tc.copy, forced, used, want)
+			}
+			ws.close()
+		}
 	}
 }
 
