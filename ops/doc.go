@@ -39,6 +39,14 @@
 //     among ranks with the same local index, and allgathers within the host.
 //     Postscale/average is applied to each rank's reduced chunk before the
 //     allgather, so every rank scales 1/n of the data.
+//   - Single copy (singlecopy.go): when every rank is on one host and the
+//     kernel allows cross-memory attach, allreduce, allgatherv,
+//     reduce-scatter and broadcast from SmallBytes up to a calibrated
+//     limit read the peers' buffers directly with process_vm_readv
+//     (addresses exchanged over the links): one copy per byte moved instead
+//     of two through slots, three small exchanges per op. A probe at the
+//     first such op decides once, on every rank alike, with rank 0's
+//     calibration (Config.SingleCopyMaxBytes overrides it).
 //   - Allgatherv: the allgather half of the ring, any count per rank.
 //   - ReduceScatter: the reduce-scatter half of the ring, any count per rank.
 //   - Broadcast: binomial tree below SmallBytes, else a pipelined chain from
