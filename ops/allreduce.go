@@ -181,22 +181,9 @@ func (c *Comm) ring(ctx context.Context, r ringSpec) error {
 		}
 	}
 
-	type step struct {
-		chunk  int
-		reduce bool
-	}
-	var steps []step
-	first := r.pos
-	if r.rs {
-		first = mod(r.pos - 1)
-		for s := range n - 1 {
-			steps = append(steps, step{mod(r.pos - s - 2), true})
-		}
-	}
-	if r.ag {
-		for s := range n - 1 {
-			steps = append(steps, step{mod(r.pos - s - 1), false})
-		}
+	first, steps := ringSteps(r)
+	if d, ok := c.duplexPair(right, left); ok {
+		return c.duplexRingN(ctx, d, r, seg, first, steps)
 	}
 	chunk := func(i int) []byte { return r.buf[r.offs[i]:r.offs[i+1]] }
 	segments := func(b []byte) int { return (len(b) + seg - 1) / seg }
@@ -257,6 +244,33 @@ func (c *Comm) ring(ctx context.Context, r ringSpec) error {
 		return c.snd.wait()
 	}
 	return nil
+}
+
+// ringStep is one step of a ring pass: receive chunk (reducing it in the
+// reduce-scatter phase), then forward it at the next step.
+type ringStep struct {
+	chunk  int
+	reduce bool
+}
+
+// ringSteps plans a ring pass for the rank at r.pos: first is the chunk it
+// sends before receiving anything.
+func ringSteps(r ringSpec) (first int, steps []ringStep) {
+	n := len(r.group)
+	mod := func(i int) int { return ((i % n) + n) % n }
+	first = r.pos
+	if r.rs {
+		first = mod(r.pos - 1)
+		for s := range n - 1 {
+			steps = append(steps, ringStep{mod(r.pos - s - 2), true})
+		}
+	}
+	if r.ag {
+		for s := range n - 1 {
+			steps = append(steps, ringStep{mod(r.pos - s - 1), false})
+		}
+	}
+	return first, steps
 }
 
 // exchange sends p to peer and receives len(q) bytes from it into q,

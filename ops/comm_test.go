@@ -259,6 +259,7 @@ func TestAllreduceMetamorphic(t *testing.T) {
 			cfg.SmallBytes = 1 + r.IntN(20000)
 		}
 		cfg.Hierarchical = r.IntN(2) == 0
+		cfg.SingleCopyOff = r.IntN(2) == 0
 		var opts []inmem.Option
 		pipe := []int{3, 64, 1000, 64 << 10}[r.IntN(4)]
 		if count*dt.Size() > 4096 {

@@ -1,0 +1,107 @@
+package ops
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/gorovod/gorovod/internal/tensor"
+	"github.com/gorovod/gorovod/internal/transport/inmem"
+)
+
+// TestDuplexRingN: rings of 3-5 ranks over Duplex links run on the op's
+// goroutine (no sender hand-off); allreduce (ring and hierarchical),
+// allgatherv and reduce-scatter against references, with pipes small
+// enough that sends and receives interleave in pieces.
+func TestDuplexRingN(t *testing.T) {
+	defer checkGoroutines(t)()
+	r := rand.New(rand.NewPCG(8, 13))
+	for n := 3; n <= 5; n++ {
+		for _, reducer := range []bool{false, true} {
+			t.Run(fmt.Sprintf("np%d-reducer=%v", n, reducer), func(t *testing.T) {
+				for it := range 8 {
+					opts := []inmem.Option{inmem.WithDuplex(), inmem.WithPipeBytes([]int{7, 1000, 64 << 10}[it%3])}
+					if reducer {
+						opts = append(opts, inmem.WithRecvReducer())
+					}
+					if it%4 == 3 && n%2 == 0 {
+						opts = append(opts, inmem.WithRanksPerHost(2))
+					}
+					cfg := Config{Algorithm: []Algorithm{Ring, Hierarchical}[it%2], SegmentBytes: []int{8, 100, 4096}[it%3], SingleCopyOff: true}
+					dt := allDTypes[r.IntN(len(allDTypes))]
+					op := allOps[r.IntN(len(allOps))]
+					if !opValid(dt, op) {
+						op = tensor.Sum
+					}
+					count := []int{1, n - 1, 1021, 5000}[it%4]
+					desc := fmt.Sprintf("np=%d it=%d %s %s count=%d %+v", n, it, dt, op, count, cfg)
+					ws := newWorld(t, n, cfg, opts...)
+					checkRingOps(t, ws, r, desc, dt, op, count)
+					ws.close()
+				}
+			})
+		}
+	}
+}
+
+// checkRingOps runs an allreduce, an allgatherv and a reduce-scatter.
+func checkRingOps(t *testing.T, ws *world, r *rand.Rand, desc string, dt tensor.DType, op tensor.ReduceOp, count int) {
+	t.Helper()
+	n := len(ws.comms)
+	ctx := testCtx(t)
+	inputs, outputs := make([][]byte, n), make([][]byte, n)
+	for rank := range n {
+		if dt.IsFloat() {
+			inputs[rank] = floatInput(r, dt, op, count)
+		} else {
+			inputs[rank] = randBuf(r, dt, count, false)
+		}
+	}
+	ws.mustEach(t, func(rank int, c *Comm) error {
+		outputs[rank] = append([]byte(nil), inputs[rank]...)
+		return c.Allreduce(ctx, outputs[rank], dt, op, 1, 1)
+	})
+	checkAllreduce(t, desc+" allreduce", dt, op, n, 1, 1, inputs, outputs)
+
+	counts := make([]int, n)
+	var want []byte
+	sends := make([][]byte, n)
+	for q := range n {
+		counts[q] = r.IntN(2 * count)
+		sends[q] = randBuf(r, tensor.Uint8, counts[q], false)
+		want = append(want, sends[q]...)
+	}
+	ws.mustEach(t, func(rank int, c *Comm) error {
+		recv := make([]byte, len(want))
+		if err := c.Allgatherv(ctx, sends[rank], recv, counts); err != nil {
+			return err
+		}
+		if !bytes.Equal(recv, want) {
+			return fmt.Errorf("%s allgatherv: rank %d has wrong bytes", desc, rank)
+		}
+		return nil
+	})
+
+	ins := make([][]byte, n)
+	var sum []byte
+	for q := range n {
+		ins[q] = randBuf(r, tensor.Int64, len(want), false)
+		if q == 0 {
+			sum = append([]byte(nil), ins[q]...)
+		} else {
+			sum = refReduce(tensor.Int64, tensor.Sum, sum, ins[q])
+		}
+	}
+	offs := prefix(counts, 8)
+	ws.mustEach(t, func(rank int, c *Comm) error {
+		mine, err := c.ReduceScatter(ctx, append([]byte(nil), ins[rank]...), counts, tensor.Int64, tensor.Sum)
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(mine, sum[offs[rank]:offs[rank+1]]) {
+			return fmt.Errorf("%s reducescatter: rank %d's part is wrong", desc, rank)
+		}
+		return nil
+	})
+}
