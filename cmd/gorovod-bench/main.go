@@ -165,6 +165,9 @@ func run(args []string, stdout io.Writer) error {
 		fmt.Fprintln(stdout, "gorovod-bench", version)
 		return nil
 	}
+	if len(args) > 0 && args[0] == "train" {
+		return train(args[1:], stdout) // train.go
+	}
 	o, err := parse(args)
 	if err != nil {
 		return err
