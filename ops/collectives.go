@@ -204,10 +204,7 @@ func (c *Comm) Alltoallv(ctx context.Context, send []byte, sendCounts []int) ([]
 		for s := 1; s < n; s++ {
 			to, from := (r+s)%n, (r-s+n)%n
 			binary.LittleEndian.PutUint64(shdr[8*to:], uint64(sendCounts[to]))
-			if _, err := c.to(to, 8).send(ctx, shdr[8*to:8*to+8]); err != nil {
-				return err
-			}
-			if err := c.recv(ctx, from, rhdr[8*from:8*from+8]); err != nil {
+			if err := c.shift(ctx, to, shdr[8*to:8*to+8], from, rhdr[8*from:8*from+8]); err != nil {
 				return err
 			}
 			k := binary.LittleEndian.Uint64(rhdr[8*from:])
@@ -224,10 +221,7 @@ func (c *Comm) Alltoallv(ctx context.Context, send []byte, sendCounts []int) ([]
 		copy(recv[roffs[r]:], send[soffs[r]:soffs[r+1]])
 		for s := 1; s < n; s++ {
 			to, from := (r+s)%n, (r-s+n)%n
-			if _, err := c.to(to, sendCounts[to]).send(ctx, send[soffs[to]:soffs[to+1]]); err != nil {
-				return err
-			}
-			if err := c.recv(ctx, from, recv[roffs[from]:roffs[from+1]]); err != nil {
+			if err := c.shift(ctx, to, send[soffs[to]:soffs[to+1]], from, recv[roffs[from]:roffs[from+1]]); err != nil {
 				return err
 			}
 		}
@@ -237,6 +231,33 @@ func (c *Comm) Alltoallv(ctx context.Context, send []byte, sendCounts []int) ([]
 		return nil, nil, err
 	}
 	return recv, recvCounts, nil
+}
+
+// shift is one step of a pairwise or dissemination schedule: it sends p to
+// rank to while receiving len(q) bytes from rank from. Over Duplex links
+// it runs on this goroutine and p has left on return; otherwise p is sent
+// inline when it fits the link or queued on the sender, and the op must
+// wait for the sender (c.snd.wait) before p changes.
+func (c *Comm) shift(ctx context.Context, to int, p []byte, from int, q []byte) error {
+	if to == from {
+		if d, ok := c.duplexTo(to); ok {
+			d.push(p)
+			if err := d.pump(ctx, q, 0); err != nil {
+				return err
+			}
+			return d.flush(ctx)
+		}
+	} else if d, ok := c.duplexPair(to, from); ok {
+		d.push(p)
+		if err := d.pump(ctx, q, 0); err != nil {
+			return err
+		}
+		return d.flush(ctx)
+	}
+	if _, err := c.to(to, len(p)).send(ctx, p); err != nil {
+		return err
+	}
+	return c.recv(ctx, from, q)
 }
 
 // Barrier returns once every rank has entered it (dissemination barrier:
@@ -251,10 +272,7 @@ func (c *Comm) Barrier(ctx context.Context) error {
 		var in [1]byte
 		for k := 1; k < n; k <<= 1 {
 			to, from := (r+k)%n, (r-k+n)%n
-			if _, err := c.to(to, 1).send(ctx, tok); err != nil {
-				return err
-			}
-			if err := c.recv(ctx, from, in[:]); err != nil {
+			if err := c.shift(ctx, to, tok, from, in[:]); err != nil {
 				return err
 			}
 			if in[0] != tok[0] {

@@ -167,6 +167,7 @@ func (c *Comm) run(ctx context.Context, name string, body func(ctx context.Conte
 		c.snd.begin(opCtx, cancel)
 	}
 	err := body(opCtx)
+	c.sc.exposed = nil // peers are done reading it (or the op failed)
 	if err != nil {
 		cancel(errAborted)
 	}

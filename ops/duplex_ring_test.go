@@ -17,11 +17,15 @@ import (
 func TestDuplexRingN(t *testing.T) {
 	defer checkGoroutines(t)()
 	r := rand.New(rand.NewPCG(8, 13))
+	iters := 8
+	if testing.Short() {
+		iters = 4
+	}
 	for n := 3; n <= 5; n++ {
 		for _, reducer := range []bool{false, true} {
 			t.Run(fmt.Sprintf("np%d-reducer=%v", n, reducer), func(t *testing.T) {
-				for it := range 8 {
-					opts := []inmem.Option{inmem.WithDuplex(), inmem.WithPipeBytes([]int{7, 1000, 64 << 10}[it%3])}
+				for it := range iters {
+					opts := []inmem.Option{inmem.WithDuplex(), inmem.WithPipeBytes([]int{61, 4096, 64 << 10}[it%3])}
 					if reducer {
 						opts = append(opts, inmem.WithRecvReducer())
 					}
@@ -34,7 +38,7 @@ func TestDuplexRingN(t *testing.T) {
 					if !opValid(dt, op) {
 						op = tensor.Sum
 					}
-					count := []int{1, n - 1, 1021, 5000}[it%4]
+					count := []int{1, n - 1, 1021, 3000}[it%4]
 					desc := fmt.Sprintf("np=%d it=%d %s %s count=%d %+v", n, it, dt, op, count, cfg)
 					ws := newWorld(t, n, cfg, opts...)
 					checkRingOps(t, ws, r, desc, dt, op, count)

@@ -56,7 +56,12 @@ func (c *Comm) SingleCopy() SingleCopyStatus {
 
 // singleCopy is the probe's state, touched under opMu only.
 type singleCopy struct {
-	probed bool
+	// exposed holds the buffer whose address peers read during an op. Being
+	// stored in the heap-allocated Comm, every buffer published escapes
+	// (the compiler's escape analysis sees the store), so none lives on a
+	// goroutine stack, which moves when it grows; cleared after each op.
+	exposed []byte
+	probed  bool
 	ok     bool
 	pids   []int
 	max    int
@@ -115,6 +120,7 @@ const probeBytes = 56
 // probeSingleCopy is the probe described above, with rank 0's calibration.
 func (c *Comm) probeSingleCopy(ctx context.Context) error {
 	nonce := make([]byte, 16)
+	c.sc.exposed = nonce // on the heap: peers read it by address
 	if _, err := rand.Read(nonce); err != nil {
 		return err
 	}
@@ -162,7 +168,7 @@ func (c *Comm) probeSingleCopy(ctx context.Context) error {
 	if ok && st.MaxBytes == 0 {
 		st.Reason = why
 	}
-	c.sc = singleCopy{probed: true, ok: ok, pids: pids, max: st.MaxBytes, read: c.sc.read, calibrate: c.sc.calibrate}
+	c.sc = singleCopy{probed: true, ok: ok, pids: pids, max: st.MaxBytes, read: c.sc.read, calibrate: c.sc.calibrate, exposed: nonce}
 	c.mu.Lock()
 	c.scStatus = st
 	c.mu.Unlock()
@@ -255,10 +261,7 @@ func (c *Comm) swapAll(ctx context.Context, msg []byte) ([][]byte, error) {
 	}
 	for s := 1; s < n; s++ {
 		to, from := (r+s)%n, (r-s+n)%n
-		if _, err := c.to(to, len(msg)).send(ctx, msg); err != nil {
-			return nil, err
-		}
-		if err := c.recv(ctx, from, in[from]); err != nil {
+		if err := c.shift(ctx, to, msg, from, in[from]); err != nil {
 			return nil, err
 		}
 	}
@@ -268,6 +271,7 @@ func (c *Comm) swapAll(ctx context.Context, msg []byte) ([][]byte, error) {
 // publish tells every peer where buf is and returns the peers' addresses;
 // every peer's buffer must have want(q) bytes.
 func (c *Comm) publish(ctx context.Context, buf []byte, want func(q int) int) ([]uint64, error) {
+	c.sc.exposed = buf
 	le := binary.LittleEndian
 	msg := make([]byte, 24)
 	le.PutUint64(msg, tagAddr)
