@@ -62,9 +62,9 @@ type singleCopy struct {
 	// goroutine stack, which moves when it grows; cleared after each op.
 	exposed []byte
 	probed  bool
-	ok     bool
-	pids   []int
-	max    int
+	ok      bool
+	pids    []int
+	max     int
 	// read is cma.Read and calibrate measureSingleCopy; tests replace them.
 	read      func(pid int, dst []byte, src uint64) error
 	calibrate func() (readGBps, copyGBps float64)
