@@ -81,9 +81,9 @@ type Config struct {
 	// allreduce, allgather, reduce-scatter and broadcast from SmallBytes up
 	// to this many bytes read the peers' buffers directly (one copy); larger
 	// ones go through the links' pipelined slots. 0 = calibrate at first
-	// use: rank 0 times process_vm_readv against memcpy and, where the one
-	// kernel copy is cheaper than the copies it replaces, every rank uses
-	// it up to DefaultSingleCopyMaxBytes() (from the machine's caches).
+	// use: the ranks time a 4 MiB allreduce both ways and, where rank 0
+	// found the single copy faster, every rank uses it up to
+	// DefaultSingleCopyMaxBytes() (from the machine's caches).
 	SingleCopyMaxBytes int
 }
 

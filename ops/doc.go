@@ -45,8 +45,9 @@
 //     limit read the peers' buffers directly with process_vm_readv
 //     (addresses exchanged over the links): one copy per byte moved instead
 //     of two through slots, three small exchanges per op. A probe at the
-//     first such op decides once, on every rank alike, with rank 0's
-//     calibration (Config.SingleCopyMaxBytes overrides it).
+//     first such op decides once, on every rank alike, then the ranks time
+//     a 4 MiB allreduce both ways and adopt rank 0's verdict
+//     (Config.SingleCopyMaxBytes overrides it).
 //   - Allgatherv: the allgather half of the ring, any count per rank.
 //   - ReduceScatter: the reduce-scatter half of the ring, any count per rank.
 //   - Broadcast: binomial tree below SmallBytes, else a pipelined chain from

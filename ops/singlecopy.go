@@ -42,9 +42,11 @@ type SingleCopyStatus struct {
 	// MaxBytes is the largest op Auto sends by single copy (rank 0's
 	// configuration or calibration; 0: Auto does not use it).
 	MaxBytes int
-	// Rank 0's calibration, GB/s (0 when not calibrated): process_vm_readv
-	// of 1 MiB, and a 1 MiB copy in memory.
-	ReadGBps, CopyGBps float64
+	// Rank 0's calibration (zero when not calibrated): the best time of a
+	// CalibrationBytes float32 allreduce by single copy and through the
+	// links.
+	CalibrationBytes          int
+	SingleCopyTime, SlotsTime time.Duration
 }
 
 // SingleCopy reports the single-copy probe's outcome so far.
@@ -65,9 +67,9 @@ type singleCopy struct {
 	ok      bool
 	pids    []int
 	max     int
-	// read is cma.Read and calibrate measureSingleCopy; tests replace them.
+	// read is cma.Read and calibrate Comm.timeBothWays; tests replace them.
 	read      func(pid int, dst []byte, src uint64) error
-	calibrate func() (readGBps, copyGBps float64)
+	calibrate func(ctx context.Context) (single, slots time.Duration, err error)
 }
 
 // Message tags, so that ranks out of step fail loudly instead of reading
@@ -113,22 +115,17 @@ func (c *Comm) useSingleCopy(ctx context.Context, n int, forced bool) (bool, err
 }
 
 // The probe's message: tag, pid, nonce address, nonce (16 bytes), the Auto
-// limit this rank proposes (only rank 0's counts), rank 0's calibration
-// (read and copy rates in MB/s).
-const probeBytes = 56
+// limit this rank's configuration sets (only rank 0's counts; 0:
+// calibrate).
+const probeBytes = 48
 
-// probeSingleCopy is the probe described above, with rank 0's calibration.
+// probeSingleCopy is the probe described above, then rank 0's
+// calibration when the configuration leaves the limit to it.
 func (c *Comm) probeSingleCopy(ctx context.Context) error {
 	nonce := make([]byte, 16)
 	c.sc.exposed = nonce // on the heap: peers read it by address
 	if _, err := rand.Read(nonce); err != nil {
 		return err
-	}
-	limit, why := c.cfg.SingleCopyMaxBytes, ""
-	var readGBps, copyGBps float64
-	if limit == 0 && c.rank == 0 && !c.cfg.SingleCopyOff {
-		readGBps, copyGBps = c.sc.calibrate()
-		limit, why = calibratedLimit(readGBps, copyGBps)
 	}
 	le := binary.LittleEndian
 	msg := make([]byte, probeBytes)
@@ -136,9 +133,7 @@ func (c *Comm) probeSingleCopy(ctx context.Context) error {
 	le.PutUint64(msg[8:], uint64(os.Getpid()))
 	le.PutUint64(msg[16:], cma.Addr(nonce))
 	copy(msg[24:40], nonce)
-	le.PutUint64(msg[40:], uint64(limit))
-	le.PutUint32(msg[48:], uint32(readGBps*1000))
-	le.PutUint32(msg[52:], uint32(copyGBps*1000))
+	le.PutUint64(msg[40:], uint64(c.cfg.SingleCopyMaxBytes))
 	in, err := c.swapAll(ctx, msg)
 	if err != nil {
 		return err
@@ -159,20 +154,77 @@ func (c *Comm) probeSingleCopy(ctx context.Context) error {
 			ok, reason = false, fmt.Sprintf("rank %d cannot read its peers' memory (its log says why)", q)
 		}
 	}
-	st := SingleCopyStatus{Probed: true, Permitted: ok, Reason: reason,
-		MaxBytes: int(le.Uint64(in[0][40:])),
-		ReadGBps: float64(le.Uint32(in[0][48:])) / 1000, CopyGBps: float64(le.Uint32(in[0][52:])) / 1000}
-	if c.rank != 0 && (st.ReadGBps > 0 || st.CopyGBps > 0) {
-		_, why = calibratedLimit(st.ReadGBps, st.CopyGBps)
-	}
-	if ok && st.MaxBytes == 0 {
-		st.Reason = why
-	}
+	st := SingleCopyStatus{Probed: true, Permitted: ok, Reason: reason, MaxBytes: int(le.Uint64(in[0][40:]))}
 	c.sc = singleCopy{probed: true, ok: ok, pids: pids, max: st.MaxBytes, read: c.sc.read, calibrate: c.sc.calibrate, exposed: nonce}
+	if ok && st.MaxBytes == 0 {
+		if err := c.calibrate(ctx, &st); err != nil {
+			return err
+		}
+		c.sc.max = st.MaxBytes
+	}
 	c.mu.Lock()
 	c.scStatus = st
 	c.mu.Unlock()
 	return nil
+}
+
+// calibrationBytes is the allreduce rank 0 times both ways (at most the
+// machine's limit).
+const calibrationBytes = 4 << 20
+
+// calibrate times a mid-size allreduce by single copy and through the
+// links on every rank (best of three each, alternated), and every rank
+// adopts rank 0's figures: Auto uses the single copy up to
+// DefaultSingleCopyMaxBytes when it was faster, else not at all.
+func (c *Comm) calibrate(ctx context.Context, st *SingleCopyStatus) error {
+	single, slots, err := c.sc.calibrate(ctx)
+	if err != nil {
+		return err
+	}
+	limit := 0
+	if single > 0 && single < slots {
+		limit = DefaultSingleCopyMaxBytes()
+	}
+	le := binary.LittleEndian
+	msg := make([]byte, 24)
+	le.PutUint64(msg, uint64(single))
+	le.PutUint64(msg[8:], uint64(slots))
+	le.PutUint64(msg[16:], uint64(limit))
+	in, err := c.swapAll(ctx, msg)
+	if err != nil {
+		return err
+	}
+	st.SingleCopyTime = time.Duration(le.Uint64(in[0]))
+	st.SlotsTime = time.Duration(le.Uint64(in[0][8:]))
+	st.MaxBytes = int(le.Uint64(in[0][16:]))
+	st.CalibrationBytes = min(calibrationBytes, DefaultSingleCopyMaxBytes())
+	if st.MaxBytes == 0 {
+		st.Reason = fmt.Sprintf("calibration on rank 0: a %d-byte allreduce took %v by single copy and %v through the links",
+			st.CalibrationBytes, st.SingleCopyTime, st.SlotsTime)
+	}
+	return nil
+}
+
+// timeBothWays is the calibration: a float32 sum allreduce of
+// calibrationBytes (at most the machine's limit), by single copy and by
+// the ring, three times each, alternated; the best time of each.
+func (c *Comm) timeBothWays(ctx context.Context) (single, slots time.Duration, err error) {
+	n := min(calibrationBytes, DefaultSingleCopyMaxBytes()) / 4 * 4
+	buf := make([]byte, n)
+	single, slots = time.Duration(1<<62), time.Duration(1<<62)
+	for range 3 {
+		start := time.Now()
+		if err := c.singleCopyAllreduce(ctx, buf, tensor.Float32, tensor.Sum, nil); err != nil {
+			return 0, 0, err
+		}
+		single = min(single, time.Since(start))
+		start = time.Now()
+		if err := c.ringAllreduce(ctx, all(c.size), c.rank, buf, tensor.Float32, tensor.Sum, nil); err != nil {
+			return 0, 0, err
+		}
+		slots = min(slots, time.Since(start))
+	}
+	return single, slots, nil
 }
 
 // readNonces reads every peer's nonce where its probe message says and
@@ -201,45 +253,6 @@ func (c *Comm) readNonces(in [][]byte) (byte, string, []int, error) {
 		}
 	}
 	return verdict, reason, pids, nil
-}
-
-// calibratedLimit turns rank 0's calibration into Auto's limit: one kernel
-// copy (process_vm_readv) replaces one and a half copies in memory per byte
-// (the allgather's copy into and out of a slot, the reduce-scatter's copy
-// into a slot), so the single copy is used when it reads faster than 2/3 of
-// the copy rate.
-func calibratedLimit(readGBps, copyGBps float64) (int, string) {
-	if readGBps > 0 && readGBps*1.5 > copyGBps {
-		return DefaultSingleCopyMaxBytes(), ""
-	}
-	return 0, fmt.Sprintf("calibration on rank 0: process_vm_readv %.1f GB/s against memcpy %.1f GB/s: the slots' two copies are cheaper", readGBps, copyGBps)
-}
-
-// measureSingleCopy times process_vm_readv of 1 MiB from this process
-// against copy of 1 MiB, best of a few rounds (the fastest round is the
-// one least disturbed by other work); about 2 ms.
-func measureSingleCopy() (readGBps, copyGBps float64) {
-	const n, rounds = 1 << 20, 12
-	src, dst := make([]byte, n), make([]byte, n)
-	for i := range src {
-		src[i] = byte(i)
-	}
-	pid, addr := os.Getpid(), cma.Addr(src)
-	best := func(f func() error) float64 {
-		b := time.Duration(1 << 62)
-		for range rounds {
-			start := time.Now()
-			if f() != nil {
-				return 0
-			}
-			b = min(b, time.Since(start))
-		}
-		return float64(n) / max(b.Seconds(), 1e-9) / 1e9
-	}
-	readGBps = best(func() error { return cma.Read(pid, dst, addr) })
-	copyGBps = best(func() error { copy(dst, src); return nil })
-	runtime.KeepAlive(src)
-	return readGBps, copyGBps
 }
 
 func (c *Comm) outOfStep(q int, what string, m []byte) error {

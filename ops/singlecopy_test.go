@@ -2,6 +2,7 @@ package ops
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/gorovod/gorovod/internal/tensor"
 	"github.com/gorovod/gorovod/internal/transport"
@@ -246,10 +248,11 @@ func TestSingleCopyOffAndLimits(t *testing.T) {
 // calibration decides for every rank; a losing calibration leaves Auto on
 // the slots but the forced algorithm still reads directly.
 func TestSingleCopyCalibration(t *testing.T) {
+	ms := time.Millisecond
 	for _, tc := range []struct {
-		read, copy float64
-		wantMax    int
-	}{{20, 10, DefaultSingleCopyMaxBytes()}, {5, 28, 0}, {0, 28, 0}} {
+		single, slots time.Duration
+		wantMax       int
+	}{{1 * ms, 2 * ms, DefaultSingleCopyMaxBytes()}, {3 * ms, 2 * ms, 0}} {
 		for _, forced := range []bool{false, true} {
 			cfg := Config{SmallBytes: 1}
 			if forced {
@@ -258,9 +261,9 @@ func TestSingleCopyCalibration(t *testing.T) {
 			ws := newWorld(t, 3, cfg)
 			for r, c := range ws.comms {
 				if r == 0 {
-					c.sc.calibrate = func() (float64, float64) { return tc.read, tc.copy }
+					c.sc.calibrate = func(context.Context) (time.Duration, time.Duration, error) { return tc.single, tc.slots, nil }
 				} else { // other ranks' view must not matter
-					c.sc.calibrate = func() (float64, float64) { return 100 - tc.read, 1 }
+					c.sc.calibrate = func(context.Context) (time.Duration, time.Duration, error) { return tc.slots, tc.single, nil }
 				}
 			}
 			reads := countReads(ws)
@@ -270,17 +273,39 @@ func TestSingleCopyCalibration(t *testing.T) {
 			})
 			for r, c := range ws.comms {
 				st := c.SingleCopy()
-				if st.MaxBytes != tc.wantMax || !st.Permitted || st.ReadGBps != tc.read || st.CopyGBps != tc.copy {
-					t.Errorf("calibration %v/%v, rank %d: status %+v, want MaxBytes %d", tc.read, tc.copy, r, st, tc.wantMax)
+				if st.MaxBytes != tc.wantMax || !st.Permitted || st.SingleCopyTime != tc.single || st.SlotsTime != tc.slots {
+					t.Errorf("calibration %v/%v, rank %d: status %+v, want MaxBytes %d", tc.single, tc.slots, r, st, tc.wantMax)
 				}
 				if tc.wantMax == 0 && !strings.Contains(st.Reason, "calibration on rank 0") {
 					t.Errorf("rank %d: reason %q does not cite the calibration", r, st.Reason)
 				}
 			}
 			if used, want := *reads > 2, forced || tc.wantMax > 0; used != want {
-				t.Errorf("calibration %v/%v forced=%v: single copy used %v, want %v", tc.read, tc.copy, forced, used, want)
+				t.Errorf("calibration %v/%v forced=%v: single copy used %v, want %v", tc.single, tc.slots, forced, used, want)
 			}
 			ws.close()
+		}
+	}
+}
+
+// TestSingleCopyCalibrationRuns: the real calibration (both algorithms
+// timed on every rank) completes and leaves a consistent status.
+func TestSingleCopyCalibrationRuns(t *testing.T) {
+	defer checkGoroutines(t)()
+	ws := newWorld(t, 2, Config{SmallBytes: 1}, linkKinds["duplex-reducer"]...)
+	defer ws.close()
+	for _, c := range ws.comms {
+		c.sc.calibrate = c.timeBothWays
+	}
+	ctx := testCtx(t)
+	ws.mustEach(t, func(_ int, c *Comm) error {
+		return c.Allreduce(ctx, make([]byte, 4096), tensor.Uint8, tensor.Sum, 1, 1)
+	})
+	for r, c := range ws.comms {
+		st := c.SingleCopy()
+		if !st.Probed || st.SingleCopyTime <= 0 || st.SlotsTime <= 0 || st.CalibrationBytes <= 0 ||
+			(st.MaxBytes > 0) != (st.SingleCopyTime < st.SlotsTime) {
+			t.Errorf("rank %d: status %+v", r, st)
 		}
 	}
 }
