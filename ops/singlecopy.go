@@ -175,14 +175,15 @@ const calibrationBytes = 4 << 20
 // calibrate times a mid-size allreduce by single copy and through the
 // links on every rank (best of three each, alternated), and every rank
 // adopts rank 0's figures: Auto uses the single copy up to
-// DefaultSingleCopyMaxBytes when it was faster, else not at all.
+// DefaultSingleCopyMaxBytes when it was at least 10% faster, else not at
+// all.
 func (c *Comm) calibrate(ctx context.Context, st *SingleCopyStatus) error {
 	single, slots, err := c.sc.calibrate(ctx)
 	if err != nil {
 		return err
 	}
 	limit := 0
-	if single > 0 && single < slots {
+	if single > 0 && single < slots*9/10 { // a clear win only: the slots are the default
 		limit = DefaultSingleCopyMaxBytes()
 	}
 	le := binary.LittleEndian

@@ -68,6 +68,7 @@ func TestSingleCopyAcrossProcesses(t *testing.T) {
 		}
 	}
 	ok, why := cma.Check()
+	t.Logf("rank 0: %s", outs[0])
 	for r := range n {
 		if want := fmt.Sprintf("permitted=%v", ok); ok && !strings.Contains(outs[r].String(), want) {
 			t.Errorf("rank %d: output lacks %q (cma.Check: %s):\n%s", r, want, why, outs[r])
@@ -134,5 +135,5 @@ func TestSingleCopyChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := c.SingleCopy()
-	fmt.Printf("rank %d: permitted=%v reason=%q\n", rank, st.Permitted, st.Reason)
+	fmt.Printf("rank %d: permitted=%v reason=%q status=%+v\n", rank, st.Permitted, st.Reason, st)
 }
