@@ -39,8 +39,9 @@
 //     among ranks with the same local index, and allgathers within the host.
 //     Postscale/average is applied to each rank's reduced chunk before the
 //     allgather, so every rank scales 1/n of the data.
-//   - Single copy (singlecopy.go): when every rank is on one host and the
-//     kernel allows cross-memory attach, allreduce, allgatherv,
+//   - Single copy (singlecopy.go): when every rank is on one host, reached
+//     over shared memory (transport.RecvReducer links), and the kernel
+//     allows cross-memory attach, allreduce, allgatherv,
 //     reduce-scatter and broadcast from SmallBytes up to a calibrated
 //     limit read the peers' buffers directly with process_vm_readv
 //     (addresses exchanged over the links): one copy per byte moved instead

@@ -81,13 +81,27 @@ const (
 	tagDone    = 0x5c04
 )
 
-// oneHost reports whether every rank of the Comm is on this rank's host.
-func (c *Comm) oneHost() bool { return len(c.local) == c.size }
+// sharedMemory reports whether every rank of the Comm is on this rank's
+// host and reached over shared memory (links that reduce from their own
+// memory, transport.RecvReducer): the single copy belongs with the shm
+// transport, so a job that turned it off (--disable-shm: TCP between
+// same-host peers) does not read peers' memory either.
+func (c *Comm) sharedMemory() bool {
+	if len(c.local) != c.size {
+		return false
+	}
+	for p, l := range c.links {
+		if _, ok := l.(transport.RecvReducer); p != c.rank && !ok {
+			return false
+		}
+	}
+	return true
+}
 
 // wantSingleCopy reports whether an op of n bytes would use the single copy
 // if the probe allows it (the probe has not necessarily run).
 func (c *Comm) wantSingleCopy(n int, forced bool) bool {
-	if c.size < 2 || !c.oneHost() || n == 0 {
+	if c.size < 2 || n == 0 || !c.sharedMemory() {
 		return false
 	}
 	if forced {

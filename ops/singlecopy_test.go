@@ -21,7 +21,7 @@ import (
 
 // linkKinds are the inmem link flavours the conformance tests run over.
 var linkKinds = map[string][]inmem.Option{
-	"plain":          {inmem.WithPipeBytes(4096)},
+	"reducer":        {inmem.WithPipeBytes(4096), inmem.WithRecvReducer()},
 	"duplex-reducer": {inmem.WithPipeBytes(64 << 10), inmem.WithDuplex(), inmem.WithRecvReducer()},
 }
 
@@ -188,15 +188,21 @@ func TestSingleCopyRefused(t *testing.T) {
 	}
 }
 
-// TestSingleCopyNotAcrossHosts: ranks on several hosts never probe.
+// TestSingleCopyNotAcrossHosts: ranks on several hosts, or on one host
+// without shared-memory links (--disable-shm), never probe.
 func TestSingleCopyNotAcrossHosts(t *testing.T) {
-	ws := newWorld(t, 4, singleCopyCfg, inmem.WithRanksPerHost(2))
-	defer ws.close()
-	checkSingleCopyOps(t, ws, rand.New(rand.NewPCG(1, 1)), "two hosts", tensor.Float32, tensor.Sum, 5000)
-	for rank, c := range ws.comms {
-		if st := c.SingleCopy(); st.Probed {
-			t.Errorf("rank %d probed across hosts: %+v", rank, st)
+	for name, opts := range map[string][]inmem.Option{
+		"two hosts":      {inmem.WithRanksPerHost(2), inmem.WithRecvReducer()},
+		"tcp-like links": {inmem.WithDuplex()},
+	} {
+		ws := newWorld(t, 4, singleCopyCfg, opts...)
+		checkSingleCopyOps(t, ws, rand.New(rand.NewPCG(1, 1)), name, tensor.Float32, tensor.Sum, 5000)
+		for rank, c := range ws.comms {
+			if st := c.SingleCopy(); st.Probed {
+				t.Errorf("%s: rank %d probed: %+v", name, rank, st)
+			}
 		}
+		ws.close()
 	}
 }
 
@@ -224,7 +230,7 @@ func TestSingleCopyOffAndLimits(t *testing.T) {
 		{Config{SmallBytes: 1, SingleCopyMaxBytes: 4096}, 4096, true},
 		{Config{SmallBytes: 1, SingleCopyOff: true, Algorithm: SingleCopy}, 4096, true},
 	} {
-		ws := newWorld(t, 2, tc.cfg)
+		ws := newWorld(t, 2, tc.cfg, inmem.WithRecvReducer())
 		reads := countReads(ws)
 		ctx := testCtx(t)
 		ws.mustEach(t, func(_ int, c *Comm) error {
@@ -258,7 +264,7 @@ func TestSingleCopyCalibration(t *testing.T) {
 			if forced {
 				cfg.Algorithm = SingleCopy
 			}
-			ws := newWorld(t, 3, cfg)
+			ws := newWorld(t, 3, cfg, inmem.WithRecvReducer())
 			for r, c := range ws.comms {
 				if r == 0 {
 					c.sc.calibrate = func(context.Context) (time.Duration, time.Duration, error) { return tc.single, tc.slots, nil }
@@ -315,7 +321,7 @@ func TestSingleCopyCalibrationRuns(t *testing.T) {
 // and the other ranks fail promptly instead of waiting.
 func TestSingleCopyPeerGone(t *testing.T) {
 	defer checkGoroutines(t)()
-	ws := newWorld(t, 3, singleCopyCfg, linkKinds["plain"]...)
+	ws := newWorld(t, 3, singleCopyCfg, linkKinds["reducer"]...)
 	defer ws.close()
 	ctx := testCtx(t)
 	ws.mustEach(t, func(_ int, c *Comm) error { // the probe succeeds
