@@ -1,15 +1,17 @@
 /* mpi_bench.c: the OpenMPI peer Gorovod is measured against.
  *
- *   mpirun -np N mpi_bench [-o allreduce|allgather|broadcast|reducescatter]
+ *   mpirun -np N mpi_bench [-o allreduce|allgather|broadcast|reducescatter|alltoall]
  *                          [-s 4K,1M,16M] [-r REPS] [-t SECONDS] [-l LABEL]
  *
  * float32 sum; allreduce in place (MPI_IN_PLACE), as gorovod-bench -I. Sizes
  * are the whole buffer as nccl-tests count them: the allreduced buffer, the
- * gathered total (allgather), the reduce-scatter input. Each of REPS batches
+ * gathered total (allgather), the reduce-scatter input, the alltoall send
+ * buffer. Each of REPS batches
  * runs enough iterations to last about SECONDS (calibrated on rank 0 and
  * broadcast); a batch's time is the slowest rank's; the row shows the median
  * batch. busbw by the nccl-tests convention: allreduce x 2(n-1)/n,
- * allgather and reduce-scatter x (n-1)/n, broadcast x 1. One line per size:
+ * allgather, reduce-scatter and alltoall x (n-1)/n, broadcast x 1. One line
+ * per size:
  *   RESULT label op np bytes iters reps med_us min_us max_us algbw_GBps busbw_GBps wrong
  */
 #include <mpi.h>
@@ -38,6 +40,8 @@ static void run_op(const char *op, float *buf, float *recv, long count) {
         MPI_Allgather(buf, (int)(count / np), MPI_FLOAT, recv, (int)(count / np), MPI_FLOAT, MPI_COMM_WORLD);
     else if (!strcmp(op, "broadcast"))
         MPI_Bcast(buf, (int)count, MPI_FLOAT, 0, MPI_COMM_WORLD);
+    else if (!strcmp(op, "alltoall"))
+        MPI_Alltoall(buf, (int)(count / np), MPI_FLOAT, recv, (int)(count / np), MPI_FLOAT, MPI_COMM_WORLD);
     else
         MPI_Reduce_scatter_block(buf, recv, (int)(count / np), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
 }
@@ -53,6 +57,8 @@ static long check(const char *op, float *buf, float *recv, long count) {
         for (i = 0; i < per * np; i++) wrong += recv[i] != (float)(i / per + 1);
     } else if (!strcmp(op, "broadcast")) {
         for (i = 0; i < count; i++) wrong += buf[i] != 1.0f;
+    } else if (!strcmp(op, "alltoall")) {
+        for (i = 0; i < per * np; i++) wrong += recv[i] != (float)(i / per + 1);
     } else {
         for (i = 0; i < per; i++) wrong += recv[i] != (float)(np * (np + 1) / 2);
     }
@@ -78,7 +84,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "-t")) batch = atof(argv[i + 1]);
         else if (!strcmp(argv[i], "-l")) label = argv[i + 1];
     }
-    if (strcmp(op, "allreduce") && strcmp(op, "allgather") && strcmp(op, "broadcast") && strcmp(op, "reducescatter")) {
+    if (strcmp(op, "allreduce") && strcmp(op, "allgather") && strcmp(op, "broadcast") && strcmp(op, "reducescatter") &&
+        strcmp(op, "alltoall")) {
         if (rank == 0) fprintf(stderr, "mpi_bench: unknown op %s\n", op);
         MPI_Abort(MPI_COMM_WORLD, 2);
     }

@@ -6,8 +6,8 @@
 #   scripts/peers/run.sh [-n NP] [-s 4K,64K,1M,16M,64M] [-o OP] [-r ROUNDS] [-t SECONDS]
 #                        [-p gorovod,gorovod-api,gorovod-tcp,mpi-shm,mpi-tcp,gloo]
 #
-# OP: allreduce (default), allgather, broadcast, reducescatter (gloo has no
-# reduce-scatter). float32 sum, in place. Gorovod runs bin/gorovod-bench under
+# OP: allreduce (default), allgather, broadcast, reducescatter, alltoall (the
+# gloo peer does allreduce, allgather and broadcast). float32 sum, in place. Gorovod runs bin/gorovod-bench under
 # bin/gorun (make build): gorovod = data plane only (-direct), gorovod-api =
 # through negotiation, gorovod-tcp = -direct with --disable-shm. mpi-shm /
 # mpi-tcp = OpenMPI with btl vader / tcp (mpi_bench.c); gloo = torch.distributed
@@ -69,7 +69,7 @@ run_peer() {
     gorovod-tcp) gorovod gorovod-tcp --disable-shm -- -direct ;;
     mpi-shm) timeout 300 "${mpirun[@]}" --mca btl self,vader -np "$np" "$build/mpi_bench" -o "$op" -s "$sizes" -r 5 -t "$batch" -l mpi-shm 2>/dev/null | grep '^RESULT' ;;
     mpi-tcp) timeout 300 "${mpirun[@]}" --mca btl self,tcp -np "$np" "$build/mpi_bench" -o "$op" -s "$sizes" -r 5 -t "$batch" -l mpi-tcp 2>/dev/null | grep '^RESULT' ;;
-    gloo) [ "$op" = reducescatter ] || timeout 300 /usr/bin/python3 "$here/gloo_bench.py" -n "$np" -o "$op" -s "$sizes" -r 5 -t "$batch" -l gloo 2>/dev/null | grep '^RESULT' ;;
+    gloo) case $op in allreduce|allgather|broadcast) ;; *) return ;; esac; timeout 300 /usr/bin/python3 "$here/gloo_bench.py" -n "$np" -o "$op" -s "$sizes" -r 5 -t "$batch" -l gloo 2>/dev/null | grep '^RESULT' ;;
     *) echo "run.sh: unknown peer $1" >&2; exit 2 ;;
   esac
 }
