@@ -1,22 +1,21 @@
 package collective
 
 import (
-	"errors"
-
+	"github.com/gorovod/gorovod/internal/errkind"
 	"github.com/gorovod/gorovod/internal/tensor"
-
-	"github.com/gorovod/gorovod/internal/transport"
 )
 
-// Error kinds callers can branch on with errors.Is.
+// Error kinds callers can branch on with errors.Is. Every error a call
+// returns matches one of them.
 var (
-	ErrNotInitialized = errors.New("gorovod: not initialized (call collective.Init first)")
-	ErrShutdown       = errors.New("gorovod: shut down")
-	ErrPeerLost       = transport.ErrPeerLost
-	ErrMismatch       = errors.New("gorovod: mismatched collective")
-	ErrTimeout        = errors.New("gorovod: timed out")
-	ErrInvalid        = errors.New("gorovod: invalid argument")
-	ErrHostsUpdated   = errors.New("gorovod: hosts updated")
+	ErrNotInitialized = errkind.NotInitialized
+	ErrShutdown       = errkind.Shutdown
+	ErrPeerLost       = errkind.PeerLost
+	ErrMismatch       = errkind.Mismatch
+	ErrTimeout        = errkind.Timeout
+	ErrInvalid        = errkind.Invalid
+	ErrHostsUpdated   = errkind.HostsUpdated
+	ErrCanceled       = errkind.Canceled
 )
 
 // ReduceOp is the reduction applied by Allreduce and ReduceScatter.

@@ -3,26 +3,15 @@ package collective
 import (
 	"context"
 	"fmt"
-	"net"
-	"os"
 	"slices"
 	"strconv"
-	"sync"
-	"time"
 	"unsafe"
 
 	"github.com/gorovod/gorovod/internal/tensor"
 
-	"go.uber.org/zap"
-
 	"github.com/gorovod/gorovod/coordinator"
 	"github.com/gorovod/gorovod/internal/config"
-	"github.com/gorovod/gorovod/internal/env"
-	"github.com/gorovod/gorovod/internal/logging"
-	"github.com/gorovod/gorovod/internal/rendezvous"
 	"github.com/gorovod/gorovod/internal/timeline"
-	"github.com/gorovod/gorovod/internal/transport"
-	"github.com/gorovod/gorovod/internal/transport/mesh"
 	"github.com/gorovod/gorovod/ops"
 )
 
@@ -32,220 +21,31 @@ type Config = config.Config
 // DefaultConfig returns the defaults; Init applies GOROVOD_* env on top.
 func DefaultConfig() Config { return config.Default() }
 
-// Option configures Init.
-type Option func(*initOptions)
-
-type initOptions struct {
-	cfg    *Config
-	logger *zap.Logger
-	getenv func(string) string
-}
-
-// WithConfig replaces the configuration read from the environment.
-func WithConfig(c Config) Option { return func(o *initOptions) { o.cfg = &c } }
-
-// WithLogger sets the logger (default: zap production logger at the level of
-// GOROVOD_LOG_LEVEL, warn when unset, with rank and host on every line).
-func WithLogger(l *zap.Logger) Option { return func(o *initOptions) { o.logger = l } }
-
-// withEnv replaces os.Getenv (tests).
-func withEnv(getenv func(string) string) Option { return func(o *initOptions) { o.getenv = getenv } }
-
-var (
-	globalMu sync.Mutex
-	global   *engine
-)
-
-func current() (*engine, error) {
-	globalMu.Lock()
-	defer globalMu.Unlock()
-	if global == nil {
-		return nil, ErrNotInitialized
-	}
-	return global, nil
-}
-
-// Init joins this process to the job: it reads its place from the launcher's
-// environment (gorun, mpirun, srun, torchrun-style RANK/WORLD_SIZE; none
-// means a world of one), registers with the rendezvous service, connects to
-// every peer and starts the background loop. ctx bounds the whole start-up.
-func Init(ctx context.Context, opts ...Option) error {
-	o := initOptions{getenv: os.Getenv}
-	for _, opt := range opts {
-		opt(&o)
-	}
-	globalMu.Lock()
-	defer globalMu.Unlock()
-	if global != nil {
-		return fmt.Errorf("%w: Init called twice without Shutdown", ErrInvalid)
-	}
-	cfg := config.Default()
-	if o.cfg != nil {
-		cfg = *o.cfg
-		if err := cfg.Validate(); err != nil {
-			return fmt.Errorf("%w: %w", ErrInvalid, err)
-		}
-	} else {
-		var err error
-		if cfg, err = cfg.FromEnv(o.getenv); err != nil {
-			return fmt.Errorf("%w: %w", ErrInvalid, err)
-		}
-	}
-	li, err := detectLaunch(o.getenv)
-	if err != nil {
-		return err
-	}
-	log := o.logger
-	if log == nil {
-		log, err = logging.New(o.getenv(env.LogLevel))
-		if err != nil {
-			return fmt.Errorf("%w: %s: %w", ErrInvalid, env.LogLevel, err)
-		}
-	}
-	log = log.With(zap.Int("rank", li.Rank), zap.String("host", li.Host))
-	e, err := start(ctx, cfg, log, li)
-	if err != nil {
-		return err
-	}
-	if err := e.serveMetrics(ctx); err != nil {
-		e.close()
-		return err
-	}
-	global = e
-	go e.run()
-	log.Debug("initialized", zap.String("launcher", li.Source), zap.Int("size", e.topo.size),
-		zap.Int("local_rank", e.topo.localRank), zap.Int("local_size", e.topo.localSize))
-	return nil
-}
-
-// start does the I/O of Init: rendezvous and mesh.
-func start(ctx context.Context, cfg config.Config, log *zap.Logger, li launchInfo) (*engine, error) {
-	if li.Source == "single" {
-		topo := topology{rank: 0, size: 1, localRank: 0, localSize: 1, crossRank: 0, crossSize: 1, host: li.Host}
-		return newEngine(cfg, log, topo, singleMesh{host: li.Host}, nil)
-	}
-	if li.SecretDerived {
-		log.Warn("no job secret in the environment; derived one from the launcher's job id (set GOROVOD_SECRET or GOROVOD_SECRET_FILE)")
-	}
-	var closers []func() error
-	cleanup := func() {
-		for i := len(closers) - 1; i >= 0; i-- {
-			_ = closers[i]()
-		}
-	}
-	ctx, cancel := context.WithTimeout(ctx, li.StartTimeout+5*time.Second)
-	defer cancel()
-	if li.ServeRendezvous {
-		_, port, err := net.SplitHostPort(li.RendezvousAddr)
-		if err != nil {
-			return nil, fmt.Errorf("%w: rendezvous address %q: %v", ErrInvalid, li.RendezvousAddr, err)
-		}
-		lis, err := net.Listen("tcp", net.JoinHostPort("", port))
-		if err != nil {
-			return nil, fmt.Errorf("rank 0 cannot serve rendezvous on port %s: %w", port, err)
-		}
-		srv := rendezvous.NewServer(rendezvous.ServerConfig{Size: li.Size, Secret: li.Secret, StartTimeout: li.StartTimeout, Epoch: li.Epoch, Logger: log})
-		go func() { _ = srv.Serve(lis) }()
-		closers = append(closers, func() error { srv.Stop(); return nil })
-	}
-	bind := li.BindAddr
-	if bind == "" {
-		var err error
-		if bind, err = bindAddrFor(li.Ifaces, li.RendezvousAddr); err != nil {
-			cleanup()
-			return nil, err
-		}
-		log.Debug("data plane address chosen", zap.String("addr", bind), zap.String("interfaces", li.Ifaces))
-	}
-	lis, err := net.Listen("tcp", net.JoinHostPort(bind, "0"))
-	if err != nil {
-		cleanup()
-		return nil, fmt.Errorf("data plane cannot listen on %s: %w", bind, err)
-	}
-	rdv, err := rendezvous.Dial(li.RendezvousAddr, li.Secret)
-	if err != nil {
-		_ = lis.Close()
-		cleanup()
-		return nil, fmt.Errorf("rank %d: rendezvous at %s: %w", li.Rank, li.RendezvousAddr, err)
-	}
-	closers = append(closers, rdv.Close)
-	world, err := rdv.Register(ctx, rendezvous.Registration{
-		Epoch: li.Epoch, Rank: li.Rank, Host: li.Host, LocalRank: li.LocalRank, Addr: lis.Addr().String(), Pid: os.Getpid(),
-	})
-	if err != nil {
-		_ = lis.Close()
-		cleanup()
-		return nil, fmt.Errorf("rank %d: rendezvous at %s: %w", li.Rank, li.RendezvousAddr, err)
-	}
-	peers := make([]mesh.Peer, len(world.Peers))
-	for i, p := range world.Peers {
-		peers[i] = mesh.Peer{Rank: p.Rank, Host: p.Host, Addr: p.Addr}
-	}
-	m, err := mesh.Build(ctx, mesh.Config{
-		Rank: li.Rank, Peers: peers, Secret: li.Secret, Epoch: world.Epoch,
-		Listener: lis, DisableShm: cfg.DisableShm, Logger: log,
-	})
-	if err != nil {
-		_ = lis.Close()
-		cleanup()
-		return nil, fmt.Errorf("rank %d: connecting to peers: %w", li.Rank, err)
-	}
-	me := world.Peers[li.Rank]
-	topo := topology{rank: li.Rank, size: len(world.Peers), localRank: me.LocalRank, localSize: me.LocalSize,
-		crossRank: me.CrossRank, crossSize: me.CrossSize, host: li.Host}
-	e, err := newEngine(cfg, log, topo, m, rendezvousOracle{client: rdv, epoch: world.Epoch})
-	if err != nil {
-		_ = m.Close()
-		cleanup()
-		return nil, err
-	}
-	e.closers = append(closers, lis.Close)
-	return e, nil
-}
-
-// Shutdown stops the background loop on every rank (any rank's Shutdown
-// ends the job's collectives; calls still pending fail with ErrShutdown) and
-// releases sockets and shared memory. ctx bounds the wait for the other
-// ranks to agree; when it ends first, this rank closes its links anyway.
-func Shutdown(ctx context.Context) error {
-	globalMu.Lock()
-	e := global
-	global = nil
-	globalMu.Unlock()
-	if e == nil {
-		return nil
-	}
-	return e.shutdown(ctx)
-}
-
-// Initialized reports whether Init has succeeded and Shutdown not been called.
-func Initialized() bool { _, err := current(); return err == nil }
-
 func topo() topology {
 	e, err := current()
 	if err != nil {
-		return topology{rank: -1, size: -1, localRank: -1, localSize: -1, crossRank: -1, crossSize: -1}
+		return topology{Rank: -1, Size: -1, LocalRank: -1, LocalSize: -1, CrossRank: -1, CrossSize: -1}
 	}
 	return e.topo
 }
 
 // Rank is this process's global rank, or -1 before Init.
-func Rank() int { return topo().rank }
+func Rank() int { return topo().Rank }
 
 // Size is the number of processes in the job, or -1 before Init.
-func Size() int { return topo().size }
+func Size() int { return topo().Size }
 
 // LocalRank is the rank among processes on this host, or -1 before Init.
-func LocalRank() int { return topo().localRank }
+func LocalRank() int { return topo().LocalRank }
 
 // LocalSize is the number of processes on this host, or -1 before Init.
-func LocalSize() int { return topo().localSize }
+func LocalSize() int { return topo().LocalSize }
 
 // CrossRank is the index of this host among the job's hosts, or -1 before Init.
-func CrossRank() int { return topo().crossRank }
+func CrossRank() int { return topo().CrossRank }
 
 // CrossSize is the number of hosts, or -1 before Init.
-func CrossSize() int { return topo().crossSize }
+func CrossSize() int { return topo().CrossSize }
 
 // Handle is the result of an asynchronous collective.
 type Handle struct{ en *entry }
@@ -324,32 +124,56 @@ func submit(req coordinator.Request, buf []byte, co callOptions) *Handle {
 // submitWith validates what every call shares (initialized, a name, the
 // process set) and queues the request; prep fills op-specific entry fields.
 func submitWith(req coordinator.Request, buf []byte, co callOptions, prep func(*entry)) *Handle {
-	e, err := current()
+	e, err := co.engine()
 	if err != nil {
 		return failed(err)
 	}
 	if err := validName(req.Name); err != nil {
 		return failed(err)
 	}
-	req.Device = coordinator.CPU
+	req.Device = int(co.device)
+	if co.device != CPU && e.device == nil {
+		return failed(fmt.Errorf("%w: %s %q on device %d, but the world has no device backend (WithDeviceBackend)", ErrInvalid, req.Op, req.Name, co.device))
+	}
 	if req.Prescale == 0 {
 		req.Prescale, req.Postscale = co.prescale, co.postscale
 	}
 	if ps := co.set; ps != nil {
 		if !ps.Included() {
-			return failed(fmt.Errorf("%w: %s %q in process set %d, which rank %d is not a member of", ErrInvalid, req.Op, req.Name, ps.id, e.topo.rank))
+			return failed(fmt.Errorf("%w: %s %q in process set %d, which rank %d is not a member of", ErrInvalid, req.Op, req.Name, ps.id, e.topo.Rank))
 		}
 		req.ProcessSet = ps.id
 	}
 	return &Handle{en: e.submit(req, buf, prep)}
 }
 
-// groupSize is the number of ranks a call with these options runs among.
+// engine is the world a call with these options runs in: InWorld's, else
+// the process set's, else the default world.
+func (co callOptions) engine() (*engine, error) {
+	switch {
+	case co.eng != nil:
+		return co.eng, nil
+	case co.world != nil && co.set != nil && co.set.e != co.world.e:
+		return nil, fmt.Errorf("%w: process set %d belongs to another world than InWorld's", ErrInvalid, co.set.id)
+	case co.world != nil:
+		return co.world.e, nil
+	case co.set != nil:
+		return co.set.e, nil
+	}
+	return current()
+}
+
+// groupSize is the number of ranks a call with these options runs among
+// (-1 when there is no world).
 func (co callOptions) groupSize() int {
 	if co.set != nil {
 		return co.set.Size()
 	}
-	return Size()
+	e, err := co.engine()
+	if err != nil {
+		return -1
+	}
+	return e.topo.Size
 }
 
 // AllreduceAsync starts an in-place allreduce of buf across all ranks.
@@ -374,7 +198,11 @@ func Allreduce[T Element](ctx context.Context, name string, buf []T, op ReduceOp
 // BroadcastAsync starts a broadcast of root's buf to every rank's buf.
 func BroadcastAsync[T Element](ctx context.Context, name string, buf []T, root int, opts ...CallOption) *Handle {
 	co := callOpts(opts)
-	if s := Size(); root < 0 || (s > 0 && root >= s) {
+	e, err := co.engine()
+	if err != nil {
+		return failed(err)
+	}
+	if s := e.topo.Size; root < 0 || root >= s { // a global rank, also in a process set
 		return failed(fmt.Errorf("%w: broadcast %q: root %d out of range [0,%d)", ErrInvalid, name, root, s))
 	}
 	if co.set != nil && !slices.Contains(co.set.ranks, root) {
@@ -393,7 +221,8 @@ func Broadcast[T Element](ctx context.Context, name string, buf []T, root int, o
 // BarrierAsync starts a barrier; its handle is done once every rank (of
 // the process set, with InProcessSet) has called Barrier or BarrierAsync.
 func BarrierAsync(ctx context.Context, opts ...CallOption) *Handle {
-	e, err := current()
+	co := callOpts(opts)
+	e, err := co.engine()
 	if err != nil {
 		return failed(err)
 	}
@@ -401,7 +230,7 @@ func BarrierAsync(ctx context.Context, opts ...CallOption) *Handle {
 	e.barriers++
 	name := "barrier/" + strconv.FormatUint(e.barriers, 10)
 	e.mu.Unlock()
-	return submit(coordinator.Request{Name: name, Op: coordinator.OpBarrier, DType: tensor.Uint8}, nil, callOpts(opts))
+	return submit(coordinator.Request{Name: name, Op: coordinator.OpBarrier, DType: tensor.Uint8}, nil, co)
 }
 
 // Barrier returns once every rank (of the process set, with InProcessSet)
@@ -416,7 +245,13 @@ type CallOption func(*callOptions)
 type callOptions struct {
 	prescale, postscale float64
 	set                 *ProcessSet
+	world               *World
+	device              Device
+	eng                 *engine // set inside the package; wins over world and set
 }
+
+// inEngine runs a call in e's world (calls the package makes itself).
+func inEngine(e *engine) CallOption { return func(o *callOptions) { o.eng = e } }
 
 // WithPrescale multiplies the local input by f before reducing.
 func WithPrescale(f float64) CallOption { return func(o *callOptions) { o.prescale = f } }
@@ -425,30 +260,23 @@ func WithPrescale(f float64) CallOption { return func(o *callOptions) { o.presca
 func WithPostscale(f float64) CallOption { return func(o *callOptions) { o.postscale = f } }
 
 func callOpts(opts []CallOption) callOptions {
-	co := callOptions{prescale: 1, postscale: 1}
+	co := callOptions{prescale: 1, postscale: 1, device: CPU}
 	for _, o := range opts {
 		o(&co)
 	}
 	return co
 }
 
-// singleMesh is the mesh of a world of one.
-type singleMesh struct{ host string }
-
-func (singleMesh) Rank() int               { return 0 }
-func (singleMesh) Size() int               { return 1 }
-func (singleMesh) Link(int) transport.Link { return nil }
-func (m singleMesh) Host(int) string       { return m.host }
-func (singleMesh) Close() error            { return nil }
-
 // RunExclusive runs fn on every rank with direct access to the data plane,
 // bypassing negotiation: it is negotiated once (like a barrier named name),
 // then fn runs on the background loop at the same point on every rank, so
 // fn must issue the same sequence of ops on every rank. For benchmarks and
 // tools; an error fn returns fails this call on this rank.
-func RunExclusive(ctx context.Context, name string, fn func(ctx context.Context, c *ops.Comm) error) error {
+func RunExclusive(ctx context.Context, name string, fn func(ctx context.Context, c *ops.Comm) error, opts ...CallOption) error {
+	co := callOpts(opts)
+	co.set = nil // the whole world's communicator
 	return submitWith(coordinator.Request{Name: "exclusive/" + name, Op: coordinator.OpBarrier, DType: tensor.Uint8}, nil,
-		callOptions{prescale: 1, postscale: 1}, func(en *entry) { en.exclusive = fn }).Wait(ctx)
+		co, func(en *entry) { en.exclusive = fn }).Wait(ctx)
 }
 
 // ActiveConfig returns the configuration the running worker uses (the
@@ -470,7 +298,7 @@ func StartTimeline(path string) error {
 	if err != nil {
 		return err
 	}
-	if e.topo.rank != 0 {
+	if e.topo.Rank != 0 {
 		return nil
 	}
 	if err := e.tl.Start(path, timeline.Options{}); err != nil {

@@ -6,6 +6,23 @@
 //	defer collective.Shutdown(ctx)
 //	err := collective.Allreduce(ctx, "grad/w1", grads, collective.Average)
 //
+// # Worlds
+//
+// A World is one membership of one job. Init makes one from the launcher's
+// environment and makes it the default world, which the package-level
+// functions use; Shutdown closes it, and Init after Shutdown joins the job
+// again in the next epoch (every rank does the same). Programs that manage
+// memberships themselves (tests, the elastic driver) use NewWorld, with
+// WithMembership for an explicit rank, size and rendezvous, and pass
+// InWorld(w) to the generic collectives:
+//
+//	w, err := collective.NewWorld(ctx)
+//	defer w.Close(ctx)
+//	err = collective.Allreduce(ctx, "grad/w1", grads, collective.Average, collective.InWorld(w))
+//
+// Package collectivetest runs N ranks of a job in one process over
+// in-memory links, through this API.
+//
 // # Calls and names
 //
 // Every collective names its tensor. Ranks may submit in any order; the

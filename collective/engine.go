@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
-	"slices"
-	"strings"
 	"sync"
 	"time"
 	"unsafe"
@@ -20,16 +18,16 @@ import (
 	"github.com/gorovod/gorovod/internal/config"
 	"github.com/gorovod/gorovod/internal/timeline"
 	"github.com/gorovod/gorovod/internal/transport"
+	"github.com/gorovod/gorovod/internal/transport/control"
+	"github.com/gorovod/gorovod/internal/transport/tracked"
+	"github.com/gorovod/gorovod/internal/worker"
 	"github.com/gorovod/gorovod/ops"
 )
 
 // entry is one submitted tensor waiting for its response.
 type entry struct {
+	Entry      // what a backend sees: buffers, splits, results
 	req        coordinator.Request
-	buf        []byte // input; also the output of in-place ops
-	out        []byte // result of allgather / alltoall / reduce-scatter
-	outCounts  []int
-	splits     []int // alltoall: bytes to each rank
 	exclusive  func(context.Context, *ops.Comm) error
 	lastJoined int
 	done       chan struct{}
@@ -46,16 +44,18 @@ func (en *entry) finish(err error) {
 // submitted tensors. Exactly one goroutine (run) negotiates and executes, so
 // every rank issues data-plane operations in the same order.
 type engine struct {
-	cfg     config.Config
-	log     *zap.Logger
-	topo    topology
-	mesh    transport.Mesh
-	tracker *failureTracker
-	comm    *ops.Comm
-	ctrl    *coordinator.Controller
-	fbuf    *fusion.Buffer
-	met     *metrics
-	tl      *timeline.Switch // rank 0 records the timeline; elsewhere it stays empty
+	cfg      config.Config
+	log      *zap.Logger
+	topo     topology
+	mesh     *tracked.Mesh // every link the loop uses reports lost peers
+	comm     *ops.Comm
+	ctrl     *coordinator.Controller
+	fbuf     *fusion.Buffer
+	met      *metrics
+	cpu      Backend          // host-memory tensors
+	device   Backend          // GPU tensors; nil without WithDeviceBackend
+	allRanks []int            // 0..size-1: the members of the world\'s group
+	tl       *timeline.Switch // rank 0 records the timeline; elsewhere it stays empty
 
 	mu       sync.Mutex
 	pending  map[string]*entry // submitted and not finished, by name
@@ -77,25 +77,23 @@ type engine struct {
 	metricsURL string // where Prometheus metrics are served, if they are
 }
 
-type topology struct {
-	rank, size, localRank, localSize, crossRank, crossSize int
-	host                                                   string
-}
+// topology is this process's place in its world.
+type topology = worker.Topology
 
-func newEngine(cfg config.Config, log *zap.Logger, topo topology, mesh transport.Mesh, oracle failureOracle) (*engine, error) {
-	tracker := newFailureTracker(mesh, oracle)
+func newEngine(cfg config.Config, log *zap.Logger, topo topology, raw transport.Mesh, oracle tracked.Oracle) (*engine, error) {
+	mesh := tracked.New(raw, oracle)
 	if cfg.SegmentBytes == 0 {
 		cfg.SegmentBytes = 256 << 10
-		if cfg.DisableShm || topo.crossSize > 1 {
+		if cfg.DisableShm || topo.CrossSize > 1 {
 			cfg.SegmentBytes = 1 << 20 // TCP moves large segments faster
 		}
 	}
-	comm, err := ops.NewComm(tracker, opsConfig(cfg))
+	comm, err := ops.NewComm(mesh, opsConfig(cfg))
 	if err != nil {
 		return nil, err
 	}
 	tl := &timeline.Switch{} // rank 0 records; elsewhere it stays empty
-	if cfg.TimelineFile != "" && topo.rank == 0 {
+	if cfg.TimelineFile != "" && topo.Rank == 0 {
 		if err := tl.Start(cfg.TimelineFile, timeline.Options{}); err != nil {
 			_ = comm.Close()
 			return nil, fmt.Errorf("%w: timeline: %w", ErrInvalid, err)
@@ -103,8 +101,8 @@ func newEngine(cfg config.Config, log *zap.Logger, topo topology, mesh transport
 	}
 	ctrl, err := coordinator.NewController(coordinator.Config{
 		Observer:             timeline.Observer[coordinator.OpType]{S: tl},
-		Rank:                 topo.rank,
-		Size:                 topo.size,
+		Rank:                 topo.Rank,
+		Size:                 topo.Size,
 		CacheCapacity:        cfg.CacheCapacity,
 		FusionThresholdBytes: cfg.FusionThresholdBytes,
 		StallWarning:         stallWarning(cfg),
@@ -117,7 +115,7 @@ func newEngine(cfg config.Config, log *zap.Logger, topo topology, mesh transport
 	}
 	e := &engine{
 		tl:  tl,
-		cfg: cfg, log: log, topo: topo, mesh: mesh, tracker: tracker, comm: comm, ctrl: ctrl,
+		cfg: cfg, log: log, topo: topo, mesh: mesh, comm: comm, ctrl: ctrl,
 		fbuf:     fusion.NewBuffer(),
 		met:      newMetrics(),
 		pending:  make(map[string]*entry),
@@ -125,6 +123,10 @@ func newEngine(cfg config.Config, log *zap.Logger, topo topology, mesh transport
 		wake:     make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 		loopDone: make(chan struct{}),
+	}
+	e.cpu = cpuBackend{e: e}
+	for r := range topo.Size {
+		e.allRanks = append(e.allRanks, r)
 	}
 	return e, nil
 }
@@ -144,7 +146,7 @@ func stallWarning(cfg config.Config) time.Duration {
 
 // submit queues a request; the loop picks it up on its next cycle.
 func (e *engine) submit(req coordinator.Request, buf []byte, prep func(*entry)) *entry {
-	en := &entry{req: req, buf: buf, done: make(chan struct{}), lastJoined: -1}
+	en := &entry{Entry: Entry{Name: req.Name, Buf: buf}, req: req, done: make(chan struct{}), lastJoined: -1}
 	if prep != nil {
 		prep(en)
 	}
@@ -161,7 +163,7 @@ func (e *engine) submit(req coordinator.Request, buf []byte, prep func(*entry)) 
 	}
 	if _, dup := e.pending[req.Name]; dup {
 		e.mu.Unlock()
-		en.finish(fmt.Errorf("%w: a collective named %q is already in flight on rank %d; names must be unique among concurrent calls", ErrInvalid, req.Name, e.topo.rank))
+		en.finish(fmt.Errorf("%w: a collective named %q is already in flight on rank %d; names must be unique among concurrent calls", ErrInvalid, req.Name, e.topo.Rank))
 		return en
 	}
 	e.pending[req.Name] = en
@@ -212,11 +214,11 @@ func (e *engine) run() {
 		err = e.timeoutErr(err)
 		e.met.cycle(time.Since(start), e.ctrl.Stats())
 		if err != nil {
-			e.die(e.peerErr(fmt.Errorf("negotiation on rank %d (%s) failed: %w", e.topo.rank, e.topo.host, err)))
+			e.die(e.peerErr(fmt.Errorf("negotiation on rank %d (%s) failed: %w", e.topo.Rank, e.topo.Host, err)))
 			return
 		}
 		if debugCycles && len(rl.Responses) > 0 {
-			fmt.Printf("rank %d cycle reqs=%d responses=%d first=%d\n", e.topo.rank, len(reqs), len(rl.Responses), len(rl.Responses[0].Names))
+			fmt.Printf("rank %d cycle reqs=%d responses=%d first=%d\n", e.topo.Rank, len(reqs), len(rl.Responses), len(rl.Responses[0].Names))
 		}
 		e.logStalls()
 		now := time.Now()
@@ -229,7 +231,7 @@ func (e *engine) run() {
 		for i := range rl.Responses {
 			if err := e.execute(ctx, &rl.Responses[i]); err != nil {
 				err = e.timeoutErr(err)
-				e.die(e.peerErr(fmt.Errorf("rank %d (%s): %w", e.topo.rank, e.topo.host, err)))
+				e.die(e.peerErr(fmt.Errorf("rank %d (%s): %w", e.topo.Rank, e.topo.Host, err)))
 				return
 			}
 		}
@@ -315,16 +317,13 @@ func (e *engine) die(err error) {
 }
 
 // peerErr explains a data-plane error: when the job's first failure is
-// known (see failureTracker), the error names the rank that was lost first,
-// not just the neighbour this rank noticed.
+// known (see package tracked), the error names the rank that was lost or
+// stalled first, not just the neighbour this rank noticed.
 func (e *engine) peerErr(err error) error {
-	if !errors.Is(err, transport.ErrPeerLost) {
-		return err
+	if errors.Is(err, ErrTimeout) {
+		return e.mesh.ExplainAlways(err)
 	}
-	if f, ok := e.tracker.firstFailure(); ok {
-		return fmt.Errorf("%s: %w", f, err)
-	}
-	return err
+	return e.mesh.Explain(err)
 }
 
 func (e *engine) take(names []string) []*entry {
@@ -385,106 +384,12 @@ func responseError(r *coordinator.Response) error {
 	return fmt.Errorf("%w: %s", ErrInvalid, r.Error)
 }
 
+// executeOp runs one response: join and barrier (with an exclusive
+// section) here, data-moving ops on the backend of the response's device.
 func (e *engine) executeOp(ctx context.Context, r *coordinator.Response, entries []*entry) error {
 	start := time.Now()
 	defer func() { e.met.op(r, len(entries), time.Since(start)) }()
-	comm, err := e.commFor(r.ProcessSet)
-	if err != nil {
-		return err
-	}
-	if r.Op != coordinator.OpAllreduce {
-		e.tl.Activity(time.Now(), r.Names, "CPU_"+strings.ToUpper(r.Op.String()))
-	}
-	es := r.DType.Size()
-	// A rank that has joined takes part without a tensor of its own: it
-	// contributes the op's identity (allreduce), nothing (allgather), or a
-	// scratch buffer it then drops (broadcast, reduce-scatter, alltoall).
-	bufs := make([][]byte, len(entries))
-	for i, en := range entries {
-		if en != nil {
-			bufs[i] = en.buf
-			continue
-		}
-		if !slices.Contains(r.JoinedRanks, e.topo.rank) && r.Op != coordinator.OpJoin {
-			return fmt.Errorf("%w: response for %q has no local tensor", ErrInvalid, r.Names[i])
-		}
-		if r.Op != coordinator.OpAllgather && i < len(r.Counts) {
-			bufs[i] = make([]byte, int(r.Counts[i])*es)
-			if r.Op == coordinator.OpAllreduce || r.Op == coordinator.OpReduceScatter {
-				identityFill(r.DType, r.ReduceOp, bufs[i])
-			}
-		}
-	}
 	switch r.Op {
-	case coordinator.OpAllreduce:
-		if len(bufs) == 1 {
-			e.tl.Activity(time.Now(), r.Names, "CPU_ALLREDUCE")
-			return comm.Allreduce(ctx, bufs[0], r.DType, r.ReduceOp, r.Prescale, r.Postscale)
-		}
-		e.tl.Activity(time.Now(), r.Names, timeline.MemcpyIn)
-		fused := e.fbuf.Pack(bufs)
-		e.tl.Activity(time.Now(), r.Names, "CPU_ALLREDUCE")
-		if err := comm.Allreduce(ctx, fused, r.DType, r.ReduceOp, r.Prescale, r.Postscale); err != nil {
-			return err
-		}
-		e.tl.Activity(time.Now(), r.Names, timeline.MemcpyOut)
-		e.fbuf.Unpack(fused, bufs)
-		e.met.fused(len(bufs))
-		return nil
-	case coordinator.OpBroadcast:
-		root := r.Root // a global rank; the set's communicator counts members
-		if r.ProcessSet != 0 {
-			root = slices.Index(e.sets[r.ProcessSet].members, r.Root)
-		}
-		for _, b := range bufs {
-			if err := comm.Broadcast(ctx, b, root); err != nil {
-				return err
-			}
-		}
-		return nil
-	case coordinator.OpAllgather:
-		for i, en := range entries {
-			counts := r.AllgatherBytes(i)
-			total := 0
-			for _, c := range counts {
-				total += c
-			}
-			out := make([]byte, total)
-			if err := comm.Allgatherv(ctx, bufs[i], out, counts); err != nil {
-				return err
-			}
-			if en != nil {
-				en.out, en.outCounts = out, counts
-			}
-		}
-		return nil
-	case coordinator.OpAlltoall:
-		for i, en := range entries {
-			splits := make([]int, comm.Size())
-			if en != nil {
-				splits = en.splits
-			}
-			out, counts, err := comm.Alltoallv(ctx, bufs[i], splits)
-			if err != nil {
-				return err
-			}
-			if en != nil {
-				en.out, en.outCounts = out, counts
-			}
-		}
-		return nil
-	case coordinator.OpReduceScatter:
-		for i, en := range entries {
-			counts := splitEven(len(bufs[i])/es, comm.Size())
-			mine, err := comm.ReduceScatter(ctx, bufs[i], counts, r.DType, r.ReduceOp)
-			if err != nil {
-				return err
-			}
-			if en != nil {
-				en.out = append([]byte(nil), mine...)
-			}
-		}
-		return nil
 	case coordinator.OpJoin:
 		for _, en := range entries {
 			if en != nil {
@@ -497,27 +402,28 @@ func (e *engine) executeOp(ctx context.Context, r *coordinator.Response, entries
 		// section runs here, at the same point of every rank's op sequence.
 		for _, en := range entries {
 			if en != nil && en.exclusive != nil {
-				if err := en.exclusive(ctx, comm); err != nil {
+				if err := en.exclusive(ctx, e.comm); err != nil {
 					return err
 				}
 			}
 		}
 		return nil
 	}
-	return fmt.Errorf("%w: response with unknown op %v", ErrInvalid, r.Op)
-}
-
-// splitEven splits n elements over size ranks, the first n%size ranks
-// getting one more.
-func splitEven(n, size int) []int {
-	out := make([]int, size)
-	for i := range out {
-		out[i] = n / size
-		if i < n%size {
-			out[i]++
+	b, err := e.backendFor(r.Device)
+	if err != nil {
+		return err
+	}
+	g, err := e.group(r)
+	if err != nil {
+		return err
+	}
+	views := make([]*Entry, len(entries))
+	for i, en := range entries {
+		if en != nil {
+			views[i] = &en.Entry
 		}
 	}
-	return out
+	return b.Execute(ctx, r, views, g)
 }
 
 // logStalls reports, on rank 0, tensors some ranks submitted and others
@@ -577,18 +483,18 @@ func (e *engine) close() {
 	e.closers = nil
 }
 
-// exchange implements coordinator.Exchange over the data plane. Only the
-// loop goroutine calls it, between data-plane ops, so it may use the mesh's
-// links directly.
+// exchange implements coordinator.Exchange over the data plane: the bit
+// vectors through the algorithms, requests and responses through package
+// control, over the tracked links, so that a peer lost or stalled during
+// negotiation is reported like one lost during an op. Only the loop
+// goroutine calls it, between data-plane ops.
 type exchange struct{ e *engine }
 
-const maxControlMessage = 64 << 20
-
-func (x *exchange) Rank() int { return x.e.topo.rank }
-func (x *exchange) Size() int { return x.e.topo.size }
+func (x *exchange) Rank() int { return x.e.topo.Rank }
+func (x *exchange) Size() int { return x.e.topo.Size }
 
 func (x *exchange) AllreduceBits(ctx context.Context, bits []uint64, op tensor.ReduceOp) error {
-	if len(bits) == 0 || x.e.topo.size == 1 {
+	if len(bits) == 0 || x.e.topo.Size == 1 {
 		return nil
 	}
 	b := unsafe.Slice((*byte)(unsafe.Pointer(&bits[0])), len(bits)*8)
@@ -596,67 +502,11 @@ func (x *exchange) AllreduceBits(ctx context.Context, bits []uint64, op tensor.R
 }
 
 func (x *exchange) GatherToRoot(ctx context.Context, payload []byte) ([][]byte, error) {
-	e := x.e
-	if e.topo.rank != 0 {
-		return nil, sendFrame(ctx, e.mesh.Link(0), payload)
-	}
-	all := make([][]byte, e.topo.size)
-	all[0] = payload
-	for r := 1; r < e.topo.size; r++ {
-		p, err := recvFrame(ctx, e.mesh.Link(r), r)
-		if err != nil {
-			return nil, err
-		}
-		all[r] = p
-	}
-	return all, nil
+	return control.GatherToRoot(ctx, x.e.mesh, payload)
 }
 
 func (x *exchange) BroadcastFromRoot(ctx context.Context, payload []byte) ([]byte, error) {
-	e := x.e
-	if e.topo.rank != 0 {
-		return recvFrame(ctx, e.mesh.Link(0), 0)
-	}
-	for r := 1; r < e.topo.size; r++ {
-		if err := sendFrame(ctx, e.mesh.Link(r), payload); err != nil {
-			return nil, err
-		}
-	}
-	return payload, nil
-}
-
-func sendFrame(ctx context.Context, l transport.Link, p []byte) error {
-	var hdr [8]byte
-	n := uint64(len(p))
-	for i := range hdr {
-		hdr[i] = byte(n >> (8 * i))
-	}
-	if err := l.Send(ctx, hdr[:]); err != nil {
-		return err
-	}
-	if len(p) == 0 {
-		return nil
-	}
-	return l.Send(ctx, p)
-}
-
-func recvFrame(ctx context.Context, l transport.Link, from int) ([]byte, error) {
-	var hdr [8]byte
-	if err := l.Recv(ctx, hdr[:]); err != nil {
-		return nil, err
-	}
-	var n uint64
-	for i := range hdr {
-		n |= uint64(hdr[i]) << (8 * i)
-	}
-	if n > maxControlMessage {
-		return nil, &transport.PeerError{Rank: from, Op: "recv", Err: fmt.Errorf("%w: control message of %d bytes", transport.ErrMalformed, n)}
-	}
-	p := make([]byte, n)
-	if n == 0 {
-		return p, nil
-	}
-	return p, l.Recv(ctx, p)
+	return control.BroadcastFromRoot(ctx, x.e.mesh, payload)
 }
 
 var debugCycles = false

@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand"
-	"net/http"
 	"runtime"
 	"strings"
 	"sync"
@@ -14,6 +12,7 @@ import (
 	"time"
 
 	"github.com/gorovod/gorovod/internal/tensor"
+	"github.com/gorovod/gorovod/internal/worker"
 
 	"go.uber.org/zap"
 
@@ -35,14 +34,14 @@ func newWorld(t *testing.T, n int, cfg config.Config) *world {
 	before := runtime.NumGoroutine()
 	w := inmem.MustWorld(n)
 	wd := &world{t: t, w: w, engines: make([]*engine, n)}
-	oracle := &memOracle{}
+	oracle := worker.NewMemOracle(n)
 	for r := 0; r < n; r++ {
-		e, err := newEngine(cfg, zap.NewNop(), topology{rank: r, size: n, localRank: r, localSize: n, crossSize: 1, host: "local"}, w.Mesh(r), oracle)
+		// The real constructor: metrics are served before the loop starts.
+		world, err := NewWorld(context.Background(), WithConfig(cfg), WithLogger(zap.NewNop()), withMesh(w.Mesh(r), oracle))
 		if err != nil {
 			t.Fatal(err)
 		}
-		wd.engines[r] = e
-		go e.run()
+		wd.engines[r] = world.e
 	}
 	t.Cleanup(func() {
 		wd.shutdown()
@@ -336,9 +335,6 @@ func TestMetricsEndpoint(t *testing.T) {
 	cfg.MetricsAddr = "127.0.0.1:0"
 	wd := newWorld(t, 2, cfg)
 	e := wd.engines[0]
-	if err := e.serveMetrics(context.Background()); err != nil {
-		t.Fatal(err)
-	}
 	ens := []*entry{
 		wd.engines[0].submit(allreduceReq("m", 4, tensor.Sum), make([]byte, 16), nil),
 		wd.engines[1].submit(allreduceReq("m", 4, tensor.Sum), make([]byte, 16), nil),
@@ -348,21 +344,22 @@ func TestMetricsEndpoint(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	resp, err := http.Get(e.metricsURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	text := string(body)
-	for _, want := range []string{
-		`gorovod_backend_ops_total{rank="0",host="local"} 1`,
-		`gorovod_bytes_total{rank="0",host="local"} 16`,
-		`# TYPE gorovod_negotiation_seconds histogram`,
-		`gorovod_cache_misses_total{rank="0",host="local"} 1`,
+	fams := scrapeMetrics(t, e.metricsURL)
+	rank0 := map[string]string{"rank": "0", "host": "host0"}
+	for name, want := range map[string]float64{
+		"gorovod_backend_ops_total":  1,
+		"gorovod_bytes_total":        16,
+		"gorovod_cache_misses_total": 1,
 	} {
-		if !strings.Contains(text, want) {
-			t.Errorf("metrics lack %q:\n%s", want, text)
+		if got := metricValue(t, fams, name, rank0); got != want {
+			t.Errorf("%s = %v, want %v", name, got, want)
 		}
+	}
+	// The histogram counts the cycles since serveMetrics, which negotiated the op.
+	if n := metricValue(t, fams, "gorovod_negotiation_seconds", rank0); n < 1 || n > metricValue(t, fams, "gorovod_cycles_total", rank0) {
+		t.Errorf("gorovod_negotiation_seconds count %v", n)
+	}
+	if metricValue(t, fams, "go_goroutines", rank0) == 0 {
+		t.Error("go_goroutines is 0")
 	}
 }

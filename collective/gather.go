@@ -22,11 +22,11 @@ func (r Result[T]) Wait(ctx context.Context) ([]T, []int, error) {
 	}
 	var z T
 	size := elemSize(z)
-	counts := make([]int, len(r.h.en.outCounts))
-	for i, c := range r.h.en.outCounts {
+	counts := make([]int, len(r.h.en.OutCounts))
+	for i, c := range r.h.en.OutCounts {
 		counts[i] = c / size
 	}
-	return fromBytes[T](r.h.en.out), counts, nil
+	return fromBytes[T](r.h.en.Out), counts, nil
 }
 
 // Done is closed when the collective finished.
@@ -80,7 +80,7 @@ func AlltoallAsync[T Element](ctx context.Context, name string, in []T, splits [
 	}
 	h := submitWith(coordinator.Request{
 		Name: name, Op: coordinator.OpAlltoall, DType: dtypeOf[T](), Shape: []int64{int64(len(in))},
-	}, asBytes(in), co, func(en *entry) { en.splits = byteSplits })
+	}, asBytes(in), co, func(en *entry) { en.Splits = byteSplits })
 	return Result[T]{h: h}
 }
 

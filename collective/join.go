@@ -24,8 +24,10 @@ func (j JoinHandle) Wait(ctx context.Context) (lastRank int, err error) {
 }
 
 // JoinAsync is the asynchronous form of Join.
-func JoinAsync(ctx context.Context) JoinHandle {
-	return JoinHandle{h: submit(coordinator.Request{Name: coordinator.JoinName, Op: coordinator.OpJoin, DType: tensor.Uint8}, nil, callOpts(nil))}
+func JoinAsync(ctx context.Context, opts ...CallOption) JoinHandle {
+	co := callOpts(opts)
+	co.set = nil // Join concerns the whole world
+	return JoinHandle{h: submit(coordinator.Request{Name: coordinator.JoinName, Op: coordinator.OpJoin, DType: tensor.Uint8}, nil, co)}
 }
 
 // Join tells the other ranks this rank has no more data (uneven data sets):
@@ -33,8 +35,8 @@ func JoinAsync(ctx context.Context) JoinHandle {
 // allreduces with the identity of their op (zeros for a sum), in allgathers
 // with nothing, and in broadcasts as a receiver. It returns the rank that
 // joined last, once every rank has joined.
-func Join(ctx context.Context) (lastRank int, err error) {
-	return JoinAsync(ctx).Wait(ctx)
+func Join(ctx context.Context, opts ...CallOption) (lastRank int, err error) {
+	return JoinAsync(ctx, opts...).Wait(ctx)
 }
 
 // GroupHandle is the handle of GroupedAllreduceAsync.
@@ -84,8 +86,13 @@ func GroupedAllreduce[T Element](ctx context.Context, name string, bufs [][]T, o
 // BroadcastObject sends root's *v to every rank (encoding/gob), replacing
 // *v on the others.
 func BroadcastObject[V any](ctx context.Context, name string, v *V, root int, opts ...CallOption) error {
+	e, err := callOpts(opts).engine()
+	if err != nil {
+		return err
+	}
+	me := e.topo.Rank
 	var payload []byte
-	if Rank() == root {
+	if me == root {
 		var b bytes.Buffer
 		if err := gob.NewEncoder(&b).Encode(v); err != nil {
 			return fmt.Errorf("%w: broadcast object %q: encoding %T: %v", ErrInvalid, name, v, err)
@@ -96,13 +103,13 @@ func BroadcastObject[V any](ctx context.Context, name string, v *V, root int, op
 	if err := Broadcast(ctx, name+"/size", size, root, opts...); err != nil {
 		return err
 	}
-	if Rank() != root {
+	if me != root {
 		payload = make([]byte, size[0])
 	}
 	if err := Broadcast(ctx, name+"/data", payload, root, opts...); err != nil {
 		return err
 	}
-	if Rank() == root {
+	if me == root {
 		return nil
 	}
 	if err := gob.NewDecoder(bytes.NewReader(payload)).Decode(v); err != nil {

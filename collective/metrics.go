@@ -20,7 +20,7 @@ type metrics struct {
 	ops, opNanos       atomic.Int64
 	tensors, fusedOps  atomic.Int64
 	bytes              atomic.Int64
-	cycleHist          *prom.Histogram                   // nil unless metrics are served
+	cycleHist          atomic.Pointer[prom.Histogram]    // nil unless metrics are served (set while the loop may run)
 	ctrl               atomic.Pointer[coordinator.Stats] // snapshot after the last cycle
 }
 
@@ -30,8 +30,8 @@ func (m *metrics) cycle(d time.Duration, cs coordinator.Stats) {
 	m.cycles.Add(1)
 	m.cycleNanos.Add(int64(d))
 	m.ctrl.Store(&cs)
-	if m.cycleHist != nil {
-		m.cycleHist.ObserveDuration(d)
+	if h := m.cycleHist.Load(); h != nil {
+		h.ObserveDuration(d)
 	}
 }
 
@@ -59,6 +59,7 @@ type Stats struct {
 	Tensors        int64         // tensors completed
 	FusedOps       int64         // backend ops that carried more than one tensor
 	OpTime         time.Duration // total time in data-plane operations
+	Bytes          int64         // bytes of the tensors whose collective completed (as gorovod_bytes_total)
 	RequestsToRoot int64         // negotiation requests this rank sent to rank 0
 	CacheHits      int64
 	CacheMisses    int64
@@ -70,18 +71,22 @@ func GetStats() Stats {
 	if err != nil {
 		return Stats{}
 	}
+	return e.stats()
+}
+
+func (e *engine) stats() Stats {
 	m := e.met
 	s := Stats{
 		Cycles: m.cycles.Load(), CycleTime: time.Duration(m.cycleNanos.Load()),
 		BackendOps: m.ops.Load(), Tensors: m.tensors.Load(), FusedOps: m.fusedOps.Load(),
-		OpTime: time.Duration(m.opNanos.Load()),
+		OpTime: time.Duration(m.opNanos.Load()), Bytes: m.bytes.Load(),
 	}
 	cs := m.controller()
 	s.RequestsToRoot, s.CacheHits, s.CacheMisses = cs.RequestsSent, cs.CacheHits, cs.CacheMisses
 	return s
 }
 
-// serveMetrics exposes this worker's counters in Prometheus text format at
+// serveMetrics exposes this worker's counters as Prometheus metrics at
 // cfg.MetricsAddr. Workers on one host would collide on one port, so the
 // port is offset by the local rank (port 9100 serves local rank 0, 9101
 // local rank 1, ...); port 0 picks a free port, logged at info level.
@@ -94,14 +99,14 @@ func (e *engine) serveMetrics(ctx context.Context) error {
 		return fmt.Errorf("%w: metrics address %q: %v", ErrInvalid, e.cfg.MetricsAddr, err)
 	}
 	port, err := strconv.Atoi(portStr)
-	if err != nil || port < 0 || port+e.topo.localRank > 65535 {
+	if err != nil || port < 0 || port+e.topo.LocalRank > 65535 {
 		return fmt.Errorf("%w: metrics address %q: bad port", ErrInvalid, e.cfg.MetricsAddr)
 	}
 	if port != 0 {
-		port += e.topo.localRank
+		port += e.topo.LocalRank
 	}
 	m := e.met
-	reg := prom.NewRegistry(prom.Label{Name: "rank", Value: strconv.Itoa(e.topo.rank)}, prom.Label{Name: "host", Value: e.topo.host})
+	reg := prom.NewRegistry(prom.Label{Name: "rank", Value: strconv.Itoa(e.topo.Rank)}, prom.Label{Name: "host", Value: e.topo.Host})
 	count := func(name, help string, f func() int64) {
 		reg.CounterFunc(name, help, func() float64 { return float64(f()) })
 	}
@@ -115,7 +120,7 @@ func (e *engine) serveMetrics(ctx context.Context) error {
 	count("gorovod_requests_to_root_total", "Negotiation requests this rank sent to rank 0.", func() int64 { return m.controller().RequestsSent })
 	reg.CounterFunc("gorovod_cycle_seconds_total", "Time spent in negotiation cycles.", func() float64 { return time.Duration(m.cycleNanos.Load()).Seconds() })
 	reg.CounterFunc("gorovod_op_seconds_total", "Time spent in data-plane operations.", func() float64 { return time.Duration(m.opNanos.Load()).Seconds() })
-	m.cycleHist = reg.Histogram("gorovod_negotiation_seconds", "Duration of one negotiation cycle (negotiation latency).", prom.LatencyBuckets())
+	m.cycleHist.Store(reg.Histogram("gorovod_negotiation_seconds", "Duration of one negotiation cycle (negotiation latency).", prom.LatencyBuckets()))
 	srv, err := prom.Serve(ctx, net.JoinHostPort(host, strconv.Itoa(port)), reg)
 	if err != nil {
 		return fmt.Errorf("metrics: %w", err)

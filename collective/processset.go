@@ -15,6 +15,7 @@ import (
 // itself. Create it with NewProcessSet on every rank (members or not), in
 // the same order on every rank; pass it to a collective with InProcessSet.
 type ProcessSet struct {
+	e     *engine // the world the set belongs to
 	id    int
 	ranks []int // global ranks, ascending
 	index int   // this rank's index in ranks, -1 when not a member
@@ -44,8 +45,10 @@ type setState struct {
 // NewProcessSet registers a process set of the given global ranks. Every
 // rank of the job must call it with the same ranks, in the same order
 // relative to other NewProcessSet calls; it is negotiated like a barrier.
-func NewProcessSet(ctx context.Context, ranks []int) (*ProcessSet, error) {
-	e, err := current()
+func NewProcessSet(ctx context.Context, ranks []int, opts ...CallOption) (*ProcessSet, error) {
+	co := callOpts(opts)
+	co.set = nil
+	e, err := co.engine()
 	if err != nil {
 		return nil, err
 	}
@@ -55,8 +58,8 @@ func NewProcessSet(ctx context.Context, ranks []int) (*ProcessSet, error) {
 		return nil, fmt.Errorf("%w: process set with no ranks", ErrInvalid)
 	}
 	for i, r := range rs {
-		if r < 0 || r >= e.topo.size {
-			return nil, fmt.Errorf("%w: process set rank %d out of range [0,%d)", ErrInvalid, r, e.topo.size)
+		if r < 0 || r >= e.topo.Size {
+			return nil, fmt.Errorf("%w: process set rank %d out of range [0,%d)", ErrInvalid, r, e.topo.Size)
 		}
 		if i > 0 && rs[i-1] == r {
 			return nil, fmt.Errorf("%w: process set lists rank %d twice", ErrInvalid, r)
@@ -66,7 +69,7 @@ func NewProcessSet(ctx context.Context, ranks []int) (*ProcessSet, error) {
 	e.nextSet++
 	id := e.nextSet
 	e.mu.Unlock()
-	ps := &ProcessSet{id: id, ranks: rs, index: slices.Index(rs, e.topo.rank)}
+	ps := &ProcessSet{e: e, id: id, ranks: rs, index: slices.Index(rs, e.topo.Rank)}
 	strs := make([]string, len(rs))
 	for i, r := range rs {
 		strs[i] = strconv.Itoa(r)
@@ -76,7 +79,7 @@ func NewProcessSet(ctx context.Context, ranks []int) (*ProcessSet, error) {
 	name := fmt.Sprintf("processset/%d/%s", id, strings.Join(strs, ","))
 	err = RunExclusive(ctx, name, func(ctx context.Context, _ *ops.Comm) error {
 		return e.addProcessSet(id, rs, ps.index)
-	})
+	}, inEngine(e))
 	if err != nil {
 		return nil, err
 	}
@@ -90,7 +93,7 @@ func (e *engine) addProcessSet(id int, members []int, index int) error {
 	}
 	st := &setState{members: members}
 	if index >= 0 {
-		comm, err := ops.NewComm(&subMesh{parent: e.tracker, members: members, me: index}, e.opsConfig())
+		comm, err := ops.NewComm(&subMesh{parent: e.mesh, members: members, me: index}, e.opsConfig())
 		if err != nil {
 			return err
 		}

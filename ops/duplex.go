@@ -100,10 +100,10 @@ func (d *duplex) pumpInto(ctx context.Context, dst []byte, sentAtLeast int, sink
 		idle++
 		switch {
 		case idle <= duplexSpins:
-			if idle == duplexSpins {
-				if err := ctx.Err(); err != nil {
-					return err
-				}
+			if idle == duplexSpins && ctx.Err() != nil {
+				// Through the link, which returns at once: the error then
+				// names the peer waited on, as every other wait's does.
+				return d.l.Await(ctx, len(dst), len(d.q) > 0, duplexBlock)
 			}
 		case idle <= duplexSpins+duplexYields:
 			osYield()

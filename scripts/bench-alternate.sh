@@ -25,8 +25,8 @@ make -s build >/dev/null || exit 1
 echo "# $(date -u +%FT%TZ) $(uname -n) $(nproc) cores, np=$np, $size, $transport, $rounds rounds, commit $(git rev-parse --short HEAD)"
 for i in $(seq "$rounds"); do
   for mode in -direct -api; do
-    m=(); [ "$mode" = -direct ] && m=(-direct)
-    v=$(bin/gorun -np "$np" "${gflags[@]}" bin/gorovod-bench allreduce -b "$size" -e "$size" -d float32 -o sum -c 1 -I -reps 5 -t 100ms "${m[@]}" 2>/dev/null |
+    m=(); [ "$mode" = -direct ] && m=(--direct)
+    v=$(bin/gorun -np "$np" "${gflags[@]}" bin/gorovod-bench allreduce -b "$size" -e "$size" -d float32 -o sum -c 1 -I --reps 5 --target-time 100ms "${m[@]}" 2>/dev/null |
         sed -n 's/^\[0\]<stdout>://p' | grep -v '^#' | awk '{print $11}')
     echo "gorovod-$transport$mode ${v:-nan}"
   done

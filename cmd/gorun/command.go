@@ -171,6 +171,9 @@ func makePlan(o *options, fs *pflag.FlagSet, args []string) (plan, []string, err
 		if !fs.Changed("num-proc") {
 			return p, nil, usagef("give the number of processes with -np N")
 		}
+		if limit, why := localWorkerLimit(); o.np > limit {
+			return p, nil, usagef("-np %d is more workers than this machine runs: at most %d (%s); give more hosts with -H or --hostfile", o.np, limit, why)
+		}
 		hs = []hosts.Host{{Name: "localhost", Slots: o.np}}
 	}
 	np := o.np
@@ -338,6 +341,13 @@ func runJob(ctx context.Context, o *options, fs *pflag.FlagSet, args []string, s
 				return 2 * time.Second
 			}
 			return 0
+		},
+		// The workers' failure oracle decides which rank a failure started
+		// at: the job's first failure and exit code follow it, not the
+		// order in which gorun reaped the workers.
+		Cause: func() (launch.Cause, bool) {
+			v, ok := srv.FirstFailure()
+			return launch.Cause{Rank: v.Rank, Description: v.Message}, ok
 		},
 		OnExit: func(e launch.Exit) {
 			// A worker gone before registering never will: fail the

@@ -415,6 +415,7 @@ func TestBadInput(t *testing.T) {
 		{[]string{"-np", "2", "-H", ":4", "true"}, "missing host name"},
 		{[]string{"-np", "2", "-H", "", "true"}, "empty host list"},
 		{[]string{"-np", "5", "-H", "localhost:4", "true"}, "5 processes requested but only 4 slots given by -H"},
+		{[]string{"-np", "100000", "true"}, "-np 100000 is more workers than this machine runs: at most"},
 		{[]string{"-np", "3", "--hostfile", hostfile, "true"}, "line 2"},
 		{[]string{"-np", "2", filepath.Join(dir, "nope")}, "no such file"},
 		{[]string{"-np", "2", "surely-not-a-program-xyz"}, "not found in PATH"},

@@ -20,6 +20,7 @@ import (
 	"os"
 
 	"github.com/gorovod/gorovod/internal/launch"
+	"github.com/gorovod/gorovod/internal/netif"
 )
 
 // version is set at build time (-ldflags "-X main.version=...").
@@ -41,7 +42,7 @@ func main() {
 			if len(args) > 2 {
 				dir = args[2]
 			}
-			os.Exit(launch.RemoteProbe(launch.ParseInterfaces(ifaces), dir, os.Stdout))
+			os.Exit(launch.RemoteProbe(netif.ParseInterfaces(ifaces), dir, os.Stdout))
 		}
 	}
 	os.Exit(run(args, os.Stdout, os.Stderr))

@@ -14,6 +14,7 @@ import (
 	"github.com/gorovod/gorovod/internal/env"
 	"github.com/gorovod/gorovod/internal/hosts"
 	"github.com/gorovod/gorovod/internal/launch"
+	"github.com/gorovod/gorovod/internal/netif"
 )
 
 // preflightTimeout bounds the ssh check of all hosts (they run in parallel).
@@ -93,7 +94,7 @@ func prepareRemote(ctx context.Context, o *options, remote []string, slots []hos
 		KillGracePeriod: time.Duration(o.killGrace),
 		SilenceTimeout:  silence,
 	}
-	ifaces := launch.ParseInterfaces(o.netIfaces)
+	ifaces := netif.ParseInterfaces(o.netIfaces)
 	cwd, err := os.Getwd()
 	if err != nil {
 		return nil, np, fmt.Errorf("working directory: %w", err)
@@ -168,7 +169,7 @@ func planNetwork(slots []hosts.Slot, probes map[string]launch.ProbeResult, iface
 	}
 	np.local = first.String()
 	if len(ifaces) > 0 {
-		if a, err := launch.InterfaceAddr(ifaces, first); err == nil {
+		if a, err := netif.InterfaceAddr(ifaces, first); err == nil {
 			np.local = a.String()
 		}
 	}

@@ -21,6 +21,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/gorovod/gorovod/collective/dataparallel"
 )
 
 var version = "dev"
@@ -35,8 +37,10 @@ func main() {
 // options are the command-line flags.
 type options struct {
 	TrainConfig
-	data  string
-	limit int
+	data        string
+	limit       int
+	compression string
+	gradStats   bool
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -55,8 +59,15 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.Uint64Var(&o.Seed, "seed", 1, "seed for initial weights, shuffling and generated data")
 	fs.StringVar(&o.data, "data", DefaultDataDir, "directory with the Fashion-MNIST IDX files (plain or .gz)")
 	fs.IntVar(&o.limit, "limit", 0, "use at most this many samples of each set (0: all)")
+	fs.StringVar(&o.compression, "compression", "none", "wire format of the gradients: none, fp16 or bf16")
+	fs.IntVar(&o.Accumulate, "accumulate", 1, "backward passes per update (gradient accumulation)")
+	fs.BoolVar(&o.gradStats, "grad-stats", false, "print each rank's gradient bytes sent and bytes allreduced at the end")
 	if err := fs.Parse(args); err != nil {
 		return o, err
+	}
+	var err error
+	if o.Compression, err = dataparallel.ParseCompression(o.compression); err != nil {
+		return o, fmt.Errorf("-compression: %w", err)
 	}
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected argument %q", fs.Arg(0))
@@ -124,7 +135,23 @@ func train(ctx context.Context, o options, comm Comm, stdout, stderr io.Writer) 
 			last.TestAcc, last.TestLoss, o.Epochs, time.Since(began).Round(100*time.Millisecond))
 	}
 	fmt.Fprintf(stdout, "rank %d: parameter checksum %s\n", rank, t.Model.Checksum())
+	if o.gradStats {
+		printGradStats(stdout, rank, t, comm)
+	}
 	return comm.Barrier(ctx)
+}
+
+// printGradStats reports the gradient bytes this rank handed to the
+// collectives and, where the collective layer counts them
+// (gorovod_bytes_total), all bytes it allreduced or broadcast.
+func printGradStats(w io.Writer, rank int, t *Trainer, comm Comm) {
+	st := t.GradStats()
+	fmt.Fprintf(w, "rank %d: gradients %d bytes in %d allreduces (compression %s, %d passes per update)",
+		rank, st.WireBytes, st.Allreduces, t.cfg.Compression, t.cfg.Accumulate)
+	if c, ok := comm.(interface{ CollectiveBytes() int64 }); ok {
+		fmt.Fprintf(w, "; collective bytes %d", c.CollectiveBytes())
+	}
+	fmt.Fprintln(w)
 }
 
 // loadData reads Fashion-MNIST, or, when any rank cannot (all ranks must

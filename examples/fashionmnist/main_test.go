@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/gorovod/gorovod/examples/internal/fashion"
 )
 
 func startLocal(context.Context) (Comm, func() error, error) {
@@ -140,5 +142,21 @@ func TestProgressPrinter(t *testing.T) {
 	}
 	if !strings.HasSuffix(out, "\r\x1b[K"+want) {
 		t.Errorf("terminal epoch line %q should overwrite the bar", out)
+	}
+}
+
+// writeSplit writes n images of side x side pixels with labels i mod 10 as
+// the prefix-* IDX files of a split.
+func writeSplit(t *testing.T, dir, prefix string, n, side int, gz bool) {
+	t.Helper()
+	d := &Dataset{X: make([]float32, n*side*side), Y: make([]uint8, n), Dim: side * side}
+	for i := range d.X {
+		d.X[i] = float32(i%7) / 6
+	}
+	for i := range d.Y {
+		d.Y[i] = uint8(i % 10)
+	}
+	if err := fashion.WriteIDX(dir, prefix, d, side, gz); err != nil {
+		t.Fatal(err)
 	}
 }

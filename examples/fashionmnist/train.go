@@ -7,6 +7,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"time"
+
+	"github.com/gorovod/gorovod/collective/dataparallel"
 )
 
 // Comm is what training needs from the collective layer; main wires it to
@@ -16,17 +18,32 @@ type Comm interface {
 	Size() int
 	// Broadcast overwrites buf on every rank with root's buf.
 	Broadcast(ctx context.Context, name string, buf []float32, root int) error
-	// AverageAsync starts an in-place allreduce averaging buf over ranks.
-	AverageAsync(ctx context.Context, name string, buf []float32) Waiter
+	// NewGradSync returns what averages the gradients across ranks.
+	NewGradSync(cfg SyncConfig) (GradSync, error)
 	// Sum64 sums buf over ranks in place.
 	Sum64(ctx context.Context, name string, buf []float64) error
 	// Barrier returns once every rank has called it.
 	Barrier(ctx context.Context) error
 }
 
-// Waiter is a started collective.
-type Waiter interface {
-	Wait(ctx context.Context) error
+// GradSync averages registered gradient buffers across ranks: the methods
+// of dataparallel.Gradients[float32], which package collective's Comm
+// returns.
+type GradSync interface {
+	Register(name string, buf []float32) error
+	// Ready starts the allreduce of name's gradient (on the last pass of an
+	// accumulation window) without waiting for it.
+	Ready(ctx context.Context, name string) error
+	// Synchronize waits for the pass's allreduces; true means the buffers
+	// hold the averaged gradient of the window (apply the update).
+	Synchronize(ctx context.Context) (bool, error)
+	Stats() dataparallel.Stats
+}
+
+// SyncConfig is how gradients are synchronized.
+type SyncConfig struct {
+	Accumulate  int                      // backward passes per update
+	Compression dataparallel.Compression // wire format of the gradients
 }
 
 // TrainConfig is the training recipe; every rank must use the same one.
@@ -37,6 +54,7 @@ type TrainConfig struct {
 	Momentum float64 // SGD momentum
 	Hidden   int     // hidden units
 	Seed     uint64  // initial weights and shuffling
+	SyncConfig
 }
 
 // Validate says which field is unusable.
@@ -52,6 +70,8 @@ func (c TrainConfig) Validate() error {
 		return fmt.Errorf("momentum is %v, want 0 <= momentum < 1", c.Momentum)
 	case c.Hidden < 1:
 		return fmt.Errorf("hidden is %d, want at least 1", c.Hidden)
+	case c.Accumulate < 1:
+		return fmt.Errorf("accumulate is %d, want at least 1 backward pass per update", c.Accumulate)
 	}
 	return nil
 }
@@ -79,6 +99,7 @@ type Trainer struct {
 	Model       *MLP
 	grad, vel   *MLP
 	ws          *Workspace
+	sync        GradSync
 }
 
 // NewTrainer checks the recipe and the data and builds the model on this
@@ -87,9 +108,8 @@ func NewTrainer(cfg TrainConfig, comm Comm, train, test *Dataset) (*Trainer, err
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	steps := train.Len() / (cfg.Batch * comm.Size())
-	if steps < 1 {
-		return nil, fmt.Errorf("%d training samples are fewer than one global batch (%d ranks x %d)", train.Len(), comm.Size(), cfg.Batch)
+	if steps := train.Len() / (cfg.Batch * comm.Size()); steps < cfg.Accumulate {
+		return nil, fmt.Errorf("%d training samples are fewer than one global batch (%d ranks x %d x %d passes)", train.Len(), comm.Size(), cfg.Batch, cfg.Accumulate)
 	}
 	if test.Len() < comm.Size() {
 		return nil, fmt.Errorf("%d test samples are fewer than the %d ranks", test.Len(), comm.Size())
@@ -99,22 +119,41 @@ func NewTrainer(cfg TrainConfig, comm Comm, train, test *Dataset) (*Trainer, err
 	}
 	m := NewMLP(train.Dim, cfg.Hidden, numClasses)
 	m.InitRandom(cfg.Seed)
-	return &Trainer{
+	t := &Trainer{
 		cfg: cfg, comm: comm, train: train, test: test, Model: m,
 		grad: NewMLP(m.In, m.Hidden, m.Classes), vel: NewMLP(m.In, m.Hidden, m.Classes),
 		ws: m.NewWorkspace(cfg.Batch),
-	}, nil
+	}
+	sync, err := comm.NewGradSync(cfg.SyncConfig)
+	if err != nil {
+		return nil, err
+	}
+	for _, g := range t.grad.Tensors() {
+		if err := sync.Register(g.Name, g.Data); err != nil {
+			return nil, err
+		}
+	}
+	t.sync = sync
+	return t, nil
 }
 
-// StepsPerEpoch is the number of steps every rank takes per epoch: the
-// remainder that does not fill a global batch is dropped so that all ranks
-// make the same collective calls.
-func (t *Trainer) StepsPerEpoch() int { return t.train.Len() / (t.cfg.Batch * t.comm.Size()) }
+// GradStats returns the gradient synchronizer's counters.
+func (t *Trainer) GradStats() dataparallel.Stats { return t.sync.Stats() }
 
-// lrAt is the learning rate of global step s of total: the per-rank rate
-// scaled linearly by the number of ranks, decayed along a half cosine.
+// StepsPerEpoch is the number of steps (backward passes) every rank takes
+// per epoch: the remainder that does not fill a global batch, or an
+// accumulation window, is dropped so that all ranks make the same
+// collective calls.
+func (t *Trainer) StepsPerEpoch() int {
+	steps := t.train.Len() / (t.cfg.Batch * t.comm.Size())
+	return steps - steps%t.cfg.Accumulate
+}
+
+// lrAt is the learning rate of global update s of total: the per-rank rate
+// scaled linearly by the number of ranks and the passes per update (the
+// samples per update), decayed along a half cosine.
 func (t *Trainer) lrAt(s, total int) float64 {
-	base := t.cfg.LR * float64(t.comm.Size())
+	base := t.cfg.LR * float64(t.comm.Size()*t.cfg.Accumulate)
 	return base * 0.5 * (1 + math.Cos(math.Pi*float64(s)/float64(total)))
 }
 
@@ -152,22 +191,16 @@ func (t *Trainer) Run(ctx context.Context, report func(Progress)) (Progress, err
 				return last, fmt.Errorf("epoch %d step %d: %w", epoch, s+1, err)
 			}
 			off := (s*size + rank) * batch
-			t.ws.Load(t.train, perm[off:off+batch])
-			var pending []Waiter
-			l, c := t.Model.LossAndGrad(t.ws, t.grad, func(g Tensor) {
-				pending = append(pending, t.comm.AverageAsync(ctx, "grad/"+g.Name, g.Data))
-			})
-			waitStart := time.Now()
-			var err error
-			for _, w := range pending {
-				err = errors.Join(err, w.Wait(ctx))
-			}
-			commTime += time.Since(waitStart)
+			l, c, updated, waited, err := t.step(ctx, perm[off:off+batch])
+			commTime += waited
 			if err != nil {
-				return last, fmt.Errorf("epoch %d step %d: averaging gradients: %w", epoch, s+1, err)
+				return last, fmt.Errorf("epoch %d step %d: %w", epoch, s+1, err)
 			}
-			p.LR = t.lrAt((epoch-1)*steps+s, t.cfg.Epochs*steps)
-			t.update(float32(p.LR), float32(t.cfg.Momentum))
+			if updated {
+				k := t.cfg.Accumulate
+				p.LR = t.lrAt(((epoch-1)*steps+s)/k, t.cfg.Epochs*steps/k)
+				t.update(float32(p.LR), float32(t.cfg.Momentum))
+			}
 			lossSum += l
 			correct += c
 			seen += batch
@@ -197,6 +230,27 @@ func (t *Trainer) Run(ctx context.Context, report func(Progress)) (Progress, err
 		last = p
 	}
 	return last, nil
+}
+
+// step runs one backward pass on the samples idx, handing each gradient to
+// the synchronizer as soon as backpropagation has finished it, and waits for
+// the pass's allreduces. updated says the gradients are averaged and the
+// update is due; waited is the time spent waiting for communication.
+func (t *Trainer) step(ctx context.Context, idx []int) (loss float64, correct int, updated bool, waited time.Duration, err error) {
+	t.ws.Load(t.train, idx)
+	var readyErr error
+	loss, correct = t.Model.LossAndGrad(t.ws, t.grad, func(g Tensor) {
+		if readyErr == nil {
+			readyErr = t.sync.Ready(ctx, g.Name)
+		}
+	})
+	waitStart := time.Now()
+	updated, err = t.sync.Synchronize(ctx)
+	waited = time.Since(waitStart)
+	if err = errors.Join(readyErr, err); err != nil {
+		return loss, correct, false, waited, fmt.Errorf("averaging gradients: %w", err)
+	}
+	return loss, correct, updated, waited, nil
 }
 
 // update applies SGD with momentum: v = mu*v + g; w -= lr*v. Every rank

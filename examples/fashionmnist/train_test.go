@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gorovod/gorovod/collective/dataparallel"
 )
 
 // world is an in-process job of size ranks: a collective completes when
@@ -78,7 +80,39 @@ func (c *rankComm) Broadcast(ctx context.Context, name string, buf []float32, ro
 	}).Wait(ctx)
 }
 
-func (c *rankComm) AverageAsync(_ context.Context, name string, buf []float32) Waiter {
+// worldSync averages gradients in a world: each Ready joins its op at once.
+type worldSync struct {
+	c       *rankComm
+	bufs    map[string][]float32
+	pending []*worldOp
+}
+
+func (c *rankComm) NewGradSync(cfg SyncConfig) (GradSync, error) {
+	if cfg.Accumulate != 1 || cfg.Compression != dataparallel.None {
+		return nil, errors.New("the test world only averages")
+	}
+	return &worldSync{c: c, bufs: map[string][]float32{}}, nil
+}
+
+func (s *worldSync) Register(name string, buf []float32) error { s.bufs[name] = buf; return nil }
+
+func (s *worldSync) Ready(_ context.Context, name string) error {
+	s.pending = append(s.pending, s.c.average("grad/"+name, s.bufs[name]))
+	return nil
+}
+
+func (s *worldSync) Synchronize(ctx context.Context) (bool, error) {
+	var err error
+	for _, op := range s.pending {
+		err = errors.Join(err, op.Wait(ctx))
+	}
+	s.pending = s.pending[:0]
+	return err == nil, err
+}
+
+func (s *worldSync) Stats() dataparallel.Stats { return dataparallel.Stats{} }
+
+func (c *rankComm) average(name string, buf []float32) *worldOp {
 	return c.join(name, buf, func(bufs []any) {
 		sum := make([]float32, len(buf))
 		for _, b := range bufs {
@@ -128,7 +162,7 @@ func checkNoLeak(t *testing.T) {
 	})
 }
 
-var smallRecipe = TrainConfig{Epochs: 3, Batch: 32, LR: 0.05, Momentum: 0.9, Hidden: 32, Seed: 1}
+var smallRecipe = TrainConfig{Epochs: 3, Batch: 32, LR: 0.05, Momentum: 0.9, Hidden: 32, Seed: 1, SyncConfig: SyncConfig{Accumulate: 1}}
 
 // TestTrainingOnSyntheticDataLearns is the stated bar for the generated
 // data set: a small MLP reaches 90% test accuracy in three short epochs.
@@ -228,6 +262,8 @@ func TestNewTrainerRejectsUnusableSettings(t *testing.T) {
 		"NaN lr":         func(c *TrainConfig) { c.LR = nan() },
 		"infinite lr":    func(c *TrainConfig) { c.LR = 1 / zero() },
 		"negative batch": func(c *TrainConfig) { c.Batch = -3 },
+		"accumulate 0":   func(c *TrainConfig) { c.Accumulate = 0 },
+		"window too big": func(c *TrainConfig) { c.Accumulate = 4 },
 	}
 	for name, mutate := range bad {
 		cfg := smallRecipe

@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gorovod/gorovod/internal/netif"
 )
 
 // The test binary doubles as a tiny launcher for the Pdeathsig test.
@@ -25,7 +27,7 @@ func TestMain(m *testing.M) {
 		os.Exit(RemoteExec(os.Stdin, os.Stdout, os.Stderr))
 	}
 	if len(os.Args) > 3 && os.Args[1] == RemoteProbeFlag {
-		os.Exit(RemoteProbe(ParseInterfaces(os.Args[2]), os.Args[3], os.Stdout))
+		os.Exit(RemoteProbe(netif.ParseInterfaces(os.Args[2]), os.Args[3], os.Stdout))
 	}
 	if os.Getenv("LAUNCH_TEST_PARENT") == "1" {
 		l := NewLocal()

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/gorovod/gorovod/internal/netif"
 )
 
 // ErrUnreachable marks hosts that failed the preflight check.
@@ -58,14 +60,14 @@ func RemoteProbe(ifaces []string, dir string, stdout io.Writer) int {
 	switch {
 	case len(ifaces) > 0:
 		prefer, _ := netip.ParseAddr(r.LauncherAddr)
-		a, err := InterfaceAddr(ifaces, prefer)
+		a, err := netif.InterfaceAddr(ifaces, prefer)
 		if err != nil {
 			problems = append(problems, err.Error())
 		} else {
 			r.BindAddr = a.String()
 		}
 	case r.LauncherAddr != "":
-		if b, err := BindAddr(nil, r.LauncherAddr); err != nil {
+		if b, err := netif.BindAddr(nil, r.LauncherAddr); err != nil {
 			problems = append(problems, err.Error())
 		} else {
 			r.BindAddr = b

@@ -47,6 +47,10 @@ type JobConfig struct {
 	// failure every worker was told of at once (a rendezvous start
 	// timeout), so that each can say what it was told.
 	Settle func(Exit) time.Duration
+	// Cause, when set, returns the failure oracle's verdict once there is
+	// one: the rank a failure started at, which the job's first failure
+	// then is (see Run). gorun asks its rendezvous service.
+	Cause func() (Cause, bool)
 }
 
 // Exit records how one worker ended.
@@ -62,13 +66,23 @@ func (e Exit) String() string {
 	return fmt.Sprintf("rank %d (pid %d, host %s) %s", e.Rank, e.Pid, e.Host, e.Status)
 }
 
+// Cause is the failure oracle's verdict on a failed job: the rank the
+// failure started at and how it was seen ("rank 1 on host2 stalled (...)").
+type Cause struct {
+	Rank        int
+	Description string
+}
+
 // Result is how a job ended.
 type Result struct {
 	// ExitCode is what the launcher should exit with.
 	ExitCode int
-	// FirstFailure is the first worker that failed on its own (not because
-	// Run stopped it), or nil.
+	// FirstFailure is the worker whose failure the job's failure started
+	// at (not one Run stopped, nor one that failed because a peer did), or
+	// nil. See Run for how it is chosen.
 	FirstFailure *Exit
+	// Cause is the failure oracle's verdict (JobConfig.Cause), if it gave one.
+	Cause *Cause
 	// Interrupted is the first signal received from the signals channel, if any.
 	Interrupted os.Signal
 	// Exits lists every worker's end, by rank order of Workers.
@@ -82,6 +96,13 @@ type Result struct {
 // workers are stopped the same way and Run returns ctx's error with the
 // result. An error without a result means a worker could not be started
 // (the ones already started were killed and waited for).
+//
+// The first failure is ordered by when workers failed, not by when waiting
+// for them returned (a survivor that noticed a peer's death may exit before
+// the launcher reaps the dead one): the rank the failure oracle names
+// (JobConfig.Cause) if its process failed on its own; else the first worker
+// killed by a signal Run did not send; else the first worker that failed
+// before Run stopped it. The exit code is that worker's.
 func Run(ctx context.Context, cfg JobConfig, signals <-chan os.Signal) (Result, error) {
 	log := cfg.Logger
 	if log == nil {
@@ -91,19 +112,38 @@ func Run(ctx context.Context, cfg JobConfig, signals <-chan os.Signal) (Result, 
 	if grace <= 0 {
 		grace = 3 * time.Second
 	}
-	outSink, errSink := NewSinks(orDiscard(cfg.Stdout), orDiscard(cfg.Stderr))
-
-	type started struct {
-		w    Worker
-		proc Proc
-	}
-	procs := make([]started, 0, len(cfg.Workers))
-	var files []*os.File
+	procs, files, err := startWorkers(ctx, cfg, log)
 	defer func() {
 		for _, f := range files {
 			_ = f.Close()
 		}
 	}()
+	if err != nil {
+		return Result{}, err
+	}
+	sv := newSupervisor(cfg, log, grace, procs)
+	defer sv.stopTimers()
+	sv.supervise(ctx, signals)
+	res := sv.result()
+	if res.ExitCode == 0 && res.Interrupted == nil && ctx.Err() != nil {
+		res.ExitCode = 1
+		return res, ctx.Err()
+	}
+	return res, nil
+}
+
+// started is one running worker.
+type started struct {
+	w    Worker
+	proc Proc
+}
+
+// startWorkers starts every worker with its output prefixed (and copied to
+// cfg.OutputDir); on error the ones started are killed and waited for.
+func startWorkers(ctx context.Context, cfg JobConfig, log *zap.Logger) ([]started, []*os.File, error) {
+	outSink, errSink := NewSinks(orDiscard(cfg.Stdout), orDiscard(cfg.Stderr))
+	procs := make([]started, 0, len(cfg.Workers))
+	var files []*os.File
 	killStarted := func() {
 		for _, p := range procs {
 			_ = p.proc.Signal(syscall.SIGKILL)
@@ -122,7 +162,7 @@ func Run(ctx context.Context, cfg JobConfig, signals <-chan os.Signal) (Result, 
 			fo, fe, err := rankFiles(cfg.OutputDir, w.Rank, width)
 			if err != nil {
 				killStarted()
-				return Result{}, err
+				return nil, files, err
 			}
 			files = append(files, fo, fe)
 			extraOut, extraErr = fo, fe
@@ -134,121 +174,196 @@ func Run(ctx context.Context, cfg JobConfig, signals <-chan os.Signal) (Result, 
 		})
 		if err != nil {
 			killStarted()
-			return Result{}, err
+			return nil, files, err
 		}
 		log.Debug("started worker", zap.Int("rank", w.Rank), zap.String("host", w.Host), zap.Int("pid", proc.Pid()))
 		procs = append(procs, started{w, proc})
 	}
+	return procs, files, nil
+}
 
-	type exitEvent struct {
-		i  int
-		st ExitStatus
-	}
-	exits := make(chan exitEvent, len(procs))
+// supervisor watches the workers of one job: Run's loop and its state.
+type supervisor struct {
+	cfg   JobConfig
+	log   *zap.Logger
+	grace time.Duration
+	procs []started
+
+	exits chan exitEvent
+	alive []bool
+	live  int
+	res   Result
+	own   []bool // by worker: failed on its own (not stopped by Run)
+	order []int  // workers in the order their failures of their own arrived
+	first int    // the failure that stopped the job (index), or -1
+
+	sent     map[syscall.Signal]bool // signals Run sent the workers
+	stopping bool
+	settling bool // a failure happened; the stop waits for settleC
+	graceT   *time.Timer
+	graceC   <-chan time.Time
+	settleT  *time.Timer
+	settleC  <-chan time.Time
+}
+
+type exitEvent struct {
+	i  int
+	st ExitStatus
+}
+
+func newSupervisor(cfg JobConfig, log *zap.Logger, grace time.Duration, procs []started) *supervisor {
+	sv := &supervisor{cfg: cfg, log: log, grace: grace, procs: procs, first: -1,
+		exits: make(chan exitEvent, len(procs)), alive: make([]bool, len(procs)), live: len(procs),
+		own: make([]bool, len(procs)), sent: map[syscall.Signal]bool{},
+		res: Result{Exits: make([]Exit, len(procs))}}
 	for i, p := range procs {
-		go func() { exits <- exitEvent{i, p.proc.Wait()} }()
+		sv.alive[i] = true
+		go func() { sv.exits <- exitEvent{i, p.proc.Wait()} }()
 	}
+	return sv
+}
 
-	res := Result{Exits: make([]Exit, len(procs))}
-	alive := make([]bool, len(procs))
-	for i := range alive {
-		alive[i] = true
-	}
-	live := len(procs)
-	var graceC <-chan time.Time
-	var graceTimer *time.Timer
-	defer func() {
-		if graceTimer != nil {
-			graceTimer.Stop()
-		}
-	}()
-	stopping := false
-	signalAll := func(sig syscall.Signal) {
-		for i, p := range procs {
-			if alive[i] {
-				if err := p.proc.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
-					log.Warn("cannot signal worker", zap.Int("rank", p.w.Rank), zap.String("host", p.w.Host), zap.Error(err))
-				}
-			}
+func (sv *supervisor) stopTimers() {
+	for _, t := range []*time.Timer{sv.graceT, sv.settleT} {
+		if t != nil {
+			t.Stop()
 		}
 	}
-	// stop asks the live workers to end with sig and arms the kill timer.
-	sent := map[syscall.Signal]bool{} // signals Run sent the workers
-	stop := func(sig syscall.Signal) {
-		sent[sig] = true
-		signalAll(sig)
-		if !stopping {
-			stopping = true
-			graceTimer = time.NewTimer(grace)
-			graceC = graceTimer.C
-		}
-	}
-	var settleC <-chan time.Time
-	settling := false // a failure happened; the stop waits for settleC
-	var ctxDone <-chan struct{} = ctx.Done()
-	for live > 0 {
+}
+
+// supervise runs until every worker exited.
+func (sv *supervisor) supervise(ctx context.Context, signals <-chan os.Signal) {
+	ctxDone := ctx.Done()
+	for sv.live > 0 {
 		select {
-		case ev := <-exits:
-			p := procs[ev.i]
-			alive[ev.i] = false
-			live--
-			e := Exit{Rank: p.w.Rank, Host: p.w.Host, Pid: p.proc.Pid(), Status: ev.st}
-			res.Exits[ev.i] = e
-			if cfg.OnExit != nil {
-				cfg.OnExit(e)
-			}
-			if stopping && ownFailure(e.Status, sent) {
-				// Failures travel at different speeds (a remote exit crosses
-				// ssh): one that is not the job's stop may be the cause.
-				log.Error(e.String()+" (while the job was stopping)", zap.Int("rank", e.Rank), zap.String("host", e.Host))
-				continue
-			}
-			if !e.Status.Failed() || stopping || settling {
-				log.Debug("worker ended", zap.Int("rank", e.Rank), zap.String("host", e.Host), zap.Stringer("status", e.Status))
-				continue
-			}
-			res.FirstFailure = &e
-			if live == 0 {
-				log.Error(e.String(), zap.Int("rank", e.Rank), zap.String("host", e.Host))
-				continue
-			}
-			if d := settleFor(cfg.Settle, e); d > 0 {
-				log.Error(fmt.Sprintf("%s; the other workers get %v to end on their own", e, d), zap.Int("rank", e.Rank), zap.String("host", e.Host))
-				settling = true
-				t := time.NewTimer(d)
-				defer t.Stop()
-				settleC = t.C
-				continue
-			}
-			log.Error(e.String()+"; stopping the other workers", zap.Int("rank", e.Rank), zap.String("host", e.Host))
-			stop(syscall.SIGTERM)
-		case <-settleC:
-			settleC = nil
-			log.Warn("stopping the workers still running", zap.Int("workers", live))
-			stop(syscall.SIGTERM)
+		case ev := <-sv.exits:
+			sv.exited(ev)
+		case <-sv.settleC:
+			sv.settleC = nil
+			sv.log.Warn("stopping the workers still running", zap.Int("workers", sv.live))
+			sv.stop(syscall.SIGTERM)
 		case sig := <-signals:
-			ssig, ok := sig.(syscall.Signal)
-			if !ok {
-				ssig = syscall.SIGTERM
-			}
-			if res.Interrupted != nil {
-				log.Warn("second signal: killing the workers", zap.String("signal", SignalName(ssig)))
-				sent[syscall.SIGKILL] = true
-				signalAll(syscall.SIGKILL)
-				continue
-			}
-			res.Interrupted = sig
-			log.Warn("received "+SignalName(ssig)+"; forwarding it to the workers", zap.Int("workers", live))
-			stop(ssig)
+			sv.interrupted(sig)
 		case <-ctxDone:
 			ctxDone = nil
-			log.Warn("stopping the workers", zap.Error(ctx.Err()))
-			stop(syscall.SIGTERM)
-		case <-graceC:
-			graceC = nil
-			log.Warn(fmt.Sprintf("workers still running %v after being asked to stop; killing them", grace), zap.Int("workers", live))
-			sent[syscall.SIGKILL] = true
-			signalAll(syscall.SIGKILL)
+			sv.log.Warn("stopping the workers", zap.Error(ctx.Err()))
+			sv.stop(syscall.SIGTERM)
+		case <-sv.graceC:
+			sv.graceC = nil
+			sv.log.Warn(fmt.Sprintf("workers still running %v after being asked to stop; killing them", sv.grace), zap.Int("workers", sv.live))
+			sv.sent[syscall.SIGKILL] = true
+			sv.signalAll(syscall.SIGKILL)
+		}
+	}
+}
+
+func (sv *supervisor) signalAll(sig syscall.Signal) {
+	for i, p := range sv.procs {
+		if sv.alive[i] {
+			if err := p.proc.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
+				sv.log.Warn("cannot signal worker", zap.Int("rank", p.w.Rank), zap.String("host", p.w.Host), zap.Error(err))
+			}
+		}
+	}
+}
+
+// stop asks the live workers to end with sig and arms the kill timer.
+func (sv *supervisor) stop(sig syscall.Signal) {
+	sv.sent[sig] = true
+	sv.signalAll(sig)
+	if !sv.stopping {
+		sv.stopping = true
+		sv.graceT = time.NewTimer(sv.grace)
+		sv.graceC = sv.graceT.C
+	}
+}
+
+func (sv *supervisor) interrupted(sig os.Signal) {
+	ssig, ok := sig.(syscall.Signal)
+	if !ok {
+		ssig = syscall.SIGTERM
+	}
+	if sv.res.Interrupted != nil {
+		sv.log.Warn("second signal: killing the workers", zap.String("signal", SignalName(ssig)))
+		sv.sent[syscall.SIGKILL] = true
+		sv.signalAll(syscall.SIGKILL)
+		return
+	}
+	sv.res.Interrupted = sig
+	sv.log.Warn("received "+SignalName(ssig)+"; forwarding it to the workers", zap.Int("workers", sv.live))
+	sv.stop(ssig)
+}
+
+// exited records one worker's end and decides whether the job stops.
+func (sv *supervisor) exited(ev exitEvent) {
+	p := sv.procs[ev.i]
+	sv.alive[ev.i] = false
+	sv.live--
+	e := Exit{Rank: p.w.Rank, Host: p.w.Host, Pid: p.proc.Pid(), Status: ev.st}
+	sv.res.Exits[ev.i] = e
+	if sv.cfg.OnExit != nil {
+		sv.cfg.OnExit(e)
+	}
+	fields := []zap.Field{zap.Int("rank", e.Rank), zap.String("host", e.Host)}
+	// Failures travel at different speeds (a remote exit crosses ssh; a
+	// survivor may exit before the dead peer is reaped): a failure that is
+	// not the job's stop may be the cause.
+	if e.Status.Failed() && (!sv.stopping || ownFailure(e.Status, sv.sent)) {
+		sv.own[ev.i] = true
+		sv.order = append(sv.order, ev.i)
+	}
+	switch {
+	case sv.stopping && sv.own[ev.i]:
+		if c, ok := sv.cause(); ok && c.Rank == e.Rank {
+			sv.log.Error(e.String()+" (the first failure)", fields...)
+		} else {
+			sv.log.Error(e.String()+" (while the job was stopping)", fields...)
+		}
+		return
+	case !e.Status.Failed() || sv.stopping || sv.settling:
+		sv.log.Debug("worker ended", append(fields, zap.Stringer("status", e.Status))...)
+		return
+	}
+	sv.first = ev.i
+	what := e.String()
+	if c, ok := sv.cause(); ok && c.Rank != e.Rank {
+		// This worker failed because of another: name the origin first.
+		what = fmt.Sprintf("first failure: %s; %s", c.Description, e)
+	}
+	if sv.live == 0 {
+		sv.log.Error(what, fields...)
+		return
+	}
+	if d := settleFor(sv.cfg.Settle, e); d > 0 {
+		sv.log.Error(fmt.Sprintf("%s; the other workers get %v to end on their own", what, d), fields...)
+		sv.settling = true
+		sv.settleT = time.NewTimer(d)
+		sv.settleC = sv.settleT.C
+		return
+	}
+	sv.log.Error(what+"; stopping the other workers", fields...)
+	sv.stop(syscall.SIGTERM)
+}
+
+func (sv *supervisor) cause() (Cause, bool) {
+	if sv.cfg.Cause == nil {
+		return Cause{}, false
+	}
+	return sv.cfg.Cause()
+}
+
+// result picks the first failure (see Run) and the exit code.
+func (sv *supervisor) result() Result {
+	res := sv.res
+	if c, ok := sv.cause(); ok {
+		res.Cause = &c
+	}
+	first := pickFirst(sv.procs, res.Exits, sv.own, sv.order, res.Cause)
+	if first >= 0 {
+		e := res.Exits[first]
+		res.FirstFailure = &e
+		if sv.first >= 0 && first != sv.first {
+			sv.log.Error("first failure: "+e.String(), zap.Int("rank", e.Rank), zap.String("host", e.Host))
 		}
 	}
 	switch {
@@ -256,11 +371,30 @@ func Run(ctx context.Context, cfg JobConfig, signals <-chan os.Signal) (Result, 
 		res.ExitCode = res.FirstFailure.Status.ExitCode()
 	case res.Interrupted != nil:
 		res.ExitCode = 128 + int(toSyscall(res.Interrupted))
-	case ctx.Err() != nil:
-		res.ExitCode = 1
-		return res, ctx.Err()
 	}
-	return res, nil
+	return res
+}
+
+// pickFirst orders the failures of their own (order: by arrival) by the
+// evidence of when they happened: the oracle's rank, then a death by a
+// signal nobody in the job sent, then arrival. -1 when none failed.
+func pickFirst(procs []started, exits []Exit, own []bool, order []int, cause *Cause) int {
+	if len(order) == 0 {
+		return -1
+	}
+	if cause != nil {
+		for i, p := range procs {
+			if p.w.Rank == cause.Rank && own[i] {
+				return i
+			}
+		}
+	}
+	for _, i := range order {
+		if exits[i].Status.Signal != 0 {
+			return i
+		}
+	}
+	return order[0]
 }
 
 func settleFor(f func(Exit) time.Duration, e Exit) time.Duration {

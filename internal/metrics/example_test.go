@@ -1,10 +1,11 @@
 package metrics_test
 
 import (
+	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -38,8 +39,14 @@ func Example() {
 		return
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	fmt.Print(string(body))
+	// Print this example's own families; the Go runtime and process
+	// collectors (go_*, process_*) follow them.
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), "gorovod_") {
+			fmt.Println(sc.Text())
+		}
+	}
 	// Output:
 	// # HELP gorovod_cycle_seconds Negotiation cycle time.
 	// # TYPE gorovod_cycle_seconds histogram

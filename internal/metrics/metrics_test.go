@@ -1,7 +1,7 @@
 package metrics
 
 import (
-	"bufio"
+	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
@@ -10,15 +10,21 @@ import (
 	"net"
 	"net/http"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
+const weirdHost = "node\"1\\a\nb" // a host label value that needs every escape
+
 func testRegistry() (*Registry, *Counter, *Gauge, *Histogram) {
-	reg := NewRegistry(Label{"rank", "3"}, Label{"host", "node\"1\\a\nb"})
+	reg := NewRegistry(Label{"rank", "3"}, Label{"host", weirdHost})
 	ops := reg.Counter("gorovod_ops_total", "Backend operations.\nOne per fused op; path C:\\x.")
 	ops.Add(41)
 	ops.Inc()
@@ -36,118 +42,94 @@ func testRegistry() (*Registry, *Counter, *Gauge, *Histogram) {
 	return reg, ops, g, h
 }
 
-const wantText = `# HELP gorovod_cache_hits_total Cache hits.
-# TYPE gorovod_cache_hits_total counter
-gorovod_cache_hits_total{rank="3",host="node\"1\\a\nb"} 12
-# HELP gorovod_cycle_seconds Negotiation cycle time.
-# TYPE gorovod_cycle_seconds histogram
-gorovod_cycle_seconds_bucket{rank="3",host="node\"1\\a\nb",le="0.001"} 2
-gorovod_cycle_seconds_bucket{rank="3",host="node\"1\\a\nb",le="0.01"} 3
-gorovod_cycle_seconds_bucket{rank="3",host="node\"1\\a\nb",le="0.1"} 3
-gorovod_cycle_seconds_bucket{rank="3",host="node\"1\\a\nb",le="+Inf"} 4
-gorovod_cycle_seconds_sum{rank="3",host="node\"1\\a\nb"} 0.5035
-gorovod_cycle_seconds_count{rank="3",host="node\"1\\a\nb"} 4
-# HELP gorovod_fusion_threshold_bytes Current fusion threshold.
-# TYPE gorovod_fusion_threshold_bytes gauge
-gorovod_fusion_threshold_bytes{rank="3",host="node\"1\\a\nb"} 6.7108864e+07
-# HELP gorovod_ops_total Backend operations.\nOne per fused op; path C:\\x.
-# TYPE gorovod_ops_total counter
-gorovod_ops_total{rank="3",host="node\"1\\a\nb"} 42
-# HELP gorovod_tensors_total Tensors by op.
-# TYPE gorovod_tensors_total counter
-gorovod_tensors_total{rank="3",host="node\"1\\a\nb",op="allreduce"} 7
-gorovod_tensors_total{rank="3",host="node\"1\\a\nb",op="broadcast"} 2
-# HELP gorovod_weird Special values.
-# TYPE gorovod_weird gauge
-gorovod_weird{rank="3",host="node\"1\\a\nb",k="inf"} +Inf
-gorovod_weird{rank="3",host="node\"1\\a\nb",k="small"} 1.5e-07
-`
+// families is a parsed scrape.
+type families map[string]*dto.MetricFamily
 
-func TestRender(t *testing.T) {
-	reg, _, _, _ := testRegistry()
-	if err := reg.Err(); err != nil {
-		t.Fatal(err)
-	}
-	var sb strings.Builder
-	if _, err := reg.WriteTo(&sb); err != nil {
-		t.Fatal(err)
-	}
-	if sb.String() != wantText {
-		t.Errorf("got:\n%s\nwant:\n%s", sb.String(), wantText)
-	}
-}
-
-// scraped is a parsed exposition: families' help and type, and samples by
-// "name{label=value,...}" with labels in order of appearance, values unescaped.
-type scraped struct {
-	help, typ map[string]string
-	samples   map[string]string
-}
-
-func parseText(t *testing.T, r io.Reader) scraped {
+// find returns the series of family name whose labels are exactly want.
+func (fs families) find(t *testing.T, name string, want map[string]string) *dto.Metric {
 	t.Helper()
-	s := scraped{help: map[string]string{}, typ: map[string]string{}, samples: map[string]string{}}
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		line := sc.Text()
-		switch {
-		case strings.HasPrefix(line, "# HELP "):
-			name, help, _ := strings.Cut(line[len("# HELP "):], " ")
-			s.help[name] = strings.NewReplacer(`\\`, `\`, `\n`, "\n").Replace(help)
-		case strings.HasPrefix(line, "# TYPE "):
-			name, typ, _ := strings.Cut(line[len("# TYPE "):], " ")
-			s.typ[name] = typ
-		default:
-			key, value := parseSample(t, line)
-			if _, err := strconv.ParseFloat(value, 64); err != nil {
-				t.Errorf("sample %q: value %q: %v", line, value, err)
-			}
-			s.samples[key] = value
+	f := fs[name]
+	if f == nil {
+		t.Fatalf("no family %s", name)
+	}
+	for _, m := range f.GetMetric() {
+		got := map[string]string{}
+		for _, l := range m.GetLabel() {
+			got[l.GetName()] = l.GetValue()
+		}
+		if fmt.Sprint(got) == fmt.Sprint(want) {
+			return m
 		}
 	}
-	return s
+	t.Fatalf("family %s has no series %v: %v", name, want, f.GetMetric())
+	return nil
 }
 
-// parseSample decodes one sample line, unescaping label values.
-func parseSample(t *testing.T, line string) (key, value string) {
-	t.Helper()
-	i := strings.IndexAny(line, "{ ")
-	if i < 0 {
-		t.Fatalf("bad sample %q", line)
+// labels are the registry's constant labels plus extra name, value pairs.
+func labels(extra ...string) map[string]string {
+	m := map[string]string{"rank": "3", "host": weirdHost}
+	for i := 0; i+1 < len(extra); i += 2 {
+		m[extra[i]] = extra[i+1]
 	}
-	key, rest := line[:i], line[i:]
-	if rest[0] == '{' {
-		var labels []string
-		rest = rest[1:]
-		for rest[0] != '}' {
-			name, after, ok := strings.Cut(rest, `="`)
-			if !ok {
-				t.Fatalf("bad labels in %q", line)
-			}
-			var val strings.Builder
-			j := 0
-			for ; after[j] != '"'; j++ {
-				if after[j] == '\\' {
-					j++
-					switch after[j] {
-					case 'n':
-						val.WriteByte('\n')
-					case '\\', '"':
-						val.WriteByte(after[j])
-					default:
-						t.Fatalf("bad escape in %q", line)
-					}
-					continue
-				}
-				val.WriteByte(after[j])
-			}
-			labels = append(labels, name+"="+val.String())
-			rest = strings.TrimPrefix(after[j+1:], ",")
+	return m
+}
+
+type scraper struct {
+	t      *testing.T
+	url    string
+	client *http.Client
+}
+
+// get scrapes with the given Accept header and returns the response's
+// format and its body (gunzipped if the server compressed it).
+func (s scraper) get(accept string) (expfmt.Format, []byte) {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.url, nil)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	if accept != "" {
+		req.Header.Set("Accept", accept)
+	}
+	req.Header.Set("Accept-Encoding", "gzip")
+	resp, err := s.client.Do(req)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		s.t.Fatalf("status %s", resp.Status)
+	}
+	var body io.Reader = resp.Body
+	if resp.Header.Get("Content-Encoding") == "gzip" {
+		zr, err := gzip.NewReader(resp.Body)
+		if err != nil {
+			s.t.Fatal(err)
 		}
-		key += "{" + strings.Join(labels, ",") + "}"
-		rest = rest[1:]
+		body = zr
 	}
-	return key, strings.TrimPrefix(rest, " ")
+	b, err := io.ReadAll(body)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return expfmt.ResponseFormat(resp.Header), b
+}
+
+// text scrapes the text format and parses it with Prometheus' text parser.
+func (s scraper) text() families {
+	s.t.Helper()
+	format, body := s.get("")
+	if format.FormatType() != expfmt.TypeTextPlain {
+		s.t.Fatalf("default format %q, want the text format", format)
+	}
+	parser := expfmt.NewTextParser(model.LegacyValidation)
+	fs, err := parser.TextToMetricFamilies(strings.NewReader(string(body)))
+	if err != nil {
+		s.t.Fatalf("text parser: %v\n%s", err, body)
+	}
+	return fs
 }
 
 func TestScrapeOverHTTP(t *testing.T) {
@@ -158,65 +140,98 @@ func TestScrapeOverHTTP(t *testing.T) {
 		t.Fatal(err)
 	}
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
-	scrape := func() scraped {
-		t.Helper()
-		resp, err := client.Get(srv.URL())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != ContentType {
-			t.Fatalf("status %s, content type %q", resp.Status, resp.Header.Get("Content-Type"))
-		}
-		return parseText(t, resp.Body)
-	}
-	const host = "host=node\"1\\a\nb"
-	s := scrape()
-	if s.typ["gorovod_cycle_seconds"] != "histogram" || s.typ["gorovod_ops_total"] != "counter" || s.typ["gorovod_fusion_threshold_bytes"] != "gauge" {
-		t.Errorf("types %v", s.typ)
-	}
-	if s.help["gorovod_ops_total"] != "Backend operations.\nOne per fused op; path C:\\x." {
-		t.Errorf("help %q", s.help["gorovod_ops_total"])
-	}
-	for key, want := range map[string]string{
-		"gorovod_ops_total{rank=3," + host + "}":                     "42",
-		"gorovod_tensors_total{rank=3," + host + ",op=broadcast}":    "2",
-		"gorovod_cycle_seconds_bucket{rank=3," + host + ",le=+Inf}":  "4",
-		"gorovod_cycle_seconds_count{rank=3," + host + "}":           "4",
-		"gorovod_fusion_threshold_bytes{rank=3," + host + "}":        "6.7108864e+07",
-		"gorovod_weird{rank=3," + host + ",k=inf}":                   "+Inf",
-		"gorovod_cache_hits_total{rank=3," + host + "}":              "12",
-		"gorovod_cycle_seconds_bucket{rank=3," + host + ",le=0.001}": "2",
-		"gorovod_tensors_total{rank=3," + host + ",op=allreduce}":    "7",
-		"gorovod_cycle_seconds_sum{rank=3," + host + "}":             "0.5035",
-		"gorovod_weird{rank=3," + host + ",k=small}":                 "1.5e-07",
-		"gorovod_cycle_seconds_bucket{rank=3," + host + ",le=0.01}":  "3",
-		"gorovod_cycle_seconds_bucket{rank=3," + host + ",le=0.1}":   "3",
+	s := scraper{t: t, url: srv.URL(), client: client}
+
+	fs := s.text()
+	for name, typ := range map[string]dto.MetricType{
+		"gorovod_cycle_seconds":          dto.MetricType_HISTOGRAM,
+		"gorovod_ops_total":              dto.MetricType_COUNTER,
+		"gorovod_fusion_threshold_bytes": dto.MetricType_GAUGE,
+		"gorovod_cache_hits_total":       dto.MetricType_COUNTER,
+		"gorovod_weird":                  dto.MetricType_GAUGE,
 	} {
-		if got, ok := s.samples[key]; !ok || got != want {
-			t.Errorf("%s = %q (present %v), want %q", key, got, ok, want)
+		if f := fs[name]; f == nil || f.GetType() != typ {
+			t.Errorf("%s: %v, want type %v", name, f, typ)
 		}
 	}
-	if len(s.samples) != 13 {
-		t.Errorf("%d samples, want 13: %v", len(s.samples), s.samples)
+	if got := fs["gorovod_ops_total"].GetHelp(); got != "Backend operations.\nOne per fused op; path C:\\x." {
+		t.Errorf("help %q", got)
+	}
+	for _, c := range []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"gorovod_ops_total", labels(), 42},
+		{"gorovod_tensors_total", labels("op", "allreduce"), 7},
+		{"gorovod_tensors_total", labels("op", "broadcast"), 2},
+		{"gorovod_cache_hits_total", labels(), 12},
+	} {
+		if got := fs.find(t, c.name, c.labels).GetCounter().GetValue(); got != c.want {
+			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
+		}
+	}
+	if got := fs.find(t, "gorovod_fusion_threshold_bytes", labels()).GetGauge().GetValue(); got != 64<<20 {
+		t.Errorf("gauge = %v", got)
+	}
+	if got := fs.find(t, "gorovod_weird", labels("k", "inf")).GetGauge().GetValue(); !math.IsInf(got, 1) {
+		t.Errorf("+Inf gauge = %v", got)
+	}
+	if got := fs.find(t, "gorovod_weird", labels("k", "small")).GetGauge().GetValue(); got != 1.5e-7 {
+		t.Errorf("small gauge = %v", got)
+	}
+	checkHistogram(t, fs.find(t, "gorovod_cycle_seconds", labels()).GetHistogram(), []uint64{2, 3, 3}, 4, 0.5035)
+
+	// The Go runtime and process collectors, with the constant labels.
+	for _, name := range []string{"go_goroutines", "go_memstats_alloc_bytes", "process_cpu_seconds_total", "process_resident_memory_bytes"} {
+		fs.find(t, name, labels())
 	}
 
 	// Updates show in the next scrape.
 	ops.Add(8)
 	g.Add(-1)
 	h.ObserveDuration(2 * time.Millisecond)
-	s = scrape()
-	if got := s.samples["gorovod_ops_total{rank=3,"+host+"}"]; got != "50" {
-		t.Errorf("ops after Add: %s", got)
+	fs = s.text()
+	if got := fs.find(t, "gorovod_ops_total", labels()).GetCounter().GetValue(); got != 50 {
+		t.Errorf("ops after Add: %v", got)
 	}
-	if got := s.samples["gorovod_fusion_threshold_bytes{rank=3,"+host+"}"]; got != "6.7108863e+07" {
-		t.Errorf("gauge after Add: %s", got)
+	if got := fs.find(t, "gorovod_fusion_threshold_bytes", labels()).GetGauge().GetValue(); got != 64<<20-1 {
+		t.Errorf("gauge after Add: %v", got)
 	}
-	if got := s.samples["gorovod_cycle_seconds_bucket{rank=3,"+host+",le=0.01}"]; got != "4" {
-		t.Errorf("bucket after Observe: %s", got)
+	checkHistogram(t, fs.find(t, "gorovod_cycle_seconds", labels()).GetHistogram(), []uint64{2, 4, 4}, 5, 0.5055)
+	if ops.Value() != 50 || g.Value() != 64<<20-1 {
+		t.Errorf("Value() = %d, %v", ops.Value(), g.Value())
 	}
 
-	// Other methods and paths.
+	checkMethodsAndPaths(t, client, srv)
+	if err := srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	if _, err := client.Get(srv.URL()); err == nil {
+		t.Error("scrape after Close succeeded")
+	}
+	client.CloseIdleConnections()
+	checkNoLeak(t, before)
+}
+
+func checkHistogram(t *testing.T, h *dto.Histogram, cumulative []uint64, count uint64, sum float64) {
+	t.Helper()
+	var got []uint64
+	for _, b := range h.GetBucket() {
+		if !math.IsInf(b.GetUpperBound(), 1) {
+			got = append(got, b.GetCumulativeCount())
+		}
+	}
+	if fmt.Sprint(got) != fmt.Sprint(cumulative) || h.GetSampleCount() != count || math.Abs(h.GetSampleSum()-sum) > 1e-12 {
+		t.Errorf("histogram buckets %v count %d sum %v, want %v %d %v", got, h.GetSampleCount(), h.GetSampleSum(), cumulative, count, sum)
+	}
+}
+
+func checkMethodsAndPaths(t *testing.T, client *http.Client, srv *Server) {
+	t.Helper()
 	resp, err := client.Post(srv.URL(), "text/plain", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -233,18 +248,73 @@ func TestScrapeOverHTTP(t *testing.T) {
 	if resp.StatusCode != http.StatusNotFound {
 		t.Errorf("GET /other: %s", resp.Status)
 	}
+}
 
-	if err := srv.Close(); err != nil {
+// A scraper asking for OpenMetrics gets it, with the same values.
+func TestOpenMetricsNegotiation(t *testing.T) {
+	reg, _, _, _ := testRegistry()
+	srv, err := Serve(context.Background(), "127.0.0.1:0", reg)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := srv.Close(); err != nil {
-		t.Errorf("second Close: %v", err)
+	defer srv.Close()
+	s := scraper{t: t, url: srv.URL(), client: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}}
+	format, body := s.get("application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5")
+	if format.FormatType() != expfmt.TypeOpenMetrics {
+		t.Fatalf("format %q, want OpenMetrics", format)
 	}
-	if _, err := client.Get(srv.URL()); err == nil {
-		t.Error("scrape after Close succeeded")
+	if !strings.HasSuffix(string(body), "# EOF\n") {
+		t.Errorf("OpenMetrics body does not end with # EOF:\n%s", body)
 	}
-	client.CloseIdleConnections()
-	checkNoLeak(t, before)
+	// The Go collector's gauge go_memstats_alloc_bytes and counter
+	// go_memstats_alloc_bytes_total both become family go_memstats_alloc_bytes
+	// in OpenMetrics 1.0, which common's decoder refuses: a clash inside the
+	// Go collector, not of this package's names; leave those two out.
+	var kept []string
+	for _, line := range strings.SplitAfter(string(body), "\n") {
+		if !strings.Contains(line, "go_memstats_alloc_bytes") {
+			kept = append(kept, line)
+		}
+	}
+	dec := expfmt.NewDecoder(strings.NewReader(strings.Join(kept, "")), format)
+	fs := families{}
+	for {
+		var f dto.MetricFamily
+		err := dec.Decode(&f)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("OpenMetrics decoder: %v\n%s", err, body)
+		}
+		fs[f.GetName()] = &f
+	}
+	// OpenMetrics names a counter family without its _total suffix.
+	ops := fs["gorovod_ops"]
+	if ops == nil {
+		ops = fs["gorovod_ops_total"]
+	}
+	if ops == nil || ops.GetType() != dto.MetricType_COUNTER {
+		t.Fatalf("no gorovod_ops counter in %v", fs)
+	}
+	if got := fs.find(t, ops.GetName(), labels()).GetCounter().GetValue(); got != 42 {
+		t.Errorf("ops = %v over OpenMetrics", got)
+	}
+	checkHistogram(t, fs.find(t, "gorovod_cycle_seconds", labels()).GetHistogram(), []uint64{2, 3, 3}, 4, 0.5035)
+}
+
+// client_golang's linter finds nothing to say about the registry,
+// including the runtime and process collectors.
+func TestLint(t *testing.T) {
+	reg, _, _, _ := testRegistry()
+	reg.Histogram("gorovod_negotiation_seconds", "Duration of one negotiation cycle.", LatencyBuckets()).Observe(0.001)
+	problems, err := testutil.GatherAndLint(reg.Gatherer())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("lint: %s: %s", p.Metric, p.Text)
+	}
 }
 
 // checkNoLeak waits, boundedly, for the goroutine count to come back.
@@ -280,31 +350,36 @@ func TestConcurrentUpdatesAndScrapes(t *testing.T) {
 				c.Inc()
 				h.Observe(1e-3)
 				g.Add(0.5)
-				reg.Counter("lazy_total", "lazy", Label{"w", strconv.Itoa(i % 3)}).Inc()
+				reg.Counter("lazy_total", "lazy", Label{"w", fmt.Sprint(i % 3)}).Inc()
 			}
 		}()
 	}
 	for i := 0; i < 20; i++ {
-		var sb strings.Builder
-		_, _ = reg.WriteTo(&sb)
-		parseText(t, strings.NewReader(sb.String()))
+		if _, err := reg.Gatherer().Gather(); err != nil {
+			t.Fatal(err)
+		}
 	}
 	wg.Wait()
-	var sb strings.Builder
-	_, _ = reg.WriteTo(&sb)
-	s := parseText(t, strings.NewReader(sb.String()))
-	for key, want := range map[string]string{
-		"c_total{rank=0}":                  "4000",
-		"h_seconds_count{rank=0}":          "4000",
-		"h_seconds_sum{rank=0}":            "", // float rounding: only presence
-		"g{rank=0}":                        "2000",
-		"lazy_total{rank=0,w=0}":           "1336",
-		"h_seconds_bucket{rank=0,le=+Inf}": "4000",
-	} {
-		got, ok := s.samples[key]
-		if !ok || (want != "" && got != want) {
-			t.Errorf("%s = %q (present %v), want %q", key, got, ok, want)
-		}
+	mfs, err := reg.Gatherer().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs := families{}
+	for _, f := range mfs {
+		fs[f.GetName()] = f
+	}
+	rank0 := map[string]string{"rank": "0"}
+	if got := fs.find(t, "c_total", rank0).GetCounter().GetValue(); got != 4000 {
+		t.Errorf("c_total = %v", got)
+	}
+	if got := fs.find(t, "h_seconds", rank0).GetHistogram().GetSampleCount(); got != 4000 {
+		t.Errorf("h_seconds count = %v", got)
+	}
+	if got := fs.find(t, "g", rank0).GetGauge().GetValue(); got != 2000 {
+		t.Errorf("g = %v", got)
+	}
+	if got := fs.find(t, "lazy_total", map[string]string{"rank": "0", "w": "0"}).GetCounter().GetValue(); got != 1336 {
+		t.Errorf("lazy_total{w=0} = %v", got)
 	}
 	if err := reg.Err(); err != nil {
 		t.Error(err)
@@ -321,11 +396,6 @@ func TestIdempotentRegistration(t *testing.T) {
 	h1 := reg.Histogram("h", "h", []float64{1})
 	if h2 := reg.Histogram("h", "h", []float64{1}); h1 != h2 {
 		t.Error("re-registration made a new histogram")
-	}
-	var sb strings.Builder
-	_, _ = NewRegistry().WriteTo(&sb)
-	if sb.Len() != 0 {
-		t.Errorf("empty registry renders %q", sb.String())
 	}
 	if reg.Err() != nil {
 		t.Error(reg.Err())
@@ -348,6 +418,7 @@ func TestRegistrationErrors(t *testing.T) {
 		{"kind clash", func(r *Registry) { r.Counter("a", "h"); r.Gauge("a", "h") }, "registered as a counter, now as a gauge"},
 		{"help clash", func(r *Registry) { r.Counter("a", "h"); r.Counter("a", "other") }, `help "other" differs`},
 		{"label names clash", func(r *Registry) { r.Counter("a", "h", Label{"x", "1"}); r.Counter("a", "h", Label{"y", "1"}) }, "label names [y] differ"},
+		{"collector name clash", func(r *Registry) { r.Gauge("go_goroutines", "h") }, "go_goroutines"},
 		{"le on histogram", func(r *Registry) { r.Histogram("h", "h", nil, Label{"le", "1"}) }, `"le" is reserved`},
 		{"unsorted buckets", func(r *Registry) { r.Histogram("h", "h", []float64{2, 1}) }, "buckets must ascend"},
 		{"func twice", func(r *Registry) {
@@ -433,10 +504,10 @@ func BenchmarkHistogramObserve(b *testing.B) {
 	}
 }
 
-func BenchmarkScrape(b *testing.B) {
+func BenchmarkGather(b *testing.B) {
 	reg, _, _, _ := testRegistry()
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
-		_, _ = reg.WriteTo(io.Discard)
+		_, _ = reg.Gatherer().Gather()
 	}
 }

@@ -71,23 +71,21 @@ func (c *Client) GetWorld(ctx context.Context, epoch uint64) (World, error) {
 
 // ReportStatus tells the launcher how this worker is doing.
 func (c *Client) ReportStatus(ctx context.Context, st Status) error {
-	_, err := c.rpc.ReportStatus(ctx, &pb.ReportStatusRequest{
-		Epoch: st.Epoch, Rank: int32(st.Rank), State: pb.WorkerState(st.State), Message: st.Message,
-	}, grpc.WaitForReady(true))
+	_, err := c.rpc.ReportStatus(ctx, statusToPB(st), grpc.WaitForReady(true))
 	if err != nil {
 		return fromStatus(ctx, c.addr, err)
 	}
 	return nil
 }
 
-// ReportFailure reports st (State is set to StateFailed) and returns the
-// first failure reported in st's epoch, which may be st itself: the job's
-// failure oracle, so every rank can name where a failure started.
+// ReportFailure reports st (State is set to StateFailed; Kind and Suspect
+// say what st knows of the cause) and returns the failure oracle's verdict
+// on st's epoch: the rank the job's failure started at (Rank) and its
+// description, which may be st's own. A stall report may wait for the
+// verdict up to the server's settle window (see FailurePeerStalled).
 func (c *Client) ReportFailure(ctx context.Context, st Status) (Status, error) {
 	st.State = StateFailed
-	resp, err := c.rpc.ReportStatus(ctx, &pb.ReportStatusRequest{
-		Epoch: st.Epoch, Rank: int32(st.Rank), State: pb.WorkerState(st.State), Message: st.Message,
-	}, grpc.WaitForReady(true))
+	resp, err := c.rpc.ReportStatus(ctx, statusToPB(st), grpc.WaitForReady(true))
 	if err != nil {
 		return Status{}, fromStatus(ctx, c.addr, err)
 	}
@@ -95,7 +93,7 @@ func (c *Client) ReportFailure(ctx context.Context, st Status) (Status, error) {
 	if f == nil {
 		return st, nil
 	}
-	return Status{Epoch: f.GetEpoch(), Rank: int(f.GetRank()), State: WorkerState(f.GetState()), Message: f.GetMessage()}, nil
+	return statusFromPB(f), nil
 }
 
 // Register is Dial, Client.Register and Close in one call.

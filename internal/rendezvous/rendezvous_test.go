@@ -175,7 +175,7 @@ func TestNobodyRegisteredNeverFails(t *testing.T) {
 	// calls Init is not failed, and a worker that starts late still gets in.
 	s := NewServer(ServerConfig{Size: 1, Secret: secret, StartTimeout: time.Nanosecond})
 	defer s.Stop()
-	s.expire() // as if the timer had fired with nobody registered
+	s.expire(s.cur) // as if the timer had fired with nobody registered
 	resp, err := s.Register(context.Background(), &pb.RegisterRequest{Rank: 0, Host: "h", Addr: "a:1"})
 	if err != nil || resp.GetWorld().GetSize() != 1 {
 		t.Fatalf("Register after an idle timeout: %v, %v", resp, err)
@@ -368,6 +368,25 @@ func TestWorkerExitedAborts(t *testing.T) {
 	err := <-errc
 	if !errors.Is(err, ErrAborted) || !strings.Contains(err.Error(), "rank 2 (pid 9, host h) exited with code 0 before registering") {
 		t.Fatalf("got %v, want ErrAborted naming rank 2", err)
+	}
+	// The rank that left is where the job's failure started, not the
+	// ranks that then fail their Init.
+	if v, ok := s.FirstFailure(); !ok || v.Rank != 2 || !strings.Contains(v.Message, "before joining the job") {
+		t.Fatalf("first failure %+v, %v; want rank 2", v, ok)
+	}
+	// Left before anyone registered: no failure until a rank is refused.
+	s2 := NewServer(ServerConfig{Size: 2, Secret: secret, StartTimeout: time.Minute})
+	defer s2.Stop()
+	s2.WorkerExited(1, "(pid 9, host h) exited with code 0")
+	if v, ok := s2.FirstFailure(); ok {
+		t.Fatalf("a failure %+v before any rank joined", v)
+	}
+	_, err = s2.Register(context.Background(), &pb.RegisterRequest{Rank: 0, Host: "h", Addr: "a:1"})
+	if err = fromStatus(context.Background(), "test", err); !errors.Is(err, ErrAborted) {
+		t.Fatalf("late registration: %v, want ErrAborted", err)
+	}
+	if v, ok := s2.FirstFailure(); !ok || v.Rank != 1 {
+		t.Fatalf("first failure %+v, %v; want rank 1", v, ok)
 	}
 }
 

@@ -4,15 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 
-	"github.com/gorovod/gorovod/internal/hosts"
 	pb "github.com/gorovod/gorovod/internal/rendezvous/rendezvouspb"
 )
 
@@ -25,7 +22,10 @@ type ServerConfig struct {
 	// StartTimeout bounds how long registered ranks wait for the others,
 	// counted from the first registration; 0 means wait forever.
 	StartTimeout time.Duration
-	// Epoch is the membership epoch served (0 for static jobs).
+	// Epoch is the first membership epoch served (0 for static jobs). The
+	// first registration for a later epoch moves the server to that epoch
+	// (a job that closes its world and joins a new one); earlier epochs are
+	// refused with ErrEpoch.
 	Epoch uint64
 	// Logger receives the server's logs; nil means none.
 	Logger *zap.Logger
@@ -35,10 +35,14 @@ type ServerConfig struct {
 	// MaxClockSkew is the largest accepted distance between a request's
 	// timestamp and the server clock; 0 means 5 minutes.
 	MaxClockSkew time.Duration
+	// StallSettle is how long the failure oracle waits, after a stall
+	// report, for the stalled rank to say it was itself waiting on
+	// another (see blame); 0 means DefaultStallSettle.
+	StallSettle time.Duration
 }
 
-// Server is the rendezvous service of one job epoch. It is safe for
-// concurrent use.
+// Server is the rendezvous service of a job: one epoch's registration at a
+// time (see round). It is safe for concurrent use.
 type Server struct {
 	pb.UnimplementedRendezvousServer
 
@@ -53,18 +57,14 @@ type Server struct {
 	stopped  chan struct{}
 
 	mu       sync.Mutex
-	regs     []*Registration // by rank; nil = not registered
-	count    int
-	timer    *time.Timer
-	done     chan struct{} // closed once world or err is set
-	world    World
-	err      error
+	cur      *round         // the epoch being registered or served, with its failure oracle
+	exited   map[int]string // ranks whose worker left, and how (WorkerExited)
 	statuses []Status
 }
 
 // NewServer returns a server for cfg. A bad cfg is reported by Serve.
 func NewServer(cfg ServerConfig) *Server {
-	s := &Server{cfg: cfg, log: cfg.Logger, skew: cfg.MaxClockSkew, stopped: make(chan struct{}), done: make(chan struct{})}
+	s := &Server{cfg: cfg, log: cfg.Logger, skew: cfg.MaxClockSkew, stopped: make(chan struct{}), exited: make(map[int]string)}
 	if s.log == nil {
 		s.log = zap.NewNop()
 	}
@@ -80,9 +80,8 @@ func NewServer(cfg ServerConfig) *Server {
 		s.cfgErr = errorf(ErrInvalid, "server Secret is empty")
 	case cfg.StartTimeout < 0:
 		s.cfgErr = errorf(ErrInvalid, "server StartTimeout is %v, must be >= 0", cfg.StartTimeout)
-	default:
-		s.regs = make([]*Registration, cfg.Size)
 	}
+	s.cur = newRound(cfg.Epoch, max(cfg.Size, 0), cfg.StallSettle)
 	s.grpc = grpc.NewServer(grpc.UnaryInterceptor(s.serverAuth))
 	pb.RegisterRendezvousServer(s.grpc, s)
 	return s
@@ -107,47 +106,11 @@ func (s *Server) Stop() {
 	s.stopOnce.Do(func() {
 		close(s.stopped)
 		s.mu.Lock()
-		if s.timer != nil {
-			s.timer.Stop()
-		}
+		s.cur.stopTimer()
+		s.cur.oracle.Stop()
 		s.mu.Unlock()
 		s.grpc.Stop()
 	})
-}
-
-// Registered returns the ranks registered so far, ascending.
-func (s *Server) Registered() []int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.registeredLocked()
-}
-
-func (s *Server) registeredLocked() []int {
-	var out []int
-	for r, reg := range s.regs {
-		if reg != nil {
-			out = append(out, r)
-		}
-	}
-	return out
-}
-
-// World returns the world once every rank registered.
-func (s *Server) World() (World, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.err != nil || s.count != s.cfg.Size || s.cfg.Size == 0 {
-		return World{}, false
-	}
-	return s.world, true
-}
-
-// Failed reports whether the epoch's rendezvous failed (start timeout,
-// abort): every rank that registered has been sent the error.
-func (s *Server) Failed() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.err != nil && s.count > 0
 }
 
 // Statuses returns every status reported so far, in arrival order.
@@ -157,211 +120,35 @@ func (s *Server) Statuses() []Status {
 	return append([]Status(nil), s.statuses...)
 }
 
-// WorkerExited tells the server that the worker of rank left (desc says
-// how, e.g. "exited with code 0"). If the world is not complete and that
-// rank never registered, it never will: the epoch fails at once with
-// ErrAborted instead of making the others wait for the start timeout.
-func (s *Server) WorkerExited(rank int, desc string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cfgErr != nil || rank < 0 || rank >= len(s.regs) || s.regs[rank] != nil || s.finishedLocked() {
-		return
-	}
-	s.failLocked(errorf(ErrAborted, "rank %d %s before registering", rank, desc))
-}
-
 // RecordFailure records a failure the launcher saw itself (a worker that
 // exited with an error or was killed) as a failed status of the server's
-// epoch. Workers' ReportFailure calls then name it as the job's first
-// failure when it came before theirs: the launcher often learns of a death
-// before any peer of the dead worker uses a link to it.
+// epoch, and as evidence for the failure oracle: a rank whose process ended
+// cannot pass the blame on. Workers' ReportFailure calls name it as the
+// job's first failure when it came before theirs: the launcher often learns
+// of a death before any peer of the dead worker uses a link to it.
 func (s *Server) RecordFailure(rank int, message string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.statuses = append(s.statuses, Status{Epoch: s.cfg.Epoch, Rank: rank, State: StateFailed, Message: message})
+	s.recordLocked(Status{Epoch: s.cur.epoch, Rank: rank, State: StateFailed, Kind: FailureExited, Suspect: rank, Message: message})
 }
 
-func (s *Server) finishedLocked() bool {
-	select {
-	case <-s.done:
-		return true
-	default:
-		return false
-	}
-}
-
-func (s *Server) failLocked(err error) {
-	s.err = err
-	if s.timer != nil {
-		s.timer.Stop()
-	}
-	close(s.done)
-	if s.count > 0 {
-		s.log.Warn("rendezvous failed", zap.Error(err), zap.Ints("waiting_ranks", s.registeredLocked()))
-	} else {
-		// Nobody waits (a program that does not use Gorovod): not news.
-		s.log.Debug("rendezvous closed", zap.Error(err))
-	}
-}
-
-// expire runs when the start timeout passes.
-func (s *Server) expire() {
+// FirstFailure returns the failure oracle's verdict on the current epoch:
+// the rank the job's failure started at (Rank) and how it was seen. It
+// decides a pending verdict if the evidence allows, but never waits.
+func (s *Server) FirstFailure() (Status, bool) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.finishedLocked() || s.count == 0 {
-		return
-	}
-	var missing, present []int
-	for r, reg := range s.regs {
-		if reg == nil {
-			missing = append(missing, r)
-		} else {
-			present = append(present, r)
-		}
-	}
-	s.failLocked(errorf(ErrStartTimeout, "ranks %s did not register within %v (registered: %s)",
-		rankList(missing), s.cfg.StartTimeout, rankList(present)))
+	o := s.cur.oracle
+	s.mu.Unlock()
+	return o.Verdict()
 }
 
-// rankList renders ranks as "[0, 2, 5]", eliding the middle of long lists.
-func rankList(ranks []int) string {
-	parts := make([]string, 0, len(ranks))
-	for i, r := range ranks {
-		if len(ranks) > 16 && i == 8 {
-			parts = append(parts, fmt.Sprintf("... %d more ...", len(ranks)-16))
-		}
-		if len(ranks) > 16 && i >= 8 && i < len(ranks)-8 {
-			continue
-		}
-		parts = append(parts, strconv.Itoa(r))
+// recordLocked adds a status; a failure of the current epoch goes to its
+// oracle.
+func (s *Server) recordLocked(st Status) {
+	s.statuses = append(s.statuses, st)
+	if st.State == StateFailed && st.Epoch == s.cur.epoch && s.cfgErr == nil {
+		s.cur.oracle.Record(st)
 	}
-	return "[" + strings.Join(parts, ", ") + "]"
-}
-
-// Register implements the RPC: record, then wait for the world.
-func (s *Server) Register(ctx context.Context, req *pb.RegisterRequest) (*pb.RegisterResponse, error) {
-	reg := &Registration{Epoch: req.GetEpoch(), Rank: int(req.GetRank()), Host: req.GetHost(),
-		LocalRank: int(req.GetLocalRank()), Addr: req.GetAddr(), Pid: int(req.GetPid())}
-	done, err := s.add(reg)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	log := s.log.With(zap.Int("rank", reg.Rank), zap.String("host", reg.Host))
-	log.Debug("registered", zap.String("addr", reg.Addr), zap.Int("pid", reg.Pid))
-	select {
-	case <-done:
-		s.mu.Lock()
-		w, err := s.world, s.err
-		s.mu.Unlock()
-		if err != nil {
-			return nil, toStatus(err)
-		}
-		return &pb.RegisterResponse{World: worldToPB(w)}, nil
-	case <-ctx.Done():
-		s.withdraw(reg)
-		log.Debug("registration withdrawn", zap.Error(ctx.Err()))
-		return nil, toStatus(ctx.Err())
-	case <-s.stopped:
-		return nil, toStatus(errorf(ErrUnavailable, "rendezvous server stopped"))
-	}
-}
-
-func (s *Server) add(reg *Registration) (<-chan struct{}, error) {
-	if s.cfgErr != nil {
-		return nil, s.cfgErr
-	}
-	switch {
-	case reg.Epoch != s.cfg.Epoch:
-		return nil, errorf(ErrEpoch, "rank %d registered for epoch %d, the server is at epoch %d", reg.Rank, reg.Epoch, s.cfg.Epoch)
-	case reg.Rank < 0 || reg.Rank >= s.cfg.Size:
-		return nil, errorf(ErrInvalid, "rank %d is out of range for a world of size %d", reg.Rank, s.cfg.Size)
-	case reg.Host == "":
-		return nil, errorf(ErrInvalid, "rank %d registered without a host name", reg.Rank)
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if prev := s.regs[reg.Rank]; prev != nil {
-		return nil, errorf(ErrDuplicateRank, "rank %d is already registered by pid %d on %s (now pid %d on %s)",
-			reg.Rank, prev.Pid, prev.Host, reg.Pid, reg.Host)
-	}
-	if s.err != nil {
-		return nil, s.err
-	}
-	s.regs[reg.Rank] = reg
-	s.count++
-	if s.count == 1 && s.cfg.StartTimeout > 0 {
-		s.timer = time.AfterFunc(s.cfg.StartTimeout, s.expire)
-	}
-	if s.count == s.cfg.Size {
-		s.world = s.buildWorldLocked()
-		if s.timer != nil {
-			s.timer.Stop()
-		}
-		close(s.done)
-		s.log.Debug("world complete", zap.Int("size", s.cfg.Size), zap.Uint64("epoch", s.cfg.Epoch))
-	}
-	return s.done, nil
-}
-
-// withdraw forgets a registration whose caller went away before the world
-// was complete, so the world never lists a peer that is gone and a retry of
-// that rank is not refused as a duplicate.
-func (s *Server) withdraw(reg *Registration) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.finishedLocked() || s.regs[reg.Rank] != reg {
-		return
-	}
-	s.regs[reg.Rank] = nil
-	s.count--
-	if s.count == 0 && s.timer != nil {
-		s.timer.Stop()
-		s.timer = nil
-	}
-}
-
-func (s *Server) buildWorldLocked() World {
-	names := make([]string, len(s.regs))
-	for r, reg := range s.regs {
-		names[r] = reg.Host
-	}
-	w := World{Epoch: s.cfg.Epoch, Size: len(s.regs)}
-	for r, slot := range hosts.Layout(names) {
-		reg := s.regs[r]
-		w.Peers = append(w.Peers, Peer{Rank: r, Host: reg.Host, Addr: reg.Addr,
-			LocalRank: slot.LocalRank, LocalSize: slot.LocalSize,
-			CrossRank: slot.CrossRank, CrossSize: slot.CrossSize, Pid: reg.Pid})
-		if slot.LocalRank != reg.LocalRank {
-			s.log.Debug("launcher's local rank differs from the host layout; using the layout",
-				zap.Int("rank", r), zap.String("host", reg.Host), zap.Int("given", reg.LocalRank), zap.Int("layout", slot.LocalRank))
-		}
-	}
-	return w
-}
-
-// GetWorld implements the RPC: the world of the epoch if complete.
-func (s *Server) GetWorld(ctx context.Context, req *pb.GetWorldRequest) (*pb.GetWorldResponse, error) {
-	if s.cfgErr != nil {
-		return nil, toStatus(s.cfgErr)
-	}
-	if req.GetEpoch() != s.cfg.Epoch {
-		return nil, toStatus(errorf(ErrEpoch, "world of epoch %d asked, the server is at epoch %d", req.GetEpoch(), s.cfg.Epoch))
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.err != nil {
-		return nil, toStatus(s.err)
-	}
-	if s.count != s.cfg.Size {
-		var missing []int
-		for r, reg := range s.regs {
-			if reg == nil {
-				missing = append(missing, r)
-			}
-		}
-		return nil, toStatus(errorf(ErrNotReady, "epoch %d: ranks %s have not registered", s.cfg.Epoch, rankList(missing)))
-	}
-	return &pb.GetWorldResponse{World: worldToPB(s.world)}, nil
 }
 
 // ReportStatus implements the RPC: record and hand to OnStatus.
@@ -369,28 +156,41 @@ func (s *Server) ReportStatus(ctx context.Context, req *pb.ReportStatusRequest) 
 	if s.cfgErr != nil {
 		return nil, toStatus(s.cfgErr)
 	}
-	st := Status{Epoch: req.GetEpoch(), Rank: int(req.GetRank()), State: WorkerState(req.GetState()), Message: req.GetMessage()}
+	st := statusFromPB(req)
 	if st.Rank < 0 || st.Rank >= s.cfg.Size {
 		return nil, toStatus(errorf(ErrInvalid, "status for rank %d, out of range for a world of size %d", st.Rank, s.cfg.Size))
 	}
 	if st.State != StateOK && st.State != StateFailed {
 		return nil, toStatus(errorf(ErrInvalid, "status of rank %d has state %d (want ok or failed)", st.Rank, int(st.State)))
 	}
-	s.mu.Lock()
-	s.statuses = append(s.statuses, st)
-	var first *pb.ReportStatusRequest
-	for _, prev := range s.statuses { // the first failure of this epoch, maybe st itself
-		if prev.State == StateFailed && prev.Epoch == st.Epoch {
-			first = &pb.ReportStatusRequest{Epoch: prev.Epoch, Rank: int32(prev.Rank), State: pb.WorkerState(prev.State), Message: prev.Message}
-			break
-		}
+	if st.Kind < FailureOwn || st.Kind > FailureExited || (st.Kind != FailureOwn && (st.Suspect < 0 || st.Suspect >= s.cfg.Size)) {
+		return nil, toStatus(errorf(ErrInvalid, "status of rank %d blames rank %d (kind %d) in a world of size %d", st.Rank, st.Suspect, int(st.Kind), s.cfg.Size))
 	}
+	s.mu.Lock()
+	s.recordLocked(st)
+	cur, oracle := s.cur.epoch, s.cur.oracle
 	s.mu.Unlock()
-	s.log.Debug("worker status", zap.Int("rank", st.Rank), zap.Stringer("state", st.State), zap.String("message", st.Message))
+	s.log.Debug("worker status", zap.Int("rank", st.Rank), zap.Stringer("state", st.State), zap.Stringer("kind", st.Kind),
+		zap.Int("suspect", st.Suspect), zap.String("message", st.Message))
 	if s.cfg.OnStatus != nil {
 		s.cfg.OnStatus(st)
 	}
-	return &pb.ReportStatusResponse{FirstFailure: first}, nil
+	if st.State != StateFailed {
+		return &pb.ReportStatusResponse{}, nil
+	}
+	if st.Epoch != cur {
+		return &pb.ReportStatusResponse{FirstFailure: statusToPB(st)}, nil
+	}
+	// A stall report waits (at most the settle window) for the verdict.
+	select {
+	case <-oracle.Decided():
+	case <-ctx.Done():
+		return nil, toStatus(ctx.Err())
+	case <-s.stopped:
+		return nil, toStatus(errorf(ErrUnavailable, "rendezvous server stopped"))
+	}
+	v, _ := oracle.Verdict()
+	return &pb.ReportStatusResponse{FirstFailure: statusToPB(v)}, nil
 }
 
 func zapMethod(m string) zap.Field { return zap.String("method", m) }

@@ -52,12 +52,26 @@ func (s WorkerState) String() string {
 	return "unknown"
 }
 
-// Status is one ReportStatus call.
+// Status is one ReportStatus call. A failed status says what it knows of
+// the cause (Kind, Suspect) for the failure oracle; the oracle's verdict is
+// a Status whose Rank is the rank the failure started at.
 type Status struct {
 	Epoch   uint64
 	Rank    int
 	State   WorkerState
 	Message string
+	Kind    FailureKind
+	Suspect int // the rank a PeerLost, PeerStalled or Exited status blames
+}
+
+func statusToPB(st Status) *pb.ReportStatusRequest {
+	return &pb.ReportStatusRequest{Epoch: st.Epoch, Rank: int32(st.Rank), State: pb.WorkerState(st.State),
+		Message: st.Message, Kind: pb.FailureKind(st.Kind), Suspect: int32(st.Suspect)}
+}
+
+func statusFromPB(p *pb.ReportStatusRequest) Status {
+	return Status{Epoch: p.GetEpoch(), Rank: int(p.GetRank()), State: WorkerState(p.GetState()),
+		Message: p.GetMessage(), Kind: FailureKind(p.GetKind()), Suspect: int(p.GetSuspect())}
 }
 
 func worldToPB(w World) *pb.World {

@@ -189,6 +189,80 @@ func TestPeerDeathFailsEveryOtherRankNamingIt(t *testing.T) {
 	}
 }
 
+// TestKilledWorkerIsTheFirstFailure: a worker killed by SIGKILL is the
+// job's first failure, in gorun's exit code (128+9) and first message and
+// in every survivor's error, however fast the survivors exit.
+func TestKilledWorkerIsTheFirstFailure(t *testing.T) {
+	for _, shm := range []bool{true, false} {
+		t.Run(fmt.Sprintf("shm=%v", shm), func(t *testing.T) {
+			defer noShmLeftovers(t, shmFiles(t))
+			args := []string{"-np", "3"}
+			if !shm {
+				args = append(args, "--disable-shm")
+			}
+			args = append(args, "worker", "-mode", "kill", "-rank", "1", "-n", "4000000")
+			r := gorun(t, time.Minute, args...)
+			if r.code != 128+9 {
+				t.Fatalf("gorun exited %d, want 137 (rank 1 killed by SIGKILL); output:\n%s", r.code, r.out)
+			}
+			first := firstLauncherError(r.out)
+			// Rank 1 first: its death as gorun saw it, or (when a survivor
+			// was reaped first) as the failure oracle recorded it.
+			if !regexp.MustCompile(`^(first failure: )?rank 1 `).MatchString(first) {
+				t.Errorf("gorun's first error %q does not name rank 1 first; output:\n%s", first, r.out)
+			}
+			if !regexp.MustCompile(`(?m)^\S+\tERROR\t\S+\t(first failure: )?rank 1 \(pid \d+, host localhost\) was killed by signal SIGKILL`).MatchString(r.out) {
+				t.Errorf("gorun did not report rank 1's SIGKILL; output:\n%s", r.out)
+			}
+			for _, rank := range []int{0, 2} {
+				re := regexp.MustCompile(fmt.Sprintf(`rank %d: allreduce failed after \S+: rank 1 .*\(peer lost: true\)`, rank))
+				if !re.MatchString(r.out) {
+					t.Errorf("rank %d did not fail with ErrPeerLost naming rank 1 first:\n%s", rank, r.out)
+				}
+			}
+		})
+	}
+}
+
+// TestKillDuringNegotiationIsNamedByEverySurvivor: rank 2 dies while the
+// ranks negotiate (each call a new name: requests gathered to rank 0,
+// responses broadcast); rank 1, which only talks to rank 0 there, learns
+// of it through rank 0's fail-stop and must still name rank 2.
+func TestKillDuringNegotiationIsNamedByEverySurvivor(t *testing.T) {
+	for _, shm := range []bool{true, false} {
+		t.Run(fmt.Sprintf("shm=%v", shm), func(t *testing.T) {
+			defer noShmLeftovers(t, shmFiles(t))
+			args := []string{"-np", "3"}
+			if !shm {
+				args = append(args, "--disable-shm")
+			}
+			r := gorun(t, time.Minute, append(args, "worker", "-mode", "negkill", "-rank", "2")...)
+			if r.code != 128+9 {
+				t.Fatalf("gorun exited %d, want 137; output:\n%s", r.code, r.out)
+			}
+			for _, rank := range []int{0, 1} {
+				re := regexp.MustCompile(fmt.Sprintf(`rank %d: call \d+ failed: rank 2 .*\(peer lost: true\)`, rank))
+				if !re.MatchString(r.out) {
+					t.Errorf("rank %d did not fail with ErrPeerLost naming rank 2 first:\n%s", rank, r.out)
+				}
+			}
+		})
+	}
+}
+
+// firstLauncherError returns gorun's own first ERROR line (worker lines
+// start with "[rank]<").
+func firstLauncherError(out string) string {
+	for _, line := range strings.Split(out, "\n") {
+		if !strings.HasPrefix(line, "[") && strings.Contains(line, "\tERROR\t") {
+			_, msg, _ := strings.Cut(line, ".go:")
+			_, msg, _ = strings.Cut(msg, "\t")
+			return msg
+		}
+	}
+	return ""
+}
+
 func TestSteadyStateNeedsNoRequestsAndFuses(t *testing.T) {
 	r := gorun(t, time.Minute, "-np", "2", "worker", "-mode", "steady", "-steps", "20")
 	if r.code != 0 {
@@ -233,18 +307,18 @@ func TestBenchChecksEveryOpAndMode(t *testing.T) {
 				args = append(args, "-o", "max")
 			}
 			if direct {
-				args = append(args, "-direct", "-reps", "3") // batched timing, median row
+				args = append(args, "--direct", "--reps", "3") // batched timing, median row
 			}
 			r := gorun(t, time.Minute, args...)
 			if direct && !strings.Contains(r.out, "median of 3 batches") {
-				t.Errorf("%s -reps 3: header does not say how time was taken:\n%s", op, r.out)
+				t.Errorf("%s --reps 3: header does not say how time was taken:\n%s", op, r.out)
 			}
 			if r.code != 0 || !strings.Contains(r.out, "# Out of bounds values : 0 OK") {
 				t.Errorf("%s direct=%v: exit %d, output:\n%s", op, direct, r.code, r.out)
 			}
 		}
 	}
-	r := gorun(t, time.Minute, "-np", "2", "gorovod-bench", "negotiation", "-tensors", "50", "-steps", "20")
+	r := gorun(t, time.Minute, "-np", "2", "gorovod-bench", "negotiation", "--tensors", "50", "--steps", "20")
 	if r.code != 0 || !strings.Contains(r.out, "steps/s") {
 		t.Errorf("negotiation mode: exit %d, output:\n%s", r.code, r.out)
 	}

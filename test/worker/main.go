@@ -18,13 +18,20 @@ import (
 )
 
 func main() {
-	mode := flag.String("mode", "allreduce", "allreduce | noinit | mismatch | stall | die | steady")
+	mode := flag.String("mode", "allreduce", "allreduce | noinit | mismatch | stall | die | kill | negkill | steady | features | chaos | rejoin")
 	rankFlag := flag.Int("rank", 1, "the rank that misbehaves")
 	size := flag.Int("n", 1<<20, "elements per allreduce (die mode)")
-	steps := flag.Int("steps", 20, "steps (steady mode)")
+	steps := flag.Int("steps", 20, "steps (steady and chaos modes), rounds (rejoin mode)")
+	large := flag.Int("large", 1<<18, "elements of the large allreduce (chaos mode)")
 	flag.Parse()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	if *mode == "chaos" {
+		if err := chaosJob(ctx, *steps, *large); err != nil {
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(ctx, *mode, *rankFlag, *size, *steps); err != nil {
 		fmt.Fprintf(os.Stderr, "worker: %v\n", err)
 		os.Exit(1)
@@ -38,6 +45,9 @@ func envRank() int {
 }
 
 func run(ctx context.Context, mode string, bad, n, steps int) error {
+	if mode == "rejoin" {
+		return rejoin(ctx, steps)
+	}
 	if mode == "noinit" && envRank() == bad {
 		fmt.Println("not calling Init")
 		<-ctx.Done() // stays up without registering until gorun stops it
@@ -87,7 +97,7 @@ func run(ctx context.Context, mode string, bad, n, steps int) error {
 			return fmt.Errorf("want ErrTimeout, got %v", err)
 		}
 		return err
-	case "die":
+	case "die", "kill":
 		// Survivors ignore SIGTERM so they can report the error gorun's
 		// stop would otherwise cut short; gorun SIGKILLs after its grace.
 		signal.Ignore(syscall.SIGTERM)
@@ -96,6 +106,9 @@ func run(ctx context.Context, mode string, bad, n, steps int) error {
 			go func() {
 				time.Sleep(5 * time.Millisecond) // mid-transfer of the first op
 				fmt.Println("dying now")
+				if mode == "kill" {
+					_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+				}
 				os.Exit(7)
 			}()
 		}
@@ -104,6 +117,23 @@ func run(ctx context.Context, mode string, bad, n, steps int) error {
 			err := collective.Allreduce(ctx, fmt.Sprintf("big/%d", i), buf, collective.Sum)
 			if err != nil {
 				fmt.Printf("rank %d: allreduce failed after %v: %v (peer lost: %v)\n", rank, time.Since(start).Round(time.Millisecond), err, errors.Is(err, collective.ErrPeerLost))
+				return err
+			}
+		}
+	case "negkill":
+		// Every call has a new name, so each goes through the slow path
+		// (requests gathered to rank 0, responses broadcast) where a tiny
+		// tensor spends most of its time; the bad rank is killed meanwhile.
+		signal.Ignore(syscall.SIGTERM)
+		if rank == bad {
+			go func() {
+				time.Sleep(20 * time.Millisecond)
+				_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			}()
+		}
+		for i := 0; ; i++ {
+			if err := collective.Allreduce(ctx, fmt.Sprintf("neg/%d", i), []float32{1}, collective.Sum); err != nil {
+				fmt.Printf("rank %d: call %d failed: %v (peer lost: %v)\n", rank, i, err, errors.Is(err, collective.ErrPeerLost))
 				return err
 			}
 		}
@@ -134,7 +164,7 @@ func run(ctx context.Context, mode string, bad, n, steps int) error {
 	case "features":
 		return features(ctx, rank)
 	default:
-		return fmt.Errorf("unknown mode %q (want %s)", mode, strings.Join([]string{"allreduce", "noinit", "mismatch", "stall", "die", "steady", "features"}, ", "))
+		return fmt.Errorf("unknown mode %q (want %s)", mode, strings.Join([]string{"allreduce", "noinit", "mismatch", "stall", "die", "kill", "negkill", "steady", "features", "chaos", "rejoin"}, ", "))
 	}
 	return nil
 }

@@ -95,6 +95,9 @@ func (p *pipe) write(ctx context.Context, e *endpoint, src []byte) error {
 			t.Stop()
 		}
 	}
+	if len(src) == 0 {
+		return p.writeErr(e)
+	}
 	for len(src) > 0 {
 		k, err := p.writeSome(e, src)
 		if err != nil {
@@ -108,7 +111,22 @@ func (p *pipe) write(ctx context.Context, e *endpoint, src []byte) error {
 		}
 		src = src[k:]
 	}
-	return p.writeErr(e)
+	// Every byte is in the pipe: like a TCP send into the socket buffer,
+	// it succeeded even if the reader closes now (it may have read them
+	// already: the last message before a coordinated shutdown). A cut
+	// (a crash) still fails it.
+	return p.cutErr(e)
+}
+
+// cutErr is the error of a link cut (a crash of either side), if any.
+func (p *pipe) cutErr(e *endpoint) error {
+	p.mu.Lock()
+	cut := p.cut
+	p.mu.Unlock()
+	if cut {
+		return e.fail("send", fmt.Errorf("%w: link cut", transport.ErrPeerLost))
+	}
+	return nil
 }
 
 // writeErr is the error a write would meet now (closed, cut), if any.

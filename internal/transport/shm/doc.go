@@ -11,15 +11,17 @@
 // bytes to the caller's function in place, saving the copy out.
 //
 // Setup (setup.go, wire format in wire.go) runs over the peers' already
-// authenticated TCP connection: each side creates the ring it receives on,
-// named gorovod-<job>-e<epoch>-<from>to<to>-<random>, they swap names, map
-// each other's file, ack, and each unlinks its own file once the peer's ack
-// arrives. From then on nothing is left in /dev/shm whatever happens to the
-// processes; the memory goes when both have unmapped it (Close, or exit).
-// Only a process killed inside the few microseconds between create and the
-// peer's ack can leave a file behind. If either side cannot create or map a
-// ring, both get ErrUnavailable at the same point of the exchange and the
-// connection can carry a TCP link instead.
+// authenticated TCP connection: each side creates the ring it receives on
+// as an unnamed file (O_TMPFILE in /dev/shm) and offers
+// gorovod-<job>-e<epoch>-<from>to<to>-<pid><fd> (8 hex digits each); the
+// peer checks the prefix and opens /proc/<pid>/fd/<fd>, they ack, and each
+// closes its descriptor. No ring ever has a name in /dev/shm, so nothing is
+// left there whatever happens to the processes, even when both are killed
+// during setup; the memory goes when both have unmapped it (Close, or exit).
+// Peers must see each other's /proc (one PID namespace) as well as share
+// /dev/shm. If either side cannot create or map a ring, both get
+// ErrUnavailable at the same point of the exchange and the connection can
+// carry a TCP link instead.
 //
 // Peer death: the TCP connection stays open beside the rings and a watcher
 // goroutine blocks reading it; when the peer exits, is killed or closes the

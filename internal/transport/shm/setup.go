@@ -4,18 +4,17 @@ package shm
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
-	"path/filepath"
+	"strconv"
 	"syscall"
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 
 	"github.com/gorovod/gorovod/internal/transport"
 )
@@ -40,7 +39,7 @@ type Config struct {
 	JobTag    string
 	Slots     int        // slots of the ring this side receives on; 0 = DefaultSlots
 	SlotBytes int        // bytes per slot; 0 = DefaultSlotBytes
-	Dir       string     // where the files live; "" = /dev/shm
+	Dir       string     // where the (unnamed) ring files are created; "" = /dev/shm
 	Wait      WaitPolicy // zero = DefaultWaitPolicy()
 	Logger    *zap.Logger
 }
@@ -107,15 +106,13 @@ func Setup(ctx context.Context, conn net.Conn, cfg Config) (_ *Link, err error) 
 	release := bindContext(ctx, conn)
 	defer func() { err = release(err) }()
 
-	// 1. Create and map the ring this side receives on. If that fails the
-	// exchange still runs (with an empty name), so that both sides learn
-	// that shared memory is unavailable and can fall back to TCP.
-	var suffix [suffixBytes]byte
-	if _, err := rand.Read(suffix[:]); err != nil {
-		return nil, err
-	}
-	myName := namePrefix(cfg.JobTag, cfg.Epoch, cfg.Peer, cfg.Rank) + hex.EncodeToString(suffix[:])
-	myPath := filepath.Join(cfg.Dir, myName)
+	// 1. Create and map the ring this side receives on: an unnamed file
+	// (O_TMPFILE) that the peer opens through this process's descriptor
+	// table (/proc/PID/fd/FD), so no name is ever left in Dir whatever
+	// happens to either process. The offer carries PID and FD after the
+	// job/epoch/direction prefix. If creating fails the exchange still
+	// runs (with an empty name), so that both sides learn that shared
+	// memory is unavailable and can fall back to TCP.
 	var rx, tx *ring
 	defer func() {
 		if err != nil {
@@ -123,22 +120,16 @@ func Setup(ctx context.Context, conn net.Conn, cfg Config) (_ *Link, err error) 
 			_ = tx.unmap()
 		}
 	}()
-	rxMem, createErr := createMapped(myPath, ringFileSize(cfg.Slots, cfg.SlotBytes))
-	unlinked := createErr != nil
-	unlink := func() {
-		if !unlinked {
-			unlinked = true
-			if err := os.Remove(myPath); err != nil {
-				cfg.Logger.Warn("cannot remove shared-memory file", zap.String("path", myPath), zap.Error(err))
-			}
-		}
+	rxMem, rxFd, createErr := createMapped(cfg.Dir, ringFileSize(cfg.Slots, cfg.SlotBytes))
+	myName := ""
+	if createErr == nil {
+		myName = namePrefix(cfg.JobTag, cfg.Epoch, cfg.Peer, cfg.Rank) + fmt.Sprintf("%08x%08x", uint32(os.Getpid()), uint32(rxFd))
+		// The peer has opened it (or given up) once its ack is in.
+		defer syscall.Close(rxFd)
 	}
-	defer unlink()
 	if createErr == nil {
 		initHeader(rxMem, cfg.Slots, cfg.SlotBytes)
 		rx = newRing(rxMem, cfg.Slots, cfg.SlotBytes)
-	} else {
-		myName = ""
 	}
 
 	// 2. Swap offers.
@@ -170,7 +161,7 @@ func Setup(ctx context.Context, conn net.Conn, cfg Config) (_ *Link, err error) 
 	if mapErr == nil {
 		slots, slotBytes := int(peerOff.Offer.Slots), int(peerOff.Offer.SlotBytes)
 		var txMem []byte
-		txMem, mapErr = openMapped(filepath.Join(cfg.Dir, peerOff.Offer.Name), ringFileSize(slots, slotBytes))
+		txMem, mapErr = openMapped(peerRingPath(peerOff.Offer.Name), ringFileSize(slots, slotBytes))
 		if mapErr == nil {
 			tx = newRing(txMem, slots, slotBytes)
 			mapErr = checkHeader(txMem, slots, slotBytes)
@@ -184,12 +175,11 @@ func Setup(ctx context.Context, conn net.Conn, cfg Config) (_ *Link, err error) 
 		return nil, ioError(err)
 	}
 
-	// 4. Once the peer has mapped this side's file, its name can go.
+	// 4. Once the peer has mapped this side's file, the descriptor can go.
 	peerAck, err := readSetup(conn)
 	if err != nil {
 		return nil, ioError(err)
 	}
-	unlink()
 	if peerAck.Type != msgAck {
 		return nil, fmt.Errorf("%w: shm setup message type %d where an ack was expected", transport.ErrMalformed, peerAck.Type)
 	}
@@ -213,37 +203,48 @@ func Setup(ctx context.Context, conn net.Conn, cfg Config) (_ *Link, err error) 
 
 func (r *ring) slots64() int { return int(r.slots) }
 
-// createMapped creates path (which must not exist) with size bytes and maps it.
-func createMapped(path string, size int) ([]byte, error) {
-	fd, err := syscall.Open(path, syscall.O_RDWR|syscall.O_CREAT|syscall.O_EXCL|syscall.O_CLOEXEC, 0o600)
+// createMapped creates an unnamed file of size bytes in dir (O_TMPFILE:
+// it never has a name, so it cannot be left behind) and maps it; the
+// descriptor stays open for the peer to open the file through /proc.
+func createMapped(dir string, size int) ([]byte, int, error) {
+	fd, err := syscall.Open(dir, unix.O_TMPFILE|syscall.O_RDWR|syscall.O_CLOEXEC, 0o600)
 	if err != nil {
-		return nil, &os.PathError{Op: "create", Path: path, Err: err}
+		return nil, -1, &os.PathError{Op: "create in", Path: dir, Err: err}
 	}
-	defer syscall.Close(fd)
 	// Allocate the pages now: on a full tmpfs (a container's small
 	// /dev/shm) this fails here with ENOSPC instead of a SIGBUS at the
 	// first write into a sparse page.
 	if err := syscall.Fallocate(fd, 0, 0, int64(size)); err != nil {
 		if err != syscall.EOPNOTSUPP {
-			_ = os.Remove(path)
-			return nil, &os.PathError{Op: "allocate", Path: path, Err: err}
+			syscall.Close(fd)
+			return nil, -1, &os.PathError{Op: "allocate in", Path: dir, Err: err}
 		}
 		if err := syscall.Ftruncate(fd, int64(size)); err != nil {
-			_ = os.Remove(path)
-			return nil, &os.PathError{Op: "truncate", Path: path, Err: err}
+			syscall.Close(fd)
+			return nil, -1, &os.PathError{Op: "truncate in", Path: dir, Err: err}
 		}
 	}
 	mem, err := syscall.Mmap(fd, 0, size, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED)
 	if err != nil {
-		_ = os.Remove(path)
-		return nil, &os.PathError{Op: "mmap", Path: path, Err: err}
+		syscall.Close(fd)
+		return nil, -1, &os.PathError{Op: "mmap in", Path: dir, Err: err}
 	}
-	return mem, nil
+	return mem, fd, nil
 }
 
-// openMapped maps an existing file of exactly size bytes.
+// peerRingPath is where the peer's ring is opened: the descriptor its
+// offer names (the suffix after the checked prefix is 8 hex digits of
+// pid, 8 of fd; checkName has vetted the characters).
+func peerRingPath(name string) string {
+	suffix := name[len(name)-2*suffixBytes:]
+	pid, _ := strconv.ParseUint(suffix[:8], 16, 32)
+	fd, _ := strconv.ParseUint(suffix[8:], 16, 32)
+	return fmt.Sprintf("/proc/%d/fd/%d", pid, fd)
+}
+
+// openMapped maps an existing regular file of exactly size bytes.
 func openMapped(path string, size int) ([]byte, error) {
-	fd, err := syscall.Open(path, syscall.O_RDWR|syscall.O_CLOEXEC|syscall.O_NOFOLLOW, 0)
+	fd, err := syscall.Open(path, syscall.O_RDWR|syscall.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, &os.PathError{Op: "open", Path: path, Err: err}
 	}
@@ -252,8 +253,8 @@ func openMapped(path string, size int) ([]byte, error) {
 	if err := syscall.Fstat(fd, &st); err != nil {
 		return nil, &os.PathError{Op: "stat", Path: path, Err: err}
 	}
-	if st.Size != int64(size) {
-		return nil, fmt.Errorf("%w: %s has %d bytes, want %d", transport.ErrMalformed, path, st.Size, size)
+	if st.Mode&syscall.S_IFMT != syscall.S_IFREG || st.Size != int64(size) {
+		return nil, fmt.Errorf("%w: %s is not a regular file of %d bytes (mode %o, %d bytes)", transport.ErrMalformed, path, size, st.Mode, st.Size)
 	}
 	mem, err := syscall.Mmap(fd, 0, size, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED)
 	if err != nil {

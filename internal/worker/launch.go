@@ -1,4 +1,4 @@
-package collective
+package worker
 
 import (
 	"crypto/sha256"
@@ -11,12 +11,14 @@ import (
 	"time"
 
 	"github.com/gorovod/gorovod/internal/env"
+	"github.com/gorovod/gorovod/internal/errkind"
 )
 
-// launchInfo is what a worker learns about its place in the job from its
-// environment, before rendezvous fills in the rest.
-type launchInfo struct {
-	Source          string // "gorun", "openmpi", "slurm", "env" or "single"
+// Info is what a worker learns about its place in the job from its
+// environment (or an explicit Membership), before rendezvous fills in the
+// rest.
+type Info struct {
+	Source          string // "gorun", "openmpi", "mpich", "slurm", "env", "membership" or "single"
 	Rank, Size      int
 	LocalRank       int
 	Host            string // identifies the machine; equal hosts share memory
@@ -32,33 +34,27 @@ type launchInfo struct {
 
 const defaultStartTimeout = 30 * time.Second
 
-// detectLaunch reads the launcher contract: gorun's GOROVOD_* variables,
-// OpenMPI's OMPI_COMM_WORLD_*, Slurm's SLURM_*, or the generic RANK /
-// WORLD_SIZE / MASTER_ADDR / MASTER_PORT that torchrun and the Kubernetes
-// training operators set. Without any, the process is a world of one.
-func detectLaunch(getenv func(string) string) (launchInfo, error) {
-	li := launchInfo{StartTimeout: defaultStartTimeout, BindAddr: getenv(env.BindAddr), Ifaces: getenv(env.NetworkIface)}
+// Detect reads the launcher contract: gorun's GOROVOD_* variables,
+// OpenMPI's OMPI_COMM_WORLD_*, Slurm's SLURM_*, MPICH's and Intel MPI's
+// PMI_RANK / PMI_SIZE, or the generic RANK / WORLD_SIZE / LOCAL_RANK /
+// LOCAL_WORLD_SIZE / MASTER_ADDR / MASTER_PORT that torchrun and the
+// Kubernetes training operators set. Without any, the process is a world
+// of one.
+func Detect(getenv func(string) string) (Info, error) {
+	li := Info{StartTimeout: defaultStartTimeout, BindAddr: getenv(env.BindAddr), Ifaces: getenv(env.NetworkIface)}
 	hostname, _ := os.Hostname()
 	li.Host = firstNonEmpty(getenv(env.Hostname), hostname, "localhost")
-	if v := getenv(env.StartTimeout); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			if secs, err2 := strconv.ParseFloat(v, 64); err2 == nil {
-				d = time.Duration(secs * float64(time.Second))
-			} else {
-				return li, fmt.Errorf("%w: %s=%q is not a duration", ErrInvalid, env.StartTimeout, v)
-			}
-		}
-		li.StartTimeout = d
+	var err error
+	if li.StartTimeout, err = StartTimeout(getenv); err != nil {
+		return li, err
 	}
 	if v := getenv(env.Epoch); v != "" {
 		e, err := strconv.ParseUint(v, 10, 64)
 		if err != nil {
-			return li, fmt.Errorf("%w: %s=%q is not an epoch number", ErrInvalid, env.Epoch, v)
+			return li, fmt.Errorf("%w: %s=%q is not an epoch number", errkind.Invalid, env.Epoch, v)
 		}
 		li.Epoch = e
 	}
-	var err error
 	jobID := ""
 	switch {
 	case getenv(env.Rank) != "" && getenv(env.RendezvousAddr) != "":
@@ -87,13 +83,24 @@ func detectLaunch(getenv func(string) string) (launchInfo, error) {
 		}
 		nnodes, _ := strconv.Atoi(firstNonEmpty(getenv("SLURM_STEP_NUM_NODES"), getenv("SLURM_NNODES"), "1"))
 		li.RendezvousAddr, err = rendezvousFromEnv(getenv, jobID, nnodes <= 1, first)
+	case getenv("PMI_RANK") != "" && getenv("PMI_SIZE") != "":
+		// MPICH's and Intel MPI's Hydra (MPI_LOCALRANKID and
+		// MPI_LOCALNRANKS where the launcher sets them).
+		li.Source = "mpich"
+		if li.Rank, li.Size, li.LocalRank, err = intTriple(getenv, "PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID"); err != nil {
+			return li, err
+		}
+		jobID = firstNonEmpty(getenv("PMI_KVSNAME"), getenv("PMI_JOBID"), getenv("I_MPI_JOB_ID"))
+		localSize, _ := strconv.Atoi(getenv("MPI_LOCALNRANKS"))
+		li.RendezvousAddr, err = rendezvousFromEnv(getenv, jobID, localSize == li.Size, "")
 	case getenv("RANK") != "" && getenv("WORLD_SIZE") != "":
 		li.Source = "env"
 		if li.Rank, li.Size, li.LocalRank, err = intTriple(getenv, "RANK", "WORLD_SIZE", "LOCAL_RANK"); err != nil {
 			return li, err
 		}
 		jobID = getenv("TORCHELASTIC_RUN_ID")
-		li.RendezvousAddr, err = rendezvousFromEnv(getenv, jobID, false, "")
+		localSize, _ := strconv.Atoi(getenv("LOCAL_WORLD_SIZE"))
+		li.RendezvousAddr, err = rendezvousFromEnv(getenv, jobID, localSize == li.Size, "")
 	default:
 		li.Source, li.Rank, li.Size = "single", 0, 1
 	}
@@ -101,7 +108,7 @@ func detectLaunch(getenv func(string) string) (launchInfo, error) {
 		return li, err
 	}
 	if li.Size < 1 || li.Rank < 0 || li.Rank >= li.Size || li.LocalRank < 0 {
-		return li, fmt.Errorf("%w: launcher %s gave rank %d, size %d, local rank %d", ErrInvalid, li.Source, li.Rank, li.Size, li.LocalRank)
+		return li, fmt.Errorf("%w: launcher %s gave rank %d, size %d, local rank %d", errkind.Invalid, li.Source, li.Rank, li.Size, li.LocalRank)
 	}
 	if li.Source != "gorun" && li.Source != "single" {
 		li.ServeRendezvous = li.Rank == 0
@@ -111,6 +118,60 @@ func detectLaunch(getenv func(string) string) (launchInfo, error) {
 	}
 	li.Secret, li.SecretDerived, err = jobSecret(getenv, jobID)
 	return li, err
+}
+
+// startTimeout reads GOROVOD_START_TIMEOUT (a duration or seconds).
+func StartTimeout(getenv func(string) string) (time.Duration, error) {
+	v := getenv(env.StartTimeout)
+	if v == "" {
+		return defaultStartTimeout, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		secs, err2 := strconv.ParseFloat(v, 64)
+		if err2 != nil {
+			return 0, fmt.Errorf("%w: %s=%q is not a duration", errkind.Invalid, env.StartTimeout, v)
+		}
+		d = time.Duration(secs * float64(time.Second))
+	}
+	return d, nil
+}
+
+// Membership is an explicit place in a job (collective.WithMembership).
+type Membership struct {
+	Rank, Size, LocalRank int
+	Epoch                 uint64
+	RendezvousAddr        string
+	Secret                []byte
+	Host                  string
+}
+
+// FromMembership is the Info of an explicit Membership. The interface and
+// bind address still come from the environment.
+func FromMembership(m Membership, getenv func(string) string) (Info, error) {
+	m.Secret = append([]byte(nil), m.Secret...)
+	li := Info{Source: "membership", Rank: m.Rank, Size: m.Size, LocalRank: m.LocalRank, Host: m.Host,
+		RendezvousAddr: m.RendezvousAddr, Secret: m.Secret, Epoch: m.Epoch,
+		BindAddr: getenv(env.BindAddr), Ifaces: getenv(env.NetworkIface)}
+	if li.Host == "" {
+		hostname, _ := os.Hostname()
+		li.Host = firstNonEmpty(hostname, "localhost")
+	}
+	var err error
+	if li.StartTimeout, err = StartTimeout(getenv); err != nil {
+		return li, err
+	}
+	switch {
+	case m.Size < 1 || m.Rank < 0 || m.Rank >= m.Size || m.LocalRank < 0:
+		return li, fmt.Errorf("%w: membership gives rank %d, size %d, local rank %d", errkind.Invalid, m.Rank, m.Size, m.LocalRank)
+	case m.Size == 1 && m.RendezvousAddr == "":
+		li.Source = "single"
+	case m.RendezvousAddr == "":
+		return li, fmt.Errorf("%w: membership of rank %d of %d has no rendezvous address", errkind.Invalid, m.Rank, m.Size)
+	case len(m.Secret) == 0:
+		return li, fmt.Errorf("%w: membership of rank %d of %d has no job secret", errkind.Invalid, m.Rank, m.Size)
+	}
+	return li, nil
 }
 
 // rendezvousFromEnv finds where rank 0 serves rendezvous when no gorun
@@ -123,15 +184,15 @@ func rendezvousFromEnv(getenv func(string) string, jobID string, oneHost bool, f
 	addr, port := getenv("MASTER_ADDR"), getenv("MASTER_PORT")
 	if addr != "" || port != "" {
 		if addr == "" || port == "" {
-			return "", fmt.Errorf("%w: MASTER_ADDR=%q and MASTER_PORT=%q must both be set", ErrInvalid, addr, port)
+			return "", fmt.Errorf("%w: MASTER_ADDR=%q and MASTER_PORT=%q must both be set", errkind.Invalid, addr, port)
 		}
 		if p, err := strconv.Atoi(port); err != nil || p <= 0 || p > 65535 {
-			return "", fmt.Errorf("%w: MASTER_PORT=%q is not a port", ErrInvalid, port)
+			return "", fmt.Errorf("%w: MASTER_PORT=%q is not a port", errkind.Invalid, port)
 		}
 		return net.JoinHostPort(addr, port), nil
 	}
 	if jobID == "" || (!oneHost && firstNode == "") {
-		return "", fmt.Errorf("%w: cannot tell where rank 0 serves rendezvous: set %s or MASTER_ADDR and MASTER_PORT", ErrInvalid, env.RendezvousAddr)
+		return "", fmt.Errorf("%w: cannot tell where rank 0 serves rendezvous: set %s or MASTER_ADDR and MASTER_PORT", errkind.Invalid, env.RendezvousAddr)
 	}
 	sum := sha256.Sum256([]byte("gorovod-port:" + jobID))
 	p := 29500 + int(sum[0])<<8%20000 + int(sum[1])%100
@@ -149,21 +210,21 @@ func jobSecret(getenv func(string) string, jobID string) ([]byte, bool, error) {
 	if v := getenv(env.Secret); v != "" {
 		b, err := hex.DecodeString(strings.TrimSpace(v))
 		if err != nil || len(b) == 0 {
-			return nil, false, fmt.Errorf("%w: %s is not a hex string", ErrInvalid, env.Secret)
+			return nil, false, fmt.Errorf("%w: %s is not a hex string", errkind.Invalid, env.Secret)
 		}
 		return b, false, nil
 	}
 	if f := getenv(env.SecretFile); f != "" {
 		raw, err := os.ReadFile(f)
 		if err != nil {
-			return nil, false, fmt.Errorf("%w: %s: %v", ErrInvalid, env.SecretFile, err)
+			return nil, false, fmt.Errorf("%w: %s: %v", errkind.Invalid, env.SecretFile, err)
 		}
 		s := strings.TrimSpace(string(raw))
 		if b, err := hex.DecodeString(s); err == nil && len(b) > 0 {
 			return b, false, nil
 		}
 		if s == "" {
-			return nil, false, fmt.Errorf("%w: %s %s is empty", ErrInvalid, env.SecretFile, f)
+			return nil, false, fmt.Errorf("%w: %s %s is empty", errkind.Invalid, env.SecretFile, f)
 		}
 		return []byte(s), false, nil
 	}
@@ -180,7 +241,7 @@ func intTriple(getenv func(string) string, a, b, c string) (int, int, int, error
 		}
 		n, err := strconv.Atoi(v)
 		if err != nil {
-			return 0, 0, 0, fmt.Errorf("%w: %s=%q is not an integer", ErrInvalid, name, v)
+			return 0, 0, 0, fmt.Errorf("%w: %s=%q is not an integer", errkind.Invalid, name, v)
 		}
 		out[i] = n
 	}
@@ -213,7 +274,7 @@ func firstSlurmNode(list string) (string, error) {
 	}
 	closeIdx := strings.IndexByte(first, ']')
 	if closeIdx < open {
-		return "", fmt.Errorf("%w: malformed Slurm node list %q", ErrInvalid, list)
+		return "", fmt.Errorf("%w: malformed Slurm node list %q", errkind.Invalid, list)
 	}
 	inner := first[open+1 : closeIdx]
 	if i := strings.IndexAny(inner, ",-"); i >= 0 {

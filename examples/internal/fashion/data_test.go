@@ -1,10 +1,13 @@
-package main
+package fashion
 
 import (
 	"bytes"
 	"compress/gzip"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -66,7 +69,7 @@ func TestLoadIDXPlainAndGzip(t *testing.T) {
 		dir := t.TempDir()
 		writeSplit(t, dir, "train", 3, 2, gz)
 		writeSplit(t, dir, "t10k", 2, 2, !gz) // the two splits may differ in form
-		train, test, err := LoadFashionMNIST(dir)
+		train, test, err := Load(dir)
 		if err != nil {
 			t.Fatalf("gzip=%v: %v", gz, err)
 		}
@@ -100,8 +103,8 @@ func TestReadIDXRejectsMalformed(t *testing.T) {
 		"bad gzip":        {0x1f, 0x8b, 0, 0},
 	}
 	for name, in := range cases {
-		if _, _, err := readIDX(bytes.NewReader(in)); !errors.Is(err, errBadIDX) {
-			t.Errorf("%s: error %v, want errBadIDX", name, err)
+		if _, _, err := readIDX(bytes.NewReader(in)); !errors.Is(err, ErrBadIDX) {
+			t.Errorf("%s: error %v, want ErrBadIDX", name, err)
 		}
 	}
 	dims, data, err := readIDX(bytes.NewReader(good))
@@ -112,7 +115,7 @@ func TestReadIDXRejectsMalformed(t *testing.T) {
 
 func TestLoadReportsMissingAndInconsistentFiles(t *testing.T) {
 	dir := t.TempDir()
-	if _, _, err := LoadFashionMNIST(dir); !errors.Is(err, os.ErrNotExist) {
+	if _, _, err := Load(dir); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("empty directory: %v, want a not-exist error", err)
 	}
 	writeSplit(t, dir, "train", 3, 2, false)
@@ -120,14 +123,14 @@ func TestLoadReportsMissingAndInconsistentFiles(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "train-labels-idx1-ubyte"), idxBytes([]int{4}, []byte{0, 1, 2, 3}), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	_, _, err := LoadFashionMNIST(dir)
-	if !errors.Is(err, errBadIDX) || !strings.Contains(err.Error(), "3 images but 4 labels") {
+	_, _, err := Load(dir)
+	if !errors.Is(err, ErrBadIDX) || !strings.Contains(err.Error(), "3 images but 4 labels") {
 		t.Errorf("count mismatch: %v", err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "train-labels-idx1-ubyte"), idxBytes([]int{3}, []byte{0, 10, 2}), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := LoadFashionMNIST(dir); !errors.Is(err, errBadIDX) || !strings.Contains(err.Error(), "label 10 of sample 1") {
+	if _, _, err := Load(dir); !errors.Is(err, ErrBadIDX) || !strings.Contains(err.Error(), "label 10 of sample 1") {
 		t.Errorf("label out of range: %v", err)
 	}
 }
@@ -136,16 +139,16 @@ func TestSyntheticIsDeterministicAndWellFormed(t *testing.T) {
 	a, at := Synthetic(500, 100, 7)
 	b, _ := Synthetic(500, 100, 7)
 	c, _ := Synthetic(500, 100, 8)
-	if a.Len() != 500 || at.Len() != 100 || a.Dim != imageSize {
-		t.Fatalf("got %d/%d samples of %d pixels, want 500/100 of %d", a.Len(), at.Len(), a.Dim, imageSize)
+	if a.Len() != 500 || at.Len() != 100 || a.Dim != ImageSize {
+		t.Fatalf("got %d/%d samples of %d pixels, want 500/100 of %d", a.Len(), at.Len(), a.Dim, ImageSize)
 	}
-	if a.Checksum() != b.Checksum() {
+	if checksum(a) != checksum(b) {
 		t.Error("the same seed gave different data")
 	}
-	if a.Checksum() == c.Checksum() {
+	if checksum(a) == checksum(c) {
 		t.Error("different seeds gave the same data")
 	}
-	var perClass [numClasses]int
+	var perClass [NumClasses]int
 	for _, y := range a.Y {
 		perClass[y]++
 	}
@@ -168,11 +171,39 @@ func TestSyntheticIsDeterministicAndWellFormed(t *testing.T) {
 	}
 }
 
-// Checksum is a test helper: the SHA-256 of labels and pixels.
-func (d *Dataset) Checksum() string {
-	m := &MLP{W1: d.X, B1: make([]float32, len(d.Y))}
-	for i, y := range d.Y {
-		m.B1[i] = float32(y)
+// checksum is the SHA-256 of a data set's labels and pixels.
+func checksum(d *Dataset) string {
+	h := sha256.New()
+	h.Write(d.Y)
+	for _, v := range d.X {
+		_ = binary.Write(h, binary.LittleEndian, v)
 	}
-	return m.Checksum()
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func TestWriteIDXRoundTrips(t *testing.T) {
+	for _, gz := range []bool{false, true} {
+		dir := t.TempDir()
+		train, test := Synthetic(30, 10, 3)
+		if err := errors.Join(WriteIDX(dir, "train", train, ImageSide, gz), WriteIDX(dir, "t10k", test, ImageSide, gz)); err != nil {
+			t.Fatal(err)
+		}
+		gotTrain, gotTest, err := Load(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range [][2]*Dataset{{train, gotTrain}, {test, gotTest}} {
+			for i, v := range p[0].X {
+				if w := p[1].X[i]; math.Abs(float64(v-w)) > 0.5/255 {
+					t.Fatalf("gzip %v: pixel %d written %v, read %v", gz, i, v, w)
+				}
+			}
+			if !bytes.Equal(p[0].Y, p[1].Y) {
+				t.Fatalf("gzip %v: labels differ", gz)
+			}
+		}
+	}
+	if err := WriteIDX(t.TempDir(), "train", &Dataset{X: make([]float32, 10), Y: make([]uint8, 1), Dim: 10}, 3, false); err == nil {
+		t.Error("10 pixels written as 3x3 images")
+	}
 }

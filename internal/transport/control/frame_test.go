@@ -1,4 +1,4 @@
-package collective
+package control
 
 import (
 	"bytes"
@@ -29,7 +29,7 @@ func FuzzRecvFrame(f *testing.F) {
 			t.Fatal(err)
 		}
 		_ = w.Mesh(0).Close() // the peer hangs up after its bytes
-		p, err := recvFrame(ctx, w.Mesh(1).Link(0), 0)
+		p, err := RecvFrame(ctx, w.Mesh(1).Link(0), 0)
 		if err != nil {
 			if !errors.Is(err, transport.ErrMalformed) && !errors.Is(err, transport.ErrPeerLost) && !errors.Is(err, transport.ErrClosed) {
 				t.Fatalf("unexpected error kind: %v", err)
@@ -48,8 +48,8 @@ func TestFrameRoundTrip(t *testing.T) {
 	ctx := context.Background()
 	for _, msg := range [][]byte{nil, {1}, bytes.Repeat([]byte("x"), 100000)} {
 		errc := make(chan error, 1)
-		go func() { errc <- sendFrame(ctx, w.Mesh(0).Link(1), msg) }()
-		got, err := recvFrame(ctx, w.Mesh(1).Link(0), 0)
+		go func() { errc <- SendFrame(ctx, w.Mesh(0).Link(1), msg) }()
+		got, err := RecvFrame(ctx, w.Mesh(1).Link(0), 0)
 		if err != nil || !bytes.Equal(got, msg) || <-errc != nil {
 			t.Fatalf("round trip of %d bytes: got %d bytes, %v", len(msg), len(got), err)
 		}

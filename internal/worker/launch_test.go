@@ -1,10 +1,12 @@
-package collective
+package worker
 
 import (
 	"errors"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gorovod/gorovod/internal/errkind"
 )
 
 func envMap(kv ...string) func(string) string {
@@ -42,6 +44,12 @@ func TestDetectLaunch(t *testing.T) {
 		{name: "torchrun", env: envMap("RANK", "0", "WORLD_SIZE", "2", "LOCAL_RANK", "0",
 			"MASTER_ADDR", "127.0.0.1", "MASTER_PORT", "29400", "GOROVOD_SECRET", "01"),
 			source: "env", rank: 0, size: 2, serve: true, rdv: "127.0.0.1:29400"},
+		{name: "torchrun one host", env: envMap("RANK", "1", "WORLD_SIZE", "2", "LOCAL_RANK", "1", "LOCAL_WORLD_SIZE", "2",
+			"TORCHELASTIC_RUN_ID", "run7"), source: "env", rank: 1, size: 2, derived: true, rdv: "127.0.0.1:"},
+		{name: "mpich", env: envMap("PMI_RANK", "2", "PMI_SIZE", "3", "MPI_LOCALRANKID", "2", "MPI_LOCALNRANKS", "3",
+			"PMI_KVSNAME", "kvs_42_0"), source: "mpich", rank: 2, size: 3, derived: true, rdv: "127.0.0.1:"},
+		{name: "intel mpi with master addr", env: envMap("PMI_RANK", "0", "PMI_SIZE", "4", "MASTER_ADDR", "198.18.0.2",
+			"MASTER_PORT", "29501", "GOROVOD_SECRET", "0a"), source: "mpich", rank: 0, size: 4, serve: true, rdv: "198.18.0.2:29501"},
 		{name: "torchrun without master", env: envMap("RANK", "0", "WORLD_SIZE", "2"), wantErr: "MASTER_ADDR"},
 		{name: "half master", env: envMap("RANK", "0", "WORLD_SIZE", "2", "MASTER_ADDR", "h"), wantErr: "MASTER_PORT"},
 		{name: "bad port", env: envMap("RANK", "0", "WORLD_SIZE", "2", "MASTER_ADDR", "h", "MASTER_PORT", "x"), wantErr: "MASTER_PORT"},
@@ -52,9 +60,9 @@ func TestDetectLaunch(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			li, err := detectLaunch(tc.env)
+			li, err := Detect(tc.env)
 			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !errors.Is(err, ErrInvalid) {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !errors.Is(err, errkind.Invalid) {
 					t.Fatalf("err = %v, want ErrInvalid mentioning %q", err, tc.wantErr)
 				}
 				return
@@ -76,11 +84,11 @@ func TestDetectLaunch(t *testing.T) {
 }
 
 func TestDerivedRendezvousIsTheSameOnEveryRank(t *testing.T) {
-	a, err := detectLaunch(envMap("OMPI_COMM_WORLD_RANK", "0", "OMPI_COMM_WORLD_SIZE", "2", "OMPI_COMM_WORLD_LOCAL_SIZE", "2", "OMPI_MCA_ess_base_jobid", "9"))
+	a, err := Detect(envMap("OMPI_COMM_WORLD_RANK", "0", "OMPI_COMM_WORLD_SIZE", "2", "OMPI_COMM_WORLD_LOCAL_SIZE", "2", "OMPI_MCA_ess_base_jobid", "9"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := detectLaunch(envMap("OMPI_COMM_WORLD_RANK", "1", "OMPI_COMM_WORLD_SIZE", "2", "OMPI_COMM_WORLD_LOCAL_SIZE", "2", "OMPI_MCA_ess_base_jobid", "9"))
+	b, err := Detect(envMap("OMPI_COMM_WORLD_RANK", "1", "OMPI_COMM_WORLD_SIZE", "2", "OMPI_COMM_WORLD_LOCAL_SIZE", "2", "OMPI_MCA_ess_base_jobid", "9"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +102,7 @@ func TestDerivedRendezvousIsTheSameOnEveryRank(t *testing.T) {
 
 func TestStartTimeoutFromEnv(t *testing.T) {
 	for v, want := range map[string]time.Duration{"3s": 3 * time.Second, "2.5": 2500 * time.Millisecond} {
-		li, err := detectLaunch(envMap("GOROVOD_START_TIMEOUT", v))
+		li, err := Detect(envMap("GOROVOD_START_TIMEOUT", v))
 		if err != nil || li.StartTimeout != want {
 			t.Fatalf("%s: got %v, %v", v, li.StartTimeout, err)
 		}

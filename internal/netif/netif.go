@@ -1,4 +1,7 @@
-package launch
+// Package netif chooses network interfaces and addresses: the data-plane
+// address of a worker, the interface list of --network-interface. Used by
+// the launcher and by the worker bootstrap.
+package netif
 
 import (
 	"errors"

@@ -1,0 +1,230 @@
+package collective
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/gorovod/gorovod/coordinator"
+	"github.com/gorovod/gorovod/internal/timeline"
+	"github.com/gorovod/gorovod/ops"
+)
+
+// Device says where a tensor's memory lives: CPU, or a GPU ordinal (>= 0).
+type Device int
+
+// CPU is host memory, the default device of every call.
+const CPU Device = coordinator.CPU
+
+// WithDevice submits a collective for a tensor on device d. Every rank
+// must name the same kind of device for a tensor (a mismatch fails the
+// call with ErrMismatch); fused responses never mix devices. Tensors on a
+// GPU need a device backend (WithDeviceBackend).
+func WithDevice(d Device) CallOption { return func(o *callOptions) { o.device = d } }
+
+// Backend runs the data-plane operation of one response (a fused batch of
+// tensors of one op, dtype and device) that negotiation produced. The
+// background loop hands every response to the backend of its device: the
+// CPU backend runs package ops over the host links; a device backend (the
+// NCCL one) is given with WithDeviceBackend. Execute is called on the loop
+// goroutine, in the same order on every rank, one response at a time.
+type Backend interface {
+	// Execute runs r over entries (one per r.Names, in order). An entry is
+	// nil where this rank has joined (see Join) and takes part without a
+	// tensor of its own: with the op's identity (allreduce, reduce-scatter),
+	// nothing (allgather) or a scratch buffer (broadcast, alltoall). A
+	// returned error fails these tensors and the world: the ranks' data
+	// planes may be out of step.
+	Execute(ctx context.Context, r *coordinator.Response, entries []*Entry, g Group) error
+}
+
+// Group is the ranks a response runs among.
+type Group struct {
+	Rank    int       // this rank's index in Members
+	Members []int     // global ranks, ascending (every rank of the world outside process sets)
+	Joined  []int     // global ranks that have joined (they have nil entries)
+	Host    *ops.Comm // the host data plane among Members (a device backend's control messages)
+}
+
+// Entry is one tensor of a response, as a backend sees it.
+type Entry struct {
+	Name string
+	// Buf is the tensor in host memory: the input, and the output of
+	// in-place ops (allreduce, broadcast). Nil for a device tensor.
+	Buf []byte
+	// Tensor is what the caller submitted for a device tensor (the device
+	// backend's own type); nil on CPU.
+	Tensor any
+	// Splits (alltoall) is how many bytes go to each member.
+	Splits []int
+	// Out and OutCounts are set by Execute for ops that return new data:
+	// allgather and alltoall (bytes from each member), reduce-scatter.
+	Out       []byte
+	OutCounts []int
+}
+
+// WithDeviceBackend runs the responses of GPU tensors (device >= 0) on b.
+func WithDeviceBackend(b Backend) Option { return func(o *initOptions) { o.deviceBackend = b } }
+
+// backendFor returns the backend of a response's device.
+func (e *engine) backendFor(d int) (Backend, error) {
+	if Device(d) == CPU {
+		return e.cpu, nil
+	}
+	if e.device == nil {
+		return nil, fmt.Errorf("%w: tensors on device %d but no device backend (WithDeviceBackend)", ErrInvalid, d)
+	}
+	return e.device, nil
+}
+
+// group is who takes part in r.
+func (e *engine) group(r *coordinator.Response) (Group, error) {
+	comm, err := e.commFor(r.ProcessSet)
+	if err != nil {
+		return Group{}, err
+	}
+	members := e.allRanks
+	if r.ProcessSet != 0 {
+		members = e.sets[r.ProcessSet].members
+	}
+	return Group{Rank: slices.Index(members, e.topo.Rank), Members: members, Joined: r.JoinedRanks, Host: comm}, nil
+}
+
+// cpuBackend runs responses of host-memory tensors with package ops.
+type cpuBackend struct{ e *engine }
+
+func (b cpuBackend) Execute(ctx context.Context, r *coordinator.Response, entries []*Entry, g Group) error {
+	e, comm := b.e, g.Host
+	if r.Op != coordinator.OpAllreduce {
+		e.tl.Activity(time.Now(), r.Names, "CPU_"+strings.ToUpper(r.Op.String()))
+	}
+	bufs, err := b.buffers(r, entries, g)
+	if err != nil {
+		return err
+	}
+	switch r.Op {
+	case coordinator.OpAllreduce:
+		return b.allreduce(ctx, r, bufs, comm)
+	case coordinator.OpBroadcast:
+		root := slices.Index(g.Members, r.Root) // a global rank; the communicator counts members
+		for _, buf := range bufs {
+			if err := comm.Broadcast(ctx, buf, root); err != nil {
+				return err
+			}
+		}
+		return nil
+	case coordinator.OpAllgather:
+		return b.allgather(ctx, r, entries, bufs, comm)
+	case coordinator.OpAlltoall:
+		return b.alltoall(ctx, entries, bufs, comm)
+	case coordinator.OpReduceScatter:
+		return b.reduceScatter(ctx, r, entries, bufs, comm)
+	}
+	return fmt.Errorf("%w: the CPU backend has no %v", ErrInvalid, r.Op)
+}
+
+// buffers are the host buffers of r's tensors; a joined rank gets the op's
+// identity (allreduce, reduce-scatter), nothing (allgather) or scratch.
+func (b cpuBackend) buffers(r *coordinator.Response, entries []*Entry, g Group) ([][]byte, error) {
+	es := r.DType.Size()
+	bufs := make([][]byte, len(entries))
+	for i, en := range entries {
+		if en != nil {
+			bufs[i] = en.Buf
+			continue
+		}
+		if !slices.Contains(g.Joined, b.e.topo.Rank) {
+			return nil, fmt.Errorf("%w: response for %q has no local tensor", ErrInvalid, r.Names[i])
+		}
+		if r.Op != coordinator.OpAllgather && i < len(r.Counts) {
+			bufs[i] = make([]byte, int(r.Counts[i])*es)
+			if r.Op == coordinator.OpAllreduce || r.Op == coordinator.OpReduceScatter {
+				identityFill(r.DType, r.ReduceOp, bufs[i])
+			}
+		}
+	}
+	return bufs, nil
+}
+
+func (b cpuBackend) allreduce(ctx context.Context, r *coordinator.Response, bufs [][]byte, comm *ops.Comm) error {
+	e := b.e
+	if len(bufs) == 1 {
+		e.tl.Activity(time.Now(), r.Names, "CPU_ALLREDUCE")
+		return comm.Allreduce(ctx, bufs[0], r.DType, r.ReduceOp, r.Prescale, r.Postscale)
+	}
+	e.tl.Activity(time.Now(), r.Names, timeline.MemcpyIn)
+	fused := e.fbuf.Pack(bufs)
+	e.tl.Activity(time.Now(), r.Names, "CPU_ALLREDUCE")
+	if err := comm.Allreduce(ctx, fused, r.DType, r.ReduceOp, r.Prescale, r.Postscale); err != nil {
+		return err
+	}
+	e.tl.Activity(time.Now(), r.Names, timeline.MemcpyOut)
+	e.fbuf.Unpack(fused, bufs)
+	e.met.fused(len(bufs))
+	return nil
+}
+
+func (b cpuBackend) allgather(ctx context.Context, r *coordinator.Response, entries []*Entry, bufs [][]byte, comm *ops.Comm) error {
+	for i, en := range entries {
+		counts := r.AllgatherBytes(i)
+		total := 0
+		for _, c := range counts {
+			total += c
+		}
+		out := make([]byte, total)
+		if err := comm.Allgatherv(ctx, bufs[i], out, counts); err != nil {
+			return err
+		}
+		if en != nil {
+			en.Out, en.OutCounts = out, counts
+		}
+	}
+	return nil
+}
+
+func (b cpuBackend) alltoall(ctx context.Context, entries []*Entry, bufs [][]byte, comm *ops.Comm) error {
+	for i, en := range entries {
+		splits := make([]int, comm.Size())
+		if en != nil {
+			splits = en.Splits
+		}
+		out, counts, err := comm.Alltoallv(ctx, bufs[i], splits)
+		if err != nil {
+			return err
+		}
+		if en != nil {
+			en.Out, en.OutCounts = out, counts
+		}
+	}
+	return nil
+}
+
+func (b cpuBackend) reduceScatter(ctx context.Context, r *coordinator.Response, entries []*Entry, bufs [][]byte, comm *ops.Comm) error {
+	es := r.DType.Size()
+	for i, en := range entries {
+		counts := splitEven(len(bufs[i])/es, comm.Size())
+		mine, err := comm.ReduceScatter(ctx, bufs[i], counts, r.DType, r.ReduceOp)
+		if err != nil {
+			return err
+		}
+		if en != nil {
+			en.Out = append([]byte(nil), mine...)
+		}
+	}
+	return nil
+}
+
+// splitEven splits n elements over size ranks, the first n%size ranks
+// getting one more.
+func splitEven(n, size int) []int {
+	out := make([]int, size)
+	for i := range out {
+		out[i] = n / size
+		if i < n%size {
+			out[i]++
+		}
+	}
+	return out
+}
