@@ -103,7 +103,7 @@ func (d *duplex) pumpInto(ctx context.Context, dst []byte, sentAtLeast int, sink
 			if idle == duplexSpins && ctx.Err() != nil {
 				// Through the link, which returns at once: the error then
 				// names the peer waited on, as every other wait's does.
-				return d.l.Await(ctx, len(dst), len(d.q) > 0, duplexBlock)
+				return d.await(ctx, len(dst), len(d.q) > 0)
 			}
 		case idle <= duplexSpins+duplexYields:
 			osYield()
@@ -129,8 +129,8 @@ func (d *duplex) await(ctx context.Context, recvBytes int, send bool) error {
 	case recvBytes == 0:
 		return d.tx.Await(ctx, 0, true, duplexBlock)
 	}
-	if err := ctx.Err(); err != nil {
-		return err
+	if ctx.Err() != nil { // through the link, so the error names the peer
+		return d.rx.Await(ctx, recvBytes, false, duplexBlock)
 	}
 	osNap(duplexNap)
 	return nil
