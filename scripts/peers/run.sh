@@ -8,8 +8,8 @@
 #
 # OP: allreduce (default), allgather, broadcast, reducescatter, alltoall (the
 # gloo peer does allreduce, allgather and broadcast). float32 sum, in place. Gorovod runs bin/gorovod-bench under
-# bin/gorun (make build): gorovod = data plane only (-direct), gorovod-api =
-# through negotiation, gorovod-tcp = -direct with --disable-shm. mpi-shm /
+# bin/gorun (make build): gorovod = data plane only (--direct), gorovod-api =
+# through negotiation, gorovod-tcp = --direct with --disable-shm. mpi-shm /
 # mpi-tcp = OpenMPI with btl vader / tcp (mpi_bench.c); gloo = torch.distributed
 # gloo (gloo_bench.py, Debian's python3-torch). Every peer prints
 #   RESULT label op np bytes iters reps med_us min_us max_us algbw_GBps busbw_GBps wrong
@@ -56,7 +56,7 @@ gorovod() {
   for s in ${sizes//,/ }; do
     b=$(bytes "$s")
     timeout 300 "$root/bin/gorun" -np "$np" "${gflags[@]}" "$root/bin/gorovod-bench" "$op" -b "$b" -e "$b" \
-      -d float32 -o sum -I -c 1 -reps 5 -t "${batch}s" "${bflags[@]}" 2>/dev/null |
+      -d float32 -o sum -I -c 1 --reps 5 --target-time "${batch}s" "${bflags[@]}" 2>/dev/null |
       sed -n 's/^\[0\]<stdout>://p' | grep -v '^#' |
       awk -v l="$label" -v op="$op" -v np="$np" '{ print "RESULT", l, op, np, $1, "-", 5, $10, "-", "-", $11, $12, $13 }'
   done
@@ -64,9 +64,9 @@ gorovod() {
 
 run_peer() {
   case $1 in
-    gorovod)     gorovod gorovod -- -direct ;;
+    gorovod)     gorovod gorovod -- --direct ;;
     gorovod-api) gorovod gorovod-api -- ;;
-    gorovod-tcp) gorovod gorovod-tcp --disable-shm -- -direct ;;
+    gorovod-tcp) gorovod gorovod-tcp --disable-shm -- --direct ;;
     mpi-shm) timeout 300 "${mpirun[@]}" --mca btl self,vader -np "$np" "$build/mpi_bench" -o "$op" -s "$sizes" -r 5 -t "$batch" -l mpi-shm 2>/dev/null | grep '^RESULT' ;;
     mpi-tcp) timeout 300 "${mpirun[@]}" --mca btl self,tcp -np "$np" "$build/mpi_bench" -o "$op" -s "$sizes" -r 5 -t "$batch" -l mpi-tcp 2>/dev/null | grep '^RESULT' ;;
     gloo) case $op in allreduce|allgather|broadcast) ;; *) return ;; esac; timeout 300 /usr/bin/python3 "$here/gloo_bench.py" -n "$np" -o "$op" -s "$sizes" -r 5 -t "$batch" -l gloo 2>/dev/null | grep '^RESULT' ;;
