@@ -2,11 +2,15 @@ package ops
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"testing"
+	"time"
 
 	"github.com/gorovod/gorovod/internal/tensor"
+	"github.com/gorovod/gorovod/internal/transport"
 	"github.com/gorovod/gorovod/internal/transport/inmem"
 )
 
@@ -108,4 +112,39 @@ func checkRingOps(t *testing.T, ws *world, r *rand.Rand, desc string, dt tensor.
 		}
 		return nil
 	})
+}
+
+// TestDuplexRingNDeadline: a rank of a 3-rank ring over Duplex links that
+// never calls leaves the others to their deadline (or to the fail-stop of
+// the first to reach it), and their errors name a peer they waited on
+// (through the link, as every wait does).
+func TestDuplexRingNDeadline(t *testing.T) {
+	defer checkGoroutines(t)()
+	for _, reducer := range []bool{false, true} {
+		opts := []inmem.Option{inmem.WithDuplex(), inmem.WithPipeBytes(4096)}
+		if reducer {
+			opts = append(opts, inmem.WithRecvReducer())
+		}
+		ws := newWorld(t, 3, Config{SingleCopyOff: true, SegmentBytes: 1024}, opts...)
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		errs := ws.each(func(rank int, c *Comm) error {
+			if rank == 2 {
+				return nil
+			}
+			return c.Allreduce(ctx, make([]byte, 1<<20), tensor.Float32, tensor.Sum, 1, 1)
+		})
+		cancel()
+		ws.close()
+		deadline := false
+		for rank, err := range errs[:2] {
+			var pe *transport.PeerError
+			deadline = deadline || errors.Is(err, context.DeadlineExceeded)
+			if !errors.As(err, &pe) || !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, transport.ErrPeerLost) {
+				t.Errorf("reducer=%v rank %d: %v, want DeadlineExceeded or a lost peer, naming the peer", reducer, rank, err)
+			}
+		}
+		if !deadline {
+			t.Errorf("reducer=%v: no rank reached its deadline: %v", reducer, errs)
+		}
+	}
 }
