@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sort"
 	"sync"
 
@@ -44,6 +45,11 @@ type Comm struct {
 
 	snd *sender // nil when size == 1
 
+	// spins: idle rounds the duplex engine retries before it yields the
+	// core; 1 (no spinning) when this host has more ranks than cores, where
+	// the peer waited for may need this very core.
+	spins int
+
 	sc       singleCopy       // under opMu
 	scStatus SingleCopyStatus // under mu
 
@@ -81,6 +87,10 @@ func NewComm(mesh transport.Mesh, cfg Config) (*Comm, error) {
 		}
 	}
 	c.topology()
+	c.spins = duplexSpins
+	if len(c.local) > runtime.NumCPU() {
+		c.spins = 1
+	}
 	if size > 1 {
 		c.snd = newSender()
 		go c.snd.loop()

@@ -79,7 +79,9 @@
 // MPI's progress engine does (duplex.go): nonblocking sends and receives in
 // one loop, each reduced segment queued for sending at once (over shared
 // memory reduced straight from the slot, transport.DuplexReducer), and when
-// nothing moves a few retries, then sched_yield, then the link's Await (for
+// nothing moves a few retries (none when the host has more ranks than
+// cores: the peer waited for may need this core), then sched_yield, then
+// the link's Await (for
 // TCP a poll(2) that wakes once a segment's bytes are there, SO_RCVLOWAT).
 // No hand-off between goroutines and no netpoller wake-up per segment, and
 // a worker keeps one busy thread. A ring of more than two ranks waits on

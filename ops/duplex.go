@@ -31,6 +31,7 @@ type duplex struct {
 	tx     transport.Duplex        // sends go here
 	rx     transport.Duplex        // receives come from here (often tx)
 	rr     transport.DuplexReducer // rx, when it reduces from its own memory
+	spins  int                     // idle rounds retried before yielding (Comm.spins)
 	q      [][]byte                // pending sends, in order
 	sent   int                     // bytes of every push sent so far
 	queued int                     // bytes of every push
@@ -99,13 +100,13 @@ func (d *duplex) pumpInto(ctx context.Context, dst []byte, sentAtLeast int, sink
 		}
 		idle++
 		switch {
-		case idle <= duplexSpins:
-			if idle == duplexSpins && ctx.Err() != nil {
+		case idle <= d.spins:
+			if idle == d.spins && ctx.Err() != nil {
 				// Through the link, which returns at once: the error then
 				// names the peer waited on, as every other wait's does.
 				return d.await(ctx, len(dst), len(d.q) > 0)
 			}
-		case idle <= duplexSpins+duplexYields:
+		case idle <= d.spins+duplexYields:
 			osYield()
 		default:
 			if err := d.await(ctx, len(dst), len(d.q) > 0); err != nil {
@@ -147,7 +148,7 @@ func (c *Comm) duplexTo(peer int) (*duplex, bool) {
 		return nil, false
 	}
 	rr, _ := l.(transport.DuplexReducer)
-	return &duplex{tx: l, rx: l, rr: rr}, true
+	return &duplex{tx: l, rx: l, rr: rr, spins: c.spins}, true
 }
 
 // duplexPair returns a duplex engine sending to right and receiving from
@@ -159,7 +160,7 @@ func (c *Comm) duplexPair(right, left int) (*duplex, bool) {
 		return nil, false
 	}
 	rr, _ := rx.(transport.DuplexReducer)
-	return &duplex{tx: tx, rx: rx, rr: rr}, true
+	return &duplex{tx: tx, rx: rx, rr: rr, spins: c.spins}, true
 }
 
 // duplexRing is ring for a group of two over a Duplex link: the peer is

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"testing"
 	"time"
 
@@ -146,5 +147,21 @@ func TestDuplexRingNDeadline(t *testing.T) {
 		if !deadline {
 			t.Errorf("reducer=%v: no rank reached its deadline: %v", reducer, errs)
 		}
+	}
+}
+
+// TestNoSpinningWhenOversubscribed: with more ranks on the host than cores
+// the duplex engine yields at once instead of retrying.
+func TestNoSpinningWhenOversubscribed(t *testing.T) {
+	n := runtime.NumCPU() + 1
+	ws := newWorld(t, n, Config{})
+	defer ws.close()
+	if s := ws.comms[0].spins; s != 1 {
+		t.Errorf("%d ranks on %d cores: %d spins, want 1", n, runtime.NumCPU(), s)
+	}
+	ws2 := newWorld(t, n, Config{}, inmem.WithRanksPerHost(1))
+	defer ws2.close()
+	if s := ws2.comms[0].spins; s != duplexSpins {
+		t.Errorf("one rank per host: %d spins, want %d", s, duplexSpins)
 	}
 }
