@@ -74,20 +74,20 @@
 //
 // Links that are a transport.Duplex (TCP and shared memory) take a third
 // way: rings (of two ranks, where one peer is both neighbours, and of more,
-// sending right while receiving left) and the exchanges of recursive
-// doubling run on the caller's goroutine alone, as
-// MPI's progress engine does (duplex.go): nonblocking sends and receives in
-// one loop, each reduced segment queued for sending at once (over shared
-// memory reduced straight from the slot, transport.DuplexReducer), and when
-// nothing moves a few retries (none when the host has more ranks than
-// cores: the peer waited for may need this core), then sched_yield, then
-// the link's Await (for
-// TCP a poll(2) that wakes once a segment's bytes are there, SO_RCVLOWAT).
-// No hand-off between goroutines and no netpoller wake-up per segment, and
-// a worker keeps one busy thread. A ring of more than two ranks waits on
-// two links: on one direction it blocks in that link's Await, on both it
-// naps 20 us (nanosleep, giving the core away) between looks, since a
-// thread can block on one link only.
+// sending right while receiving left), the exchanges of recursive doubling
+// and the steps of alltoall and barrier run on the caller's goroutine
+// alone, as MPI's progress engine does (duplex.go): nonblocking sends and
+// receives in one loop, each reduced segment queued for sending at once
+// (over shared memory reduced straight from the slot,
+// transport.DuplexReducer), and when nothing moves a few retries (none
+// when the host has more ranks than cores: the peer waited for may need
+// this core), then sched_yield, then the link's Await (for TCP a poll(2)
+// that wakes once a segment's bytes are there, SO_RCVLOWAT). No hand-off
+// between goroutines and no netpoller wake-up per segment, and a worker
+// keeps one busy thread. A ring of more than two ranks waits on two links:
+// on one direction it blocks in that link's Await, on both it naps 20 us
+// (nanosleep, giving the core away) between looks, since a thread can
+// block on one link only.
 //
 // Received bytes are reduced straight from the link's memory when the link
 // is a transport.RecvReducer (shared memory); otherwise they land in one
