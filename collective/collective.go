@@ -50,15 +50,23 @@ func CrossSize() int { return topo().CrossSize }
 // Handle is the result of an asynchronous collective.
 type Handle struct{ en *entry }
 
-// Wait blocks until the collective finished or ctx is done. Returning early
-// on ctx does not cancel the collective: its buffer may still be written
-// until Done is closed.
+// Wait blocks until the collective finished and returns its error. When
+// ctx (or the context the call was made with) ends first, the call is
+// withdrawn if its collective has not started: on this rank it fails with
+// ErrCanceled (also ErrTimeout when a deadline passed), rank 0 forgets this
+// rank's request, the other ranks' calls of that name stay pending, and the
+// name may be used again. A collective that has started runs to its end;
+// Wait then returns its result. Either way, once Wait returns the buffers
+// are no longer used. Wait returns within the loop's current data-plane op
+// and one negotiation cycle after ctx ends.
 func (h *Handle) Wait(ctx context.Context) error {
 	select {
 	case <-h.en.done:
 		return h.en.err
 	case <-ctx.Done():
-		return fmt.Errorf("%w: waiting for %s %q: %w", ErrTimeout, h.en.req.Op, h.en.req.Name, ctx.Err())
+		h.en.withdraw(ctx.Err())
+		<-h.en.done
+		return h.en.err
 	}
 }
 
@@ -117,13 +125,13 @@ func validName(name string) error {
 	return nil
 }
 
-func submit(req coordinator.Request, buf []byte, co callOptions) *Handle {
-	return submitWith(req, buf, co, nil)
+func submit(ctx context.Context, req coordinator.Request, buf []byte, co callOptions) *Handle {
+	return submitWith(ctx, req, buf, co, nil)
 }
 
 // submitWith validates what every call shares (initialized, a name, the
 // process set) and queues the request; prep fills op-specific entry fields.
-func submitWith(req coordinator.Request, buf []byte, co callOptions, prep func(*entry)) *Handle {
+func submitWith(ctx context.Context, req coordinator.Request, buf []byte, co callOptions, prep func(*entry)) *Handle {
 	e, err := co.engine()
 	if err != nil {
 		return failed(err)
@@ -144,7 +152,7 @@ func submitWith(req coordinator.Request, buf []byte, co callOptions, prep func(*
 		}
 		req.ProcessSet = ps.id
 	}
-	return &Handle{en: e.submit(req, buf, prep)}
+	return &Handle{en: e.submit(ctx, req, buf, prep)}
 }
 
 // engine is the world a call with these options runs in: InWorld's, else
@@ -184,7 +192,7 @@ func AllreduceAsync[T Element](ctx context.Context, name string, buf []T, op Red
 	default:
 		return failed(fmt.Errorf("%w: allreduce %q: unsupported reduce op %v", ErrInvalid, name, op))
 	}
-	return submit(coordinator.Request{
+	return submit(ctx, coordinator.Request{
 		Name: name, Op: coordinator.OpAllreduce, DType: dtypeOf[T](), Shape: []int64{int64(len(buf))}, ReduceOp: op,
 	}, asBytes(buf), co)
 }
@@ -208,7 +216,7 @@ func BroadcastAsync[T Element](ctx context.Context, name string, buf []T, root i
 	if co.set != nil && !slices.Contains(co.set.ranks, root) {
 		return failed(fmt.Errorf("%w: broadcast %q: root %d is not a member of process set %d %v", ErrInvalid, name, root, co.set.id, co.set.ranks))
 	}
-	return submit(coordinator.Request{
+	return submit(ctx, coordinator.Request{
 		Name: name, Op: coordinator.OpBroadcast, DType: dtypeOf[T](), Shape: []int64{int64(len(buf))}, Root: root,
 	}, asBytes(buf), co)
 }
@@ -227,10 +235,9 @@ func BarrierAsync(ctx context.Context, opts ...CallOption) *Handle {
 		return failed(err)
 	}
 	e.mu.Lock()
-	e.barriers++
-	name := "barrier/" + strconv.FormatUint(e.barriers, 10)
+	name := barrierPrefix + strconv.FormatUint(e.nextBarrierLocked(), 10)
 	e.mu.Unlock()
-	return submit(coordinator.Request{Name: name, Op: coordinator.OpBarrier, DType: tensor.Uint8}, nil, co)
+	return submit(ctx, coordinator.Request{Name: name, Op: coordinator.OpBarrier, DType: tensor.Uint8}, nil, co)
 }
 
 // Barrier returns once every rank (of the process set, with InProcessSet)
@@ -275,7 +282,7 @@ func callOpts(opts []CallOption) callOptions {
 func RunExclusive(ctx context.Context, name string, fn func(ctx context.Context, c *ops.Comm) error, opts ...CallOption) error {
 	co := callOpts(opts)
 	co.set = nil // the whole world's communicator
-	return submitWith(coordinator.Request{Name: "exclusive/" + name, Op: coordinator.OpBarrier, DType: tensor.Uint8}, nil,
+	return submitWith(ctx, coordinator.Request{Name: "exclusive/" + name, Op: coordinator.OpBarrier, DType: tensor.Uint8}, nil,
 		co, func(en *entry) { en.exclusive = fn }).Wait(ctx)
 }
 
@@ -313,5 +320,5 @@ func StopTimeline() error {
 	if err != nil {
 		return err
 	}
-	return e.tl.Stop()
+	return typed(e.tl.Stop(), false)
 }

@@ -37,8 +37,22 @@
 // In-place calls (Allreduce, Broadcast) write into the caller's slice; the
 // slice must not be touched until the call returns or its Handle is done.
 // Calls returning new data (Allgather, Alltoall, ReduceScatter) return fresh
-// slices. Async variants return handles whose Wait honours ctx; a Wait that
-// returns early on ctx does not cancel the collective.
+// slices.
+//
+// # Cancellation
+//
+// A call whose context ends before its collective has started is
+// withdrawn: it fails with ErrCanceled (and ErrTimeout when a deadline
+// passed), rank 0's negotiation forgets this rank's request, and the name
+// may be submitted again. The other ranks' calls of that name are not
+// affected: they stay pending (their own contexts govern them) and match
+// this rank's next call of the name. A collective that has started runs to
+// its end and the call returns its result; either way the buffers are no
+// longer used once the call returns. Async calls watch the context they
+// were made with, and a handle's Wait its own, the same way. Join and
+// NewProcessSet change every rank's negotiation and cannot be withdrawn:
+// when their context ends first, the world fails with ErrCanceled naming
+// the call (the other ranks see ErrPeerLost).
 //
 // # Errors
 //

@@ -32,9 +32,16 @@ type entry struct {
 	lastJoined int
 	done       chan struct{}
 	err        error
+
+	e             *engine     // nil when the call failed before it was queued
+	stopWatch     func() bool // stops watching the call's context
+	withdrawCause error       // guarded by e.mu: why a withdrawal was asked
 }
 
 func (en *entry) finish(err error) {
+	if en.stopWatch != nil {
+		en.stopWatch()
+	}
 	en.err = err
 	close(en.done)
 }
@@ -57,17 +64,16 @@ type engine struct {
 	allRanks []int            // 0..size-1: the members of the world\'s group
 	tl       *timeline.Switch // rank 0 records the timeline; elsewhere it stays empty
 
-	mu       sync.Mutex
-	pending  map[string]*entry // submitted and not finished, by name
-	queue    []coordinator.Request
-	fatal    error // once set, the loop has stopped and new calls fail with it
-	stopping bool
-	barriers uint64
-	nextSet  int               // last process set id handed out (API side)
-	sets     map[int]*setState // loop goroutine only
-
-	lastDone   string // loop goroutine only: the last global collective completed
-	lastDoneAt time.Time
+	mu           sync.Mutex
+	pending      map[string]*entry // submitted and not finished, by name
+	queue        []coordinator.Request
+	fatal        error // once set, the loop has stopped and new calls fail with it
+	stopping     bool
+	barriers     uint64
+	freeBarriers []uint64          // numbers of withdrawn barriers, handed out again
+	withdrawals  []*entry          // calls whose context ended, for the loop
+	nextSet      int               // last process set id handed out (API side)
+	sets         map[int]*setState // loop goroutine only
 
 	wake     chan struct{} // a submission arrived
 	stop     chan struct{} // Shutdown asked the loop to stop
@@ -145,11 +151,13 @@ func stallWarning(cfg config.Config) time.Duration {
 }
 
 // submit queues a request; the loop picks it up on its next cycle.
-func (e *engine) submit(req coordinator.Request, buf []byte, prep func(*entry)) *entry {
+func (e *engine) submit(ctx context.Context, req coordinator.Request, buf []byte, prep func(*entry)) *entry {
 	en := &entry{Entry: Entry{Name: req.Name, Buf: buf}, req: req, done: make(chan struct{}), lastJoined: -1}
 	if prep != nil {
 		prep(en)
 	}
+	en.e = e
+	en.watch(ctx) // before the loop can see en: finish reads stopWatch
 	e.mu.Lock()
 	switch {
 	case e.fatal != nil:
@@ -169,6 +177,9 @@ func (e *engine) submit(req coordinator.Request, buf []byte, prep func(*entry)) 
 	e.pending[req.Name] = en
 	e.queue = append(e.queue, req)
 	e.mu.Unlock()
+	if err := ctx.Err(); err != nil { // ended before the watch could see it queued
+		en.withdraw(err)
+	}
 	select {
 	case e.wake <- struct{}{}:
 	default:
@@ -202,6 +213,10 @@ func (e *engine) run() {
 			default:
 			}
 		}
+		if err := e.applyWithdrawals(); err != nil {
+			e.die(err)
+			return
+		}
 		start := time.Now()
 		e.mu.Lock()
 		reqs := e.queue
@@ -214,7 +229,7 @@ func (e *engine) run() {
 		err = e.timeoutErr(err)
 		e.met.cycle(time.Since(start), e.ctrl.Stats())
 		if err != nil {
-			e.die(e.peerErr(fmt.Errorf("negotiation on rank %d (%s) failed: %w", e.topo.Rank, e.topo.Host, err)))
+			e.die(typed(e.peerErr(fmt.Errorf("negotiation on rank %d (%s) failed: %w", e.topo.Rank, e.topo.Host, err)), true))
 			return
 		}
 		if debugCycles && len(rl.Responses) > 0 {
@@ -231,7 +246,7 @@ func (e *engine) run() {
 		for i := range rl.Responses {
 			if err := e.execute(ctx, &rl.Responses[i]); err != nil {
 				err = e.timeoutErr(err)
-				e.die(e.peerErr(fmt.Errorf("rank %d (%s): %w", e.topo.Rank, e.topo.Host, err)))
+				e.die(typed(e.peerErr(fmt.Errorf("rank %d (%s): %w", e.topo.Rank, e.topo.Host, err)), true))
 				return
 			}
 		}
@@ -355,18 +370,17 @@ func (e *engine) execute(ctx context.Context, r *coordinator.Response) error {
 	err := e.executeOp(octx, r, entries)
 	cancel()
 	e.tl.OpEnd(time.Now(), r.Names, err)
-	if err != nil && !errors.Is(err, tensor.ErrInvalid) {
+	perTensor := errors.Is(err, tensor.ErrInvalid) // the ops refused these tensors before moving data
+	if err != nil && !perTensor {
 		err = e.peerErr(e.timeoutErr(err))
 	}
-	if err == nil && r.ProcessSet == 0 && len(r.Names) > 0 {
-		e.lastDone, e.lastDoneAt = r.Names[len(r.Names)-1], time.Now()
-	}
+	err = typed(err, !perTensor)
 	for _, en := range entries {
 		if en != nil {
 			en.finish(err)
 		}
 	}
-	if err != nil && !errors.Is(err, tensor.ErrInvalid) {
+	if err != nil && !perTensor {
 		return err
 	}
 	return nil
@@ -427,21 +441,17 @@ func (e *engine) executeOp(ctx context.Context, r *coordinator.Response, entries
 }
 
 // logStalls reports, on rank 0, tensors some ranks submitted and others
-// did not. The missing ranks are alive: the cycle that found the stall
-// needed every rank's background loop to answer. What stalls is their
-// program, so the report says what every rank completed last.
+// did not, with what each missing rank was last seen doing (see
+// coordinator.Controller.StallReport). The missing ranks are alive: the
+// cycle that found the stall needed every rank's background loop to
+// answer. What stalls is their program.
 func (e *engine) logStalls() {
 	rep := e.ctrl.StallReport()
 	if rep == "" {
 		return
 	}
-	last := "nothing yet"
-	if e.lastDone != "" {
-		last = fmt.Sprintf("%q, %v ago", e.lastDone, time.Since(e.lastDoneAt).Round(time.Millisecond))
-	}
 	e.log.Warn("stalled collectives (stall check): " + rep +
-		"\n  the missing ranks are alive (their background loops answered this negotiation cycle) but their programs have not submitted these tensors;" +
-		" the last collective every rank completed: " + last)
+		"\n  the missing ranks are alive (their background loops answered this negotiation cycle) but their programs have not submitted these tensors")
 }
 
 // shutdown stops the loop (coordinated with the other ranks) and releases

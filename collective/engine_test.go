@@ -122,7 +122,7 @@ func TestAllreduceInAnyOrder(t *testing.T) {
 					for k := range bufs[i] {
 						bufs[i][k] = float32(r + k + i)
 					}
-					ens[i] = e.submit(allreduceReq(fmt.Sprintf("t%d", i), len(bufs[i]), tensor.Sum), asBytes(bufs[i]), nil)
+					ens[i] = e.submit(context.Background(), allreduceReq(fmt.Sprintf("t%d", i), len(bufs[i]), tensor.Sum), asBytes(bufs[i]), nil)
 				}
 				for i, en := range ens {
 					if err := wait(t, en); err != nil {
@@ -155,7 +155,7 @@ func TestMismatchFailsEveryRankAndTheJobGoesOn(t *testing.T) {
 		if r == 1 {
 			n = 1000
 		}
-		ens[r] = e.submit(allreduceReq("grad/x", n, tensor.Sum), make([]byte, 4*n), nil)
+		ens[r] = e.submit(context.Background(), allreduceReq("grad/x", n, tensor.Sum), make([]byte, 4*n), nil)
 	}
 	for r, en := range ens {
 		err := wait(t, en)
@@ -164,7 +164,7 @@ func TestMismatchFailsEveryRankAndTheJobGoesOn(t *testing.T) {
 		}
 	}
 	for r, e := range wd.engines {
-		ens[r] = e.submit(allreduceReq("grad/y", 4, tensor.Sum), make([]byte, 16), nil)
+		ens[r] = e.submit(context.Background(), allreduceReq("grad/y", 4, tensor.Sum), make([]byte, 16), nil)
 	}
 	for r, en := range ens {
 		if err := wait(t, en); err != nil {
@@ -178,7 +178,7 @@ func TestLostPeerFailsEveryOtherRankNamingIt(t *testing.T) {
 	const n = 1 << 20
 	ens := make([]*entry, 3)
 	for r, e := range wd.engines {
-		ens[r] = e.submit(allreduceReq("big", n, tensor.Sum), make([]byte, 4*n), nil)
+		ens[r] = e.submit(context.Background(), allreduceReq("big", n, tensor.Sum), make([]byte, 4*n), nil)
 	}
 	wd.w.Kill(2)
 	for _, r := range []int{0, 1} {
@@ -192,7 +192,7 @@ func TestLostPeerFailsEveryOtherRankNamingIt(t *testing.T) {
 	}
 	// whatever happened to that op, the next one cannot succeed without rank 2
 	for _, r := range []int{0, 1} {
-		en := wd.engines[r].submit(allreduceReq("after", 4, tensor.Sum), make([]byte, 16), nil)
+		en := wd.engines[r].submit(context.Background(), allreduceReq("after", 4, tensor.Sum), make([]byte, 16), nil)
 		err := wait(t, en)
 		if !errors.Is(err, ErrPeerLost) || !strings.Contains(err.Error(), "rank 2") {
 			t.Errorf("rank %d: %v, want ErrPeerLost naming rank 2", r, err)
@@ -202,7 +202,7 @@ func TestLostPeerFailsEveryOtherRankNamingIt(t *testing.T) {
 
 func TestShutdownOfOneRankStopsAllAndFailsPendingCalls(t *testing.T) {
 	wd := newWorld(t, 2, config.Default())
-	pending := wd.engines[1].submit(allreduceReq("never", 4, tensor.Sum), make([]byte, 16), nil)
+	pending := wd.engines[1].submit(context.Background(), allreduceReq("never", 4, tensor.Sum), make([]byte, 16), nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := wd.engines[0].shutdown(ctx); err != nil {
@@ -211,7 +211,7 @@ func TestShutdownOfOneRankStopsAllAndFailsPendingCalls(t *testing.T) {
 	if err := wait(t, pending); !errors.Is(err, ErrShutdown) {
 		t.Fatalf("pending call on rank 1: %v, want ErrShutdown", err)
 	}
-	late := wd.engines[1].submit(allreduceReq("late", 4, tensor.Sum), make([]byte, 16), nil)
+	late := wd.engines[1].submit(context.Background(), allreduceReq("late", 4, tensor.Sum), make([]byte, 16), nil)
 	if err := wait(t, late); !errors.Is(err, ErrShutdown) {
 		t.Fatalf("call after shutdown: %v, want ErrShutdown", err)
 	}
@@ -219,12 +219,12 @@ func TestShutdownOfOneRankStopsAllAndFailsPendingCalls(t *testing.T) {
 
 func TestDuplicateNameInFlightIsRefused(t *testing.T) {
 	wd := newWorld(t, 2, config.Default())
-	a := wd.engines[0].submit(allreduceReq("dup", 4, tensor.Sum), make([]byte, 16), nil)
-	b := wd.engines[0].submit(allreduceReq("dup", 4, tensor.Sum), make([]byte, 16), nil)
+	a := wd.engines[0].submit(context.Background(), allreduceReq("dup", 4, tensor.Sum), make([]byte, 16), nil)
+	b := wd.engines[0].submit(context.Background(), allreduceReq("dup", 4, tensor.Sum), make([]byte, 16), nil)
 	if err := wait(t, b); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("second call: %v, want ErrInvalid", err)
 	}
-	c := wd.engines[1].submit(allreduceReq("dup", 4, tensor.Sum), make([]byte, 16), nil)
+	c := wd.engines[1].submit(context.Background(), allreduceReq("dup", 4, tensor.Sum), make([]byte, 16), nil)
 	if err := wait(t, a); err != nil {
 		t.Fatal(err)
 	}
@@ -257,7 +257,7 @@ func TestSteadyStateUsesTheCacheAndFuses(t *testing.T) {
 				defer wg.Done()
 				ens := make([]*entry, tensors)
 				for i := range ens {
-					ens[i] = e.submit(allreduceReq(fmt.Sprintf("g%d", i), 1024, tensor.Average), bufs[r][i], nil)
+					ens[i] = e.submit(context.Background(), allreduceReq(fmt.Sprintf("g%d", i), 1024, tensor.Average), bufs[r][i], nil)
 				}
 				for _, en := range ens {
 					<-en.done
@@ -295,8 +295,8 @@ func TestStallShutdownFailsWithTimeout(t *testing.T) {
 	cfg.StallWarningTime = 20 * time.Millisecond
 	cfg.StallShutdownTime = 50 * time.Millisecond
 	wd := newWorld(t, 3, cfg)
-	a := wd.engines[0].submit(allreduceReq("grad/x", 4, tensor.Sum), make([]byte, 16), nil)
-	b := wd.engines[1].submit(allreduceReq("grad/x", 4, tensor.Sum), make([]byte, 16), nil)
+	a := wd.engines[0].submit(context.Background(), allreduceReq("grad/x", 4, tensor.Sum), make([]byte, 16), nil)
+	b := wd.engines[1].submit(context.Background(), allreduceReq("grad/x", 4, tensor.Sum), make([]byte, 16), nil)
 	for _, en := range []*entry{a, b} {
 		err := wait(t, en)
 		if !errors.Is(err, ErrTimeout) {
@@ -314,7 +314,7 @@ func TestStuckPeerFailsWithTimeoutNamingIt(t *testing.T) {
 	wd.w.Delay(2, 1, time.Hour)
 	ens := make([]*entry, 3)
 	for r, e := range wd.engines {
-		ens[r] = e.submit(allreduceReq("x", 4, tensor.Sum), make([]byte, 16), nil)
+		ens[r] = e.submit(context.Background(), allreduceReq("x", 4, tensor.Sum), make([]byte, 16), nil)
 	}
 	for _, r := range []int{0, 1} {
 		err := wait(t, ens[r])
@@ -336,8 +336,8 @@ func TestMetricsEndpoint(t *testing.T) {
 	wd := newWorld(t, 2, cfg)
 	e := wd.engines[0]
 	ens := []*entry{
-		wd.engines[0].submit(allreduceReq("m", 4, tensor.Sum), make([]byte, 16), nil),
-		wd.engines[1].submit(allreduceReq("m", 4, tensor.Sum), make([]byte, 16), nil),
+		wd.engines[0].submit(context.Background(), allreduceReq("m", 4, tensor.Sum), make([]byte, 16), nil),
+		wd.engines[1].submit(context.Background(), allreduceReq("m", 4, tensor.Sum), make([]byte, 16), nil),
 	}
 	for _, en := range ens {
 		if err := wait(t, en); err != nil {

@@ -37,7 +37,7 @@ func elemSize[T Element](z T) int { return dtypeOf[T]().Size() }
 // AllgatherAsync starts an allgather: every rank contributes in (any length,
 // may differ per rank) and receives the concatenation in rank order.
 func AllgatherAsync[T Element](ctx context.Context, name string, in []T, opts ...CallOption) Result[T] {
-	return Result[T]{h: submit(coordinator.Request{
+	return Result[T]{h: submit(ctx, coordinator.Request{
 		Name: name, Op: coordinator.OpAllgather, DType: dtypeOf[T](), Shape: []int64{int64(len(in))},
 	}, asBytes(in), callOpts(opts))}
 }
@@ -78,7 +78,7 @@ func AlltoallAsync[T Element](ctx context.Context, name string, in []T, splits [
 	if total != len(in) {
 		return Result[T]{h: failed(fmt.Errorf("%w: alltoall %q: splits sum to %d but the input has %d elements", ErrInvalid, name, total, len(in)))}
 	}
-	h := submitWith(coordinator.Request{
+	h := submitWith(ctx, coordinator.Request{
 		Name: name, Op: coordinator.OpAlltoall, DType: dtypeOf[T](), Shape: []int64{int64(len(in))},
 	}, asBytes(in), co, func(en *entry) { en.Splits = byteSplits })
 	return Result[T]{h: h}
@@ -99,7 +99,7 @@ func ReduceScatterAsync[T Element](ctx context.Context, name string, in []T, op 
 	default:
 		return Result[T]{h: failed(fmt.Errorf("%w: reducescatter %q: unsupported reduce op %v", ErrInvalid, name, op))}
 	}
-	return Result[T]{h: submit(coordinator.Request{
+	return Result[T]{h: submit(ctx, coordinator.Request{
 		Name: name, Op: coordinator.OpReduceScatter, DType: dtypeOf[T](), Shape: []int64{int64(len(in))}, ReduceOp: op,
 	}, asBytes(in), callOpts(opts))}
 }

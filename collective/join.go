@@ -27,7 +27,7 @@ func (j JoinHandle) Wait(ctx context.Context) (lastRank int, err error) {
 func JoinAsync(ctx context.Context, opts ...CallOption) JoinHandle {
 	co := callOpts(opts)
 	co.set = nil // Join concerns the whole world
-	return JoinHandle{h: submit(coordinator.Request{Name: coordinator.JoinName, Op: coordinator.OpJoin, DType: tensor.Uint8}, nil, co)}
+	return JoinHandle{h: submit(ctx, coordinator.Request{Name: coordinator.JoinName, Op: coordinator.OpJoin, DType: tensor.Uint8}, nil, co)}
 }
 
 // Join tells the other ranks this rank has no more data (uneven data sets):

@@ -15,7 +15,7 @@ import (
 	"github.com/gorovod/gorovod/internal/tensor"
 	"github.com/gorovod/gorovod/internal/transport"
 	"github.com/gorovod/gorovod/internal/transport/inmem"
-	"github.com/gorovod/gorovod/internal/transport/tracked"
+	"github.com/gorovod/gorovod/internal/worker"
 )
 
 // dyingMesh is a rank's mesh that kills the rank (every link cut, as a
@@ -55,7 +55,7 @@ func TestRankLostDuringSlowPathNegotiationIsNamedByEverySurvivor(t *testing.T) {
 	before := runtime.NumGoroutine()
 	const n = 3
 	mem := inmem.MustWorld(n)
-	oracle := &tracked.MemOracle{}
+	oracle := worker.NewMemOracle(n)
 	dying := &dyingMesh{Mesh: mem.Mesh(2), w: mem}
 	meshes := []transport.Mesh{mem.Mesh(0), mem.Mesh(1), dying}
 	engines := make([]*engine, n)
@@ -77,7 +77,7 @@ func TestRankLostDuringSlowPathNegotiationIsNamedByEverySurvivor(t *testing.T) {
 	const name = "a/tensor/with/a/name/long/enough/to/make/the/request/frame/long"
 	ens := make([]*entry, n)
 	for r, e := range engines {
-		ens[r] = e.submit(allreduceReq(name, 4, tensor.Sum), make([]byte, 16), nil)
+		ens[r] = e.submit(context.Background(), allreduceReq(name, 4, tensor.Sum), make([]byte, 16), nil)
 	}
 	if err := wait(t, ens[2]); err == nil {
 		t.Fatal("the killed rank's call succeeded")

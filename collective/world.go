@@ -122,12 +122,12 @@ func NewWorld(ctx context.Context, opts ...Option) (*World, error) {
 		e, err = launchEngine(ctx, cfg, o)
 	}
 	if err != nil {
-		return nil, err
+		return nil, typed(err, false)
 	}
 	e.device = o.deviceBackend
 	if err := e.serveMetrics(ctx); err != nil {
 		e.close()
-		return nil, err
+		return nil, typed(err, false)
 	}
 	go e.run()
 	e.log.Debug("world started", zap.Int("size", e.topo.Size), zap.Uint64("epoch", e.topo.Epoch),

@@ -93,17 +93,20 @@ type Controller struct {
 	cache    *responseCache
 
 	// Per-rank state.
-	pending    map[key]*queued // every request in flight on this rank
-	queue      []*queued       // the subset not yet sent to rank 0, in submission order
-	selfJoined bool            // this rank submitted Join and has not seen the Join response
-	joinMode   bool            // the last cycle saw some rank joined: the cache is bypassed (same on every rank)
-	stats      Stats
-	broken     error
-	lastSlow   bool // the last cycle took the slow path (for tests and logs)
+	pending     map[key]*queued // every request in flight on this rank
+	queue       []*queued       // the subset not yet sent to rank 0, in submission order
+	withdrawals []Withdrawal    // sent requests taken back, for rank 0 in the next cycle
+	selfJoined  bool            // this rank submitted Join and has not seen the Join response
+	joinMode    bool            // the last cycle saw some rank joined: the cache is bypassed (same on every rank)
+	stats       Stats
+	broken      error
+	lastSlow    bool // the last cycle took the slow path (for tests and logs)
 
 	// Rank 0 only.
-	table  *messageTable
-	stalls []Stall
+	table    *messageTable
+	stalls   []Stall
+	activity []RankActivity // by rank: what rank 0 last saw each rank do
+	stallsAt time.Time      // when stalls were found
 
 	settings uint64 // settingsHash(cfg)
 	cur      cycleState
@@ -148,6 +151,7 @@ func NewController(cfg Config) (*Controller, error) {
 	}
 	if cfg.Rank == 0 {
 		c.table = newMessageTable(cfg.Size)
+		c.activity = make([]RankActivity, cfg.Size)
 	}
 	return c, nil
 }
@@ -409,6 +413,9 @@ func (c *Controller) begin(now time.Time, newReqs []Request, shutdown bool) []ui
 	if c.table != nil && c.cfg.StallShutdown > 0 && c.table.overdue(now, c.cfg.StallShutdown) {
 		uncached = true // rank 0 must broadcast timeout errors
 	}
+	if len(c.withdrawals) > 0 {
+		uncached = true // rank 0 must learn of them
+	}
 	st := statusAll
 	if shutdown {
 		st &^= statusNotShutdown
@@ -517,6 +524,7 @@ func (c *Controller) fastPath() ResponseList {
 func (c *Controller) requestPayload() []byte {
 	var l RequestList
 	l.Shutdown = c.cur.shutdown
+	l.Withdrawn, c.withdrawals = c.withdrawals, nil
 	kept := c.queue[:0]
 	for _, q := range c.queue {
 		if q.state == cacheHit {
@@ -559,12 +567,14 @@ func (c *Controller) coordinateLists(lists []RequestList) ResponseList {
 	inReady := make(map[*tableEntry]bool)
 	joinArrived := false
 	shutdown := c.cur.anyShutdown
+	t.applyWithdrawals(lists) // before any request of the cycle is counted
 	for rank := range lists {
 		l := &lists[rank]
 		shutdown = shutdown || l.Shutdown
 		for i := range l.Requests {
 			req := &l.Requests[i]
 			req.Rank = rank
+			c.saw(rank, "submitted", req.Op, req.Name)
 			if req.Op == OpJoin {
 				req.Name, req.ProcessSet = JoinName, 0
 			}
@@ -656,6 +666,9 @@ func (c *Controller) coordinateLists(lists []RequestList) ResponseList {
 // list (identically everywhere), retire the answered requests, and keep the
 // responses for the sets this rank is in.
 func (c *Controller) finish(rl ResponseList) ResponseList {
+	if c.table != nil {
+		c.sawCompleted(&rl)
+	}
 	// Common hits, in bit order: refresh them in the LRU and retire this
 	// rank's requests for them.
 	for _, e := range c.cur.cachedEntries {
@@ -741,8 +754,35 @@ func (c *Controller) finish(rl ResponseList) ResponseList {
 	}
 	if c.table != nil && c.cfg.StallWarning > 0 {
 		c.stalls = c.table.inspect(c.cur.now, c.cfg.StallWarning, c.sets)
+		c.stallsAt = c.cur.now
 	}
 	c.lastSlow = c.cur.slow
 	c.cur = cycleState{}
 	return out
+}
+
+// Withdraw takes back this rank's request name in set, which must not have
+// been answered (the caller has not been given a response for it): it
+// reports whether the request was in flight. A request rank 0 has not seen
+// is dropped here; one it has is withdrawn in the next cycle, which then
+// takes the slow path, before any request of that cycle (a new request of
+// the same name included) is counted. Either way no response of a later
+// cycle names it for this rank, and the name may be submitted again. Join
+// cannot be withdrawn (it changes how every rank negotiates): Withdraw
+// returns false for it.
+func (c *Controller) Withdraw(set int, name string) bool {
+	k := key{set, name}
+	q := c.pending[k]
+	if q == nil || q.answered || q.req.Op == OpJoin {
+		return false
+	}
+	delete(c.pending, k)
+	if i := slices.Index(c.queue, q); i >= 0 {
+		c.queue = slices.Delete(c.queue, i, i+1)
+	}
+	if q.sent {
+		c.withdrawals = append(c.withdrawals, Withdrawal{ProcessSet: set, Name: name})
+	}
+	c.recycle(q)
+	return true
 }

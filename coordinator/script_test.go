@@ -28,6 +28,7 @@ var rewrite = flag.Bool("rewrite", false, "rewrite the expected output of testda
 //	cycle [shutdown=r1] [brief]  one lock-step cycle of every rank
 //	advance 30s                  move the clock
 //	fusion 64KiB                 change the fusion threshold on every rank
+//	withdraw r1 NAME [set=0]     take back rank 1's request (prints whether it was in flight)
 //	stats r1 | cache r1 | stalls | pending r1 | inflight r1
 func TestScripts(t *testing.T) {
 	files, err := filepath.Glob("testdata/*.txt")
@@ -221,6 +222,12 @@ func (s *scripted) run(line string) []string {
 		return nil
 	case "inflight":
 		return []string{fmt.Sprint(s.ctrls[s.rank(pos[0])].InFlight())}
+	case "withdraw":
+		set, _ := strconv.Atoi(args["set"])
+		if s.ctrls[s.rank(pos[0])].Withdraw(set, pos[1]) {
+			return []string{"withdrawn"}
+		}
+		return []string{"not in flight"}
 	case "pending":
 		c := s.ctrls[s.rank(pos[0])]
 		var out []string

@@ -7,11 +7,53 @@ import (
 	"time"
 )
 
+// RankActivity is what rank 0 last saw a rank do, from what negotiation
+// brings it: a request the rank sent (slow path), or a response every
+// member of its process set was given (both paths), which the rank then
+// executes.
+type RankActivity struct {
+	What string // "submitted" or "completed"; "" when nothing was seen
+	Op   OpType
+	Name string
+	At   time.Time
+}
+
+// saw records that rank did what with name (rank 0).
+func (c *Controller) saw(rank int, what string, op OpType, name string) {
+	if rank < 0 || rank >= len(c.activity) {
+		return
+	}
+	c.activity[rank] = RankActivity{What: what, Op: op, Name: name, At: c.cur.now}
+}
+
+// sawCompleted records the last response of rl for every member of its
+// process set (rank 0).
+func (c *Controller) sawCompleted(rl *ResponseList) {
+	for i := range rl.Responses {
+		r := &rl.Responses[i]
+		if r.Error != "" || len(r.Names) == 0 {
+			continue
+		}
+		for _, m := range c.sets[r.ProcessSet] {
+			c.saw(m, "completed", r.Op, r.Names[len(r.Names)-1])
+		}
+	}
+}
+
+// Activity returns, on rank 0, what each rank was last seen doing.
+func (c *Controller) Activity() []RankActivity { return slices.Clone(c.activity) }
+
 // FormatStalls renders stalls as Horovod's "missing ranks" report, better
 // sorted: one line per missing rank with up to maxNames tensor names (the
 // longest waiting first) and how long the oldest has waited. maxNames <= 0
 // means 6.
 func FormatStalls(stalls []Stall, maxNames int) string {
+	return formatStalls(stalls, maxNames, nil)
+}
+
+// formatStalls is FormatStalls with, when lastSeen is set, what each
+// missing rank was last seen doing at the end of its line.
+func formatStalls(stalls []Stall, maxNames int, lastSeen func(rank int) string) string {
 	if len(stalls) == 0 {
 		return ""
 	}
@@ -50,12 +92,25 @@ func FormatStalls(stalls []Stall, maxNames int) string {
 			names = names[:maxNames]
 		}
 		fmt.Fprintf(&b, "\n  rank %d: %s%s (waiting up to %v)", r, strings.Join(names, ", "), more, m.longest)
+		if lastSeen != nil {
+			fmt.Fprintf(&b, "; %s", lastSeen(r))
+		}
 	}
 	return b.String()
 }
 
 // StallReport formats the last cycle's stalls with the configured limit of
-// names per rank ("" when there is nothing to report).
+// names per rank and, for each missing rank, the last op rank 0 saw it
+// submit or complete and how long before this cycle ("" when there is
+// nothing to report).
 func (c *Controller) StallReport() string {
-	return FormatStalls(c.stalls, c.cfg.MaxStallNamesPerRank)
+	return formatStalls(c.stalls, c.cfg.MaxStallNamesPerRank, c.lastSeen)
+}
+
+func (c *Controller) lastSeen(rank int) string {
+	if rank < 0 || rank >= len(c.activity) || c.activity[rank].What == "" {
+		return "nothing seen from it yet"
+	}
+	a := c.activity[rank]
+	return fmt.Sprintf("last %s %s %q %v ago", a.What, a.Op, a.Name, c.stallsAt.Sub(a.At).Round(time.Millisecond))
 }

@@ -90,6 +90,29 @@ func (t *messageTable) ready(e *tableEntry, members []int) bool {
 	return true
 }
 
+// applyWithdrawals forgets the requests the ranks took back.
+func (t *messageTable) applyWithdrawals(lists []RequestList) {
+	for rank := range lists {
+		for _, w := range lists[rank].Withdrawn {
+			t.withdraw(rank, key{w.ProcessSet, w.Name})
+		}
+	}
+}
+
+// withdraw forgets rank's request for k, if it has one; an entry nobody
+// else submitted goes.
+func (t *messageTable) withdraw(rank int, k key) {
+	e := t.entries[k]
+	if e == nil || rank < 0 || rank >= len(e.reqs) || e.reqs[rank] == nil {
+		return
+	}
+	e.reqs[rank] = nil
+	e.count--
+	if e.count == 0 {
+		t.remove(e)
+	}
+}
+
 func (t *messageTable) remove(e *tableEntry) {
 	e.done = true
 	delete(t.entries, e.key)

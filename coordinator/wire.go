@@ -48,17 +48,33 @@ func decodeAbort(b []byte) error {
 	return fmt.Errorf("%w: rank 0 gave up negotiating: %q", ErrMalformed, reason)
 }
 
-const flagShutdown = 1
+const (
+	flagShutdown    = 1
+	flagWithdrawals = 2 // request lists only: withdrawals follow the requests
+)
 
 // RequestList is what one rank sends rank 0 on the slow path.
 type RequestList struct {
 	Requests []Request
 	Shutdown bool
+	// Withdrawn are requests this rank sent earlier and takes back (see
+	// Controller.Withdraw); rank 0 applies them before Requests.
+	Withdrawn []Withdrawal
+}
+
+// Withdrawal names a request a rank takes back.
+type Withdrawal struct {
+	ProcessSet int
+	Name       string
 }
 
 // AppendRequestList appends the encoding of l to dst.
 func AppendRequestList(dst []byte, l *RequestList) []byte {
-	dst = append(dst, wireVersion, flags(l.Shutdown))
+	f := flags(l.Shutdown)
+	if len(l.Withdrawn) > 0 {
+		f |= flagWithdrawals
+	}
+	dst = append(dst, wireVersion, f)
 	dst = binary.AppendUvarint(dst, uint64(len(l.Requests)))
 	for i := range l.Requests {
 		r := &l.Requests[i]
@@ -75,6 +91,13 @@ func AppendRequestList(dst []byte, l *RequestList) []byte {
 		dst = binary.AppendVarint(dst, int64(r.ProcessSet))
 		dst = binary.AppendVarint(dst, int64(r.Age))
 	}
+	if len(l.Withdrawn) > 0 {
+		dst = binary.AppendUvarint(dst, uint64(len(l.Withdrawn)))
+		for _, w := range l.Withdrawn {
+			dst = binary.AppendVarint(dst, int64(w.ProcessSet))
+			dst = appendString(dst, w.Name)
+		}
+	}
 	return dst
 }
 
@@ -83,7 +106,8 @@ func AppendRequestList(dst []byte, l *RequestList) []byte {
 func DecodeRequestList(b []byte) (RequestList, error) {
 	d := decoder{b: b}
 	var l RequestList
-	l.Shutdown = d.header()
+	f := d.header(flagShutdown | flagWithdrawals)
+	l.Shutdown = f&flagShutdown != 0
 	n := d.count()
 	if n > 0 {
 		l.Requests = make([]Request, n)
@@ -101,6 +125,15 @@ func DecodeRequestList(b []byte) (RequestList, error) {
 		r.Postscale = d.f64()
 		r.ProcessSet = d.int()
 		r.Age = time.Duration(d.varint())
+	}
+	if f&flagWithdrawals != 0 {
+		n := d.count()
+		if n > 0 {
+			l.Withdrawn = make([]Withdrawal, n)
+		}
+		for i := 0; i < n && d.err == nil; i++ {
+			l.Withdrawn[i] = Withdrawal{ProcessSet: d.int(), Name: d.string()}
+		}
 	}
 	if err := d.finish("request list"); err != nil {
 		return RequestList{}, err
@@ -146,7 +179,7 @@ func AppendResponseList(dst []byte, l *ResponseList) []byte {
 func DecodeResponseList(b []byte) (ResponseList, error) {
 	d := decoder{b: b}
 	var l ResponseList
-	l.Shutdown = d.header()
+	l.Shutdown = d.header(flagShutdown)&flagShutdown != 0
 	n := d.count()
 	if n > 0 {
 		l.Responses = make([]Response, n)
@@ -225,19 +258,21 @@ func (d *decoder) fail(what string) {
 	}
 }
 
-func (d *decoder) header() bool {
+// header reads the version and the flags, allowing only those in allowed.
+func (d *decoder) header(allowed byte) byte {
 	v, f := d.u8(), d.u8()
 	if d.err != nil {
-		return false
+		return 0
 	}
 	if v != wireVersion {
 		d.err = fmt.Errorf("%w: wire version %d, want %d", ErrMalformed, v, wireVersion)
-		return false
+		return 0
 	}
-	if f&^flagShutdown != 0 {
+	if f&^allowed != 0 {
 		d.fail("flags")
+		return 0
 	}
-	return f&flagShutdown != 0
+	return f
 }
 
 func (d *decoder) u8() byte {

@@ -40,6 +40,14 @@ func TestWireRoundTrip(t *testing.T) {
 	if !reflect.DeepEqual(got, rl) {
 		t.Errorf("request list round trip:\n got %+v\nwant %+v", got, rl)
 	}
+	rl.Withdrawn = []Withdrawal{{ProcessSet: 0, Name: "grad/w"}, {ProcessSet: 2, Name: ""}}
+	got, err = DecodeRequestList(AppendRequestList(nil, &rl))
+	if err != nil || !reflect.DeepEqual(got, rl) {
+		t.Errorf("request list with withdrawals round trip:\n got %+v, %v\nwant %+v", got, err, rl)
+	}
+	if _, err := DecodeResponseList(AppendRequestList(nil, &rl)[:2]); err == nil {
+		t.Error("a response list header with the withdrawals flag was accepted")
+	}
 	sl := sampleResponseList()
 	got2, err := DecodeResponseList(AppendResponseList(nil, &sl))
 	if err != nil {

@@ -54,10 +54,12 @@ func NewWorlds(ctx context.Context, n int, opts ...collective.Option) ([]*collec
 }
 
 // Run makes n worlds (NewWorlds), runs fn for every rank on a goroutine of
-// its own, closes each rank's world as soon as its fn returns (so a rank
-// that fails ends the others' pending collectives rather than leaving them
-// waiting) and returns the ranks' errors joined, each prefixed with its
-// rank. ctx is passed to fn and bounds the closing.
+// its own and returns the ranks' errors joined, each prefixed with its
+// rank. A rank whose fn fails has its world closed at once, so the others'
+// pending collectives end (with ErrShutdown) rather than wait; the other
+// worlds are closed once every fn has returned (a rank that finishes early,
+// say outside a process set, does not end the others' work). ctx is passed
+// to fn and bounds the closing.
 func Run(ctx context.Context, n int, fn func(ctx context.Context, w *collective.World) error, opts ...collective.Option) error {
 	worlds, err := NewWorlds(ctx, n, opts...)
 	if err != nil {
@@ -71,24 +73,32 @@ func Run(ctx context.Context, n int, fn func(ctx context.Context, w *collective.
 			defer wg.Done()
 			if err := fn(ctx, w); err != nil {
 				errs[r] = fmt.Errorf("rank %d: %w", r, err)
-			}
-			if err := w.Close(ctx); err != nil && errs[r] == nil {
-				errs[r] = fmt.Errorf("rank %d: closing: %w", r, err)
+				_ = w.Close(ctx)
 			}
 		}()
 	}
 	wg.Wait()
+	closeErrs := closeAll(ctx, worlds)
+	for r, err := range closeErrs {
+		if err != nil && errs[r] == nil {
+			errs[r] = fmt.Errorf("rank %d: closing: %w", r, err)
+		}
+	}
 	return errors.Join(errs...)
 }
 
-func closeAll(ctx context.Context, worlds []*collective.World) {
+// closeAll closes the worlds concurrently (each Close waits for the others
+// to agree) and returns their errors by rank.
+func closeAll(ctx context.Context, worlds []*collective.World) []error {
+	errs := make([]error, len(worlds))
 	var wg sync.WaitGroup
-	for _, w := range worlds {
+	for r, w := range worlds {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_ = w.Close(ctx)
+			errs[r] = w.Close(ctx)
 		}()
 	}
 	wg.Wait()
+	return errs
 }

@@ -218,3 +218,28 @@ func TestWorldsSideBySide(t *testing.T) {
 		}
 	}
 }
+
+func TestARankDoneEarlyDoesNotEndTheOthersWork(t *testing.T) {
+	noLeaks(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err := collectivetest.Run(ctx, 3, func(ctx context.Context, w *collective.World) error {
+		ps, err := w.NewProcessSet(ctx, []int{0, 2})
+		if err != nil || !ps.Included() {
+			return err // rank 1 is done
+		}
+		for i := range 20 {
+			x := []int32{1}
+			if err := collective.Allreduce(ctx, fmt.Sprint("x", i), x, collective.Sum, collective.InProcessSet(ps)); err != nil {
+				return err
+			}
+			if x[0] != 2 {
+				return fmt.Errorf("sum %d, want 2", x[0])
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

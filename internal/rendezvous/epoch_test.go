@@ -92,3 +92,39 @@ func TestAnUnfinishedEpochFailsWhenALaterOneStarts(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestADriverBeginsAnEpochOfAnotherSize(t *testing.T) {
+	checkNoLeaks(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, addr := serve(t, ServerConfig{Size: 2, StartTimeout: time.Minute})
+	for r, x := range registerAll(ctx, addr, secret, epochRegs(0, 2)) {
+		if x.err != nil {
+			t.Fatalf("epoch 0 rank %d: %v", r, x.err)
+		}
+	}
+	s.WorkerExited(1, "exited with code 0") // the driver replaces it
+	if err := s.BeginEpoch(0, 3); !errors.Is(err, ErrEpoch) {
+		t.Errorf("BeginEpoch of the current epoch: %v", err)
+	}
+	if err := s.BeginEpoch(1, 3); err != nil {
+		t.Fatal(err)
+	}
+	if s.Size() != 3 || s.Epoch() != 1 {
+		t.Fatalf("server at epoch %d of size %d", s.Epoch(), s.Size())
+	}
+	for r, x := range registerAll(ctx, addr, secret, epochRegs(1, 3)) {
+		if x.err != nil || x.w.Size != 3 {
+			t.Fatalf("epoch 1 rank %d: world %+v, %v", r, x.w, x.err)
+		}
+	}
+	// The later epoch's ranks report statuses in its range.
+	c, err := Dial(addr, secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.ReportStatus(ctx, Status{Epoch: 1, Rank: 2, State: StateOK}); err != nil {
+		t.Errorf("status of rank 2 in epoch 1: %v", err)
+	}
+}

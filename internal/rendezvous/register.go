@@ -95,7 +95,7 @@ func (s *Server) World() (World, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r := s.cur
-	if r.err != nil || r.count != s.cfg.Size || s.cfg.Size == 0 {
+	if r.err != nil || r.count != len(r.regs) || len(r.regs) == 0 {
 		return World{}, false
 	}
 	return r.world, true
@@ -121,7 +121,7 @@ func (s *Server) Failed() bool {
 func (s *Server) WorkerExited(rank int, desc string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.cfgErr != nil || rank < 0 || rank >= s.cfg.Size {
+	if s.cfgErr != nil || rank < 0 || rank >= len(s.cur.regs) {
 		return
 	}
 	s.exited[rank] = desc
@@ -220,10 +220,7 @@ func (s *Server) add(reg *Registration) (*round, error) {
 	if s.cfgErr != nil {
 		return nil, s.cfgErr
 	}
-	switch {
-	case reg.Rank < 0 || reg.Rank >= s.cfg.Size:
-		return nil, errorf(ErrInvalid, "rank %d is out of range for a world of size %d", reg.Rank, s.cfg.Size)
-	case reg.Host == "":
+	if reg.Host == "" {
 		return nil, errorf(ErrInvalid, "rank %d registered without a host name", reg.Rank)
 	}
 	s.mu.Lock()
@@ -231,8 +228,11 @@ func (s *Server) add(reg *Registration) (*round, error) {
 	if reg.Epoch < s.cur.epoch {
 		return nil, errorf(ErrEpoch, "rank %d registered for epoch %d, the server is at epoch %d", reg.Rank, reg.Epoch, s.cur.epoch)
 	}
+	if reg.Rank < 0 || reg.Rank >= len(s.cur.regs) {
+		return nil, errorf(ErrInvalid, "rank %d is out of range for a world of size %d", reg.Rank, len(s.cur.regs))
+	}
 	if reg.Epoch > s.cur.epoch {
-		s.nextRoundLocked(reg.Epoch)
+		s.nextRoundLocked(reg.Epoch, len(s.cur.regs))
 	}
 	r := s.cur
 	if prev := r.regs[reg.Rank]; prev != nil {
@@ -252,26 +252,57 @@ func (s *Server) add(reg *Registration) (*round, error) {
 	if r.count == 1 && s.cfg.StartTimeout > 0 {
 		r.timer = time.AfterFunc(s.cfg.StartTimeout, func() { s.expire(r) })
 	}
-	if r.count == s.cfg.Size {
+	if r.count == len(r.regs) {
 		r.world = s.buildWorld(r)
 		r.stopTimer()
 		close(r.done)
-		s.log.Debug("world complete", zap.Int("size", s.cfg.Size), zap.Uint64("epoch", r.epoch))
+		s.log.Debug("world complete", zap.Int("size", len(r.regs)), zap.Uint64("epoch", r.epoch))
 	}
 	return r, nil
 }
 
-// nextRoundLocked moves the server to epoch. Ranks whose worker already
-// exited can never register in it, so it fails at once naming them.
-func (s *Server) nextRoundLocked(epoch uint64) {
+// BeginEpoch moves the server to epoch with a world of size ranks, for a
+// driver that changes the membership (elastic jobs): ranks then register
+// for that epoch. Without it, the first registration for a later epoch
+// starts it with the current size (the same ranks joining again). Ranks
+// that exited before are not held against the new epoch: the driver chose
+// its members. epoch must be later than the current one.
+func (s *Server) BeginEpoch(epoch uint64, size int) error {
+	if s.cfgErr != nil {
+		return s.cfgErr
+	}
+	if size < 1 {
+		return errorf(ErrInvalid, "epoch %d of size %d, must be >= 1", epoch, size)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if epoch <= s.cur.epoch {
+		return errorf(ErrEpoch, "epoch %d begun, the server is at epoch %d", epoch, s.cur.epoch)
+	}
+	clear(s.exited)
+	s.nextRoundLocked(epoch, size)
+	return nil
+}
+
+// Size returns the number of ranks of the current epoch.
+func (s *Server) Size() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.cur.regs)
+}
+
+// nextRoundLocked moves the server to epoch with size ranks. Ranks whose
+// worker already exited can never register in it, so it fails at once
+// naming them.
+func (s *Server) nextRoundLocked(epoch uint64, size int) {
 	old := s.cur
 	if !old.finished() {
 		s.failLocked(old, errorf(ErrEpoch, "epoch %d was abandoned: a rank registered for epoch %d", old.epoch, epoch))
 	}
 	old.oracle.Stop()
-	s.cur = newRound(epoch, s.cfg.Size, s.cfg.StallSettle)
-	s.log.Debug("new epoch", zap.Uint64("epoch", epoch), zap.Uint64("previous", old.epoch))
-	for rank := 0; rank < s.cfg.Size; rank++ {
+	s.cur = newRound(epoch, size, s.cfg.StallSettle)
+	s.log.Debug("new epoch", zap.Uint64("epoch", epoch), zap.Int("size", size), zap.Uint64("previous", old.epoch))
+	for rank := 0; rank < size; rank++ {
 		if desc, gone := s.exited[rank]; gone {
 			s.failLocked(s.cur, errorf(ErrAborted, "rank %d %s before registering for epoch %d", rank, desc, epoch))
 			s.blameExitLocked(s.cur, rank, desc)
@@ -330,7 +361,7 @@ func (s *Server) GetWorld(ctx context.Context, req *pb.GetWorldRequest) (*pb.Get
 	if r.err != nil {
 		return nil, toStatus(r.err)
 	}
-	if r.count != s.cfg.Size {
+	if r.count != len(r.regs) {
 		return nil, toStatus(errorf(ErrNotReady, "epoch %d: ranks %s have not registered", r.epoch, rankList(r.missing())))
 	}
 	return &pb.GetWorldResponse{World: worldToPB(r.world)}, nil

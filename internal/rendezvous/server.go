@@ -157,14 +157,15 @@ func (s *Server) ReportStatus(ctx context.Context, req *pb.ReportStatusRequest) 
 		return nil, toStatus(s.cfgErr)
 	}
 	st := statusFromPB(req)
-	if st.Rank < 0 || st.Rank >= s.cfg.Size {
-		return nil, toStatus(errorf(ErrInvalid, "status for rank %d, out of range for a world of size %d", st.Rank, s.cfg.Size))
+	size := s.Size() // the current epoch's
+	if st.Rank < 0 || st.Rank >= size {
+		return nil, toStatus(errorf(ErrInvalid, "status for rank %d, out of range for a world of size %d", st.Rank, size))
 	}
 	if st.State != StateOK && st.State != StateFailed {
 		return nil, toStatus(errorf(ErrInvalid, "status of rank %d has state %d (want ok or failed)", st.Rank, int(st.State)))
 	}
-	if st.Kind < FailureOwn || st.Kind > FailureExited || (st.Kind != FailureOwn && (st.Suspect < 0 || st.Suspect >= s.cfg.Size)) {
-		return nil, toStatus(errorf(ErrInvalid, "status of rank %d blames rank %d (kind %d) in a world of size %d", st.Rank, st.Suspect, int(st.Kind), s.cfg.Size))
+	if st.Kind < FailureOwn || st.Kind > FailureExited || (st.Kind != FailureOwn && (st.Suspect < 0 || st.Suspect >= size)) {
+		return nil, toStatus(errorf(ErrInvalid, "status of rank %d blames rank %d (kind %d) in a world of size %d", st.Rank, st.Suspect, int(st.Kind), size))
 	}
 	s.mu.Lock()
 	s.recordLocked(st)

@@ -55,55 +55,7 @@ func Detect(getenv func(string) string) (Info, error) {
 		}
 		li.Epoch = e
 	}
-	jobID := ""
-	switch {
-	case getenv(env.Rank) != "" && getenv(env.RendezvousAddr) != "":
-		li.Source = "gorun"
-		if li.Rank, li.Size, li.LocalRank, err = intTriple(getenv, env.Rank, env.Size, env.LocalRank); err != nil {
-			return li, err
-		}
-		li.RendezvousAddr = getenv(env.RendezvousAddr)
-	case getenv("OMPI_COMM_WORLD_RANK") != "":
-		li.Source = "openmpi"
-		if li.Rank, li.Size, li.LocalRank, err = intTriple(getenv, "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK"); err != nil {
-			return li, err
-		}
-		jobID = firstNonEmpty(getenv("OMPI_MCA_ess_base_jobid"), getenv("OMPI_MCA_orte_ess_jobid"), getenv("OMPI_MCA_orte_hnp_uri"))
-		localSize, _ := strconv.Atoi(getenv("OMPI_COMM_WORLD_LOCAL_SIZE"))
-		li.RendezvousAddr, err = rendezvousFromEnv(getenv, jobID, localSize == li.Size, "")
-	case getenv("SLURM_PROCID") != "" && getenv("SLURM_NTASKS") != "":
-		li.Source = "slurm"
-		if li.Rank, li.Size, li.LocalRank, err = intTriple(getenv, "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"); err != nil {
-			return li, err
-		}
-		jobID = getenv("SLURM_JOB_ID") + "." + getenv("SLURM_STEP_ID")
-		first, ferr := firstSlurmNode(firstNonEmpty(getenv("SLURM_STEP_NODELIST"), getenv("SLURM_JOB_NODELIST"), getenv("SLURM_NODELIST")))
-		if ferr != nil {
-			return li, ferr
-		}
-		nnodes, _ := strconv.Atoi(firstNonEmpty(getenv("SLURM_STEP_NUM_NODES"), getenv("SLURM_NNODES"), "1"))
-		li.RendezvousAddr, err = rendezvousFromEnv(getenv, jobID, nnodes <= 1, first)
-	case getenv("PMI_RANK") != "" && getenv("PMI_SIZE") != "":
-		// MPICH's and Intel MPI's Hydra (MPI_LOCALRANKID and
-		// MPI_LOCALNRANKS where the launcher sets them).
-		li.Source = "mpich"
-		if li.Rank, li.Size, li.LocalRank, err = intTriple(getenv, "PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID"); err != nil {
-			return li, err
-		}
-		jobID = firstNonEmpty(getenv("PMI_KVSNAME"), getenv("PMI_JOBID"), getenv("I_MPI_JOB_ID"))
-		localSize, _ := strconv.Atoi(getenv("MPI_LOCALNRANKS"))
-		li.RendezvousAddr, err = rendezvousFromEnv(getenv, jobID, localSize == li.Size, "")
-	case getenv("RANK") != "" && getenv("WORLD_SIZE") != "":
-		li.Source = "env"
-		if li.Rank, li.Size, li.LocalRank, err = intTriple(getenv, "RANK", "WORLD_SIZE", "LOCAL_RANK"); err != nil {
-			return li, err
-		}
-		jobID = getenv("TORCHELASTIC_RUN_ID")
-		localSize, _ := strconv.Atoi(getenv("LOCAL_WORLD_SIZE"))
-		li.RendezvousAddr, err = rendezvousFromEnv(getenv, jobID, localSize == li.Size, "")
-	default:
-		li.Source, li.Rank, li.Size = "single", 0, 1
-	}
+	jobID, err := fromLauncher(getenv, &li)
 	if err != nil {
 		return li, err
 	}
@@ -118,6 +70,60 @@ func Detect(getenv func(string) string) (Info, error) {
 	}
 	li.Secret, li.SecretDerived, err = jobSecret(getenv, jobID)
 	return li, err
+}
+
+// fromLauncher fills li's place from the first launcher whose variables
+// are set and returns that launcher's job id ("" when it has none).
+func fromLauncher(getenv func(string) string, li *Info) (jobID string, err error) {
+	switch {
+	case getenv(env.Rank) != "" && getenv(env.RendezvousAddr) != "":
+		li.Source = "gorun"
+		if li.Rank, li.Size, li.LocalRank, err = intTriple(getenv, env.Rank, env.Size, env.LocalRank); err != nil {
+			return "", err
+		}
+		li.RendezvousAddr = getenv(env.RendezvousAddr)
+	case getenv("OMPI_COMM_WORLD_RANK") != "":
+		li.Source = "openmpi"
+		if li.Rank, li.Size, li.LocalRank, err = intTriple(getenv, "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK"); err != nil {
+			return "", err
+		}
+		jobID = firstNonEmpty(getenv("OMPI_MCA_ess_base_jobid"), getenv("OMPI_MCA_orte_ess_jobid"), getenv("OMPI_MCA_orte_hnp_uri"))
+		localSize, _ := strconv.Atoi(getenv("OMPI_COMM_WORLD_LOCAL_SIZE"))
+		li.RendezvousAddr, err = rendezvousFromEnv(getenv, jobID, localSize == li.Size, "")
+	case getenv("SLURM_PROCID") != "" && getenv("SLURM_NTASKS") != "":
+		li.Source = "slurm"
+		if li.Rank, li.Size, li.LocalRank, err = intTriple(getenv, "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"); err != nil {
+			return "", err
+		}
+		jobID = getenv("SLURM_JOB_ID") + "." + getenv("SLURM_STEP_ID")
+		first, ferr := firstSlurmNode(firstNonEmpty(getenv("SLURM_STEP_NODELIST"), getenv("SLURM_JOB_NODELIST"), getenv("SLURM_NODELIST")))
+		if ferr != nil {
+			return "", ferr
+		}
+		nnodes, _ := strconv.Atoi(firstNonEmpty(getenv("SLURM_STEP_NUM_NODES"), getenv("SLURM_NNODES"), "1"))
+		li.RendezvousAddr, err = rendezvousFromEnv(getenv, jobID, nnodes <= 1, first)
+	case getenv("PMI_RANK") != "" && getenv("PMI_SIZE") != "":
+		// MPICH's and Intel MPI's Hydra (MPI_LOCALRANKID and
+		// MPI_LOCALNRANKS where the launcher sets them).
+		li.Source = "mpich"
+		if li.Rank, li.Size, li.LocalRank, err = intTriple(getenv, "PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID"); err != nil {
+			return "", err
+		}
+		jobID = firstNonEmpty(getenv("PMI_KVSNAME"), getenv("PMI_JOBID"), getenv("I_MPI_JOB_ID"))
+		localSize, _ := strconv.Atoi(getenv("MPI_LOCALNRANKS"))
+		li.RendezvousAddr, err = rendezvousFromEnv(getenv, jobID, localSize == li.Size, "")
+	case getenv("RANK") != "" && getenv("WORLD_SIZE") != "":
+		li.Source = "env"
+		if li.Rank, li.Size, li.LocalRank, err = intTriple(getenv, "RANK", "WORLD_SIZE", "LOCAL_RANK"); err != nil {
+			return "", err
+		}
+		jobID = getenv("TORCHELASTIC_RUN_ID")
+		localSize, _ := strconv.Atoi(getenv("LOCAL_WORLD_SIZE"))
+		li.RendezvousAddr, err = rendezvousFromEnv(getenv, jobID, localSize == li.Size, "")
+	default:
+		li.Source, li.Rank, li.Size = "single", 0, 1
+	}
+	return jobID, err
 }
 
 // startTimeout reads GOROVOD_START_TIMEOUT (a duration or seconds).

@@ -159,6 +159,9 @@ func TestStallWarningThenTimeout(t *testing.T) {
 	if !regexp.MustCompile(`(?s)stall.*rank 2: .*grad/x.*alive`).MatchString(r.out) {
 		t.Errorf("rank 0 did not log the missing rank 2 and tensor grad/x:\n%s", r.out)
 	}
+	if !regexp.MustCompile(`rank 2: grad/x \(waiting up to [^)]*\); last submitted allreduce "grad/other" [0-9.]+m?s ago`).MatchString(r.out) {
+		t.Errorf("the stall report does not say what rank 2 last did:\n%s", r.out)
+	}
 	for _, rank := range []int{0, 1} {
 		if !regexp.MustCompile(fmt.Sprintf(`rank %d: grad/x: .*timed out`, rank)).MatchString(r.out) {
 			t.Errorf("rank %d: call did not fail with ErrTimeout:\n%s", rank, r.out)

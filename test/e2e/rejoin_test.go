@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -38,5 +39,27 @@ func TestCloseAndJoinANewWorld(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A rank that exits 0 before calling Init: the others' Init fails at once
+// with ErrPeerLost naming it (not after the start timeout, not untyped).
+func TestRankExitingBeforeInitFailsTheOthersWithPeerLost(t *testing.T) {
+	r := gorun(t, time.Minute, "-np", "3", "--start-timeout", "60s", "worker", "-mode", "exit0", "-rank", "1")
+	if r.code == 0 {
+		t.Fatalf("gorun exited 0; output:\n%s", r.out)
+	}
+	// The first rank to fail ends the job: gorun may stop the other
+	// before it says why (when it had not registered yet), so at least one
+	// of them reports, and every report is typed and names rank 1.
+	reports := regexp.MustCompile(`rank [02]: init failed: .*`).FindAllString(r.out, -1)
+	if len(reports) == 0 {
+		t.Fatalf("no rank reported its Init error:\n%s", r.out)
+	}
+	ok := regexp.MustCompile(`rank 1 .*exited with code 0 before registering.*\(peer lost: true\)`)
+	for _, rep := range reports {
+		if !ok.MatchString(rep) {
+			t.Errorf("Init did not fail with ErrPeerLost naming rank 1: %s", rep)
+		}
 	}
 }

@@ -18,7 +18,7 @@ import (
 )
 
 func main() {
-	mode := flag.String("mode", "allreduce", "allreduce | noinit | mismatch | stall | die | kill | negkill | steady | features | chaos | rejoin")
+	mode := flag.String("mode", "allreduce", "allreduce | noinit | exit0 | mismatch | stall | die | kill | negkill | steady | features | chaos | rejoin")
 	rankFlag := flag.Int("rank", 1, "the rank that misbehaves")
 	size := flag.Int("n", 1<<20, "elements per allreduce (die mode)")
 	steps := flag.Int("steps", 20, "steps (steady and chaos modes), rounds (rejoin mode)")
@@ -38,15 +38,23 @@ func main() {
 	}
 }
 
+// envRank is the rank the launcher gave (gorun's or a torchrun-style one).
 func envRank() int {
 	var r int
-	_, _ = fmt.Sscan(os.Getenv("GOROVOD_RANK"), &r)
+	v := os.Getenv("GOROVOD_RANK")
+	if v == "" {
+		v = os.Getenv("RANK")
+	}
+	_, _ = fmt.Sscan(v, &r)
 	return r
 }
 
 func run(ctx context.Context, mode string, bad, n, steps int) error {
 	if mode == "rejoin" {
 		return rejoin(ctx, steps)
+	}
+	if mode == "exit0" {
+		return exitBeforeInit(ctx, bad)
 	}
 	if mode == "noinit" && envRank() == bad {
 		fmt.Println("not calling Init")
@@ -164,7 +172,7 @@ func run(ctx context.Context, mode string, bad, n, steps int) error {
 	case "features":
 		return features(ctx, rank)
 	default:
-		return fmt.Errorf("unknown mode %q (want %s)", mode, strings.Join([]string{"allreduce", "noinit", "mismatch", "stall", "die", "kill", "negkill", "steady", "features", "chaos", "rejoin"}, ", "))
+		return fmt.Errorf("unknown mode %q (want %s)", mode, strings.Join([]string{"allreduce", "noinit", "mismatch", "stall", "die", "kill", "negkill", "steady", "features", "chaos", "rejoin", "exit0"}, ", "))
 	}
 	return nil
 }
@@ -250,4 +258,20 @@ func features(ctx context.Context, rank int) error {
 	}
 	fmt.Printf("rank %d: join ok (last %d)\n", rank, last)
 	return nil
+}
+
+// exitBeforeInit: rank bad exits 0 without calling Init; the others' Init
+// must fail with one of the typed errors, saying which.
+func exitBeforeInit(ctx context.Context, bad int) error {
+	if envRank() == bad {
+		fmt.Println("exiting before Init")
+		return nil
+	}
+	err := collective.Init(ctx)
+	if err == nil {
+		_ = collective.Shutdown(ctx)
+		return errors.New("Init succeeded without the rank that exited")
+	}
+	fmt.Printf("rank %d: init failed: %v (peer lost: %v)\n", envRank(), err, errors.Is(err, collective.ErrPeerLost))
+	return err
 }
