@@ -81,15 +81,17 @@ const (
 	tagDone    = 0x5c04
 )
 
-// sharedMemory reports whether every rank of the Comm is on this rank's
-// host and reached over shared memory (links that reduce from their own
-// memory, transport.RecvReducer): the single copy belongs with the shm
-// transport, so a job that turned it off (--disable-shm: TCP between
-// same-host peers) does not read peers' memory either.
+// oneHost reports whether every rank of the Comm is on this rank's host
+// (the same answer on every rank: hosts come from the mesh's peer table).
+func (c *Comm) oneHost() bool { return len(c.local) == c.size }
+
+// sharedMemory reports whether this rank reaches every peer over shared
+// memory (links that reduce from their own memory, transport.RecvReducer):
+// the single copy belongs with the shm transport, so a job that turned it
+// off (--disable-shm: TCP between same-host peers) does not read peers'
+// memory either. Shared-memory setup can fail for one pair only, so ranks
+// may differ here: the probe makes them agree.
 func (c *Comm) sharedMemory() bool {
-	if len(c.local) != c.size {
-		return false
-	}
 	for p, l := range c.links {
 		if _, ok := l.(transport.RecvReducer); p != c.rank && !ok {
 			return false
@@ -101,7 +103,7 @@ func (c *Comm) sharedMemory() bool {
 // wantSingleCopy reports whether an op of n bytes would use the single copy
 // if the probe allows it (the probe has not necessarily run).
 func (c *Comm) wantSingleCopy(n int, forced bool) bool {
-	if c.size < 2 || n == 0 || !c.sharedMemory() {
+	if c.size < 2 || n == 0 || !c.oneHost() {
 		return false
 	}
 	if forced {
@@ -249,6 +251,9 @@ func (c *Comm) readNonces(in [][]byte) (byte, string, []int, error) {
 	pids := make([]int, c.size)
 	pids[c.rank] = os.Getpid()
 	verdict, reason := byte(1), ""
+	if !c.sharedMemory() {
+		verdict, reason = 0, fmt.Sprintf("rank %d reaches a peer over TCP (shared memory off or unavailable)", c.rank)
+	}
 	got := make([]byte, 16)
 	for q, m := range in {
 		if q == c.rank {

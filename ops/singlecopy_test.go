@@ -188,18 +188,59 @@ func TestSingleCopyRefused(t *testing.T) {
 	}
 }
 
-// TestSingleCopyNotAcrossHosts: ranks on several hosts, or on one host
-// without shared-memory links (--disable-shm), never probe.
+// TestSingleCopyNotAcrossHosts: ranks on several hosts never probe.
 func TestSingleCopyNotAcrossHosts(t *testing.T) {
-	for name, opts := range map[string][]inmem.Option{
-		"two hosts":      {inmem.WithRanksPerHost(2), inmem.WithRecvReducer()},
-		"tcp-like links": {inmem.WithDuplex()},
-	} {
-		ws := newWorld(t, 4, singleCopyCfg, opts...)
-		checkSingleCopyOps(t, ws, rand.New(rand.NewPCG(1, 1)), name, tensor.Float32, tensor.Sum, 5000)
+	ws := newWorld(t, 4, singleCopyCfg, inmem.WithRanksPerHost(2), inmem.WithRecvReducer())
+	defer ws.close()
+	checkSingleCopyOps(t, ws, rand.New(rand.NewPCG(1, 1)), "two hosts", tensor.Float32, tensor.Sum, 5000)
+	for rank, c := range ws.comms {
+		if st := c.SingleCopy(); st.Probed {
+			t.Errorf("rank %d probed across hosts: %+v", rank, st)
+		}
+	}
+}
+
+// hideReducer is a mesh whose links between the ranks of pair lose their
+// RecvReducer capability (look like TCP), as when shared memory could be
+// set up between some pairs of a host only.
+type hideReducer struct {
+	transport.Mesh
+	pair [2]int
+}
+
+func (m hideReducer) Link(p int) transport.Link {
+	l := m.Mesh.Link(p)
+	if r := m.Mesh.Rank(); (r == m.pair[0] && p == m.pair[1]) || (r == m.pair[1] && p == m.pair[0]) {
+		return struct{ transport.Link }{l}
+	}
+	return l
+}
+
+// TestSingleCopyNeedsSharedMemoryEverywhere: one host without shared
+// memory (--disable-shm), or with it between some pairs only: the ranks
+// probe together, agree not to use the single copy, and stay correct.
+func TestSingleCopyNeedsSharedMemoryEverywhere(t *testing.T) {
+	defer checkGoroutines(t)()
+	for _, name := range []string{"no shared memory", "one pair without"} {
+		var ws *world
+		if name == "no shared memory" { // every link looks like TCP
+			ws = newWorld(t, 3, singleCopyCfg, inmem.WithPipeBytes(4096), inmem.WithDuplex())
+		} else {
+			w := inmem.MustWorld(3, inmem.WithPipeBytes(4096), inmem.WithRecvReducer())
+			ws = &world{w: w}
+			for r := range 3 {
+				c, err := NewComm(hideReducer{w.Mesh(r), [2]int{1, 2}}, singleCopyCfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				ws.comms = append(ws.comms, c)
+			}
+		}
+		checkSingleCopyOps(t, ws, rand.New(rand.NewPCG(2, 2)), name, tensor.Int32, tensor.Sum, 3000)
 		for rank, c := range ws.comms {
-			if st := c.SingleCopy(); st.Probed {
-				t.Errorf("%s: rank %d probed: %+v", name, rank, st)
+			st := c.SingleCopy()
+			if !st.Probed || st.Permitted || !strings.Contains(st.Reason, "over TCP") && !strings.Contains(st.Reason, "cannot read its peers") {
+				t.Errorf("%s: rank %d: status %+v, want probed and refused for TCP links", name, rank, st)
 			}
 		}
 		ws.close()
