@@ -354,6 +354,15 @@ func (c *Comm) readPeer(ctx context.Context, q int, dst []byte, addr uint64) err
 	}
 	if err := c.sc.read(c.sc.pids[q], dst, addr); err != nil {
 		if cma.Gone(err) {
+			// The peer's process is gone. Its link says so too (at once,
+			// or as soon as the kernel has closed its sockets): the loss
+			// then surfaces like every other, through whatever watches
+			// the links (the job's failure tracking names the first rank
+			// lost).
+			var b [1]byte
+			if lerr := c.links[q].Recv(ctx, b[:]); lerr != nil {
+				return lerr
+			}
 			err = fmt.Errorf("%w: %w", transport.ErrPeerLost, err)
 		}
 		return &transport.PeerError{Rank: q, Host: c.mesh.Host(q), Op: "single-copy read", Err: err}
