@@ -354,13 +354,15 @@ func (c *Comm) readPeer(ctx context.Context, q int, dst []byte, addr uint64) err
 	}
 	if err := c.sc.read(c.sc.pids[q], dst, addr); err != nil {
 		if cma.Gone(err) {
-			// The peer's process is gone. Its link says so too (at once,
-			// or as soon as the kernel has closed its sockets): the loss
-			// then surfaces like every other, through whatever watches
-			// the links (the job's failure tracking names the first rank
-			// lost).
-			var b [1]byte
-			if lerr := c.links[q].Recv(ctx, b[:]); lerr != nil {
+			// The peer's process is gone, and the kernel closed its
+			// sockets before its pid went: its link says so too, once the
+			// few signal bytes it sent before it died are read. Reported
+			// through the link, the loss surfaces like every other (the
+			// job's failure tracking names the first rank lost). The op
+			// fails either way, so the bytes read do not matter; the
+			// bound keeps a peer that somehow still talks from holding
+			// this rank.
+			if lerr := c.drainUntilLost(ctx, q); lerr != nil {
 				return lerr
 			}
 			err = fmt.Errorf("%w: %w", transport.ErrPeerLost, err)
@@ -368,6 +370,22 @@ func (c *Comm) readPeer(ctx context.Context, q int, dst []byte, addr uint64) err
 		return &transport.PeerError{Rank: q, Host: c.mesh.Host(q), Op: "single-copy read", Err: err}
 	}
 	return nil
+}
+
+// drainUntilLost reads rank q's link until it fails (returning that error)
+// or 250 ms pass (returning nil).
+func (c *Comm) drainUntilLost(ctx context.Context, q int) error {
+	dctx, cancel := context.WithTimeout(ctx, 250*time.Millisecond)
+	defer cancel()
+	var b [1]byte
+	for {
+		if err := c.links[q].Recv(dctx, b[:]); err != nil {
+			if dctx.Err() != nil && ctx.Err() == nil {
+				return nil
+			}
+			return err
+		}
+	}
 }
 
 // reduceFromPeers reduces this rank's part of every peer's buffer into
