@@ -138,7 +138,10 @@ func newEngine(cfg config.Config, log *zap.Logger, topo topology, raw transport.
 }
 
 func opsConfig(cfg config.Config) ops.Config {
-	return ops.Config{SegmentBytes: cfg.SegmentBytes, Hierarchical: cfg.HierarchicalAllreduce}
+	algo, _ := ops.ParseAlgorithm(cfg.AllreduceAlgorithm) // validated with the config
+	return ops.Config{SegmentBytes: cfg.SegmentBytes, Hierarchical: cfg.HierarchicalAllreduce,
+		SmallBytes: cfg.SmallBytes, Algorithm: algo,
+		SingleCopyOff: cfg.DisableSingleCopy, SingleCopyMaxBytes: cfg.SingleCopyMaxBytes}
 }
 
 func (e *engine) opsConfig() ops.Config { return opsConfig(e.cfg) }

@@ -36,6 +36,16 @@ func (c *Comm) Allreduce(ctx context.Context, buf []byte, dt tensor.DType, op te
 	}
 	algo := c.choose(len(buf))
 	return c.run(ctx, "allreduce", func(ctx context.Context) error {
+		if algo == SingleCopy {
+			use, err := c.useSingleCopy(ctx, len(buf), c.cfg.Algorithm == SingleCopy)
+			if err != nil {
+				return err
+			}
+			if use {
+				return c.singleCopyAllreduce(ctx, buf, dt, rop, finish)
+			}
+			algo = Ring
+		}
 		switch algo {
 		case RecursiveDoubling:
 			if err := c.recursiveDoubling(ctx, all(c.size), c.rank, buf, dt, rop); err != nil {
@@ -80,7 +90,7 @@ func (c *Comm) finisher(dt tensor.DType, op tensor.ReduceOp, postscale float64) 
 func (c *Comm) choose(n int) Algorithm {
 	multiHost := c.hierOK && len(c.cross) > 1
 	switch c.cfg.Algorithm {
-	case Ring, RecursiveDoubling:
+	case Ring, RecursiveDoubling, SingleCopy:
 		return c.cfg.Algorithm
 	case Hierarchical:
 		if c.hierOK {
@@ -93,6 +103,8 @@ func (c *Comm) choose(n int) Algorithm {
 		return RecursiveDoubling
 	case c.cfg.Hierarchical && multiHost:
 		return Hierarchical
+	case c.wantSingleCopy(n, false):
+		return SingleCopy
 	}
 	return Ring
 }
@@ -169,29 +181,18 @@ func (c *Comm) ring(ctx context.Context, r ringSpec) error {
 		}
 	}
 
-	type step struct {
-		chunk  int
-		reduce bool
-	}
-	var steps []step
-	first := r.pos
-	if r.rs {
-		first = mod(r.pos - 1)
-		for s := range n - 1 {
-			steps = append(steps, step{mod(r.pos - s - 2), true})
-		}
-	}
-	if r.ag {
-		for s := range n - 1 {
-			steps = append(steps, step{mod(r.pos - s - 1), false})
-		}
+	first, steps := ringSteps(r)
+	if d, ok := c.duplexPair(right, left); ok {
+		return c.duplexRingN(ctx, d, r, seg, first, steps)
 	}
 	chunk := func(i int) []byte { return r.buf[r.offs[i]:r.offs[i+1]] }
-	total := len(chunk(first))
+	segments := func(b []byte) int { return (len(b) + seg - 1) / seg }
+	total, sends := len(chunk(first)), segments(chunk(first))
 	for _, st := range steps[:len(steps)-1] {
 		total += len(chunk(st.chunk))
+		sends += segments(chunk(st.chunk))
 	}
-	o := c.to(right, total)
+	o := c.toN(right, total, sends)
 	// sent[i] is the sequence number of the last queued send of chunk i:
 	// the allgather phase overwrites chunks the reduce-scatter phase sent
 	// and waits for those sends first (by causality they finished long
@@ -243,6 +244,33 @@ func (c *Comm) ring(ctx context.Context, r ringSpec) error {
 		return c.snd.wait()
 	}
 	return nil
+}
+
+// ringStep is one step of a ring pass: receive chunk (reducing it in the
+// reduce-scatter phase), then forward it at the next step.
+type ringStep struct {
+	chunk  int
+	reduce bool
+}
+
+// ringSteps plans a ring pass for the rank at r.pos: first is the chunk it
+// sends before receiving anything.
+func ringSteps(r ringSpec) (first int, steps []ringStep) {
+	n := len(r.group)
+	mod := func(i int) int { return ((i % n) + n) % n }
+	first = r.pos
+	if r.rs {
+		first = mod(r.pos - 1)
+		for s := range n - 1 {
+			steps = append(steps, ringStep{mod(r.pos - s - 2), true})
+		}
+	}
+	if r.ag {
+		for s := range n - 1 {
+			steps = append(steps, ringStep{mod(r.pos - s - 1), false})
+		}
+	}
+	return first, steps
 }
 
 // exchange sends p to peer and receives len(q) bytes from it into q,

@@ -52,6 +52,12 @@ func (c *Comm) Allgatherv(ctx context.Context, send, recv []byte, counts []int) 
 		return nil
 	}
 	return c.run(ctx, "allgatherv", func(ctx context.Context) error {
+		if use, err := c.useSingleCopy(ctx, total, false); err != nil || use {
+			if err != nil {
+				return err
+			}
+			return c.singleCopyAllgatherv(ctx, send, recv, counts, offs)
+		}
 		return c.ring(ctx, ringSpec{group: all(c.size), pos: c.rank, buf: recv, offs: offs, ag: true})
 	})
 }
@@ -86,6 +92,12 @@ func (c *Comm) ReduceScatter(ctx context.Context, buf []byte, counts []int, dt t
 		return mine, nil
 	}
 	err = c.run(ctx, "reducescatter", func(ctx context.Context) error {
+		if use, err := c.useSingleCopy(ctx, len(buf), false); err != nil || use {
+			if err != nil {
+				return err
+			}
+			return c.singleCopyReduceScatter(ctx, buf, offs, dt, rop, finish)
+		}
 		return c.ring(ctx, ringSpec{group: all(c.size), pos: c.rank, buf: buf, offs: offs, rs: true, dt: dt, op: rop, finish: finish})
 	})
 	if err != nil {
@@ -110,6 +122,12 @@ func (c *Comm) Broadcast(ctx context.Context, buf []byte, root int) error {
 	real := func(v int) int { return (v + root) % n }
 	small := len(buf) < c.cfg.SmallBytes
 	return c.run(ctx, "broadcast", func(ctx context.Context) error {
+		if use, err := c.useSingleCopy(ctx, len(buf), false); err != nil || use {
+			if err != nil {
+				return err
+			}
+			return c.singleCopyBroadcast(ctx, buf, root)
+		}
 		if small {
 			// Binomial tree: receive from the parent, then send to the
 			// children, largest subtree first. Children only wait on us,
@@ -140,7 +158,7 @@ func (c *Comm) Broadcast(ctx context.Context, buf []byte, root int) error {
 		if v == n-1 {
 			return c.recv(ctx, real(v-1), buf)
 		}
-		o := c.to(real(v+1), len(buf))
+		o := c.toN(real(v+1), len(buf), (len(buf)+seg-1)/seg)
 		for b := buf; len(b) > 0; {
 			p := b[:min(seg, len(b))]
 			b = b[len(p):]
@@ -186,10 +204,7 @@ func (c *Comm) Alltoallv(ctx context.Context, send []byte, sendCounts []int) ([]
 		for s := 1; s < n; s++ {
 			to, from := (r+s)%n, (r-s+n)%n
 			binary.LittleEndian.PutUint64(shdr[8*to:], uint64(sendCounts[to]))
-			if _, err := c.to(to, 8).send(ctx, shdr[8*to:8*to+8]); err != nil {
-				return err
-			}
-			if err := c.recv(ctx, from, rhdr[8*from:8*from+8]); err != nil {
+			if err := c.shift(ctx, to, shdr[8*to:8*to+8], from, rhdr[8*from:8*from+8]); err != nil {
 				return err
 			}
 			k := binary.LittleEndian.Uint64(rhdr[8*from:])
@@ -206,10 +221,7 @@ func (c *Comm) Alltoallv(ctx context.Context, send []byte, sendCounts []int) ([]
 		copy(recv[roffs[r]:], send[soffs[r]:soffs[r+1]])
 		for s := 1; s < n; s++ {
 			to, from := (r+s)%n, (r-s+n)%n
-			if _, err := c.to(to, sendCounts[to]).send(ctx, send[soffs[to]:soffs[to+1]]); err != nil {
-				return err
-			}
-			if err := c.recv(ctx, from, recv[roffs[from]:roffs[from+1]]); err != nil {
+			if err := c.shift(ctx, to, send[soffs[to]:soffs[to+1]], from, recv[roffs[from]:roffs[from+1]]); err != nil {
 				return err
 			}
 		}
@@ -219,6 +231,33 @@ func (c *Comm) Alltoallv(ctx context.Context, send []byte, sendCounts []int) ([]
 		return nil, nil, err
 	}
 	return recv, recvCounts, nil
+}
+
+// shift is one step of a pairwise or dissemination schedule: it sends p to
+// rank to while receiving len(q) bytes from rank from. Over Duplex links
+// it runs on this goroutine and p has left on return; otherwise p is sent
+// inline when it fits the link or queued on the sender, and the op must
+// wait for the sender (c.snd.wait) before p changes.
+func (c *Comm) shift(ctx context.Context, to int, p []byte, from int, q []byte) error {
+	if to == from {
+		if d, ok := c.duplexTo(to); ok {
+			d.push(p)
+			if err := d.pump(ctx, q, 0); err != nil {
+				return err
+			}
+			return d.flush(ctx)
+		}
+	} else if d, ok := c.duplexPair(to, from); ok {
+		d.push(p)
+		if err := d.pump(ctx, q, 0); err != nil {
+			return err
+		}
+		return d.flush(ctx)
+	}
+	if _, err := c.to(to, len(p)).send(ctx, p); err != nil {
+		return err
+	}
+	return c.recv(ctx, from, q)
 }
 
 // Barrier returns once every rank has entered it (dissemination barrier:
@@ -233,10 +272,7 @@ func (c *Comm) Barrier(ctx context.Context) error {
 		var in [1]byte
 		for k := 1; k < n; k <<= 1 {
 			to, from := (r+k)%n, (r-k+n)%n
-			if _, err := c.to(to, 1).send(ctx, tok); err != nil {
-				return err
-			}
-			if err := c.recv(ctx, from, in[:]); err != nil {
+			if err := c.shift(ctx, to, tok, from, in[:]); err != nil {
 				return err
 			}
 			if in[0] != tok[0] {

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sort"
 	"sync"
 
 	"github.com/gorovod/gorovod/internal/tensor"
 
 	"github.com/gorovod/gorovod/internal/transport"
+	"github.com/gorovod/gorovod/internal/transport/cma"
 )
 
 // errAborted is the cancel cause of an op's context when the op gives up
@@ -43,6 +45,14 @@ type Comm struct {
 
 	snd *sender // nil when size == 1
 
+	// spins: idle rounds the duplex engine retries before it yields the
+	// core; 1 (no spinning) when this host has more ranks than cores, where
+	// the peer waited for may need this very core.
+	spins int
+
+	sc       singleCopy       // under opMu
+	scStatus SingleCopyStatus // under mu
+
 	opMu    sync.Mutex // serialises operations
 	scratch []byte     // receive buffer of the running op
 
@@ -67,6 +77,7 @@ func NewComm(mesh transport.Mesh, cfg Config) (*Comm, error) {
 		return nil, fmt.Errorf("%w: NewComm: rank %d of size %d", tensor.ErrInvalid, rank, size)
 	}
 	c := &Comm{mesh: mesh, cfg: cfg, rank: rank, size: size, links: make([]transport.Link, size)}
+	c.sc.read, c.sc.calibrate = cma.Read, c.timeBothWays
 	for p := range size {
 		if p == rank {
 			continue
@@ -76,6 +87,10 @@ func NewComm(mesh transport.Mesh, cfg Config) (*Comm, error) {
 		}
 	}
 	c.topology()
+	c.spins = duplexSpins
+	if len(c.local) > runtime.NumCPU() {
+		c.spins = 1
+	}
 	if size > 1 {
 		c.snd = newSender()
 		go c.snd.loop()
@@ -162,6 +177,7 @@ func (c *Comm) run(ctx context.Context, name string, body func(ctx context.Conte
 		c.snd.begin(opCtx, cancel)
 	}
 	err := body(opCtx)
+	c.sc.exposed = nil // peers are done reading it (or the op failed)
 	if err != nil {
 		cancel(errAborted)
 	}
@@ -218,13 +234,16 @@ func (c *Comm) buffer(n int) []byte {
 	return c.scratch[:n]
 }
 
-// fits reports whether total bytes sent to peer in one operation may be
-// written with a blocking Send on the caller's goroutine: the link buffers
-// them without the peer receiving (half the capacity, so bytes of a previous
-// operation the peer has not read yet cannot make it block for long).
-func (c *Comm) fits(peer, total int) bool {
+// fits reports whether total bytes sent to peer in one operation, in sends
+// Send calls, may be written with blocking Sends on the caller's goroutine:
+// the link buffers them without the peer receiving (half the capacity, so
+// bytes of a previous operation the peer has not read yet cannot make it
+// block for long). Only a single Send is trusted: a link of slots (shared
+// memory) spends a whole slot on each Send however small, so many small
+// Sends can fill it long before BufferedBytes.
+func (c *Comm) fits(peer, total, sends int) bool {
 	b, ok := c.links[peer].(transport.Buffered)
-	return ok && total <= b.BufferedBytes()/2
+	return ok && sends <= 1 && total <= b.BufferedBytes()/2
 }
 
 // out sends to one peer, inline (no goroutine hand-off) when the whole
@@ -236,8 +255,13 @@ type out struct {
 	inline bool
 }
 
-func (c *Comm) to(peer, total int) out {
-	return out{c: c, peer: peer, inline: c.fits(peer, total)}
+// to is the sending side of an operation that sends peer total bytes in
+// one Send.
+func (c *Comm) to(peer, total int) out { return c.toN(peer, total, 1) }
+
+// toN is to for an operation that sends peer total bytes in sends Sends.
+func (c *Comm) toN(peer, total, sends int) out {
+	return out{c: c, peer: peer, inline: c.fits(peer, total, sends)}
 }
 
 // send sends p, or queues it; the sequence number (0 for an inline send,

@@ -39,6 +39,16 @@
 //     among ranks with the same local index, and allgathers within the host.
 //     Postscale/average is applied to each rank's reduced chunk before the
 //     allgather, so every rank scales 1/n of the data.
+//   - Single copy (singlecopy.go): when every rank is on one host, reached
+//     over shared memory (transport.RecvReducer links), and the kernel
+//     allows cross-memory attach, allreduce, allgatherv,
+//     reduce-scatter and broadcast from SmallBytes up to a calibrated
+//     limit read the peers' buffers directly with process_vm_readv
+//     (addresses exchanged over the links): one copy per byte moved instead
+//     of two through slots, three small exchanges per op. A probe at the
+//     first such op decides once, on every rank alike, then the ranks time
+//     a 4 MiB allreduce both ways and adopt rank 0's verdict
+//     (Config.SingleCopyMaxBytes overrides it).
 //   - Allgatherv: the allgather half of the ring, any count per rank.
 //   - ReduceScatter: the reduce-scatter half of the ring, any count per rank.
 //   - Broadcast: binomial tree below SmallBytes, else a pipelined chain from
@@ -55,22 +65,29 @@
 // scheduler tick on a small machine. So each Comm owns exactly one sender
 // goroutine, which performs queued sends in order while the calling
 // goroutine receives and reduces; Close stops it. When all the bytes an
-// operation sends to a peer fit in the link's buffer (transport.Buffered,
-// with a factor-two margin), the caller's goroutine sends them itself and no
-// hand-off happens: small allreduces, barriers and the count exchange of
-// alltoall stay on one goroutine.
+// operation sends to a peer fit in the link's buffer in one Send
+// (transport.Buffered, with a factor-two margin; a link of slots spends a
+// slot per Send, so several small Sends are not trusted to fit), the
+// caller's goroutine sends them itself and no hand-off happens: small
+// allreduces, barriers and the count exchange of alltoall stay on one
+// goroutine.
 //
 // Links that are a transport.Duplex (TCP and shared memory) take a third
-// way where one peer is both neighbours: the ring of a group of two and the
-// exchanges of recursive doubling run on the caller's goroutine alone, as
-// MPI's progress engine does (duplex.go): nonblocking sends and receives in
-// one loop, each reduced segment queued for sending at once (over shared
-// memory reduced straight from the slot, transport.DuplexReducer), and when
-// nothing moves a few retries, then sched_yield, then the link's Await (for
-// TCP a poll(2) that wakes once a segment's bytes are there, SO_RCVLOWAT).
-// No hand-off between goroutines and no netpoller wake-up per segment, and
-// a worker keeps one busy thread; rings of more than two ranks keep the
-// sender goroutine.
+// way: rings (of two ranks, where one peer is both neighbours, and of more,
+// sending right while receiving left), the exchanges of recursive doubling
+// and the steps of alltoall and barrier run on the caller's goroutine
+// alone, as MPI's progress engine does (duplex.go): nonblocking sends and
+// receives in one loop, each reduced segment queued for sending at once
+// (over shared memory reduced straight from the slot,
+// transport.DuplexReducer), and when nothing moves a few retries (none
+// when the host has more ranks than cores: the peer waited for may need
+// this core), then sched_yield, then the link's Await (for TCP a poll(2)
+// that wakes once a segment's bytes are there, SO_RCVLOWAT). No hand-off
+// between goroutines and no netpoller wake-up per segment, and a worker
+// keeps one busy thread. A ring of more than two ranks waits on two links:
+// on one direction it blocks in that link's Await, on both it naps 20 us
+// (nanosleep, giving the core away) between looks, since a thread can
+// block on one link only.
 //
 // Received bytes are reduced straight from the link's memory when the link
 // is a transport.RecvReducer (shared memory); otherwise they land in one

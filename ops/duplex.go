@@ -18,6 +18,7 @@ const (
 	duplexSpins  = 32
 	duplexYields = 64
 	duplexBlock  = 5 * time.Millisecond
+	duplexNap    = 20 * time.Microsecond
 )
 
 // duplex drives both directions of one transport.Duplex link from the
@@ -27,8 +28,10 @@ const (
 // wake-up) per segment, and keeps one busy thread per worker, which is what
 // a worker with one core to itself needs.
 type duplex struct {
-	l      transport.Duplex
-	rr     transport.DuplexReducer // l, when it reduces from its own memory
+	tx     transport.Duplex        // sends go here
+	rx     transport.Duplex        // receives come from here (often tx)
+	rr     transport.DuplexReducer // rx, when it reduces from its own memory
+	spins  int                     // idle rounds retried before yielding (Comm.spins)
 	q      [][]byte                // pending sends, in order
 	sent   int                     // bytes of every push sent so far
 	queued int                     // bytes of every push
@@ -61,7 +64,7 @@ func (d *duplex) pumpInto(ctx context.Context, dst []byte, sentAtLeast int, sink
 	for len(dst) > 0 || d.sent < sentAtLeast {
 		moved := false
 		for len(d.q) > 0 {
-			n, err := d.l.TrySend(d.q[0])
+			n, err := d.tx.TrySend(d.q[0])
 			if err != nil {
 				return err
 			}
@@ -81,7 +84,7 @@ func (d *duplex) pumpInto(ctx context.Context, dst []byte, sentAtLeast int, sink
 			if sink != nil {
 				n, err = d.rr.TryRecvReduce(dst, sink.fn)
 			} else {
-				n, err = d.l.TryRecv(dst)
+				n, err = d.rx.TryRecv(dst)
 			}
 			if err != nil {
 				return err
@@ -97,20 +100,40 @@ func (d *duplex) pumpInto(ctx context.Context, dst []byte, sentAtLeast int, sink
 		}
 		idle++
 		switch {
-		case idle <= duplexSpins:
-			if idle == duplexSpins && ctx.Err() != nil {
+		case idle <= d.spins:
+			if idle == d.spins && ctx.Err() != nil {
 				// Through the link, which returns at once: the error then
 				// names the peer waited on, as every other wait's does.
-				return d.l.Await(ctx, len(dst), len(d.q) > 0, duplexBlock)
+				return d.await(ctx, len(dst), len(d.q) > 0)
 			}
-		case idle <= duplexSpins+duplexYields:
+		case idle <= d.spins+duplexYields:
 			osYield()
 		default:
-			if err := d.l.Await(ctx, len(dst), len(d.q) > 0, duplexBlock); err != nil {
+			if err := d.await(ctx, len(dst), len(d.q) > 0); err != nil {
 				return err
 			}
 		}
 	}
+	return nil
+}
+
+// await blocks until the wanted directions may move. On one link that is
+// the link's Await; on two links (a ring of more than two ranks: send
+// right, receive left) a thread can block on one only, so with both
+// directions wanted it naps briefly (yielding the core) and looks again.
+func (d *duplex) await(ctx context.Context, recvBytes int, send bool) error {
+	switch {
+	case d.tx == d.rx:
+		return d.tx.Await(ctx, recvBytes, send, duplexBlock)
+	case !send:
+		return d.rx.Await(ctx, recvBytes, false, duplexBlock)
+	case recvBytes == 0:
+		return d.tx.Await(ctx, 0, true, duplexBlock)
+	}
+	if ctx.Err() != nil { // through the link, so the error names the peer
+		return d.rx.Await(ctx, recvBytes, false, duplexBlock)
+	}
+	osNap(duplexNap)
 	return nil
 }
 
@@ -125,7 +148,19 @@ func (c *Comm) duplexTo(peer int) (*duplex, bool) {
 		return nil, false
 	}
 	rr, _ := l.(transport.DuplexReducer)
-	return &duplex{l: l, rr: rr}, true
+	return &duplex{tx: l, rx: l, rr: rr, spins: c.spins}, true
+}
+
+// duplexPair returns a duplex engine sending to right and receiving from
+// left, if both links are transport.Duplex.
+func (c *Comm) duplexPair(right, left int) (*duplex, bool) {
+	tx, ok1 := c.links[right].(transport.Duplex)
+	rx, ok2 := c.links[left].(transport.Duplex)
+	if !ok1 || !ok2 {
+		return nil, false
+	}
+	rr, _ := rx.(transport.DuplexReducer)
+	return &duplex{tx: tx, rx: rx, rr: rr, spins: c.spins}, true
 }
 
 // duplexRing is ring for a group of two over a Duplex link: the peer is
@@ -178,6 +213,58 @@ func (c *Comm) duplexRing(ctx context.Context, d *duplex, r ringSpec, seg int) e
 		}
 		if err := d.pump(ctx, chunk(q), 0); err != nil {
 			return err
+		}
+	}
+	return d.flush(ctx)
+}
+
+// duplexRingN is ring for a group of more than two over Duplex links, on
+// the op's goroutine alone: one engine sends right and receives left. Each
+// received segment is reduced (reduce-scatter: straight from the slot over
+// shared memory) and queued for the right neighbour at once. Before the
+// allgather overwrites a chunk, the bytes queued from it must have left.
+func (c *Comm) duplexRingN(ctx context.Context, d *duplex, r ringSpec, seg, first int, steps []ringStep) error {
+	chunk := func(i int) []byte { return r.buf[r.offs[i]:r.offs[i+1]] }
+	// queuedUpTo[i]: d.queued after the last push of chunk i.
+	queuedUpTo := make([]int, len(r.offs)-1)
+	d.push(chunk(first))
+	queuedUpTo[first] = d.queued
+	var tmp []byte
+	for t, st := range steps {
+		last := t == len(steps)-1
+		mine := st.reduce && st.chunk == r.pos
+		if !st.reduce && queuedUpTo[st.chunk] > d.sent {
+			if err := d.pump(ctx, nil, queuedUpTo[st.chunk]); err != nil {
+				return err
+			}
+		}
+		for b := chunk(st.chunk); len(b) > 0; {
+			p := b[:min(seg, len(b))]
+			b = b[len(p):]
+			var err error
+			switch {
+			case !st.reduce:
+				err = d.pump(ctx, p, 0)
+			case d.rr != nil:
+				err = d.pumpReduce(ctx, p, r.dt, r.op)
+			default:
+				if tmp == nil {
+					tmp = c.buffer(seg)
+				}
+				if err = d.pump(ctx, tmp[:len(p)], 0); err == nil {
+					reduce(r.dt, r.op, p, tmp[:len(p)])
+				}
+			}
+			if err != nil {
+				return err
+			}
+			if mine && r.finish != nil {
+				r.finish(p)
+			}
+			if !last {
+				d.push(p)
+				queuedUpTo[st.chunk] = d.queued
+			}
 		}
 	}
 	return d.flush(ctx)

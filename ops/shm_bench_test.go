@@ -3,6 +3,7 @@
 package ops
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -130,43 +131,91 @@ func TestOverShm(t *testing.T) {
 func BenchmarkAllreduceShm(b *testing.B) {
 	for _, n := range []int{2, 4} {
 		for _, size := range []int{4 << 10, 1 << 20, 16 << 20, 64 << 20} {
-			b.Run(fmt.Sprintf("n%d/%dKiB", n, size>>10), func(b *testing.B) {
-				meshes := shmWorld(b, n)
-				comms := make([]*Comm, n)
-				bufs := make([][]byte, n)
-				for r := range n {
-					comms[r], _ = NewComm(meshes[r], Config{})
-					bufs[r] = make([]byte, size)
+			for _, cfg := range []Config{{SingleCopyOff: true}, {SingleCopyMaxBytes: 1 << 30}} {
+				name := "slots"
+				if !cfg.SingleCopyOff {
+					name = "single-copy"
 				}
-				defer func() {
+				b.Run(fmt.Sprintf("n%d/%dKiB/%s", n, size>>10, name), func(b *testing.B) {
+					meshes := shmWorld(b, n)
+					comms := make([]*Comm, n)
+					bufs := make([][]byte, n)
 					for r := range n {
-						_ = comms[r].Close()
-						_ = meshes[r].Close()
+						comms[r], _ = NewComm(meshes[r], cfg)
+						bufs[r] = make([]byte, size)
 					}
-				}()
-				ctx := context.Background()
-				b.SetBytes(int64(size))
-				b.ResetTimer()
-				var wg sync.WaitGroup
-				for r := 1; r < n; r++ {
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
-						for range b.N {
-							if err := comms[r].Allreduce(ctx, bufs[r], tensor.Float32, tensor.Sum, 1, 1); err != nil {
-								b.Error(err)
-								return
-							}
+					defer func() {
+						for r := range n {
+							_ = comms[r].Close()
+							_ = meshes[r].Close()
 						}
 					}()
-				}
-				for range b.N {
-					if err := comms[0].Allreduce(ctx, bufs[0], tensor.Float32, tensor.Sum, 1, 1); err != nil {
-						b.Fatal(err)
+					ctx := context.Background()
+					b.SetBytes(int64(size))
+					b.ResetTimer()
+					var wg sync.WaitGroup
+					for r := 1; r < n; r++ {
+						wg.Add(1)
+						go func() {
+							defer wg.Done()
+							for range b.N {
+								if err := comms[r].Allreduce(ctx, bufs[r], tensor.Float32, tensor.Sum, 1, 1); err != nil {
+									b.Error(err)
+									return
+								}
+							}
+						}()
 					}
+					for range b.N {
+						if err := comms[0].Allreduce(ctx, bufs[0], tensor.Float32, tensor.Sum, 1, 1); err != nil {
+							b.Fatal(err)
+						}
+					}
+					wg.Wait()
+				})
+			}
+		}
+	}
+}
+
+// TestManySmallSegmentsOverShm: an allgather whose segments are far smaller
+// than a slot: each Send takes a whole slot, so all ranks sending their
+// chunk inline before receiving filled every ring and deadlocked (fixed by
+// trusting the link's buffer for one Send only).
+func TestManySmallSegmentsOverShm(t *testing.T) {
+	defer checkGoroutines(t)()
+	const n, count = 3, 100003
+	meshes := shmWorld(t, n)
+	ctx := testCtx(t)
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for r := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := NewComm(meshes[r], Config{SegmentBytes: 4096, SingleCopyOff: true})
+			if err != nil {
+				errs[r] = err
+				return
+			}
+			defer c.Close()
+			send := bytes.Repeat([]byte{byte('a' + r)}, count)
+			recv := make([]byte, n*count)
+			if errs[r] = c.Allgatherv(ctx, send, recv, []int{count, count, count}); errs[r] != nil {
+				return
+			}
+			for q := range n {
+				if !bytes.Equal(recv[q*count:(q+1)*count], bytes.Repeat([]byte{byte('a' + q)}, count)) {
+					errs[r] = fmt.Errorf("rank %d's part is wrong", q)
 				}
-				wg.Wait()
-			})
+			}
+		}()
+	}
+	wg.Wait()
+	for r := range n {
+		_ = meshes[r].Close()
+		if errs[r] != nil {
+			t.Errorf("rank %d: %v", r, errs[r])
 		}
 	}
 }

@@ -2,6 +2,11 @@
 
 package ops
 
-import "runtime"
+import (
+	"runtime"
+	"time"
+)
 
 func osYield() { runtime.Gosched() }
+
+func osNap(d time.Duration) { time.Sleep(d) }

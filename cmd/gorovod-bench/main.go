@@ -41,6 +41,9 @@ func run(args []string, stdout io.Writer) error {
 	if len(args) > 0 && args[0] == "plot" {
 		return plotCommand(args[1:], stdout)
 	}
+	if len(args) > 0 && args[0] == "train" {
+		return train(args[1:], stdout) // train.go
+	}
 	o, err := parse(args)
 	switch {
 	case errors.Is(err, errHelp):

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -31,7 +32,14 @@ const (
 	EnvBatchWindow        = "GOROVOD_BATCH_WINDOW"           // duration the loop waits for more submissions
 	EnvHierarchical       = "GOROVOD_HIERARCHICAL_ALLREDUCE" // 1/true
 	EnvProgressTimeout    = "GOROVOD_PROGRESS_TIMEOUT"       // duration, or seconds as a bare number; 0 = none
+	EnvAlgorithm          = "GOROVOD_ALLREDUCE_ALGORITHM"    // auto, ring, recursive-doubling, hierarchical, single-copy
+	EnvSmallBytes         = "GOROVOD_SMALL_BYTES"            // latency-path bound in bytes
+	EnvDisableSingleCopy  = "GOROVOD_DISABLE_SINGLE_COPY"    // 1/true
+	EnvSingleCopyMax      = "GOROVOD_SINGLE_COPY_MAX_BYTES"  // bytes; 0 = from the machine's caches
 )
+
+// Algorithms are the names AllreduceAlgorithm takes ("" is "auto").
+var Algorithms = []string{"auto", "ring", "recursive-doubling", "hierarchical", "single-copy"}
 
 // Config is every knob of a worker. The zero value is not valid; start from
 // Default().
@@ -74,6 +82,20 @@ type Config struct {
 	// operation: past it the job fails with ErrTimeout naming the rank it
 	// was waiting for (a peer that is alive but stuck). 0 disables it.
 	ProgressTimeout time.Duration
+	// AllreduceAlgorithm forces one allreduce algorithm for every size (one
+	// of Algorithms); "" or "auto" chooses by size: recursive doubling below
+	// SmallBytes, single copy up to SingleCopyMaxBytes when every rank is on
+	// one host, the pipelined ring (or hierarchical) above.
+	AllreduceAlgorithm string
+	// SmallBytes: allreduces and broadcasts below this many bytes take the
+	// latency path (recursive doubling, binomial tree); 0 = 64 KiB.
+	SmallBytes int
+	// DisableSingleCopy keeps ranks on one host from reading each other's
+	// buffers directly (cross-memory attach); they use shared-memory slots.
+	DisableSingleCopy bool
+	// SingleCopyMaxBytes is the largest op that goes by single copy; 0 =
+	// half the last-level cache, clamped to 2..32 MiB.
+	SingleCopyMaxBytes int
 }
 
 // Default returns the defaults Horovod users expect.
@@ -109,6 +131,12 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: SegmentBytes is %d, must be 0 (auto) or between 4 KiB and 1 MiB", ErrInvalid, c.SegmentBytes)
 	case c.ProgressTimeout < 0:
 		return fmt.Errorf("%w: ProgressTimeout is %v, must be >= 0", ErrInvalid, c.ProgressTimeout)
+	case c.AllreduceAlgorithm != "" && !slices.Contains(Algorithms, c.AllreduceAlgorithm):
+		return fmt.Errorf("%w: AllreduceAlgorithm is %q, must be one of %s", ErrInvalid, c.AllreduceAlgorithm, strings.Join(Algorithms, ", "))
+	case c.SmallBytes < 0:
+		return fmt.Errorf("%w: SmallBytes is %d, must be >= 0 (0 for the default)", ErrInvalid, c.SmallBytes)
+	case c.SingleCopyMaxBytes < 0:
+		return fmt.Errorf("%w: SingleCopyMaxBytes is %d, must be >= 0 (0 for the machine's default; DisableSingleCopy turns it off)", ErrInvalid, c.SingleCopyMaxBytes)
 	}
 	return nil
 }
@@ -143,6 +171,10 @@ func (c Config) FromEnv(getenv func(string) string) (Config, error) {
 	set(EnvMetricsAddr, func(v string) error { c.MetricsAddr = v; return nil })
 	set(EnvHierarchical, func(v string) error { return parseBool(v, &c.HierarchicalAllreduce) })
 	set(EnvProgressTimeout, func(v string) error { return parseDuration(v, time.Second, &c.ProgressTimeout) })
+	set(EnvAlgorithm, func(v string) error { c.AllreduceAlgorithm = strings.ToLower(v); return nil })
+	set(EnvSmallBytes, func(v string) error { return parseInt(v, &c.SmallBytes) })
+	set(EnvDisableSingleCopy, func(v string) error { return parseBool(v, &c.DisableSingleCopy) })
+	set(EnvSingleCopyMax, func(v string) error { return parseInt(v, &c.SingleCopyMaxBytes) })
 	if err != nil {
 		return c, err
 	}

@@ -29,6 +29,17 @@ func TestFromEnv(t *testing.T) {
 	}
 }
 
+func TestDataPlaneChoicesFromEnv(t *testing.T) {
+	env := map[string]string{EnvAlgorithm: "Single-Copy", EnvSmallBytes: "4096", EnvDisableSingleCopy: "true", EnvSingleCopyMax: "8388608"}
+	c, err := Default().FromEnv(func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.AllreduceAlgorithm != "single-copy" || c.SmallBytes != 4096 || !c.DisableSingleCopy || c.SingleCopyMaxBytes != 8<<20 {
+		t.Fatalf("got %+v", c)
+	}
+}
+
 func TestInvalidValuesNameTheField(t *testing.T) {
 	cases := map[string]map[string]string{
 		EnvFusionThreshold:     {EnvFusionThreshold: "lots"},
@@ -39,6 +50,10 @@ func TestInvalidValuesNameTheField(t *testing.T) {
 		"StallShutdownTime":    {EnvStallCheckTime: "10", EnvStallShutdownTime: "5"},
 		"SegmentBytes":         {EnvSegmentBytes: "12"},
 		"FusionThresholdBytes": {EnvFusionThreshold: "-5"},
+		"AllreduceAlgorithm":   {EnvAlgorithm: "butterfly"},
+		"SmallBytes":           {EnvSmallBytes: "-1"},
+		"SingleCopyMaxBytes":   {EnvSingleCopyMax: "-2"},
+		EnvDisableSingleCopy:   {EnvDisableSingleCopy: "perhaps"},
 	}
 	for want, env := range cases {
 		_, err := Default().FromEnv(func(k string) string { return env[k] })

@@ -210,6 +210,7 @@ func Build(ctx context.Context, cfg Config) (transport.Mesh, error) {
 		return nil, err
 	}
 	log.Debug("mesh built", zap.Int("size", n))
+	logSingleCopy(log, cfg)
 	return &Mesh{rank: cfg.Rank, peers: append([]Peer(nil), cfg.Peers...), links: b.links}, nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/gorovod/gorovod/internal/transport"
+	"github.com/gorovod/gorovod/internal/transport/cma"
 	"github.com/gorovod/gorovod/internal/transport/shm"
 	"github.com/gorovod/gorovod/internal/transport/tcp"
 )
@@ -40,4 +41,17 @@ func newShmLink(ctx context.Context, conn net.Conn, cfg Config, log *zap.Logger,
 		return nil, err
 	}
 	return l, nil
+}
+
+// logSingleCopy says in the verbose log, once per mesh with a same-host
+// peer, whether the single copy within a host (cross-memory attach, used by
+// ops after its own probe between the ranks) can work in this process.
+func logSingleCopy(log *zap.Logger, cfg Config) {
+	for i, p := range cfg.Peers {
+		if i != cfg.Rank && p.Host == cfg.Peers[cfg.Rank].Host {
+			ok, detail := cma.Check()
+			log.Debug("single copy within the host (cross-memory attach)", zap.Bool("available", ok), zap.String("detail", detail))
+			return
+		}
+	}
 }

@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/cpu"
+
+	"github.com/gorovod/gorovod/internal/transport/cma"
 )
 
 // Report is what Probe found. Fields are plain values so that callers can
@@ -130,7 +132,7 @@ func probe(ctx context.Context, p prober) Report {
 		name string
 		run  func()
 	}{
-		{"transports", func() { r.Transports = []Transport{probeTCP(), probeShm(p.shmDir)} }},
+		{"transports", func() { r.Transports = []Transport{probeTCP(), probeShm(p.shmDir), probeCMA()} }},
 		{"nccl", func() { r.NCCL = p.nccl() }},
 		{"gpus", func() { r.GPU = p.gpus() }},
 		{"interfaces", func() { r.Interfaces = probeInterfaces() }},
@@ -168,6 +170,13 @@ func probeCPU() CPU {
 		}
 	}
 	return c
+}
+
+// probeCMA reports whether the single-copy path within a host
+// (cross-memory attach, internal/transport/cma) can work for this user.
+func probeCMA() Transport {
+	ok, detail := cma.Check()
+	return Transport{Name: "cma", Available: ok, Detail: "single copy within a host: " + detail}
 }
 
 func probeTCP() Transport {

@@ -21,8 +21,11 @@ func TestProbeThisMachine(t *testing.T) {
 	if runtime.GOARCH == "amd64" && len(r.CPU.Features) == 0 {
 		t.Error("no CPU features listed on amd64")
 	}
-	if len(r.Transports) != 2 || r.Transports[0].Name != "tcp" || !r.Transports[0].Available {
+	if len(r.Transports) != 3 || r.Transports[0].Name != "tcp" || !r.Transports[0].Available {
 		t.Errorf("Transports = %+v, want tcp available first", r.Transports)
+	}
+	if c := r.Transports[2]; c.Name != "cma" || !strings.HasPrefix(c.Detail, "single copy within a host: ") {
+		t.Errorf("Transports[2] = %+v, want the cma check with its detail", c)
 	}
 	var loopback bool
 	for _, i := range r.Interfaces {

@@ -1,0 +1,79 @@
+//go:build linux
+
+package cma
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strings"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Read copies len(dst) bytes at address src of process pid into dst,
+// continuing partial reads. Errors wrap the errno (errors.Is(err,
+// unix.EPERM), ESRCH for a process that is gone).
+func Read(pid int, dst []byte, src uint64) error {
+	for len(dst) > 0 {
+		local := []unix.Iovec{{Base: &dst[0]}}
+		local[0].SetLen(len(dst))
+		remote := []unix.RemoteIovec{{Base: uintptr(src), Len: len(dst)}}
+		n, err := unix.ProcessVMReadv(pid, local, remote, 0)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return os.NewSyscallError("process_vm_readv", err)
+		case n <= 0:
+			return io.ErrUnexpectedEOF
+		}
+		dst = dst[n:]
+		src += uint64(n)
+	}
+	return nil
+}
+
+// Addr is the address of b's first byte, as a peer passes it to Read. Go's
+// heap does not move objects; the owner must keep b alive while peers read.
+func Addr(b []byte) uint64 { return uint64(uintptr(unsafe.Pointer(unsafe.SliceData(b)))) }
+
+// Gone reports whether err says the target process no longer exists.
+func Gone(err error) bool { return errors.Is(err, unix.ESRCH) }
+
+// yamaPath is where the Yama ptrace policy lives (a variable for tests).
+var yamaPath = "/proc/sys/kernel/yama/ptrace_scope"
+
+// Check reports whether this process can use cross-memory attach as far as
+// it can tell alone: it reads its own memory through the system call (which
+// a container's seccomp filter or a kernel without it refuses) and looks at
+// the Yama ptrace policy, which decides whether sibling workers may read
+// each other.
+func Check() (ok bool, detail string) {
+	want := []byte("gorovod cma check")
+	got := make([]byte, len(want))
+	err := Read(os.Getpid(), got, Addr(want))
+	runtime.KeepAlive(want)
+	switch {
+	case err != nil:
+		return false, fmt.Sprintf("process_vm_readv refused: %v", err)
+	case !bytes.Equal(got, want):
+		return false, "process_vm_readv returned the wrong bytes"
+	}
+	b, err := os.ReadFile(yamaPath)
+	if err != nil {
+		return true, "process_vm_readv ok, no Yama ptrace policy"
+	}
+	switch scope := strings.TrimSpace(string(b)); scope {
+	case "0":
+		return true, "process_vm_readv ok, Yama ptrace_scope 0"
+	case "1":
+		return false, "Yama ptrace_scope 1: workers may not read each other (sysctl kernel.yama.ptrace_scope=0 allows it); shared-memory slots are used"
+	default:
+		return false, fmt.Sprintf("Yama ptrace_scope %s forbids it; shared-memory slots are used", scope)
+	}
+}

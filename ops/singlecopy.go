@@ -1,0 +1,486 @@
+package ops
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"runtime"
+	"time"
+
+	"github.com/gorovod/gorovod/internal/tensor"
+	"github.com/gorovod/gorovod/internal/transport"
+	"github.com/gorovod/gorovod/internal/transport/cma"
+)
+
+// Single copy within a host (cross-memory attach). When every rank of the
+// Comm is on one host, a rank can read a peer's buffer with
+// process_vm_readv given the peer's pid and the buffer's address, which
+// the ranks exchange over their links. An allreduce then costs one copy
+// per byte moved instead of two through shared-memory slots: each rank
+// reads its chunk from every peer (into a segment-sized scratch that stays
+// in cache) and reduces it into its own buffer, tells the peers, and reads
+// the peers' reduced chunks straight into its buffer. Three small
+// exchanges per operation (addresses, reduced, done reading), whatever the
+// size.
+//
+// Whether the kernel allows it (Yama, seccomp, pid namespaces) is learnt
+// once per Comm, at the first operation that would use it, by a probe that
+// every rank runs at the same point of the op sequence: each rank sends its
+// pid and the address of a random nonce, reads every peer's nonce, and the
+// ranks agree (everyone tells everyone) to use the single copy only if
+// every read returned the right bytes. A refusal anywhere makes every rank
+// fall back to the slots for the life of the Comm.
+
+// SingleCopyStatus is the outcome of the single-copy probe.
+type SingleCopyStatus struct {
+	Probed    bool   // the probe ran (all ranks on one host and an op wanted it)
+	Permitted bool   // every rank can read every other's buffer
+	Reason    string // why not permitted, or why Auto does not use it
+	// MaxBytes is the largest op Auto sends by single copy (rank 0's
+	// configuration or calibration; 0: Auto does not use it).
+	MaxBytes int
+	// Rank 0's calibration (zero when not calibrated): the best time of a
+	// CalibrationBytes float32 allreduce by single copy and through the
+	// links.
+	CalibrationBytes          int
+	SingleCopyTime, SlotsTime time.Duration
+}
+
+// SingleCopy reports the single-copy probe's outcome so far.
+func (c *Comm) SingleCopy() SingleCopyStatus {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.scStatus
+}
+
+// singleCopy is the probe's state, touched under opMu only.
+type singleCopy struct {
+	// exposed holds the buffer whose address peers read during an op. Being
+	// stored in the heap-allocated Comm, every buffer published escapes
+	// (the compiler's escape analysis sees the store), so none lives on a
+	// goroutine stack, which moves when it grows; cleared after each op.
+	exposed []byte
+	probed  bool
+	ok      bool
+	pids    []int
+	max     int
+	// read is cma.Read and calibrate Comm.timeBothWays; tests replace them.
+	read      func(pid int, dst []byte, src uint64) error
+	calibrate func(ctx context.Context) (single, slots time.Duration, err error)
+}
+
+// Message tags, so that ranks out of step fail loudly instead of reading
+// the wrong memory.
+const (
+	tagProbe   = 0x5c01
+	tagAddr    = 0x5c02
+	tagReduced = 0x5c03
+	tagDone    = 0x5c04
+)
+
+// oneHost reports whether every rank of the Comm is on this rank's host
+// (the same answer on every rank: hosts come from the mesh's peer table).
+func (c *Comm) oneHost() bool { return len(c.local) == c.size }
+
+// sharedMemory reports whether this rank reaches every peer over shared
+// memory (links that reduce from their own memory, transport.RecvReducer):
+// the single copy belongs with the shm transport, so a job that turned it
+// off (--disable-shm: TCP between same-host peers) does not read peers'
+// memory either. Shared-memory setup can fail for one pair only, so ranks
+// may differ here: the probe makes them agree.
+func (c *Comm) sharedMemory() bool {
+	for p, l := range c.links {
+		if _, ok := l.(transport.RecvReducer); p != c.rank && !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// wantSingleCopy reports whether an op of n bytes would use the single copy
+// if the probe allows it (the probe has not necessarily run).
+func (c *Comm) wantSingleCopy(n int, forced bool) bool {
+	if c.size < 2 || n == 0 || !c.oneHost() {
+		return false
+	}
+	if forced {
+		return true
+	}
+	if c.cfg.SingleCopyOff || n < c.cfg.SmallBytes || c.cfg.SingleCopyMaxBytes > 0 && n > c.cfg.SingleCopyMaxBytes {
+		return false
+	}
+	return !c.sc.probed || (c.sc.ok && n <= c.sc.max)
+}
+
+// useSingleCopy runs the probe if needed and reports whether the op of n
+// bytes goes by single copy. Every rank calls it at the same op with the
+// same n, so every rank decides the same.
+func (c *Comm) useSingleCopy(ctx context.Context, n int, forced bool) (bool, error) {
+	if !c.wantSingleCopy(n, forced) {
+		return false, nil
+	}
+	if !c.sc.probed {
+		if err := c.probeSingleCopy(ctx); err != nil {
+			return false, err
+		}
+	}
+	return c.sc.ok && (forced || n <= c.sc.max), nil
+}
+
+// The probe's message: tag, pid, nonce address, nonce (16 bytes), the Auto
+// limit this rank's configuration sets (only rank 0's counts; 0:
+// calibrate).
+const probeBytes = 48
+
+// probeSingleCopy is the probe described above, then rank 0's
+// calibration when the configuration leaves the limit to it.
+func (c *Comm) probeSingleCopy(ctx context.Context) error {
+	nonce := make([]byte, 16)
+	c.sc.exposed = nonce // on the heap: peers read it by address
+	if _, err := rand.Read(nonce); err != nil {
+		return err
+	}
+	le := binary.LittleEndian
+	msg := make([]byte, probeBytes)
+	le.PutUint64(msg[0:], tagProbe)
+	le.PutUint64(msg[8:], uint64(os.Getpid()))
+	le.PutUint64(msg[16:], cma.Addr(nonce))
+	copy(msg[24:40], nonce)
+	le.PutUint64(msg[40:], uint64(c.cfg.SingleCopyMaxBytes))
+	in, err := c.swapAll(ctx, msg)
+	if err != nil {
+		return err
+	}
+	verdict, reason, pids, err := c.readNonces(in)
+	if err != nil {
+		return err
+	}
+	// Every rank has read this rank's nonce once the verdicts are in.
+	verdicts, err := c.swapAll(ctx, []byte{verdict})
+	runtime.KeepAlive(nonce)
+	if err != nil {
+		return err
+	}
+	ok := verdict == 1
+	for q, v := range verdicts {
+		if q != c.rank && v[0] != 1 && ok {
+			ok, reason = false, fmt.Sprintf("rank %d cannot read its peers' memory (its log says why)", q)
+		}
+	}
+	st := SingleCopyStatus{Probed: true, Permitted: ok, Reason: reason, MaxBytes: int(le.Uint64(in[0][40:]))}
+	c.sc = singleCopy{probed: true, ok: ok, pids: pids, max: st.MaxBytes, read: c.sc.read, calibrate: c.sc.calibrate, exposed: nonce}
+	if ok && st.MaxBytes == 0 {
+		if err := c.calibrate(ctx, &st); err != nil {
+			return err
+		}
+		c.sc.max = st.MaxBytes
+	}
+	c.mu.Lock()
+	c.scStatus = st
+	c.mu.Unlock()
+	return nil
+}
+
+// calibrationBytes is the allreduce rank 0 times both ways (at most the
+// machine's limit).
+const calibrationBytes = 4 << 20
+
+// calibrate times a mid-size allreduce by single copy and through the
+// links on every rank (best of three each, alternated), and every rank
+// adopts rank 0's figures: Auto uses the single copy up to
+// DefaultSingleCopyMaxBytes when it was at least 10% faster, else not at
+// all.
+func (c *Comm) calibrate(ctx context.Context, st *SingleCopyStatus) error {
+	single, slots, err := c.sc.calibrate(ctx)
+	if err != nil {
+		return err
+	}
+	limit := 0
+	if single > 0 && single < slots*9/10 { // a clear win only: the slots are the default
+		limit = DefaultSingleCopyMaxBytes()
+	}
+	le := binary.LittleEndian
+	msg := make([]byte, 24)
+	le.PutUint64(msg, uint64(single))
+	le.PutUint64(msg[8:], uint64(slots))
+	le.PutUint64(msg[16:], uint64(limit))
+	in, err := c.swapAll(ctx, msg)
+	if err != nil {
+		return err
+	}
+	st.SingleCopyTime = time.Duration(le.Uint64(in[0]))
+	st.SlotsTime = time.Duration(le.Uint64(in[0][8:]))
+	st.MaxBytes = int(le.Uint64(in[0][16:]))
+	st.CalibrationBytes = min(calibrationBytes, DefaultSingleCopyMaxBytes())
+	if st.MaxBytes == 0 {
+		st.Reason = fmt.Sprintf("calibration on rank 0: a %d-byte allreduce took %v by single copy and %v through the links",
+			st.CalibrationBytes, st.SingleCopyTime, st.SlotsTime)
+	}
+	return nil
+}
+
+// timeBothWays is the calibration: a float32 sum allreduce of
+// calibrationBytes (at most the machine's limit), by single copy and by
+// the ring, three times each, alternated; the best time of each.
+func (c *Comm) timeBothWays(ctx context.Context) (single, slots time.Duration, err error) {
+	n := min(calibrationBytes, DefaultSingleCopyMaxBytes()) / 4 * 4
+	buf := make([]byte, n)
+	single, slots = time.Duration(1<<62), time.Duration(1<<62)
+	for range 3 {
+		start := time.Now()
+		if err := c.singleCopyAllreduce(ctx, buf, tensor.Float32, tensor.Sum, nil); err != nil {
+			return 0, 0, err
+		}
+		single = min(single, time.Since(start))
+		start = time.Now()
+		if err := c.ringAllreduce(ctx, all(c.size), c.rank, buf, tensor.Float32, tensor.Sum, nil); err != nil {
+			return 0, 0, err
+		}
+		slots = min(slots, time.Since(start))
+	}
+	return single, slots, nil
+}
+
+// readNonces reads every peer's nonce where its probe message says and
+// returns this rank's verdict (1: all read right) and the peers' pids.
+func (c *Comm) readNonces(in [][]byte) (byte, string, []int, error) {
+	le := binary.LittleEndian
+	pids := make([]int, c.size)
+	pids[c.rank] = os.Getpid()
+	verdict, reason := byte(1), ""
+	if !c.sharedMemory() {
+		verdict, reason = 0, fmt.Sprintf("rank %d reaches a peer over TCP (shared memory off or unavailable)", c.rank)
+	}
+	got := make([]byte, 16)
+	for q, m := range in {
+		if q == c.rank {
+			continue
+		}
+		if le.Uint64(m) != tagProbe {
+			return 0, "", nil, c.outOfStep(q, "single-copy probe", m)
+		}
+		pids[q] = int(le.Uint64(m[8:]))
+		if verdict == 0 {
+			continue
+		}
+		if err := c.sc.read(pids[q], got, le.Uint64(m[16:])); err != nil {
+			verdict, reason = 0, fmt.Sprintf("rank %d cannot read rank %d's memory: %v", c.rank, q, err)
+		} else if !bytes.Equal(got, m[24:40]) {
+			verdict, reason = 0, fmt.Sprintf("rank %d read the wrong bytes from rank %d (pid %d; another pid namespace?)", c.rank, q, pids[q])
+		}
+	}
+	return verdict, reason, pids, nil
+}
+
+func (c *Comm) outOfStep(q int, what string, m []byte) error {
+	return &transport.PeerError{Rank: q, Host: c.mesh.Host(q), Op: "recv",
+		Err: fmt.Errorf("%w: %s: rank %d sent % x (operations out of step?)", transport.ErrMalformed, what, q, m[:min(len(m), 8)])}
+}
+
+// swapAll sends msg to every peer and returns what each sent (in[rank] is
+// msg); every peer sends the same number of bytes.
+func (c *Comm) swapAll(ctx context.Context, msg []byte) ([][]byte, error) {
+	n, r := c.size, c.rank
+	in := make([][]byte, n)
+	for q := range in {
+		in[q] = make([]byte, len(msg))
+	}
+	copy(in[r], msg)
+	if n == 2 {
+		return in, c.exchange(ctx, 1-r, msg, in[1-r])
+	}
+	for s := 1; s < n; s++ {
+		to, from := (r+s)%n, (r-s+n)%n
+		if err := c.shift(ctx, to, msg, from, in[from]); err != nil {
+			return nil, err
+		}
+	}
+	return in, c.snd.wait()
+}
+
+// publish tells every peer where buf is and returns the peers' addresses;
+// every peer's buffer must have want(q) bytes.
+func (c *Comm) publish(ctx context.Context, buf []byte, want func(q int) int) ([]uint64, error) {
+	c.sc.exposed = buf
+	le := binary.LittleEndian
+	msg := make([]byte, 24)
+	le.PutUint64(msg, tagAddr)
+	le.PutUint64(msg[8:], cma.Addr(buf))
+	le.PutUint64(msg[16:], uint64(len(buf)))
+	in, err := c.swapAll(ctx, msg)
+	if err != nil {
+		return nil, err
+	}
+	addrs := make([]uint64, c.size)
+	for q, m := range in {
+		if q == c.rank {
+			continue
+		}
+		if le.Uint64(m) != tagAddr || le.Uint64(m[16:]) != uint64(want(q)) {
+			return nil, c.outOfStep(q, fmt.Sprintf("single-copy address (want %d bytes)", want(q)), m[16:])
+		}
+		addrs[q] = le.Uint64(m[8:])
+	}
+	return addrs, nil
+}
+
+// signal tells every peer this rank reached tag and waits until every
+// peer has.
+func (c *Comm) signalAll(ctx context.Context, tag uint64) error {
+	var msg [8]byte
+	binary.LittleEndian.PutUint64(msg[:], tag)
+	in, err := c.swapAll(ctx, msg[:])
+	if err != nil {
+		return err
+	}
+	for q, m := range in {
+		if q != c.rank && binary.LittleEndian.Uint64(m) != tag {
+			return c.outOfStep(q, "single-copy signal", m)
+		}
+	}
+	return nil
+}
+
+// readPeer copies len(dst) bytes at addr of rank q's memory into dst.
+func (c *Comm) readPeer(ctx context.Context, q int, dst []byte, addr uint64) error {
+	if len(dst) == 0 {
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := c.sc.read(c.sc.pids[q], dst, addr); err != nil {
+		if cma.Gone(err) {
+			// The peer's process is gone, and the kernel closed its
+			// sockets before its pid went: its link says so too, once the
+			// few signal bytes it sent before it died are read. Reported
+			// through the link, the loss surfaces like every other (the
+			// job's failure tracking names the first rank lost). The op
+			// fails either way, so the bytes read do not matter; the
+			// bound keeps a peer that somehow still talks from holding
+			// this rank.
+			if lerr := c.drainUntilLost(ctx, q); lerr != nil {
+				return lerr
+			}
+			err = fmt.Errorf("%w: %w", transport.ErrPeerLost, err)
+		}
+		return &transport.PeerError{Rank: q, Host: c.mesh.Host(q), Op: "single-copy read", Err: err}
+	}
+	return nil
+}
+
+// drainUntilLost reads rank q's link until it fails (returning that error)
+// or 250 ms pass (returning nil).
+func (c *Comm) drainUntilLost(ctx context.Context, q int) error {
+	dctx, cancel := context.WithTimeout(ctx, 250*time.Millisecond)
+	defer cancel()
+	var b [1]byte
+	for {
+		if err := c.links[q].Recv(dctx, b[:]); err != nil {
+			if dctx.Err() != nil && ctx.Err() == nil {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+// reduceFromPeers reduces this rank's part of every peer's buffer into
+// mine (which sits at byte offset off of the buffers), segment by segment
+// through a scratch that stays in cache, peers in rank order; finish (if
+// any) runs on each reduced segment.
+func (c *Comm) reduceFromPeers(ctx context.Context, mine []byte, off int, addrs []uint64, dt tensor.DType, op tensor.ReduceOp, finish func([]byte)) error {
+	seg := max(c.cfg.SegmentBytes/dt.Size()*dt.Size(), dt.Size())
+	tmp := c.buffer(min(seg, len(mine)))
+	for o := 0; o < len(mine); o += seg {
+		s := mine[o:min(o+seg, len(mine))]
+		for q := range c.size {
+			if q == c.rank {
+				continue
+			}
+			if err := c.readPeer(ctx, q, tmp[:len(s)], addrs[q]+uint64(off+o)); err != nil {
+				return err
+			}
+			reduce(dt, op, s, tmp[:len(s)])
+		}
+		if finish != nil {
+			finish(s)
+		}
+	}
+	return nil
+}
+
+// singleCopyAllreduce: addresses, reduce this rank's chunk from every
+// peer, signal, read the other chunks, signal done (peers may then change
+// their buffers).
+func (c *Comm) singleCopyAllreduce(ctx context.Context, buf []byte, dt tensor.DType, op tensor.ReduceOp, finish func([]byte)) error {
+	offs := chunkOffsets(len(buf)/dt.Size(), dt.Size(), c.size)
+	addrs, err := c.publish(ctx, buf, func(int) int { return len(buf) })
+	if err != nil {
+		return err
+	}
+	r := c.rank
+	if err := c.reduceFromPeers(ctx, buf[offs[r]:offs[r+1]], offs[r], addrs, dt, op, finish); err != nil {
+		return err
+	}
+	if err := c.signalAll(ctx, tagReduced); err != nil {
+		return err
+	}
+	for q := range c.size {
+		if q == r {
+			continue
+		}
+		if err := c.readPeer(ctx, q, buf[offs[q]:offs[q+1]], addrs[q]+uint64(offs[q])); err != nil {
+			return err
+		}
+	}
+	return c.signalAll(ctx, tagDone)
+}
+
+// singleCopyReduceScatter is the first half of singleCopyAllreduce.
+func (c *Comm) singleCopyReduceScatter(ctx context.Context, buf []byte, offs []int, dt tensor.DType, op tensor.ReduceOp, finish func([]byte)) error {
+	addrs, err := c.publish(ctx, buf, func(int) int { return len(buf) })
+	if err != nil {
+		return err
+	}
+	r := c.rank
+	if err := c.reduceFromPeers(ctx, buf[offs[r]:offs[r+1]], offs[r], addrs, dt, op, finish); err != nil {
+		return err
+	}
+	return c.signalAll(ctx, tagDone)
+}
+
+// singleCopyAllgatherv reads every peer's contribution from its send
+// buffer straight into recv.
+func (c *Comm) singleCopyAllgatherv(ctx context.Context, send, recv []byte, counts, offs []int) error {
+	addrs, err := c.publish(ctx, send, func(q int) int { return counts[q] })
+	if err != nil {
+		return err
+	}
+	for q := range c.size {
+		if q == c.rank {
+			continue
+		}
+		if err := c.readPeer(ctx, q, recv[offs[q]:offs[q+1]], addrs[q]); err != nil {
+			return err
+		}
+	}
+	return c.signalAll(ctx, tagDone)
+}
+
+// singleCopyBroadcast: every rank reads root's buffer.
+func (c *Comm) singleCopyBroadcast(ctx context.Context, buf []byte, root int) error {
+	addrs, err := c.publish(ctx, buf, func(int) int { return len(buf) })
+	if err != nil {
+		return err
+	}
+	if c.rank != root {
+		if err := c.readPeer(ctx, root, buf, addrs[root]); err != nil {
+			return err
+		}
+	}
+	return c.signalAll(ctx, tagDone)
+}

@@ -1,0 +1,232 @@
+package scaling
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorovod/gorovod/coordinator"
+	"github.com/gorovod/gorovod/internal/tensor"
+)
+
+// lockstep is an in-process coordinator.Exchange for n ranks: every call
+// waits for all ranks' matching calls. It counts the bytes that pass
+// through rank 0 (gathered payloads in, broadcast payloads out to each
+// other rank, as the collective loop's exchange sends them) and the time
+// each rank spends inside the exchange (waiting for the others), so that a
+// rank's own work in a cycle is its Cycle time minus that.
+type lockstep struct {
+	n       int
+	mu      sync.Mutex
+	cond    *sync.Cond
+	gen     int
+	arrived int
+	vals    []any
+	last    []any
+
+	rootIn, rootOut int64 // bytes through rank 0
+	bitBytes        int64 // bit-vector bytes one rank contributes per cycle
+	gathers         int   // GatherToRoot rounds with a non-empty payload
+	waited          []time.Duration
+}
+
+func newLockstep(n int) *lockstep {
+	l := &lockstep{n: n, vals: make([]any, n), waited: make([]time.Duration, n)}
+	l.cond = sync.NewCond(&l.mu)
+	return l
+}
+
+func (l *lockstep) round(rank int, v any) []any {
+	start := time.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	gen := l.gen
+	l.vals[rank] = v
+	l.arrived++
+	if l.arrived == l.n {
+		l.last, l.vals = l.vals, make([]any, l.n)
+		l.arrived = 0
+		l.gen++
+		l.cond.Broadcast()
+	}
+	for gen == l.gen {
+		l.cond.Wait()
+	}
+	l.waited[rank] += time.Since(start)
+	return l.last
+}
+
+type rankExchange struct {
+	l    *lockstep
+	rank int
+}
+
+func (x rankExchange) Rank() int { return x.rank }
+func (x rankExchange) Size() int { return x.l.n }
+
+func (x rankExchange) AllreduceBits(_ context.Context, bits []uint64, op tensor.ReduceOp) error {
+	all := x.l.round(x.rank, append([]uint64(nil), bits...))
+	if x.rank == 0 {
+		x.l.bitBytes += int64(8 * len(bits))
+	}
+	for i := range bits {
+		for _, v := range all {
+			if o := v.([]uint64)[i]; op == tensor.BitAnd {
+				bits[i] &= o
+			} else {
+				bits[i] |= o
+			}
+		}
+	}
+	return nil
+}
+
+func (x rankExchange) GatherToRoot(_ context.Context, p []byte) ([][]byte, error) {
+	all := x.l.round(x.rank, p)
+	if x.rank != 0 {
+		return nil, nil
+	}
+	out := make([][]byte, len(all))
+	nonEmpty := false
+	for i, v := range all {
+		out[i] = v.([]byte)
+		if i != 0 {
+			x.l.rootIn += int64(len(out[i]))
+		}
+		nonEmpty = nonEmpty || len(out[i]) > 0
+	}
+	if nonEmpty {
+		x.l.gathers++
+	}
+	return out, nil
+}
+
+func (x rankExchange) BroadcastFromRoot(_ context.Context, p []byte) ([]byte, error) {
+	b := x.l.round(x.rank, p)[0].([]byte)
+	if x.rank == 0 {
+		x.l.rootOut += int64(len(b)) * int64(x.l.n-1)
+	}
+	return b, nil
+}
+
+// cycleCost is what one negotiation cycle cost, averaged over the measured
+// cycles.
+type cycleCost struct {
+	ranks, tensors        int
+	cached                bool
+	rootWork, rankWork    time.Duration // rank 0's own work; the median other rank's
+	rootIn, rootOut       int64         // bytes through rank 0
+	bitBytes              int64         // per rank
+	gathers               float64       // request gathers per cycle
+	responses, responses0 int
+}
+
+// measure runs warm-up cycles then cycles cycles in which every rank
+// submits the same tensors 4 KiB float32 allreduces, with the response
+// cache on (cached: steady state, the bit-vector fast path) or off (every
+// cycle gathers requests at rank 0 and broadcasts responses).
+func measure(t testing.TB, n, tensors, cycles int, cached bool) cycleCost {
+	ctrls := make([]*coordinator.Controller, n)
+	for r := range ctrls {
+		cfg := coordinator.DefaultConfig(r, n)
+		cfg.StallWarning = 0
+		if !cached {
+			cfg.CacheCapacity = 0
+		}
+		c, err := coordinator.NewController(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctrls[r] = c
+	}
+	reqs := make([]coordinator.Request, tensors)
+	for i := range reqs {
+		reqs[i] = coordinator.Request{Name: fmt.Sprintf("grad/%d", i), Op: coordinator.OpAllreduce, DType: tensor.Float32,
+			Shape: []int64{1024}, ReduceOp: tensor.Sum, Device: coordinator.CPU, Prescale: 1, Postscale: 1}
+	}
+	l := newLockstep(n)
+	work := make([]time.Duration, n)
+	var responses int
+	run := func(timed bool) {
+		var wg sync.WaitGroup
+		for r := range ctrls {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				start := time.Now()
+				rl, err := ctrls[r].Cycle(context.Background(), rankExchange{l, r}, time.Unix(0, 0), reqs, false)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if timed {
+					work[r] += time.Since(start)
+				}
+				if r == 0 {
+					responses = len(rl.Responses)
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	run(false) // the first cycle fills the response cache
+	*l = lockstep{n: n, vals: make([]any, n), waited: make([]time.Duration, n)}
+	l.cond = sync.NewCond(&l.mu)
+	for range cycles {
+		run(true)
+	}
+	c := cycleCost{ranks: n, tensors: tensors, cached: cached, responses: responses}
+	own := make([]time.Duration, n)
+	for r := range own {
+		own[r] = (work[r] - l.waited[r]) / time.Duration(cycles)
+	}
+	c.rootWork = own[0]
+	others := slices.Clone(own[1:])
+	slices.Sort(others)
+	c.rankWork = others[len(others)/2]
+	c.rootIn, c.rootOut = l.rootIn/int64(cycles), l.rootOut/int64(cycles)
+	c.bitBytes = l.bitBytes / int64(cycles)
+	c.gathers = float64(l.gathers) / float64(cycles)
+	return c
+}
+
+// TestSteadyStateNeedsNoRequests: with every tensor cached, cycles go by
+// the bit-vector exchange alone; nothing is gathered at rank 0, whatever
+// the number of ranks; without the cache every cycle gathers.
+func TestSteadyStateNeedsNoRequests(t *testing.T) {
+	for _, n := range []int{8, 64} {
+		c := measure(t, n, 200, 3, true)
+		if c.gathers != 0 || c.rootIn != 0 || c.responses != 1 {
+			t.Errorf("%d ranks, cached: %.1f gathers, %d bytes into rank 0, %d responses per cycle; want 0, 0, 1 fused", n, c.gathers, c.rootIn, c.responses)
+		}
+		m := measure(t, n, 200, 2, false)
+		if m.gathers != 1 || m.rootIn == 0 {
+			t.Errorf("%d ranks, no cache: %.1f gathers, %d bytes into rank 0 per cycle; want 1 and some", n, m.gathers, m.rootIn)
+		}
+	}
+}
+
+// TestNegotiationTable prints the table of docs/scaling.md (with
+// GOROVOD_SCALING=1; 1024 ranks take a while on a small machine).
+func TestNegotiationTable(t *testing.T) {
+	if os.Getenv("GOROVOD_SCALING") == "" {
+		t.Skip("set GOROVOD_SCALING=1 to print the table")
+	}
+	t.Logf("%6s %7s %8s %12s %12s %14s %14s %10s", "ranks", "tensors", "cache", "rank0 us", "rank us", "rank0 in B", "rank0 out B", "bits B")
+	for _, cached := range []bool{true, false} {
+		for _, n := range []int{8, 64, 256, 1024} {
+			cycles := max(3, 2048/n)
+			c := measure(t, n, 200, cycles, cached)
+			mode := "hit"
+			if !cached {
+				mode = "miss"
+			}
+			t.Logf("%6d %7d %8s %12.1f %12.1f %14d %14d %10d", n, c.tensors, mode,
+				float64(c.rootWork.Nanoseconds())/1e3, float64(c.rankWork.Nanoseconds())/1e3, c.rootIn, c.rootOut, c.bitBytes)
+		}
+	}
+}
