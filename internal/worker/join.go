@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -99,8 +100,10 @@ func Join(ctx context.Context, li Info, disableShm bool, log *zap.Logger) (*Join
 		Listener: lis, DisableShm: disableShm, Logger: log,
 	})
 	if err != nil {
+		err = fmt.Errorf("rank %d: connecting to peers: %w", li.Rank, err)
+		err = blameLostPeer(ctx, RendezvousOracle{Client: rdv, Epoch: world.Epoch}, li, world, err)
 		_ = j.Release()
-		return nil, classify(fmt.Errorf("rank %d: connecting to peers: %w", li.Rank, err))
+		return nil, classify(err)
 	}
 	me := world.Peers[li.Rank]
 	j.Topology = Topology{Rank: li.Rank, Size: len(world.Peers), LocalRank: me.LocalRank, LocalSize: me.LocalSize,
@@ -187,6 +190,25 @@ type RendezvousOracle struct {
 func (o RendezvousOracle) Report(ctx context.Context, f tracked.Failure) (string, error) {
 	first, err := o.Client.ReportFailure(ctx, failureStatus(f, o.Epoch))
 	return first.Message, err
+}
+
+// blameLostPeer reports a peer lost while the mesh was being built to the
+// job's failure oracle, as the data plane does during ops, and prefixes err
+// with the job's first failure: a peer that died after registering is named
+// first by every rank, not the rank that noticed it.
+func blameLostPeer(ctx context.Context, o tracked.Oracle, li Info, world rendezvous.World, err error) error {
+	var pe *transport.PeerError
+	if !errors.Is(err, transport.ErrPeerLost) || !errors.As(err, &pe) || pe.Rank < 0 || pe.Rank >= len(world.Peers) {
+		return err
+	}
+	f := tracked.Failure{Rank: li.Rank, Host: li.Host, Lost: pe.Rank, LostHost: world.Peers[pe.Rank].Host, Message: pe.Err.Error()}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), tracked.StallReportTimeout)
+	defer cancel()
+	first, rerr := o.Report(rctx, f)
+	if rerr != nil || first == "" || strings.Contains(err.Error(), first) {
+		return err
+	}
+	return fmt.Errorf("%s: %w", first, err)
 }
 
 // failureStatus is f as the failure oracle reads it: what f's rank blames.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -290,6 +291,9 @@ func (b *builder) link(ctx context.Context, conn net.Conn, peer int, purpose han
 	return tcp.New(conn, peer, host), nil
 }
 
+// maxRefusals is how many refused dials in a row make a peer lost.
+const maxRefusals = 4
+
 func (b *builder) dial(peer int) {
 	defer b.wg.Done()
 	addr := b.cfg.Peers[peer].Addr
@@ -297,8 +301,22 @@ func (b *builder) dial(peer int) {
 	purpose := b.purpose(peer)
 	var d net.Dialer
 	backoff := 5 * time.Millisecond
+	refused := 0
 	for {
 		conn, err := d.DialContext(b.ctx, "tcp", addr)
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			// The peer registered this address after it began listening:
+			// a refusal means its listener, and most likely its process,
+			// is gone. A few tries cover a listener being replaced; then
+			// fail rather than wait for the start timeout.
+			if refused++; refused >= maxRefusals {
+				b.setFatal(&transport.PeerError{Rank: peer, Host: host, Op: "dial",
+					Err: fmt.Errorf("%w: %s refused the connection %d times (its listener is gone: the process ended or gave up)", transport.ErrPeerLost, addr, refused)})
+				return
+			}
+		} else {
+			refused = 0
+		}
 		if err == nil {
 			hctx, cancel := context.WithTimeout(b.ctx, b.cfg.HandshakeTimeout)
 			err = handshake.Client(hctx, conn, b.hs, peer, purpose)

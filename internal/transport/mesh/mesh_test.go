@@ -297,7 +297,8 @@ func TestMeshWrongSecret(t *testing.T) {
 func TestMeshUnreachable(t *testing.T) {
 	defer linktest.CheckGoroutines(t)()
 	peers, lis := world(t, []string{"a", "b", "c"})
-	lis[2].Close() // rank 2 never listens
+	// Rank 0 never dials and rank 2 never answers (its listener is open,
+	// nobody builds on it): the deadline error names both.
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	_, err := Build(ctx, Config{Rank: 1, Peers: peers, Secret: []byte("s"), Listener: lis[1]})
@@ -308,6 +309,24 @@ func TestMeshUnreachable(t *testing.T) {
 	msg := err.Error()
 	if !strings.Contains(msg, "rank 0") || !strings.Contains(msg, "rank 2") || !strings.Contains(msg, peers[2].Addr) {
 		t.Fatalf("error %q does not name ranks 0 and 2 and rank 2's address", msg)
+	}
+}
+
+// A peer whose registered address refuses connections is gone (it listened
+// before registering): Build fails at once naming it, not at the deadline.
+func TestMeshRefusedPeerIsLost(t *testing.T) {
+	defer linktest.CheckGoroutines(t)()
+	peers, lis := world(t, []string{"a", "b", "c"})
+	lis[2].Close() // rank 2's process ended
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, err := Build(ctx, Config{Rank: 1, Peers: peers, Secret: []byte("s"), Listener: lis[1]})
+	var pe *transport.PeerError
+	if !errors.Is(err, transport.ErrPeerLost) || !errors.As(err, &pe) || pe.Rank != 2 || ctx.Err() != nil {
+		t.Fatalf("err %v, want ErrPeerLost naming rank 2 before the deadline", err)
+	}
+	if !strings.Contains(err.Error(), peers[2].Addr) {
+		t.Fatalf("error %q does not name rank 2's address", err)
 	}
 }
 
