@@ -40,6 +40,18 @@ type Backend interface {
 	Execute(ctx context.Context, r *coordinator.Response, entries []*Entry, g Group) error
 }
 
+// WorldCloser is an optional interface of a device backend. The backend
+// itself belongs to whoever made it: World.Close does not close it, since
+// one backend may serve several worlds (the ranks of an in-process test,
+// the successive epochs of an elastic job). When a world closes, after its
+// loop has stopped and before its host planes close, it calls CloseWorld
+// with the host planes its groups used (Group.Host of every response it
+// handed out), so that the backend releases what it made for that world
+// (the NCCL backend destroys its communicators). An error is logged.
+type WorldCloser interface {
+	CloseWorld(hosts []*ops.Comm) error
+}
+
 // Group is the ranks a response runs among.
 type Group struct {
 	Rank    int       // this rank's index in Members
@@ -71,6 +83,8 @@ type Entry struct {
 }
 
 // WithDeviceBackend runs the responses of GPU tensors (device >= 0) on b.
+// The caller keeps ownership of b and closes it after the worlds that use
+// it; a b that implements WorldCloser is told when each world closes.
 func WithDeviceBackend(b Backend) Option { return func(o *initOptions) { o.deviceBackend = b } }
 
 // backendFor returns the backend of a response's device.

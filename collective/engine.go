@@ -480,6 +480,7 @@ func (e *engine) close() {
 	if err := e.tl.Stop(); err != nil {
 		e.log.Warn("closing the timeline", zap.Error(err))
 	}
+	e.closeDeviceWorld()
 	for _, st := range e.sets {
 		if st.comm != nil {
 			_ = st.comm.Close()
@@ -491,6 +492,25 @@ func (e *engine) close() {
 		_ = e.closers[i]()
 	}
 	e.closers = nil
+}
+
+// closeDeviceWorld tells a device backend that implements WorldCloser
+// that this world is over (its loop has stopped; its host planes are
+// still open).
+func (e *engine) closeDeviceWorld() {
+	wc, ok := e.device.(WorldCloser)
+	if !ok {
+		return
+	}
+	hosts := []*ops.Comm{e.comm}
+	for _, st := range e.sets {
+		if st.comm != nil {
+			hosts = append(hosts, st.comm)
+		}
+	}
+	if err := wc.CloseWorld(hosts); err != nil {
+		e.log.Warn("closing the device backend's state of this world", zap.Error(err))
+	}
 }
 
 // exchange implements coordinator.Exchange over the data plane: the bit

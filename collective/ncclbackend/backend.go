@@ -18,7 +18,9 @@
 // membership, or the same ranks in a new epoch after Init again) gets new
 // communicators: a group is keyed by its members and the world's host
 // plane, and the old communicator of the same rank and members is
-// destroyed. Close destroys the rest.
+// destroyed. When a world closes, World.Close has the backend destroy that
+// world's communicators (CloseWorld); the backend itself is its maker's,
+// and Close destroys whatever is left.
 package ncclbackend
 
 import (
@@ -72,7 +74,43 @@ func (b *Backend) Calls() int64 {
 	return b.calls.Load()
 }
 
-// Close destroys every communicator. Later responses fail.
+// CloseWorld destroys the communicators made for a world that is closing
+// (collective.WorldCloser): those bootstrapped over one of hosts, the
+// world's host planes. World.Close calls it after the world's loop has
+// stopped, so no collective of that world is running on them.
+func (b *Backend) CloseWorld(hosts []*ops.Comm) error {
+	b.mu.Lock()
+	groups := make(map[string]*group, len(b.groups))
+	for key, gr := range b.groups {
+		groups[key] = gr
+	}
+	b.mu.Unlock()
+	var first error
+	for key, gr := range groups { // gr.mu before b.mu, as in drop
+		gr.mu.Lock()
+		mine := slices.Contains(hosts, gr.host)
+		if mine && gr.x != nil {
+			if err := closeExecutor(gr.x); err != nil && first == nil {
+				first = err
+			}
+			gr.x = nil
+		}
+		gr.mu.Unlock()
+		if mine {
+			b.mu.Lock()
+			if b.groups[key] == gr {
+				delete(b.groups, key)
+			}
+			b.mu.Unlock()
+		}
+	}
+	return first
+}
+
+// Close destroys every communicator. Later responses fail. The backend is
+// its maker's to close (World.Close does not), after the worlds that use
+// it; each world's own communicators are already destroyed when it closes
+// (CloseWorld).
 func (b *Backend) Close() error {
 	b.mu.Lock()
 	groups := b.groups

@@ -22,6 +22,7 @@ import (
 	"github.com/gorovod/gorovod/internal/transport/inmem"
 	"github.com/gorovod/gorovod/nccl"
 	"github.com/gorovod/gorovod/nccl/fakenccl"
+	"github.com/gorovod/gorovod/ops"
 )
 
 // The ranks of these tests are worlds in one process (collectivetest) whose
@@ -185,8 +186,11 @@ func TestFaults(t *testing.T) {
 }
 
 // TestNewWorldNewCommunicator: the same ranks in a second world (a new
-// epoch) get a new communicator; the first one's is destroyed.
+// epoch) get a new communicator; closing a world destroys its
+// communicators (World.Close calls CloseWorld), and the backend stays
+// usable for the next world.
 func TestNewWorldNewCommunicator(t *testing.T) {
+	checkNoLeak(t)
 	lib := loadDouble(t)
 	b := New(lib, 0)
 	defer b.Close()
@@ -197,9 +201,32 @@ func TestNewWorldNewCommunicator(t *testing.T) {
 		if got := b.made.Load(); got != int64(2*world) {
 			t.Errorf("after world %d: %d communicators made, want %d (one per rank and world)", world, got, 2*world)
 		}
+		b.mu.Lock()
+		n := len(b.groups)
+		b.mu.Unlock()
+		if n != 0 {
+			t.Errorf("after world %d closed: %d communicators kept, want 0", world, n)
+		}
 	}
-	if n := len(b.groups); n != 2 {
-		t.Errorf("%d groups kept, want 2 (the old world's communicators replaced)", n)
+}
+
+// TestCloseWorldKeepsOtherWorlds: CloseWorld destroys only the
+// communicators bootstrapped over the closing world's host planes.
+func TestCloseWorldKeepsOtherWorlds(t *testing.T) {
+	lib := loadDouble(t)
+	b := New(lib, 0)
+	defer b.Close()
+	mine, other := &ops.Comm{}, &ops.Comm{}
+	b.groups["a"] = &group{host: mine}
+	b.groups["b"] = &group{host: other}
+	if err := b.CloseWorld([]*ops.Comm{mine}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := b.groups["a"]; ok {
+		t.Error("the closing world's group is still there")
+	}
+	if _, ok := b.groups["b"]; !ok {
+		t.Error("another world's group was dropped")
 	}
 }
 
