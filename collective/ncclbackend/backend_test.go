@@ -392,3 +392,62 @@ func TestHierarchicalAllreduce(t *testing.T) {
 		t.Errorf("%d NCCL calls, want %d (a reduce-scatter and an allgather per allreduce and rank)", c, want)
 	}
 }
+
+// TestLoopOverlapsDeviceOps: the loop does not wait for a device allreduce
+// it has enqueued. Rank 1's first NCCL collective hangs in the double;
+// once both ranks have enqueued it, a host allreduce (a later negotiation
+// cycle and op) completes while the device handle is still waiting, and
+// the device handle then ends at the progress deadline with a named error.
+func TestLoopOverlapsDeviceOps(t *testing.T) {
+	checkNoLeak(t)
+	lib := loadDouble(t)
+	t.Setenv("FAKENCCL_FAULT", "hang:1:1")
+	b := New(lib, 0, nccl.WithWatchdogInterval(5*time.Millisecond))
+	defer b.Close()
+	cfg := collective.DefaultConfig()
+	cfg.ProgressTimeout = 3 * time.Second
+	err := run(t, 2, b, func(ctx context.Context, r *devicecheck.Rig) error {
+		x, err := r.Tensor(tensor.Float32, devicecheck.Values(tensor.Float32, r.Rank, 0, 33))
+		if err != nil {
+			return err
+		}
+		dev := collective.AllreduceDeviceAsync(ctx, "dev", x, collective.Sum, r.In)
+		if err := enqueuedBy(ctx, b, 2); err != nil {
+			return err
+		}
+		host := []float32{float32(r.Rank + 1)}
+		if err := collective.Allreduce(ctx, "host", host, collective.Sum, r.In); err != nil {
+			return fmt.Errorf("rank %d: host allreduce while the device one runs: %w", r.Rank, err)
+		}
+		if host[0] != 3 {
+			return fmt.Errorf("rank %d: host allreduce gave %v, want 3", r.Rank, host[0])
+		}
+		select {
+		case <-dev.Done():
+			return fmt.Errorf("rank %d: the hung device allreduce ended before the host one: %v", r.Rank, dev.Wait(ctx))
+		default:
+		}
+		err = dev.Wait(ctx)
+		if !errors.Is(err, collective.ErrTimeout) && !errors.Is(err, collective.ErrPeerLost) {
+			return fmt.Errorf("rank %d: device allreduce ended with %v, want ErrTimeout or ErrPeerLost", r.Rank, err)
+		}
+		return nil
+	}, collective.WithConfig(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// enqueuedBy waits (bounded by ctx) until b has enqueued n NCCL calls.
+func enqueuedBy(ctx context.Context, b *Backend, n int64) error {
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for b.Calls() < n {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%d NCCL calls enqueued, waiting for %d: %w", b.Calls(), n, ctx.Err())
+		case <-tick.C:
+		}
+	}
+	return nil
+}
