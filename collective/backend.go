@@ -40,6 +40,46 @@ type Backend interface {
 	Execute(ctx context.Context, r *coordinator.Response, entries []*Entry, g Group) error
 }
 
+// AsyncBackend is an optional extension of a device backend whose work
+// runs asynchronously on the device. When the device backend implements
+// it, the loop calls Enqueue instead of Execute (same arguments, same
+// order on every rank, on the loop goroutine): Enqueue returns once the
+// operation is queued on the device, with a Completion that the loop's
+// completion goroutine waits for, in enqueue order, while the loop
+// negotiates the next cycles. The entries' handles finish only when their
+// completion does (the caller gets its tensors back after the device is
+// done with them), failing with its error; the progress deadline bounds
+// each wait from the moment of Enqueue, and a failed completion stops the
+// world as a failed Execute does. A nil Completion means the operation is
+// already done. Barriers and joins wait for every completion first, so
+// they keep their place in the op sequence. Backends without it (the CPU
+// one) run synchronously through Execute.
+type AsyncBackend interface {
+	Backend
+	Enqueue(ctx context.Context, r *coordinator.Response, entries []*Entry, g Group) (Completion, error)
+}
+
+// Completion is the end of an operation an AsyncBackend enqueued.
+type Completion interface {
+	// Wait returns once the operation has finished (nil) or failed; when
+	// ctx ends first the backend gives up on the operation and returns an
+	// error that wraps ctx's. It is called once, from the loop's
+	// completion goroutine.
+	Wait(ctx context.Context) error
+}
+
+// WorldCloser is an optional interface of a device backend. The backend
+// itself belongs to whoever made it: World.Close does not close it, since
+// one backend may serve several worlds (the ranks of an in-process test,
+// the successive epochs of an elastic job). When a world closes, after its
+// loop has stopped and before its host planes close, it calls CloseWorld
+// with the host planes its groups used (Group.Host of every response it
+// handed out), so that the backend releases what it made for that world
+// (the NCCL backend destroys its communicators). An error is logged.
+type WorldCloser interface {
+	CloseWorld(hosts []*ops.Comm) error
+}
+
 // Group is the ranks a response runs among.
 type Group struct {
 	Rank    int       // this rank's index in Members
@@ -71,6 +111,8 @@ type Entry struct {
 }
 
 // WithDeviceBackend runs the responses of GPU tensors (device >= 0) on b.
+// The caller keeps ownership of b and closes it after the worlds that use
+// it; a b that implements WorldCloser is told when each world closes.
 func WithDeviceBackend(b Backend) Option { return func(o *initOptions) { o.deviceBackend = b } }
 
 // backendFor returns the backend of a response's device.

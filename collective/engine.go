@@ -75,6 +75,9 @@ type engine struct {
 	nextSet      int               // last process set id handed out (API side)
 	sets         map[int]*setState // loop goroutine only
 
+	inflight   chan inflightOp // device ops enqueued, for the completion goroutine (see AsyncBackend)
+	inflightWG sync.WaitGroup  // ops in inflight not finished yet; Add on the loop goroutine only
+
 	wake     chan struct{} // a submission arrived
 	stop     chan struct{} // Shutdown asked the loop to stop
 	loopDone chan struct{}
@@ -126,6 +129,7 @@ func newEngine(cfg config.Config, log *zap.Logger, topo topology, raw transport.
 		met:      newMetrics(),
 		pending:  make(map[string]*entry),
 		sets:     make(map[int]*setState),
+		inflight: make(chan inflightOp, inflightQueue),
 		wake:     make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 		loopDone: make(chan struct{}),
@@ -190,9 +194,49 @@ func (e *engine) submit(ctx context.Context, req coordinator.Request, buf []byte
 	return en
 }
 
+// inflightQueue is how many enqueued device ops the loop may run ahead of
+// their completion before Enqueue waits for the oldest.
+const inflightQueue = 64
+
+// inflightOp is a device op an AsyncBackend enqueued: its entries finish
+// when the completion does.
+type inflightOp struct {
+	r        *coordinator.Response
+	entries  []*entry
+	c        Completion
+	start    time.Time
+	deadline time.Time // the progress deadline from Enqueue; zero: none
+}
+
+// complete is the completion goroutine of run: it waits for enqueued
+// device ops in order, finishes their entries, and stops the world when
+// one failed. It ends when run closes ops, after the last one.
+func (e *engine) complete(ops <-chan inflightOp, done chan<- struct{}) {
+	defer close(done)
+	for op := range ops {
+		ctx, cancel := context.Background(), context.CancelFunc(func() {})
+		if !op.deadline.IsZero() {
+			ctx, cancel = context.WithDeadline(ctx, op.deadline)
+		}
+		err := op.c.Wait(ctx)
+		cancel()
+		if err = e.finishOp(op.r, op.entries, op.start, err); err != nil {
+			err = e.timeoutErr(err)
+			e.die(typed(e.peerErr(fmt.Errorf("rank %d (%s): %w", e.topo.Rank, e.topo.Host, err)), true))
+		}
+		e.inflightWG.Done()
+	}
+}
+
 // run is the background loop. It owns every data-plane operation.
 func (e *engine) run() {
 	defer close(e.loopDone)
+	completed := make(chan struct{})
+	go e.complete(e.inflight, completed)
+	defer func() { // the device ops still in flight end, each within its deadline
+		close(e.inflight)
+		<-completed
+	}()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	x := &exchange{e: e}
@@ -369,9 +413,27 @@ func (e *engine) execute(ctx context.Context, r *coordinator.Response) error {
 		}
 		return nil
 	}
+	start := time.Now()
 	octx, cancel := e.progressDeadline(ctx)
-	err := e.executeOp(octx, r, entries)
+	c, err := e.executeOp(octx, r, entries)
 	cancel()
+	if err == nil && c != nil {
+		op := inflightOp{r: r, entries: entries, c: c, start: start}
+		if e.cfg.ProgressTimeout > 0 {
+			op.deadline = start.Add(e.cfg.ProgressTimeout)
+		}
+		e.inflightWG.Add(1)
+		e.inflight <- op
+		return nil
+	}
+	return e.finishOp(r, entries, start, err)
+}
+
+// finishOp ends a response's entries with the outcome of its op (err
+// from the backend, nil on success). A returned error is fatal to the
+// loop; see execute.
+func (e *engine) finishOp(r *coordinator.Response, entries []*entry, start time.Time, err error) error {
+	e.met.op(r, len(entries), time.Since(start))
 	e.tl.OpEnd(time.Now(), r.Names, err)
 	perTensor := errors.Is(err, tensor.ErrInvalid) // the ops refused these tensors before moving data
 	if err != nil && !perTensor {
@@ -403,9 +465,35 @@ func responseError(r *coordinator.Response) error {
 
 // executeOp runs one response: join and barrier (with an exclusive
 // section) here, data-moving ops on the backend of the response's device.
-func (e *engine) executeOp(ctx context.Context, r *coordinator.Response, entries []*entry) error {
-	start := time.Now()
-	defer func() { e.met.op(r, len(entries), time.Since(start)) }()
+// A non-nil Completion means an AsyncBackend enqueued the op.
+func (e *engine) executeOp(ctx context.Context, r *coordinator.Response, entries []*entry) (Completion, error) {
+	switch r.Op {
+	case coordinator.OpJoin, coordinator.OpBarrier:
+		e.inflightWG.Wait() // the device ops before them end first
+		return nil, e.executeSync(ctx, r, entries)
+	}
+	b, err := e.backendFor(r.Device)
+	if err != nil {
+		return nil, err
+	}
+	g, err := e.group(r)
+	if err != nil {
+		return nil, err
+	}
+	views := make([]*Entry, len(entries))
+	for i, en := range entries {
+		if en != nil {
+			views[i] = &en.Entry
+		}
+	}
+	if ab, ok := b.(AsyncBackend); ok && Device(r.Device) != CPU {
+		return ab.Enqueue(ctx, r, views, g)
+	}
+	return nil, b.Execute(ctx, r, views, g)
+}
+
+// executeSync runs a join or a barrier.
+func (e *engine) executeSync(ctx context.Context, r *coordinator.Response, entries []*entry) error {
 	switch r.Op {
 	case coordinator.OpJoin:
 		for _, en := range entries {
@@ -426,21 +514,7 @@ func (e *engine) executeOp(ctx context.Context, r *coordinator.Response, entries
 		}
 		return nil
 	}
-	b, err := e.backendFor(r.Device)
-	if err != nil {
-		return err
-	}
-	g, err := e.group(r)
-	if err != nil {
-		return err
-	}
-	views := make([]*Entry, len(entries))
-	for i, en := range entries {
-		if en != nil {
-			views[i] = &en.Entry
-		}
-	}
-	return b.Execute(ctx, r, views, g)
+	return fmt.Errorf("%w: %v is not a join or a barrier", ErrInvalid, r.Op)
 }
 
 // logStalls reports, on rank 0, tensors some ranks submitted and others
@@ -483,6 +557,7 @@ func (e *engine) close() {
 	if err := e.tl.Stop(); err != nil {
 		e.log.Warn("closing the timeline", zap.Error(err))
 	}
+	e.closeDeviceWorld()
 	for _, st := range e.sets {
 		if st.comm != nil {
 			_ = st.comm.Close()
@@ -494,6 +569,25 @@ func (e *engine) close() {
 		_ = e.closers[i]()
 	}
 	e.closers = nil
+}
+
+// closeDeviceWorld tells a device backend that implements WorldCloser
+// that this world is over (its loop has stopped; its host planes are
+// still open).
+func (e *engine) closeDeviceWorld() {
+	wc, ok := e.device.(WorldCloser)
+	if !ok {
+		return
+	}
+	hosts := []*ops.Comm{e.comm}
+	for _, st := range e.sets {
+		if st.comm != nil {
+			hosts = append(hosts, st.comm)
+		}
+	}
+	if err := wc.CloseWorld(hosts); err != nil {
+		e.log.Warn("closing the device backend's state of this world", zap.Error(err))
+	}
 }
 
 // exchange implements coordinator.Exchange over the data plane: the bit

@@ -562,15 +562,26 @@ func (c *Comm) AlltoallV(ctx context.Context, sendbuf DevicePtr, sendCounts, sen
 // communicator's async error. If ctx ends first the communicator is aborted:
 // a kernel waiting on a lost peer never finishes otherwise.
 func (c *Comm) Synchronize(ctx context.Context, stream Stream) error {
-	err := pollUntil(ctx, func() (bool, error) {
+	return c.waitDevice(ctx, "stream not done", func() (bool, error) {
 		switch e := c.l.s.streamQuery(c.device, stream); e {
 		case 0:
 			return true, nil
 		case cudaErrorNotReady:
+			return false, nil
 		case -1: // no cudaStreamQuery: block
 			return true, c.l.cudaErr("cudaStreamSynchronize", c.l.s.streamSynchronize(c.device, stream))
 		default:
 			return true, c.l.cudaErr("cudaStreamQuery", e)
+		}
+	})
+}
+
+// waitDevice polls query (true once the device work is done) while
+// watching the communicator's async error; see Synchronize.
+func (c *Comm) waitDevice(ctx context.Context, what string, query func() (bool, error)) error {
+	err := pollUntil(ctx, func() (bool, error) {
+		if done, err := query(); done || err != nil {
+			return true, err
 		}
 		c.hmu.Lock()
 		defer c.hmu.Unlock()
@@ -586,7 +597,7 @@ func (c *Comm) Synchronize(ctx context.Context, stream Stream) error {
 		return nil
 	}
 	if ctx.Err() != nil && err == ctx.Err() {
-		err = fmt.Errorf("%w: stream not done on rank %d: %w", ErrAborted, c.rank, err)
+		err = fmt.Errorf("%w: %s on rank %d: %w", ErrAborted, what, c.rank, err)
 		c.abortWith(err)
 		return err
 	}

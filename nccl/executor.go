@@ -3,6 +3,7 @@ package nccl
 import (
 	"context"
 	"fmt"
+	"sync"
 	"sync/atomic"
 
 	"github.com/gorovod/gorovod/internal/tensor"
@@ -32,6 +33,11 @@ type Executor struct {
 	buf       DevicePtr
 	bufLen    int
 	calls     atomic.Int64
+
+	emu           sync.Mutex // guards the event fields: Pending.Wait runs on another goroutine
+	events        map[event]struct{}
+	eventsChecked bool
+	eventsOK      bool
 }
 
 // NewExecutor runs collectives on c. With stream 0 it creates a stream of
@@ -40,7 +46,7 @@ func NewExecutor(c *Comm, stream Stream) (*Executor, error) {
 	if c == nil {
 		return nil, fmt.Errorf("%w: nil communicator", ErrInvalid)
 	}
-	x := &Executor{comm: c, dev: c.l.Device(c.device), stream: stream}
+	x := &Executor{comm: c, dev: c.l.Device(c.device), stream: stream, events: map[event]struct{}{}}
 	if stream == 0 {
 		s, err := x.dev.NewStream()
 		if err != nil {
@@ -62,8 +68,9 @@ func (x *Executor) Free(p DevicePtr) error { return x.dev.Free(p) }
 // once) the executor has enqueued.
 func (x *Executor) Calls() int64 { return x.calls.Load() }
 
-// Close frees the fusion buffer and the executor's own stream; the
-// communicator is the caller's.
+// Close frees the fusion buffer, the executor's own stream and the events
+// of Pendings not waited for successfully; the communicator is the
+// caller's.
 func (x *Executor) Close() error {
 	var first error
 	if x.buf != 0 {
@@ -75,6 +82,13 @@ func (x *Executor) Close() error {
 			first = err
 		}
 		x.ownStream = false
+	}
+	x.emu.Lock()
+	events := x.events
+	x.events = map[event]struct{}{}
+	x.emu.Unlock()
+	for e := range events { // CUDA releases an event still to be reached once the stream reaches it
+		x.comm.l.s.eventDestroy(x.dev.Ordinal, e)
 	}
 	return first
 }
@@ -107,6 +121,31 @@ func (x *Executor) count() { x.calls.Add(1) }
 // Allreduce reduces each tensor in place across the ranks: one NCCL call
 // for all of them. prescale multiplies the input, postscale the result.
 func (x *Executor) Allreduce(ctx context.Context, ts []Tensor, dt tensor.DType, op tensor.ReduceOp, prescale, postscale float64) error {
+	if err := x.enqueueAllreduce(ctx, ts, dt, op, prescale, postscale); err != nil {
+		return err
+	}
+	return x.comm.Synchronize(ctx, x.stream)
+}
+
+// AllreduceAsync is Allreduce that returns once the work is queued on the
+// executor's stream (a host scaling step, when one is needed, still waits
+// for the stream first), with a CUDA event recorded after it: the tensors
+// hold the result once the Pending's Wait returns nil, and must not be
+// touched before. Later work on the executor is queued after it on the
+// same stream, so the fusion buffer is never overwritten while this
+// collective still reads it. Without CUDA events in the runtime it waits
+// like Allreduce and returns a nil Pending (whose Wait returns nil).
+func (x *Executor) AllreduceAsync(ctx context.Context, ts []Tensor, dt tensor.DType, op tensor.ReduceOp, prescale, postscale float64) (*Pending, error) {
+	if !x.hasEvents() {
+		return nil, x.Allreduce(ctx, ts, dt, op, prescale, postscale)
+	}
+	if err := x.enqueueAllreduce(ctx, ts, dt, op, prescale, postscale); err != nil {
+		return nil, err
+	}
+	return x.record()
+}
+
+func (x *Executor) enqueueAllreduce(ctx context.Context, ts []Tensor, dt tensor.DType, op tensor.ReduceOp, prescale, postscale float64) error {
 	red, err := x.comm.Reduction(dt, op)
 	if err != nil {
 		return err
@@ -123,7 +162,7 @@ func (x *Executor) Allreduce(ctx context.Context, ts []Tensor, dt tensor.DType, 
 			return err
 		}
 		x.count()
-		return x.comm.Synchronize(ctx, x.stream)
+		return nil
 	}
 	buf, err := x.fusion(ctx, total*es)
 	if err != nil {
@@ -146,10 +185,7 @@ func (x *Executor) Allreduce(ctx context.Context, ts []Tensor, dt tensor.DType, 
 			return err
 		}
 	}
-	if err := x.unpack(buf, ts, es); err != nil {
-		return err
-	}
-	return x.comm.Synchronize(ctx, x.stream)
+	return x.unpack(buf, ts, es)
 }
 
 // AllreduceIdentity is a joined rank's part in an allreduce of count
@@ -392,4 +428,95 @@ func (x *Executor) AllreduceHierarchical(ctx context.Context, ts []Tensor, dt te
 		return err
 	}
 	return x.comm.Synchronize(ctx, x.stream)
+}
+
+// Pending is device work an executor has queued, followed by a CUDA
+// event (AllreduceAsync).
+type Pending struct {
+	x  *Executor
+	ev event
+}
+
+// Wait waits for the work under ctx (the caller's progress deadline) while
+// watching the communicator's async error; when ctx ends first, or NCCL
+// reports an error, the communicator is aborted, as in Synchronize. Wait is
+// called once; a nil Pending's Wait returns nil at once. It may be called
+// from another goroutine than the one using the executor.
+func (p *Pending) Wait(ctx context.Context) error {
+	if p == nil {
+		return nil
+	}
+	x := p.x
+	err := x.comm.waitDevice(ctx, "collective not done", func() (bool, error) {
+		// The executor may have been closed since (a failed earlier
+		// collective dropped it): its events are gone with it.
+		x.emu.Lock()
+		_, live := x.events[p.ev]
+		e := cudaErrorNotReady
+		if live {
+			e = x.comm.l.s.eventQuery(x.dev.Ordinal, p.ev)
+		}
+		x.emu.Unlock()
+		if !live {
+			if cause := x.comm.Err(); cause != nil {
+				return true, cause
+			}
+			return true, fmt.Errorf("%w: the executor was closed with the collective pending", ErrClosed)
+		}
+		switch e {
+		case 0:
+			return true, nil
+		case cudaErrorNotReady:
+			return false, nil
+		default:
+			return true, x.comm.l.cudaErr("cudaEventQuery", e)
+		}
+	})
+	if err == nil {
+		x.releaseEvent(p.ev)
+	}
+	// On an error the event stays with the executor, which destroys it in
+	// Close once the stream can no longer record it.
+	return err
+}
+
+// hasEvents reports whether the runtime has the CUDA event calls.
+func (x *Executor) hasEvents() bool {
+	x.emu.Lock()
+	defer x.emu.Unlock()
+	if x.eventsChecked {
+		return x.eventsOK
+	}
+	e, code := x.comm.l.s.eventCreate(x.dev.Ordinal)
+	x.eventsChecked, x.eventsOK = true, code == 0
+	if code == 0 {
+		x.comm.l.s.eventDestroy(x.dev.Ordinal, e)
+	}
+	return x.eventsOK
+}
+
+// record records a new event on the executor's stream.
+func (x *Executor) record() (*Pending, error) {
+	e, code := x.comm.l.s.eventCreate(x.dev.Ordinal)
+	if code != 0 {
+		return nil, x.comm.l.cudaErr("cudaEventCreateWithFlags", code)
+	}
+	if code := x.comm.l.s.eventRecord(x.dev.Ordinal, e, x.stream); code != 0 {
+		x.comm.l.s.eventDestroy(x.dev.Ordinal, e)
+		return nil, x.comm.l.cudaErr("cudaEventRecord", code)
+	}
+	x.emu.Lock()
+	x.events[e] = struct{}{}
+	x.emu.Unlock()
+	return &Pending{x: x, ev: e}, nil
+}
+
+func (x *Executor) releaseEvent(e event) {
+	x.emu.Lock()
+	_, ok := x.events[e]
+	delete(x.events, e)
+	x.emu.Unlock()
+	if ok {
+		x.comm.l.s.eventDestroy(x.dev.Ordinal, e)
+	}
 }

@@ -59,7 +59,17 @@ type shim interface {
 	streamDestroy(dev int, s Stream) int
 	streamQuery(dev int, s Stream) int // -1: no cudaStreamQuery
 	streamSynchronize(dev int, s Stream) int
+	// Events (cudaEventCreateWithFlags with cudaEventDisableTiming,
+	// cudaEventRecord, cudaEventQuery, cudaEventDestroy); eventCreate
+	// returns code -1 when the runtime lacks any of them.
+	eventCreate(dev int) (event, int)
+	eventRecord(dev int, e event, s Stream) int
+	eventQuery(dev int, e event) int
+	eventDestroy(dev int, e event) int
 }
+
+// event is a cudaEvent_t held as an integer.
+type event uintptr
 
 // cudaErrorNotReady is cudaStreamQuery's "work still pending".
 const cudaErrorNotReady = 600

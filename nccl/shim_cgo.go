@@ -65,6 +65,10 @@ typedef struct {
 	cudaError_t (*free)(void *);
 	cudaError_t (*memcpy)(void *, const void *, size_t, int);
 	cudaError_t (*memcpyAsync)(void *, const void *, size_t, int, cudaStream_t);
+	cudaError_t (*eventCreateWithFlags)(void **, unsigned);
+	cudaError_t (*eventRecord)(void *, cudaStream_t);
+	cudaError_t (*eventQuery)(void *);
+	cudaError_t (*eventDestroy)(void *);
 } gr_lib;
 
 typedef struct { const char *name; size_t off; int cudart; int required; } gr_sym;
@@ -99,6 +103,10 @@ static const gr_sym gr_syms[] = {
 	{"cudaFree", offsetof(gr_lib, free), 1, 1},
 	{"cudaMemcpy", offsetof(gr_lib, memcpy), 1, 1},
 	{"cudaMemcpyAsync", offsetof(gr_lib, memcpyAsync), 1, 0},
+	{"cudaEventCreateWithFlags", offsetof(gr_lib, eventCreateWithFlags), 1, 0},
+	{"cudaEventRecord", offsetof(gr_lib, eventRecord), 1, 0},
+	{"cudaEventQuery", offsetof(gr_lib, eventQuery), 1, 0},
+	{"cudaEventDestroy", offsetof(gr_lib, eventDestroy), 1, 0},
 };
 
 // gr_open dlopens path; on failure it copies dlerror's text into err. Both
@@ -257,6 +265,27 @@ static int gr_streamQuery(gr_lib *l, int dev, uintptr_t s) {
 static int gr_streamSynchronize(gr_lib *l, int dev, uintptr_t s) {
 	GR_SET_DEVICE(l, dev);
 	return l->streamSynchronize((cudaStream_t)s);
+}
+// Events: -1 when the runtime lacks one of the four calls.
+static int gr_eventCreate(gr_lib *l, int dev, uintptr_t *e) {
+	if (l->eventCreateWithFlags == NULL || l->eventRecord == NULL || l->eventQuery == NULL || l->eventDestroy == NULL) return -1;
+	GR_SET_DEVICE(l, dev);
+	void *ev = NULL;
+	cudaError_t r = l->eventCreateWithFlags(&ev, 0x02); // cudaEventDisableTiming
+	*e = (uintptr_t)ev;
+	return r;
+}
+static int gr_eventRecord(gr_lib *l, int dev, uintptr_t e, uintptr_t st) {
+	GR_SET_DEVICE(l, dev);
+	return l->eventRecord((void *)e, (cudaStream_t)st);
+}
+static int gr_eventQuery(gr_lib *l, int dev, uintptr_t e) {
+	GR_SET_DEVICE(l, dev);
+	return l->eventQuery((void *)e);
+}
+static int gr_eventDestroy(gr_lib *l, int dev, uintptr_t e) {
+	GR_SET_DEVICE(l, dev);
+	return l->eventDestroy((void *)e);
 }
 */
 import "C"
@@ -485,4 +514,22 @@ func (s *cShim) streamQuery(dev int, st Stream) int {
 
 func (s *cShim) streamSynchronize(dev int, st Stream) int {
 	return int(C.gr_streamSynchronize(s.l, C.int(dev), C.uintptr_t(st)))
+}
+
+func (s *cShim) eventCreate(dev int) (event, int) {
+	var e C.uintptr_t
+	r := C.gr_eventCreate(s.l, C.int(dev), &e)
+	return event(e), int(r)
+}
+
+func (s *cShim) eventRecord(dev int, e event, st Stream) int {
+	return int(C.gr_eventRecord(s.l, C.int(dev), C.uintptr_t(e), C.uintptr_t(st)))
+}
+
+func (s *cShim) eventQuery(dev int, e event) int {
+	return int(C.gr_eventQuery(s.l, C.int(dev), C.uintptr_t(e)))
+}
+
+func (s *cShim) eventDestroy(dev int, e event) int {
+	return int(C.gr_eventDestroy(s.l, C.int(dev), C.uintptr_t(e)))
 }

@@ -10,7 +10,10 @@
 // executor's stream and reduced with one NCCL call; pre/postscale and
 // Average on NCCL without ncclAvg take a host step; allgather and alltoall
 // with uneven counts run as grouped ncclSend/ncclRecv; a joined rank
-// contributes the op's identity. Errors end in collective.ErrTimeout (the
+// contributes the op's identity. Allreduces are enqueued
+// (collective.AsyncBackend): the loop goes on while a CUDA event recorded
+// behind the NCCL call is pending, and the tensors' handles finish when it
+// fires. Errors end in collective.ErrTimeout (the
 // context, the loop's progress deadline, ended) or collective.ErrPeerLost
 // (NCCL or its watchdog aborted the communicator; the text carries NCCL's
 // last error, which names the rank where NCCL knows it); the communicator is
@@ -18,7 +21,9 @@
 // membership, or the same ranks in a new epoch after Init again) gets new
 // communicators: a group is keyed by its members and the world's host
 // plane, and the old communicator of the same rank and members is
-// destroyed. Close destroys the rest.
+// destroyed. When a world closes, World.Close has the backend destroy that
+// world's communicators (CloseWorld); the backend itself is its maker's,
+// and Close destroys whatever is left.
 package ncclbackend
 
 import (
@@ -72,7 +77,43 @@ func (b *Backend) Calls() int64 {
 	return b.calls.Load()
 }
 
-// Close destroys every communicator. Later responses fail.
+// CloseWorld destroys the communicators made for a world that is closing
+// (collective.WorldCloser): those bootstrapped over one of hosts, the
+// world's host planes. World.Close calls it after the world's loop has
+// stopped, so no collective of that world is running on them.
+func (b *Backend) CloseWorld(hosts []*ops.Comm) error {
+	b.mu.Lock()
+	groups := make(map[string]*group, len(b.groups))
+	for key, gr := range b.groups {
+		groups[key] = gr
+	}
+	b.mu.Unlock()
+	var first error
+	for key, gr := range groups { // gr.mu before b.mu, as in drop
+		gr.mu.Lock()
+		mine := slices.Contains(hosts, gr.host)
+		if mine && gr.x != nil {
+			if err := closeExecutor(gr.x); err != nil && first == nil {
+				first = err
+			}
+			gr.x = nil
+		}
+		gr.mu.Unlock()
+		if mine {
+			b.mu.Lock()
+			if b.groups[key] == gr {
+				delete(b.groups, key)
+			}
+			b.mu.Unlock()
+		}
+	}
+	return first
+}
+
+// Close destroys every communicator. Later responses fail. The backend is
+// its maker's to close (World.Close does not), after the worlds that use
+// it; each world's own communicators are already destroyed when it closes
+// (CloseWorld).
 func (b *Backend) Close() error {
 	b.mu.Lock()
 	groups := b.groups
@@ -154,9 +195,15 @@ func closeExecutor(x *nccl.Executor) error {
 	return err
 }
 
-// drop forgets a failed communicator (aborting it) so that a later
-// response makes a new one.
-func (b *Backend) drop(key string, gr *group) {
+// drop forgets a failed communicator x (aborting it) so that a later
+// response makes a new one; gr.mu is held. When gr has moved on to another
+// communicator since x failed, x is only aborted (the executor's buffers
+// go with it when its group is closed) and gr is kept.
+func (b *Backend) drop(key string, gr *group, x *nccl.Executor) {
+	if gr.x != x {
+		x.Comm().Abort()
+		return
+	}
 	if gr.x != nil {
 		// Abort first: it releases work still queued on the stream, which
 		// freeing the fusion buffer waits for.
@@ -173,43 +220,108 @@ func (b *Backend) drop(key string, gr *group) {
 	b.mu.Unlock()
 }
 
-// Execute runs one response (collective.Backend).
+// Execute runs one response (collective.Backend) and waits for it.
 func (b *Backend) Execute(ctx context.Context, r *coordinator.Response, entries []*collective.Entry, g collective.Group) error {
-	calls, device, err := deviceCalls(r, entries, b.device)
-	if err != nil {
+	c, err := b.Enqueue(ctx, r, entries, g)
+	if err != nil || c == nil {
 		return err
 	}
+	return c.Wait(ctx)
+}
+
+// Enqueue starts one response (collective.AsyncBackend). A flat allreduce
+// (fused or not, with or without scaling) returns once it is queued on the
+// communicator's stream, with a CUDA event behind it that the completion
+// waits for; the other collectives (they allocate their output, exchange
+// sizes over the host plane, or take host steps) and every allreduce of a
+// hierarchical layout wait for the device before returning, with a nil
+// completion.
+func (b *Backend) Enqueue(ctx context.Context, r *coordinator.Response, entries []*collective.Entry, g collective.Group) (collective.Completion, error) {
+	calls, device, err := deviceCalls(r, entries, b.device)
+	if err != nil {
+		return nil, err
+	}
 	key, makeComm := groupKey(g), b.flatComm(g, device)
-	h, hier := plan(g)
-	hier = hier && r.Op == coordinator.OpAllreduce && len(r.JoinedRanks) == 0
+	h, hierLayout := plan(g)
+	hier := hierLayout && r.Op == coordinator.OpAllreduce && len(r.JoinedRanks) == 0
 	if hier {
 		key, makeComm = key+" local", b.localComm(g, h, device)
 	}
 	gr, err := b.executor(ctx, g, key, makeComm)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer gr.mu.Unlock()
-	before := gr.x.Calls()
+	x := gr.x
+	before := x.Calls()
 	if err := b.waitProducers(ctx, calls); err != nil {
-		return err
+		return nil, err
 	}
-	if hier {
-		err = hierarchicalAllreduce(ctx, gr.x, r, calls, g, h)
-	} else {
-		err = b.run(ctx, gr.x, r, entries, calls, g)
+	var p *nccl.Pending
+	switch {
+	case hier:
+		err = hierarchicalAllreduce(ctx, x, r, calls, g, h)
+	case r.Op == coordinator.OpAllreduce && !joinedHere(calls) && !hierLayout:
+		// Not with the hierarchical layout: there an allreduce may run on
+		// the flat or the per-host communicator, and an allreduce left in
+		// flight on one must not overlap the next on the other (untested).
+		p, err = allreduceAsync(ctx, x, r, calls)
+	default:
+		err = b.run(ctx, x, r, entries, calls, g)
 	}
-	b.calls.Add(gr.x.Calls() - before)
+	b.calls.Add(x.Calls() - before)
 	if err != nil {
-		b.drop(key, gr)
-		peer, named := blamed(err, g)
-		err = b.wrap(err, r.Op.String()+" "+fmt.Sprint(r.Names), g)
-		if named && g.Report != nil && errors.Is(err, collective.ErrPeerLost) {
-			err = g.Report(peer, err)
-		}
-		return err
+		return nil, b.fail(err, r, g, key, gr, x)
+	}
+	if p == nil {
+		return nil, nil
+	}
+	return completion{b: b, p: p, r: r, g: g, key: key, gr: gr, x: x}, nil
+}
+
+// completion is an enqueued allreduce (collective.Completion).
+type completion struct {
+	b   *Backend
+	p   *nccl.Pending
+	r   *coordinator.Response
+	g   collective.Group
+	key string
+	gr  *group
+	x   *nccl.Executor
+}
+
+// Wait waits for the allreduce's event under ctx (the loop's progress
+// deadline, counted from Enqueue); a failure drops the communicator and
+// is reported as Execute's would be.
+func (c completion) Wait(ctx context.Context) error {
+	if err := c.p.Wait(ctx); err != nil {
+		c.gr.mu.Lock()
+		defer c.gr.mu.Unlock()
+		return c.b.fail(err, c.r, c.g, c.key, c.gr, c.x)
 	}
 	return nil
+}
+
+// fail drops the communicator x (gr.mu held) and turns err into the
+// collective layer's kinds, reporting a peer NCCL names to the oracle.
+func (b *Backend) fail(err error, r *coordinator.Response, g collective.Group, key string, gr *group, x *nccl.Executor) error {
+	b.drop(key, gr, x)
+	peer, named := blamed(err, g)
+	err = b.wrap(err, r.Op.String()+" "+fmt.Sprint(r.Names), g)
+	if named && g.Report != nil && errors.Is(err, collective.ErrPeerLost) {
+		err = g.Report(peer, err)
+	}
+	return err
+}
+
+// joinedHere reports whether this rank has joined (its entries are nil).
+func joinedHere(calls []*collective.DeviceCall) bool {
+	for _, c := range calls {
+		if c != nil {
+			return false
+		}
+	}
+	return true
 }
 
 // NCCL's last error names the rank at fault in texts such as "rank 3
@@ -290,6 +402,21 @@ func (b *Backend) run(ctx context.Context, x *nccl.Executor, r *coordinator.Resp
 		return alltoall(ctx, x, r, entries, calls, g)
 	}
 	return fmt.Errorf("%w: the NCCL backend has no %v", collective.ErrInvalid, r.Op)
+}
+
+// allreduceAsync enqueues the allreduce of this rank's tensors (all
+// present: joinedHere is false).
+func allreduceAsync(ctx context.Context, x *nccl.Executor, r *coordinator.Response, calls []*collective.DeviceCall) (*nccl.Pending, error) {
+	ts := make([]nccl.Tensor, 0, len(calls))
+	for _, c := range calls {
+		if c != nil {
+			ts = append(ts, nccl.Tensor{Ptr: c.In.Ptr, Count: c.In.Count})
+		}
+	}
+	if len(ts) != len(calls) {
+		return nil, fmt.Errorf("%w: response %v has tensors for only some of its names on this rank", collective.ErrInvalid, r.Names)
+	}
+	return x.AllreduceAsync(ctx, ts, r.DType, r.ReduceOp, r.Prescale, r.Postscale)
 }
 
 func allreduce(ctx context.Context, x *nccl.Executor, r *coordinator.Response, calls []*collective.DeviceCall) error {

@@ -22,6 +22,7 @@ import (
 	"github.com/gorovod/gorovod/internal/transport/inmem"
 	"github.com/gorovod/gorovod/nccl"
 	"github.com/gorovod/gorovod/nccl/fakenccl"
+	"github.com/gorovod/gorovod/ops"
 )
 
 // The ranks of these tests are worlds in one process (collectivetest) whose
@@ -185,8 +186,11 @@ func TestFaults(t *testing.T) {
 }
 
 // TestNewWorldNewCommunicator: the same ranks in a second world (a new
-// epoch) get a new communicator; the first one's is destroyed.
+// epoch) get a new communicator; closing a world destroys its
+// communicators (World.Close calls CloseWorld), and the backend stays
+// usable for the next world.
 func TestNewWorldNewCommunicator(t *testing.T) {
+	checkNoLeak(t)
 	lib := loadDouble(t)
 	b := New(lib, 0)
 	defer b.Close()
@@ -197,9 +201,32 @@ func TestNewWorldNewCommunicator(t *testing.T) {
 		if got := b.made.Load(); got != int64(2*world) {
 			t.Errorf("after world %d: %d communicators made, want %d (one per rank and world)", world, got, 2*world)
 		}
+		b.mu.Lock()
+		n := len(b.groups)
+		b.mu.Unlock()
+		if n != 0 {
+			t.Errorf("after world %d closed: %d communicators kept, want 0", world, n)
+		}
 	}
-	if n := len(b.groups); n != 2 {
-		t.Errorf("%d groups kept, want 2 (the old world's communicators replaced)", n)
+}
+
+// TestCloseWorldKeepsOtherWorlds: CloseWorld destroys only the
+// communicators bootstrapped over the closing world's host planes.
+func TestCloseWorldKeepsOtherWorlds(t *testing.T) {
+	lib := loadDouble(t)
+	b := New(lib, 0)
+	defer b.Close()
+	mine, other := &ops.Comm{}, &ops.Comm{}
+	b.groups["a"] = &group{host: mine}
+	b.groups["b"] = &group{host: other}
+	if err := b.CloseWorld([]*ops.Comm{mine}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := b.groups["a"]; ok {
+		t.Error("the closing world's group is still there")
+	}
+	if _, ok := b.groups["b"]; !ok {
+		t.Error("another world's group was dropped")
 	}
 }
 
@@ -364,4 +391,63 @@ func TestHierarchicalAllreduce(t *testing.T) {
 	if c := b.Calls(); c != want {
 		t.Errorf("%d NCCL calls, want %d (a reduce-scatter and an allgather per allreduce and rank)", c, want)
 	}
+}
+
+// TestLoopOverlapsDeviceOps: the loop does not wait for a device allreduce
+// it has enqueued. Rank 1's first NCCL collective hangs in the double;
+// once both ranks have enqueued it, a host allreduce (a later negotiation
+// cycle and op) completes while the device handle is still waiting, and
+// the device handle then ends at the progress deadline with a named error.
+func TestLoopOverlapsDeviceOps(t *testing.T) {
+	checkNoLeak(t)
+	lib := loadDouble(t)
+	t.Setenv("FAKENCCL_FAULT", "hang:1:1")
+	b := New(lib, 0, nccl.WithWatchdogInterval(5*time.Millisecond))
+	defer b.Close()
+	cfg := collective.DefaultConfig()
+	cfg.ProgressTimeout = 3 * time.Second
+	err := run(t, 2, b, func(ctx context.Context, r *devicecheck.Rig) error {
+		x, err := r.Tensor(tensor.Float32, devicecheck.Values(tensor.Float32, r.Rank, 0, 33))
+		if err != nil {
+			return err
+		}
+		dev := collective.AllreduceDeviceAsync(ctx, "dev", x, collective.Sum, r.In)
+		if err := enqueuedBy(ctx, b, 2); err != nil {
+			return err
+		}
+		host := []float32{float32(r.Rank + 1)}
+		if err := collective.Allreduce(ctx, "host", host, collective.Sum, r.In); err != nil {
+			return fmt.Errorf("rank %d: host allreduce while the device one runs: %w", r.Rank, err)
+		}
+		if host[0] != 3 {
+			return fmt.Errorf("rank %d: host allreduce gave %v, want 3", r.Rank, host[0])
+		}
+		select {
+		case <-dev.Done():
+			return fmt.Errorf("rank %d: the hung device allreduce ended before the host one: %v", r.Rank, dev.Wait(ctx))
+		default:
+		}
+		err = dev.Wait(ctx)
+		if !errors.Is(err, collective.ErrTimeout) && !errors.Is(err, collective.ErrPeerLost) {
+			return fmt.Errorf("rank %d: device allreduce ended with %v, want ErrTimeout or ErrPeerLost", r.Rank, err)
+		}
+		return nil
+	}, collective.WithConfig(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// enqueuedBy waits (bounded by ctx) until b has enqueued n NCCL calls.
+func enqueuedBy(ctx context.Context, b *Backend, n int64) error {
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for b.Calls() < n {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%d NCCL calls enqueued, waiting for %d: %w", b.Calls(), n, ctx.Err())
+		case <-tick.C:
+		}
+	}
+	return nil
 }

@@ -17,6 +17,8 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/gorovod/gorovod/collective"
@@ -91,6 +93,13 @@ func check(ctx context.Context, w *collective.World, b *ncclbackend.Backend, r *
 }
 
 func fault(ctx context.Context, w *collective.World, r *devicecheck.Rig) int {
+	// gorun stops the other workers (SIGTERM, SIGKILL after its kill grace
+	// period) as soon as one fails. A survivor's waiting call ends on its
+	// own within the progress deadline: keep running until it has, so that
+	// every rank reports the error it got.
+	term := make(chan os.Signal, 1)
+	signal.Notify(term, syscall.SIGTERM)
+	defer signal.Stop(term)
 	start := time.Now()
 	err := r.UntilFailure(ctx, 8)
 	if err == nil {

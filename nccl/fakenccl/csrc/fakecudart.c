@@ -238,10 +238,12 @@ int cudaMemcpyAsync(void *d, const void *s, size_t n, int kind, void *stream) {
 }
 
 // Events: a record queues a marker; the event is complete once the stream
-// has run it.
+// has run it. As in CUDA, an event destroyed while a record is still queued
+// is released once the stream reaches it.
 typedef struct {
 	pthread_mutex_t mu;
 	unsigned long recorded, completed;
+	int dead; // destroyed; freed by the last queued marker
 } fevent;
 
 int cudaEventCreate(void **out) {
@@ -252,15 +254,26 @@ int cudaEventCreate(void **out) {
 	return cudaSuccess;
 }
 int cudaEventCreateWithFlags(void **out, unsigned flags) { (void)flags; return cudaEventCreate(out); }
-int cudaEventDestroy(void *e) { free(e); return cudaSuccess; }
+int cudaEventDestroy(void *h) {
+	fevent *e = h;
+	pthread_mutex_lock(&e->mu);
+	int idle = e->completed >= e->recorded;
+	e->dead = 1;
+	pthread_mutex_unlock(&e->mu);
+	if (idle) free(e);
+	return cudaSuccess;
+}
 
 typedef struct { fevent *e; unsigned long seq; } mark_arg;
 
 static void run_mark(void *p) {
 	mark_arg *a = p;
-	pthread_mutex_lock(&a->e->mu);
-	if (a->seq > a->e->completed) a->e->completed = a->seq;
-	pthread_mutex_unlock(&a->e->mu);
+	fevent *e = a->e;
+	pthread_mutex_lock(&e->mu);
+	if (a->seq > e->completed) e->completed = a->seq;
+	int release = e->dead && e->completed >= e->recorded;
+	pthread_mutex_unlock(&e->mu);
+	if (release) free(e);
 	free(a);
 }
 
