@@ -305,6 +305,17 @@ func TestAcceptanceCommand(t *testing.T) {
 	}
 }
 
+// In-place allgather on the data plane alone (--direct) checks its result:
+// the check puts each rank's fresh input into its part of the output first.
+func TestDirectInPlaceAllgatherChecks(t *testing.T) {
+	out, errOut, code := runBin(t, 2*time.Minute, "gorun", "-np", "2", filepath.Join(binDir, "gorovod-bench"),
+		"allgather", "-b", "4K", "-e", "64K", "-f", "16", "-c", "1", "-n", "1", "-w", "1", "-I", "--direct")
+	if code != 0 {
+		t.Fatalf("exit %d\n%s\n%s", code, out, errOut)
+	}
+	checkTable(t, out, 2, []int64{4 << 10, 64 << 10}, 1)
+}
+
 // -d all -o all sweeps every type and reduction, every result checked.
 func TestAllTypesAndOps(t *testing.T) {
 	out, errOut, code := runBin(t, 2*time.Minute, "gorun", "-np", "2", filepath.Join(binDir, "gorovod-bench"),
