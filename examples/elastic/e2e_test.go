@@ -23,12 +23,13 @@ import (
 
 // End-to-end tests of elastic jobs: gorun hosts the driver and starts this
 // example as separate processes on this machine; the tests kill, stop and
-// add workers and hosts while it trains. Settings are fast (heartbeat 500
-// ms, slot cooldown 1 s) so each test takes a few seconds. The heartbeat is
-// not faster: on a loaded machine (CI runs test packages in parallel on 2
-// cores) every worker process was seen unscheduled for 450-900 ms at once,
-// which 3 missed heartbeats of 200 ms took for 3 hung workers.
-const heartbeat = 500 * time.Millisecond
+// add workers and hosts while it trains. Settings are fast (slot cooldown
+// 1 s) so each test takes a few seconds, except the heartbeat, which is
+// gorun's default of 1 s: on a loaded machine (CI runs test packages in
+// parallel on 2 cores) every worker's heartbeat was seen late by 0.5-1.5 s
+// at once, which 3 missed heartbeats of 200 or 500 ms took for 3 hung
+// workers.
+const heartbeat = time.Second
 
 var binDir string
 
