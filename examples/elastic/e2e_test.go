@@ -26,9 +26,9 @@ import (
 // add workers and hosts while it trains. Settings are fast (slot cooldown
 // 1 s) so each test takes a few seconds, except the heartbeat, which is
 // gorun's default of 1 s: on a loaded machine (CI runs test packages in
-// parallel on 2 cores) every worker's heartbeat was seen late by 0.5-1.5 s
-// at once, which 3 missed heartbeats of 200 or 500 ms took for 3 hung
-// workers.
+// parallel on 2 cores) every worker's heartbeat was seen late at once, by
+// 0.5 s to over 1.5 s, which 3 missed heartbeats of 200 or 500 ms took for
+// 3 hung workers.
 const heartbeat = time.Second
 
 var binDir string
