@@ -52,8 +52,9 @@ chaos: build
 bench: build
 	$(BIN)/gorun -np $(NP) $(BIN)/gorovod-bench allreduce -b 4K -e 64M -f 4 -d float32 -o sum -c 1
 
-# Elastic recovery: np 4 -> 3 after kill -9 of a worker, RUNS times
-# (examples/elastic/recovery.sh; docs/elastic.md).
+# Elastic measurements (examples/elastic/recovery.sh; docs/elastic.md): np 4 -> 3
+# after kill -9 of a worker (RUNS times), a host added to discovery joining,
+# and Commit's share of the example's step.
 RUNS ?= 10
 elastic-recovery: build
 	GORUN=$(BIN)/gorun EXAMPLE=$(BIN)/elastic RUNS=$(RUNS) sh examples/elastic/recovery.sh

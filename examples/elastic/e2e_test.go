@@ -23,8 +23,13 @@ import (
 
 // End-to-end tests of elastic jobs: gorun hosts the driver and starts this
 // example as separate processes on this machine; the tests kill, stop and
-// add workers and hosts while it trains. Settings are fast (heartbeat 200
-// ms, slot cooldown 1 s) so each test takes a few seconds.
+// add workers and hosts while it trains. Settings are fast (slot cooldown
+// 1 s) so each test takes a few seconds, except the heartbeat, which is
+// gorun's default of 1 s: on a loaded machine (CI runs test packages in
+// parallel on 2 cores) every worker's heartbeat was seen late at once, by
+// 0.5 s to over 1.5 s, which 3 missed heartbeats of 200 or 500 ms took for
+// 3 hung workers.
+const heartbeat = time.Second
 
 var binDir string
 
@@ -61,7 +66,7 @@ func startJob(t *testing.T, bound time.Duration, args ...string) *job {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), bound)
 	t.Cleanup(cancel)
-	full := append([]string{"--heartbeat", "200ms", "--start-timeout", "10s"}, args...)
+	full := append([]string{"--heartbeat", heartbeat.String(), "--start-timeout", "10s"}, args...)
 	for i, a := range full {
 		if a == "EXAMPLE" {
 			full[i] = filepath.Join(binDir, "elastic")
@@ -117,16 +122,19 @@ func (j *job) output() string {
 }
 
 // waitFor waits up to bound for a line matching re and returns its
-// submatches.
+// submatches. Each line is matched once: rescanning every line on each new
+// one would make this reader, and through the pipe gorun and its workers,
+// slow down as the output grows.
 func (j *job) waitFor(re string, bound time.Duration) []string {
 	j.t.Helper()
 	rx := regexp.MustCompile(re)
 	deadline := time.NewTimer(bound)
 	defer deadline.Stop()
+	next := 0
 	for {
 		j.mu.Lock()
-		for _, l := range j.lines {
-			if m := rx.FindStringSubmatch(l); m != nil {
+		for ; next < len(j.lines); next++ {
+			if m := rx.FindStringSubmatch(j.lines[next]); m != nil {
 				j.mu.Unlock()
 				return m
 			}
@@ -321,9 +329,9 @@ func TestStoppedWorkerIsRemoved(t *testing.T) {
 	j := startJob(t, 90*time.Second, trainArgsN(n, "--min-np", "2", "-H", "localhost:3")...)
 	j.waitFor(`^\[w1\]<stdout>:commit step=20$`, 30*time.Second)
 	j.signal("w2", syscall.SIGSTOP)
-	j.waitFor(`worker w2 on \S+ failed: missed 3 heartbeats`, 10*time.Second)
-	j.waitFor(`elastic: epoch 2: 2 workers`, 10*time.Second)
-	j.waitFor(`^\[w1\]<stdout>:recovered in`, 10*time.Second)
+	j.waitFor(`worker w2 on \S+ failed: missed 3 heartbeats`, 20*time.Second)
+	j.waitFor(`elastic: epoch 2: 2 workers`, 20*time.Second)
+	j.waitFor(`^\[w1\]<stdout>:recovered in`, 20*time.Second)
 	j.signal("w2", syscall.SIGCONT)
 	j.waitFor(`worker w2 on \S+ exited with code 1`, 20*time.Second)
 	if code := j.wait(60 * time.Second); code != 0 {

@@ -7,8 +7,10 @@
 // Every rank prints one line per committed step ("commit step=N"), a line
 // when it starts in a world ("start epoch=E rank=R size=S step=N"), the
 // time from noticing a failure or change to the first committed step of
-// the new world ("recovered in ..."), and at the end the parameters'
-// checksum ("done step=N checksum=...").
+// the new world ("recovered in ..."), the wall-clock time of its first
+// commit in every world ("first-commit epoch=E step=N unix-us=T"), and at
+// the end the parameters' checksum and the mean step and Commit times
+// ("done step=N checksum=... step-us=S commit-us=C").
 package main
 
 import (
@@ -74,53 +76,88 @@ func run(ctx context.Context, o options) error {
 		return nil
 	})
 	grad := newMLP(fashion.ImageSize, o.hidden, fashion.NumClasses)
+	var tm stepTimes
 	return elastic.Run(ctx, st, func(ctx context.Context, w *collective.World) error {
 		sampler.SetWorld(w.Rank(), w.Size())
 		reset := st.LastReset()
 		fmt.Printf("start epoch=%d rank=%d size=%d step=%d source=%d\n", w.Epoch(), w.Rank(), w.Size(), st.Step(), reset.Source)
-		reported := reset.Cause == nil
+		first := true
 		for st.Step() < o.steps {
 			if o.stepDelay > 0 {
 				time.Sleep(o.stepDelay)
 			}
-			idx := sampler.Batch(o.batch)
-			bx, by := make([][]float32, len(idx)), make([]int, len(idx))
-			for i, j := range idx {
-				bx[i], by[i] = train.Sample(j), int(train.Y[j])
+			start := time.Now()
+			if err := step(ctx, w, o, train, sampler, model, grad); err != nil {
+				return err
 			}
-			for _, p := range grad.params() {
-				clear(p)
-			}
-			model.gradients(bx, by, grad)
-			for i, p := range grad.params() {
-				if err := collective.Allreduce(ctx, fmt.Sprintf("grad/%d", i), p, collective.Average, collective.InWorld(w)); err != nil {
-					return err
-				}
-			}
-			for i, p := range model.params() {
-				g := grad.params()[i]
-				for k := range p {
-					p[k] -= float32(o.lr) * g[k]
-				}
-			}
-			sampler.Advance(o.batch)
+			committing := time.Now()
 			err := st.Commit(ctx)
 			if err != nil && !errors.Is(err, collective.ErrHostsUpdated) {
 				return err
 			}
+			committed := time.Now()
 			fmt.Printf("commit step=%d\n", st.Step())
-			if !reported {
-				reported = true
-				fmt.Printf("recovered in %v (epoch %d, size %d, cause: %v)\n", time.Since(reset.Noticed).Round(time.Millisecond), w.Epoch(), w.Size(), reset.Cause)
+			if first {
+				first = false
+				fmt.Printf("first-commit epoch=%d step=%d unix-us=%d\n", w.Epoch(), st.Step(), committed.UnixMicro())
+				if reset.Cause != nil {
+					fmt.Printf("recovered in %v (epoch %d, size %d, cause: %v)\n", committed.Sub(reset.Noticed).Round(time.Millisecond), w.Epoch(), w.Size(), reset.Cause)
+				}
+			} else {
+				tm.add(committed.Sub(start), committed.Sub(committing))
 			}
 			if err != nil {
 				fmt.Printf("hosts-updated step=%d\n", st.Step())
 				return err
 			}
 		}
-		fmt.Printf("done step=%d checksum=%s accuracy=%.3f\n", st.Step(), model.checksum(), accuracy(model, test))
+		fmt.Printf("done step=%d checksum=%s accuracy=%.3f %s\n", st.Step(), model.checksum(), accuracy(model, test), tm)
 		return nil
 	})
+}
+
+// step computes the gradients of this rank's next batch, averages them
+// over the world and applies them.
+func step(ctx context.Context, w *collective.World, o options, train *fashion.Dataset, sampler *elastic.Sampler, model, grad *mlp) error {
+	idx := sampler.Batch(o.batch)
+	bx, by := make([][]float32, len(idx)), make([]int, len(idx))
+	for i, j := range idx {
+		bx[i], by[i] = train.Sample(j), int(train.Y[j])
+	}
+	for _, p := range grad.params() {
+		clear(p)
+	}
+	model.gradients(bx, by, grad)
+	for i, p := range grad.params() {
+		if err := collective.Allreduce(ctx, fmt.Sprintf("grad/%d", i), p, collective.Average, collective.InWorld(w)); err != nil {
+			return err
+		}
+	}
+	for i, p := range model.params() {
+		g := grad.params()[i]
+		for k := range p {
+			p[k] -= float32(o.lr) * g[k]
+		}
+	}
+	sampler.Advance(o.batch)
+	return nil
+}
+
+// stepTimes sums the time of this rank's steps (without -step-delay) and
+// of the Commit calls in them, leaving out the first step in each world.
+type stepTimes struct {
+	n              int
+	steps, commits time.Duration
+}
+
+func (t *stepTimes) add(step, commit time.Duration) {
+	t.n, t.steps, t.commits = t.n+1, t.steps+step, t.commits+commit
+}
+
+// String gives the means in microseconds: "steps=N step-us=S commit-us=C".
+func (t stepTimes) String() string {
+	n := time.Duration(max(t.n, 1))
+	return fmt.Sprintf("timed-steps=%d step-us=%d commit-us=%d", t.n, (t.steps / n).Microseconds(), (t.commits / n).Microseconds())
 }
 
 func loadData(o options) (train, test *fashion.Dataset, err error) {
