@@ -134,54 +134,23 @@ func Setup(ctx context.Context, conn net.Conn, cfg Config) (_ *Link, err error) 
 
 	// 2. Swap offers.
 	off := setupMsg{Type: msgOffer, Offer: offer{Slots: uint32(cfg.Slots), SlotBytes: uint32(cfg.SlotBytes), Name: myName}}
-	if _, err := conn.Write(off.encode()); err != nil {
-		return nil, ioError(err)
-	}
-	peerOff, err := readSetup(conn)
+	peerOff, err := swapSetup(conn, off, msgOffer, "an offer")
 	if err != nil {
-		return nil, ioError(err)
-	}
-	if peerOff.Type != msgOffer {
-		return nil, fmt.Errorf("%w: shm setup message type %d where an offer was expected", transport.ErrMalformed, peerOff.Type)
+		return nil, err
 	}
 
 	// 3. Map the peer's ring, then tell it how that went.
 	var mapErr error
-	switch {
-	case createErr != nil:
-		mapErr = fmt.Errorf("creating this side's ring: %w", createErr)
-	case peerOff.Offer.Name == "":
-		mapErr = errors.New("the peer could not create its ring (see its log)")
-	default:
-		mapErr = checkGeometry(peerOff.Offer.Slots, peerOff.Offer.SlotBytes)
-	}
-	if mapErr == nil {
-		mapErr = checkName(peerOff.Offer.Name, namePrefix(cfg.JobTag, cfg.Epoch, cfg.Rank, cfg.Peer))
-	}
-	if mapErr == nil {
-		slots, slotBytes := int(peerOff.Offer.Slots), int(peerOff.Offer.SlotBytes)
-		var txMem []byte
-		txMem, mapErr = openMapped(peerRingPath(peerOff.Offer.Name), ringFileSize(slots, slotBytes))
-		if mapErr == nil {
-			tx = newRing(txMem, slots, slotBytes)
-			mapErr = checkHeader(txMem, slots, slotBytes)
-		}
-	}
+	tx, mapErr = mapPeerRing(cfg, createErr, peerOff.Offer)
 	ack := setupMsg{Type: msgAck, Status: ackOK}
 	if mapErr != nil {
 		ack.Status = ackFailed
 	}
-	if _, err := conn.Write(ack.encode()); err != nil {
-		return nil, ioError(err)
-	}
 
 	// 4. Once the peer has mapped this side's file, the descriptor can go.
-	peerAck, err := readSetup(conn)
+	peerAck, err := swapSetup(conn, ack, msgAck, "an ack")
 	if err != nil {
-		return nil, ioError(err)
-	}
-	if peerAck.Type != msgAck {
-		return nil, fmt.Errorf("%w: shm setup message type %d where an ack was expected", transport.ErrMalformed, peerAck.Type)
+		return nil, err
 	}
 	// Both acks are in: conn is in step on both sides, and a failure on
 	// either side is reported as ErrUnavailable on both.
@@ -202,6 +171,48 @@ func Setup(ctx context.Context, conn net.Conn, cfg Config) (_ *Link, err error) 
 }
 
 func (r *ring) slots64() int { return int(r.slots) }
+
+// swapSetup sends msg and reads the peer's message of the same step, which
+// must be of type want (described as what).
+func swapSetup(conn net.Conn, msg setupMsg, want uint8, what string) (setupMsg, error) {
+	if _, err := conn.Write(msg.encode()); err != nil {
+		return setupMsg{}, ioError(err)
+	}
+	got, err := readSetup(conn)
+	if err != nil {
+		return setupMsg{}, ioError(err)
+	}
+	if got.Type != want {
+		return setupMsg{}, fmt.Errorf("%w: shm setup message type %d where %s was expected", transport.ErrMalformed, got.Type, what)
+	}
+	return got, nil
+}
+
+// mapPeerRing decides whether the peer's offered ring can be used and maps
+// it: not when this side could not create its own (createErr), the peer
+// could not create one, or its geometry, name or header is wrong. A ring
+// mapped before a failed check is returned with the error, for the caller
+// to unmap.
+func mapPeerRing(cfg Config, createErr error, peer offer) (*ring, error) {
+	switch {
+	case createErr != nil:
+		return nil, fmt.Errorf("creating this side's ring: %w", createErr)
+	case peer.Name == "":
+		return nil, errors.New("the peer could not create its ring (see its log)")
+	}
+	if err := checkGeometry(peer.Slots, peer.SlotBytes); err != nil {
+		return nil, err
+	}
+	if err := checkName(peer.Name, namePrefix(cfg.JobTag, cfg.Epoch, cfg.Rank, cfg.Peer)); err != nil {
+		return nil, err
+	}
+	slots, slotBytes := int(peer.Slots), int(peer.SlotBytes)
+	txMem, err := openMapped(peerRingPath(peer.Name), ringFileSize(slots, slotBytes))
+	if err != nil {
+		return nil, err
+	}
+	return newRing(txMem, slots, slotBytes), checkHeader(txMem, slots, slotBytes)
+}
 
 // createMapped creates an unnamed file of size bytes in dir (O_TMPFILE:
 // it never has a name, so it cannot be left behind) and maps it; the
