@@ -185,6 +185,14 @@ func (c *Comm) ring(ctx context.Context, r ringSpec) error {
 	if d, ok := c.duplexPair(right, left); ok {
 		return c.duplexRingN(ctx, d, r, seg, first, steps)
 	}
+	return c.senderRing(ctx, r, seg, right, left, first, steps)
+}
+
+// senderRing runs the ring's steps with sends queued to the Comm's sender
+// goroutine (links without the Duplex capability): each received segment
+// is forwarded as soon as it is reduced.
+func (c *Comm) senderRing(ctx context.Context, r ringSpec, seg, right, left, first int, steps []ringStep) error {
+	n := len(r.group)
 	chunk := func(i int) []byte { return r.buf[r.offs[i]:r.offs[i+1]] }
 	segments := func(b []byte) int { return (len(b) + seg - 1) / seg }
 	total, sends := len(chunk(first)), segments(chunk(first))
