@@ -150,28 +150,7 @@ func BenchmarkAllreduceShm(b *testing.B) {
 							_ = meshes[r].Close()
 						}
 					}()
-					ctx := context.Background()
-					b.SetBytes(int64(size))
-					b.ResetTimer()
-					var wg sync.WaitGroup
-					for r := 1; r < n; r++ {
-						wg.Add(1)
-						go func() {
-							defer wg.Done()
-							for range b.N {
-								if err := comms[r].Allreduce(ctx, bufs[r], tensor.Float32, tensor.Sum, 1, 1); err != nil {
-									b.Error(err)
-									return
-								}
-							}
-						}()
-					}
-					for range b.N {
-						if err := comms[0].Allreduce(ctx, bufs[0], tensor.Float32, tensor.Sum, 1, 1); err != nil {
-							b.Fatal(err)
-						}
-					}
-					wg.Wait()
+					runAllreduceBench(b, comms, bufs)
 				})
 			}
 		}
