@@ -7,85 +7,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorovod/gorovod/coordinator/coordinatortest"
 	"github.com/gorovod/gorovod/internal/tensor"
 
 	"github.com/gorovod/gorovod/coordinator"
 )
-
-// lockstep is an in-process coordinator.Exchange: every call waits for all
-// ranks' matching calls and hands each the whole round's contributions.
-type lockstep struct {
-	n       int
-	mu      sync.Mutex
-	cond    *sync.Cond
-	gen     int
-	arrived int
-	vals    []any
-	last    []any
-}
-
-func newLockstep(n int) *lockstep {
-	l := &lockstep{n: n, vals: make([]any, n)}
-	l.cond = sync.NewCond(&l.mu)
-	return l
-}
-
-func (l *lockstep) round(rank int, v any) []any {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	gen := l.gen
-	l.vals[rank] = v
-	l.arrived++
-	if l.arrived == l.n {
-		l.last, l.vals = l.vals, make([]any, l.n)
-		l.arrived = 0
-		l.gen++
-		l.cond.Broadcast()
-	}
-	for gen == l.gen {
-		l.cond.Wait()
-	}
-	return l.last
-}
-
-type rankExchange struct {
-	l    *lockstep
-	rank int
-}
-
-func (x rankExchange) Rank() int { return x.rank }
-func (x rankExchange) Size() int { return x.l.n }
-
-func (x rankExchange) AllreduceBits(_ context.Context, bits []uint64, op tensor.ReduceOp) error {
-	all := x.l.round(x.rank, append([]uint64(nil), bits...))
-	for i := range bits {
-		for _, v := range all {
-			o := v.([]uint64)[i]
-			if op == tensor.BitAnd {
-				bits[i] &= o
-			} else {
-				bits[i] |= o
-			}
-		}
-	}
-	return nil
-}
-
-func (x rankExchange) GatherToRoot(_ context.Context, p []byte) ([][]byte, error) {
-	all := x.l.round(x.rank, p)
-	if x.rank != 0 {
-		return nil, nil
-	}
-	out := make([][]byte, len(all))
-	for i, v := range all {
-		out[i] = v.([]byte)
-	}
-	return out, nil
-}
-
-func (x rankExchange) BroadcastFromRoot(_ context.Context, p []byte) ([]byte, error) {
-	return x.l.round(x.rank, p)[0].([]byte), nil
-}
 
 // The timeline as the real coordinator drives it on rank 0 of 2: rank 1
 // submits first (rank 0 is late), then a cached repeat.
@@ -107,7 +33,7 @@ func TestWithCoordinator(t *testing.T) {
 		}
 		ctrls[r] = c
 	}
-	l := newLockstep(n)
+	l := coordinatortest.NewLockstep(n)
 	req := coordinator.Request{Name: "grad/w", Op: coordinator.OpAllreduce, DType: tensor.Float32,
 		Shape: []int64{16}, ReduceOp: tensor.Sum, Device: coordinator.CPU, Prescale: 1, Postscale: 1}
 	// submits[cycle][rank]: whether the rank submits grad/w in that cycle.
@@ -124,7 +50,7 @@ func TestWithCoordinator(t *testing.T) {
 				if sub[r] {
 					reqs = []coordinator.Request{req}
 				}
-				rl, err := ctrls[r].Cycle(context.Background(), rankExchange{l, r}, now, reqs, false)
+				rl, err := ctrls[r].Cycle(context.Background(), l.Rank(r), now, reqs, false)
 				if err != nil {
 					t.Error(err)
 				}

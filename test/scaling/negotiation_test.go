@@ -10,108 +10,9 @@ import (
 	"time"
 
 	"github.com/gorovod/gorovod/coordinator"
+	"github.com/gorovod/gorovod/coordinator/coordinatortest"
 	"github.com/gorovod/gorovod/internal/tensor"
 )
-
-// lockstep is an in-process coordinator.Exchange for n ranks: every call
-// waits for all ranks' matching calls. It counts the bytes that pass
-// through rank 0 (gathered payloads in, broadcast payloads out to each
-// other rank, as the collective loop's exchange sends them) and the time
-// each rank spends inside the exchange (waiting for the others), so that a
-// rank's own work in a cycle is its Cycle time minus that.
-type lockstep struct {
-	n       int
-	mu      sync.Mutex
-	cond    *sync.Cond
-	gen     int
-	arrived int
-	vals    []any
-	last    []any
-
-	rootIn, rootOut int64 // bytes through rank 0
-	bitBytes        int64 // bit-vector bytes one rank contributes per cycle
-	gathers         int   // GatherToRoot rounds with a non-empty payload
-	waited          []time.Duration
-}
-
-func newLockstep(n int) *lockstep {
-	l := &lockstep{n: n, vals: make([]any, n), waited: make([]time.Duration, n)}
-	l.cond = sync.NewCond(&l.mu)
-	return l
-}
-
-func (l *lockstep) round(rank int, v any) []any {
-	start := time.Now()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	gen := l.gen
-	l.vals[rank] = v
-	l.arrived++
-	if l.arrived == l.n {
-		l.last, l.vals = l.vals, make([]any, l.n)
-		l.arrived = 0
-		l.gen++
-		l.cond.Broadcast()
-	}
-	for gen == l.gen {
-		l.cond.Wait()
-	}
-	l.waited[rank] += time.Since(start)
-	return l.last
-}
-
-type rankExchange struct {
-	l    *lockstep
-	rank int
-}
-
-func (x rankExchange) Rank() int { return x.rank }
-func (x rankExchange) Size() int { return x.l.n }
-
-func (x rankExchange) AllreduceBits(_ context.Context, bits []uint64, op tensor.ReduceOp) error {
-	all := x.l.round(x.rank, append([]uint64(nil), bits...))
-	if x.rank == 0 {
-		x.l.bitBytes += int64(8 * len(bits))
-	}
-	for i := range bits {
-		for _, v := range all {
-			if o := v.([]uint64)[i]; op == tensor.BitAnd {
-				bits[i] &= o
-			} else {
-				bits[i] |= o
-			}
-		}
-	}
-	return nil
-}
-
-func (x rankExchange) GatherToRoot(_ context.Context, p []byte) ([][]byte, error) {
-	all := x.l.round(x.rank, p)
-	if x.rank != 0 {
-		return nil, nil
-	}
-	out := make([][]byte, len(all))
-	nonEmpty := false
-	for i, v := range all {
-		out[i] = v.([]byte)
-		if i != 0 {
-			x.l.rootIn += int64(len(out[i]))
-		}
-		nonEmpty = nonEmpty || len(out[i]) > 0
-	}
-	if nonEmpty {
-		x.l.gathers++
-	}
-	return out, nil
-}
-
-func (x rankExchange) BroadcastFromRoot(_ context.Context, p []byte) ([]byte, error) {
-	b := x.l.round(x.rank, p)[0].([]byte)
-	if x.rank == 0 {
-		x.l.rootOut += int64(len(b)) * int64(x.l.n-1)
-	}
-	return b, nil
-}
 
 // cycleCost is what one negotiation cycle cost, averaged over the measured
 // cycles.
@@ -148,7 +49,7 @@ func measure(t testing.TB, n, tensors, cycles int, cached bool) cycleCost {
 		reqs[i] = coordinator.Request{Name: fmt.Sprintf("grad/%d", i), Op: coordinator.OpAllreduce, DType: tensor.Float32,
 			Shape: []int64{1024}, ReduceOp: tensor.Sum, Device: coordinator.CPU, Prescale: 1, Postscale: 1}
 	}
-	l := newLockstep(n)
+	l := coordinatortest.NewLockstep(n)
 	work := make([]time.Duration, n)
 	var responses int
 	run := func(timed bool) {
@@ -158,7 +59,7 @@ func measure(t testing.TB, n, tensors, cycles int, cached bool) cycleCost {
 			go func() {
 				defer wg.Done()
 				start := time.Now()
-				rl, err := ctrls[r].Cycle(context.Background(), rankExchange{l, r}, time.Unix(0, 0), reqs, false)
+				rl, err := ctrls[r].Cycle(context.Background(), l.Rank(r), time.Unix(0, 0), reqs, false)
 				if err != nil {
 					t.Error(err)
 					return
@@ -173,24 +74,23 @@ func measure(t testing.TB, n, tensors, cycles int, cached bool) cycleCost {
 		}
 		wg.Wait()
 	}
-	run(false) // the first cycle fills the response cache
-	*l = lockstep{n: n, vals: make([]any, n), waited: make([]time.Duration, n)}
-	l.cond = sync.NewCond(&l.mu)
+	run(false)                         // the first cycle fills the response cache
+	l = coordinatortest.NewLockstep(n) // count the measured cycles only
 	for range cycles {
 		run(true)
 	}
 	c := cycleCost{ranks: n, tensors: tensors, cached: cached, responses: responses}
 	own := make([]time.Duration, n)
 	for r := range own {
-		own[r] = (work[r] - l.waited[r]) / time.Duration(cycles)
+		own[r] = (work[r] - l.Waited[r]) / time.Duration(cycles)
 	}
 	c.rootWork = own[0]
 	others := slices.Clone(own[1:])
 	slices.Sort(others)
 	c.rankWork = others[len(others)/2]
-	c.rootIn, c.rootOut = l.rootIn/int64(cycles), l.rootOut/int64(cycles)
-	c.bitBytes = l.bitBytes / int64(cycles)
-	c.gathers = float64(l.gathers) / float64(cycles)
+	c.rootIn, c.rootOut = l.RootIn/int64(cycles), l.RootOut/int64(cycles)
+	c.bitBytes = l.BitBytes / int64(cycles)
+	c.gathers = float64(l.Gathers) / float64(cycles)
 	return c
 }
 
