@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/gorovod/gorovod/internal/tensor"
+	"github.com/gorovod/gorovod/internal/tensor/tensortest"
 )
 
 func TestMultiProcessExecutor(t *testing.T) {
@@ -33,7 +34,7 @@ func TestIdentity(t *testing.T) {
 				if (dt == tensor.Uint8 || dt == tensor.Uint64) && x < 0 {
 					continue
 				}
-				xb := encode(dt, []float64{x})
+				xb := tensortest.Encode(dt, []float64{x})
 				got := append([]byte(nil), xb...)
 				combineHost(got, id[:dt.Size()], dt, op)
 				if string(got) != string(xb) {
@@ -47,7 +48,7 @@ func TestIdentity(t *testing.T) {
 // combineHost folds b into a (one element) the way the double does, for
 // the identity check.
 func combineHost(a, b []byte, dt tensor.DType, op tensor.ReduceOp) {
-	x, y := decode1(dt, a), decode1(dt, b)
+	x, y := tensortest.Decode(dt, a), tensortest.Decode(dt, b)
 	var r float64
 	switch op {
 	case tensor.Product:
@@ -59,7 +60,7 @@ func combineHost(a, b []byte, dt tensor.DType, op tensor.ReduceOp) {
 	default:
 		r = x + y
 	}
-	copy(a, encode(dt, []float64{r}))
+	copy(a, tensortest.Encode(dt, []float64{r}))
 }
 
 func (r *childRig) executor(ctx context.Context) error {
@@ -83,7 +84,7 @@ func (r *childRig) execFusion(ctx context.Context, x *Executor) error {
 	ts := make([]Tensor, 200)
 	for i := range ts {
 		n := 1 + 2*(i%4)
-		p, err := r.upload(encode(dt, values(dt, r.rank+i, n)))
+		p, err := r.upload(tensortest.Encode(dt, tensortest.Values(dt, r.rank+i, 0, n)))
 		if err != nil {
 			return err
 		}
@@ -101,7 +102,7 @@ func (r *childRig) execFusion(ctx context.Context, x *Executor) error {
 		want := make([]float64, t.Count)
 		for j := range want {
 			for k := 0; k < r.size; k++ {
-				want[j] += testValue(dt, k+i, j)
+				want[j] += tensortest.Value(dt, k+i, j)
 			}
 		}
 		got := make([]byte, t.Count*4)
@@ -127,11 +128,11 @@ func (r *childRig) execScale(ctx context.Context, x *Executor) error {
 			pre, post float64
 		}{{tensor.Average, 1, 1}, {tensor.Sum, 2, 0.5}, {tensor.Average, 2, 1}} {
 			n := 13
-			a, err := r.upload(encode(dt, values(dt, r.rank, n)))
+			a, err := r.upload(tensortest.Encode(dt, tensortest.Values(dt, r.rank, 0, n)))
 			if err != nil {
 				return err
 			}
-			b, err := r.upload(encode(dt, values(dt, r.rank, 3)))
+			b, err := r.upload(tensortest.Encode(dt, tensortest.Values(dt, r.rank, 0, 3)))
 			if err != nil {
 				return err
 			}
@@ -144,7 +145,7 @@ func (r *childRig) execScale(ctx context.Context, x *Executor) error {
 				for i := range want {
 					sum := 0.0
 					for k := 0; k < r.size; k++ {
-						sum += testValue(dt, k, i) * tc.pre
+						sum += tensortest.Value(dt, k, i) * tc.pre
 					}
 					if tc.op == tensor.Average {
 						if dt.IsFloat() {
@@ -186,7 +187,7 @@ func (r *childRig) execJoin(ctx context.Context, x *Executor) error {
 				}
 				continue
 			}
-			p, err := r.upload(encode(dt, values(dt, r.rank, n)))
+			p, err := r.upload(tensortest.Encode(dt, tensortest.Values(dt, r.rank, 0, n)))
 			if err != nil {
 				return err
 			}
@@ -195,7 +196,7 @@ func (r *childRig) execJoin(ctx context.Context, x *Executor) error {
 			}
 			want := make([]float64, n)
 			for i := range want {
-				want[i] = expectReduce(dt, op, r.size-1, i)
+				want[i] = tensortest.Reduced(dt, op, r.size-1, i)
 			}
 			got := make([]byte, n*dt.Size())
 			if err := r.dev.CopyFromDevice(got, p); err != nil {
@@ -218,7 +219,7 @@ func (r *childRig) execUneven(ctx context.Context, x *Executor) error {
 	for k := range counts {
 		counts[k] = 2*k + 1
 	}
-	in, err := r.upload(encode(dt, values(dt, r.rank, counts[r.rank])))
+	in, err := r.upload(tensortest.Encode(dt, tensortest.Values(dt, r.rank, 0, counts[r.rank])))
 	if err != nil {
 		return err
 	}
@@ -229,7 +230,7 @@ func (r *childRig) execUneven(ctx context.Context, x *Executor) error {
 	}
 	var want []float64
 	for k := range counts {
-		want = append(want, values(dt, k, counts[k])...)
+		want = append(want, tensortest.Values(dt, k, 0, counts[k])...)
 	}
 	if err := r.check(out, dt, want, "uneven allgather"); err != nil {
 		return err
@@ -238,7 +239,7 @@ func (r *childRig) execUneven(ctx context.Context, x *Executor) error {
 	for _, c := range counts {
 		total += c
 	}
-	full, err := r.upload(encode(dt, values(dt, r.rank, total)))
+	full, err := r.upload(tensortest.Encode(dt, tensortest.Values(dt, r.rank, 0, total)))
 	if err != nil {
 		return err
 	}
@@ -249,7 +250,7 @@ func (r *childRig) execUneven(ctx context.Context, x *Executor) error {
 	}
 	want = want[:0]
 	for i := prefix(counts)[r.rank]; i < prefix(counts)[r.rank]+counts[r.rank]; i++ {
-		want = append(want, expectReduce(dt, tensor.Max, r.size, i))
+		want = append(want, tensortest.Reduced(dt, tensor.Max, r.size, i))
 	}
 	if err := r.check(out, dt, want, "uneven reducescatter"); err != nil {
 		return err
@@ -260,7 +261,7 @@ func (r *childRig) execUneven(ctx context.Context, x *Executor) error {
 		send[k], recv[k] = k+1, r.rank+1
 	}
 	sendTotal := r.size * (r.size + 1) / 2
-	a2a, err := r.upload(encode(dt, values(dt, r.rank, sendTotal)))
+	a2a, err := r.upload(tensortest.Encode(dt, tensortest.Values(dt, r.rank, 0, sendTotal)))
 	if err != nil {
 		return err
 	}
@@ -273,7 +274,7 @@ func (r *childRig) execUneven(ctx context.Context, x *Executor) error {
 	for k := 0; k < r.size; k++ {
 		off := r.rank * (r.rank + 1) / 2 // where rank k's block for us starts in k's input
 		for j := 0; j < r.rank+1; j++ {
-			want = append(want, testValue(dt, k, off+j))
+			want = append(want, tensortest.Value(dt, k, off+j))
 		}
 	}
 	return r.check(out, dt, want, "alltoall")

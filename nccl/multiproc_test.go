@@ -5,11 +5,9 @@ package nccl
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +20,7 @@ import (
 	"time"
 
 	"github.com/gorovod/gorovod/internal/tensor"
+	"github.com/gorovod/gorovod/internal/tensor/tensortest"
 )
 
 // Multi-process tests: the test binary runs itself np times as the ranks of
@@ -271,103 +270,10 @@ func (r *childRig) matrix(ctx context.Context) error {
 	return nil
 }
 
-// testValue is rank's element i: small integers, so that every sum,
-// product and average of 2 or 4 ranks is exact in every dtype (bfloat16
-// included) and the expected result needs no rounding model.
-func testValue(dt tensor.DType, rank, i int) float64 {
-	switch dt {
-	case tensor.Uint8, tensor.Uint64:
-		return float64(1 + (rank+i)%3)
-	}
-	return []float64{-2, -1, 1, 2, 3}[(rank*3+i)%5]
-}
-
-func expectReduce(dt tensor.DType, op tensor.ReduceOp, size, i int) float64 {
-	acc := testValue(dt, 0, i)
-	for k := 1; k < size; k++ {
-		x := testValue(dt, k, i)
-		switch op {
-		case tensor.Product:
-			acc *= x
-		case tensor.Min:
-			acc = math.Min(acc, x)
-		case tensor.Max:
-			acc = math.Max(acc, x)
-		default:
-			acc += x
-		}
-	}
-	if op == tensor.Average {
-		if dt.IsFloat() {
-			return acc / float64(size)
-		}
-		return float64(int64(acc) / int64(size)) // integer division, as NCCL
-	}
-	return acc
-}
-
-func encode(dt tensor.DType, vs []float64) []byte {
-	b := make([]byte, len(vs)*dt.Size())
-	for i, v := range vs {
-		p := b[i*dt.Size():]
-		switch dt {
-		case tensor.Int8:
-			p[0] = byte(int8(v))
-		case tensor.Uint8:
-			p[0] = byte(v)
-		case tensor.Int32:
-			binary.LittleEndian.PutUint32(p, uint32(int32(v)))
-		case tensor.Int64:
-			binary.LittleEndian.PutUint64(p, uint64(int64(v)))
-		case tensor.Uint64:
-			binary.LittleEndian.PutUint64(p, uint64(v))
-		case tensor.Float16:
-			binary.LittleEndian.PutUint16(p, uint16(tensor.F16FromFloat32(float32(v))))
-		case tensor.BFloat16:
-			binary.LittleEndian.PutUint16(p, uint16(tensor.BF16FromFloat32(float32(v))))
-		case tensor.Float32:
-			binary.LittleEndian.PutUint32(p, math.Float32bits(float32(v)))
-		case tensor.Float64:
-			binary.LittleEndian.PutUint64(p, math.Float64bits(v))
-		}
-	}
-	return b
-}
-
-func decode1(dt tensor.DType, b []byte) float64 {
-	switch dt {
-	case tensor.Int8:
-		return float64(int8(b[0]))
-	case tensor.Uint8:
-		return float64(b[0])
-	case tensor.Int32:
-		return float64(int32(binary.LittleEndian.Uint32(b)))
-	case tensor.Int64:
-		return float64(int64(binary.LittleEndian.Uint64(b)))
-	case tensor.Uint64:
-		return float64(binary.LittleEndian.Uint64(b))
-	case tensor.Float16:
-		return float64(tensor.F16(binary.LittleEndian.Uint16(b)).Float32())
-	case tensor.BFloat16:
-		return float64(tensor.BF16(binary.LittleEndian.Uint16(b)).Float32())
-	case tensor.Float32:
-		return float64(math.Float32frombits(binary.LittleEndian.Uint32(b)))
-	}
-	return math.Float64frombits(binary.LittleEndian.Uint64(b))
-}
-
-func values(dt tensor.DType, rank, n int) []float64 {
-	vs := make([]float64, n)
-	for i := range vs {
-		vs[i] = testValue(dt, rank, i)
-	}
-	return vs
-}
-
 // compare checks got against want element by element and names the first
 // difference.
 func compare(what string, dt tensor.DType, got []byte, want []float64) error {
-	w := encode(dt, want)
+	w := tensortest.Encode(dt, want)
 	if len(got) != len(w) {
 		return fmt.Errorf("%s: %d bytes, want %d", what, len(got), len(w))
 	}
@@ -403,7 +309,7 @@ func (r *childRig) checkAllreduce(ctx context.Context, dt tensor.DType, op tenso
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
-	got, err := r.collective(ctx, encode(dt, values(dt, r.rank, n)), n*dt.Size(), func(s, d DevicePtr) error {
+	got, err := r.collective(ctx, tensortest.Encode(dt, tensortest.Values(dt, r.rank, 0, n)), n*dt.Size(), func(s, d DevicePtr) error {
 		return r.comm.Allreduce(ctx, s, d, n, dt, op, r.stream)
 	})
 	if err != nil {
@@ -412,9 +318,9 @@ func (r *childRig) checkAllreduce(ctx context.Context, dt tensor.DType, op tenso
 	want := make([]float64, n)
 	for i := range want {
 		if red.Postscale { // Average as Sum on NCCL < 2.10: the caller divides
-			want[i] = expectReduce(dt, tensor.Sum, r.size, i)
+			want[i] = tensortest.Reduced(dt, tensor.Sum, r.size, i)
 		} else {
-			want[i] = expectReduce(dt, op, r.size, i)
+			want[i] = tensortest.Reduced(dt, op, r.size, i)
 		}
 	}
 	return compare(what, dt, got, want)
@@ -426,7 +332,7 @@ func (r *childRig) checkReduceScatter(ctx context.Context, dt tensor.DType, op t
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
-	got, err := r.collective(ctx, encode(dt, values(dt, r.rank, n*r.size)), n*dt.Size(), func(s, d DevicePtr) error {
+	got, err := r.collective(ctx, tensortest.Encode(dt, tensortest.Values(dt, r.rank, 0, n*r.size)), n*dt.Size(), func(s, d DevicePtr) error {
 		return r.comm.ReduceScatter(ctx, s, d, n, dt, op, r.stream)
 	})
 	if err != nil {
@@ -438,14 +344,14 @@ func (r *childRig) checkReduceScatter(ctx context.Context, dt tensor.DType, op t
 		if red.Postscale {
 			o = tensor.Sum
 		}
-		want[i] = expectReduce(dt, o, r.size, r.rank*n+i)
+		want[i] = tensortest.Reduced(dt, o, r.size, r.rank*n+i)
 	}
 	return compare(what, dt, got, want)
 }
 
 func (r *childRig) checkAllgather(ctx context.Context, dt tensor.DType, n int) error {
 	what := fmt.Sprintf("allgather %v n=%d", dt, n)
-	got, err := r.collective(ctx, encode(dt, values(dt, r.rank, n)), r.size*n*dt.Size(), func(s, d DevicePtr) error {
+	got, err := r.collective(ctx, tensortest.Encode(dt, tensortest.Values(dt, r.rank, 0, n)), r.size*n*dt.Size(), func(s, d DevicePtr) error {
 		return r.comm.AllGather(ctx, s, d, n, dt, r.stream)
 	})
 	if err != nil {
@@ -453,7 +359,7 @@ func (r *childRig) checkAllgather(ctx context.Context, dt tensor.DType, n int) e
 	}
 	var want []float64
 	for k := 0; k < r.size; k++ {
-		want = append(want, values(dt, k, n)...)
+		want = append(want, tensortest.Values(dt, k, 0, n)...)
 	}
 	return compare(what, dt, got, want)
 }
@@ -461,13 +367,13 @@ func (r *childRig) checkAllgather(ctx context.Context, dt tensor.DType, n int) e
 func (r *childRig) checkBroadcast(ctx context.Context, dt tensor.DType, n int) error {
 	root := r.size - 1
 	what := fmt.Sprintf("broadcast %v n=%d root=%d", dt, n, root)
-	got, err := r.collective(ctx, encode(dt, values(dt, r.rank, n)), n*dt.Size(), func(s, d DevicePtr) error {
+	got, err := r.collective(ctx, tensortest.Encode(dt, tensortest.Values(dt, r.rank, 0, n)), n*dt.Size(), func(s, d DevicePtr) error {
 		return r.comm.Broadcast(ctx, s, d, n, dt, root, r.stream)
 	})
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
-	return compare(what, dt, got, values(dt, root, n))
+	return compare(what, dt, got, tensortest.Values(dt, root, 0, n))
 }
 
 // checkAlltoallV sends k+rank+n%3 elements to rank k (uneven blocks), the
@@ -496,7 +402,7 @@ func (r *childRig) checkAlltoallV(ctx context.Context, dt tensor.DType, n int) e
 		send = append(send, block(r.rank, k)...)
 		want = append(want, block(k, r.rank)...)
 	}
-	got, err := r.collective(ctx, encode(dt, send), rTotal*dt.Size(), func(s, d DevicePtr) error {
+	got, err := r.collective(ctx, tensortest.Encode(dt, send), rTotal*dt.Size(), func(s, d DevicePtr) error {
 		return r.comm.AlltoallV(ctx, s, sc, sd, d, rc, rd, dt, r.stream)
 	})
 	if err != nil {
@@ -513,7 +419,7 @@ func (r *childRig) fault() error {
 		return err
 	}
 	want := os.Getenv("GOROVOD_NCCL_TEST_WANT")
-	buf, err := r.upload(encode(tensor.Float32, values(tensor.Float32, r.rank, 64)))
+	buf, err := r.upload(tensortest.Encode(tensor.Float32, tensortest.Values(tensor.Float32, r.rank, 0, 64)))
 	if err != nil {
 		return err
 	}

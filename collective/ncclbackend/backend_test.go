@@ -19,6 +19,7 @@ import (
 	"github.com/gorovod/gorovod/collective/internal/worldhook"
 	"github.com/gorovod/gorovod/collective/ncclbackend/devicecheck"
 	"github.com/gorovod/gorovod/internal/tensor"
+	"github.com/gorovod/gorovod/internal/tensor/tensortest"
 	"github.com/gorovod/gorovod/internal/transport/inmem"
 	"github.com/gorovod/gorovod/nccl"
 	"github.com/gorovod/gorovod/nccl/fakenccl"
@@ -264,11 +265,11 @@ func TestFaultFailsEveryWaitingHandle(t *testing.T) {
 	err := run(t, 2, b, func(ctx context.Context, r *devicecheck.Rig) error {
 		var hs []*collective.Handle
 		for i := 0; i < 3; i++ {
-			x, err := r.Tensor(tensor.Float64, devicecheck.Values(tensor.Float64, r.Rank, 0, 5))
+			x, err := r.Tensor(tensor.Float64, tensortest.Values(tensor.Float64, r.Rank, 0, 5))
 			if err != nil {
 				return err
 			}
-			y, err := r.Tensor(tensor.Int32, devicecheck.Values(tensor.Int32, r.Rank, 0, 5))
+			y, err := r.Tensor(tensor.Int32, tensortest.Values(tensor.Int32, r.Rank, 0, 5))
 			if err != nil {
 				return err
 			}
@@ -367,7 +368,7 @@ func TestHierarchicalAllreduce(t *testing.T) {
 			for _, dt := range devicecheck.DTypes {
 				for _, op := range devicecheck.Ops {
 					n := 1031 // not a multiple of the 2 ranks of a host: padded
-					x, err := rig.Tensor(dt, devicecheck.Values(dt, r, 0, n))
+					x, err := rig.Tensor(dt, tensortest.Values(dt, r, 0, n))
 					if err != nil {
 						errs[r] = err
 						return
@@ -379,7 +380,7 @@ func TestHierarchicalAllreduce(t *testing.T) {
 					}
 					want := make([]float64, n)
 					for i := range want {
-						want[i] = devicecheck.Reduced(dt, op, np, i)
+						want[i] = tensortest.Reduced(dt, op, np, i)
 					}
 					if err := rig.Check(name, x, want); err != nil {
 						errs[r] = err
@@ -413,7 +414,7 @@ func TestLoopOverlapsDeviceOps(t *testing.T) {
 	cfg := collective.DefaultConfig()
 	cfg.ProgressTimeout = 3 * time.Second
 	err := run(t, 2, b, func(ctx context.Context, r *devicecheck.Rig) error {
-		x, err := r.Tensor(tensor.Float32, devicecheck.Values(tensor.Float32, r.Rank, 0, 33))
+		x, err := r.Tensor(tensor.Float32, tensortest.Values(tensor.Float32, r.Rank, 0, 33))
 		if err != nil {
 			return err
 		}

@@ -9,13 +9,12 @@ package devicecheck
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"math"
 
 	"github.com/gorovod/gorovod/collective"
 	"github.com/gorovod/gorovod/internal/tensor"
+	"github.com/gorovod/gorovod/internal/tensor/tensortest"
 	"github.com/gorovod/gorovod/nccl"
 )
 
@@ -49,82 +48,9 @@ var (
 	Ops = []tensor.ReduceOp{tensor.Sum, tensor.Product, tensor.Min, tensor.Max, tensor.Average}
 )
 
-// Value is rank's element i.
-func Value(dt tensor.DType, rank, i int) float64 {
-	if dt == tensor.Uint8 || dt == tensor.Uint64 {
-		return float64(1 + (rank+i)%3)
-	}
-	return []float64{-2, -1, 1, 2, 3}[(rank*3+i)%5]
-}
-
-// Values is n elements of rank's data from element off.
-func Values(dt tensor.DType, rank, off, n int) []float64 {
-	vs := make([]float64, n)
-	for i := range vs {
-		vs[i] = Value(dt, rank, off+i)
-	}
-	return vs
-}
-
-// Reduced is element i of the reduction over ranks 0..size-1.
-func Reduced(dt tensor.DType, op tensor.ReduceOp, size, i int) float64 {
-	acc := Value(dt, 0, i)
-	for k := 1; k < size; k++ {
-		x := Value(dt, k, i)
-		switch op {
-		case tensor.Product:
-			acc *= x
-		case tensor.Min:
-			acc = math.Min(acc, x)
-		case tensor.Max:
-			acc = math.Max(acc, x)
-		default:
-			acc += x
-		}
-	}
-	if op == tensor.Average {
-		if dt.IsFloat() {
-			return acc / float64(size)
-		}
-		return float64(int64(acc) / int64(size))
-	}
-	return acc
-}
-
-// Encode is vs in dt's little-endian layout.
-func Encode(dt tensor.DType, vs []float64) []byte {
-	es := dt.Size()
-	b := make([]byte, len(vs)*es)
-	le := binary.LittleEndian
-	for i, v := range vs {
-		p := b[i*es:]
-		switch dt {
-		case tensor.Int8:
-			p[0] = byte(int8(v))
-		case tensor.Uint8:
-			p[0] = byte(v)
-		case tensor.Int32:
-			le.PutUint32(p, uint32(int32(v)))
-		case tensor.Int64:
-			le.PutUint64(p, uint64(int64(v)))
-		case tensor.Uint64:
-			le.PutUint64(p, uint64(v))
-		case tensor.Float16:
-			le.PutUint16(p, uint16(tensor.F16FromFloat32(float32(v))))
-		case tensor.BFloat16:
-			le.PutUint16(p, uint16(tensor.BF16FromFloat32(float32(v))))
-		case tensor.Float32:
-			le.PutUint32(p, math.Float32bits(float32(v)))
-		case tensor.Float64:
-			le.PutUint64(p, math.Float64bits(v))
-		}
-	}
-	return b
-}
-
 // Tensor uploads vs as a device tensor of dt on the rig's GPU.
 func (r *Rig) Tensor(dt tensor.DType, vs []float64) (collective.DeviceTensor, error) {
-	b := Encode(dt, vs)
+	b := tensortest.Encode(dt, vs)
 	p, err := r.Dev.Malloc(max(len(b), 1))
 	if err != nil {
 		return collective.DeviceTensor{}, err
@@ -145,7 +71,7 @@ func (r *Rig) Check(what string, t collective.DeviceTensor, want []float64) erro
 	if err := r.Dev.CopyFromDevice(got, t.Ptr); err != nil {
 		return err
 	}
-	w := Encode(t.DType, want)
+	w := tensortest.Encode(t.DType, want)
 	es := t.DType.Size()
 	for i := range want {
 		if string(got[i*es:(i+1)*es]) != string(w[i*es:(i+1)*es]) {
@@ -162,7 +88,7 @@ func (r *Rig) Matrix(ctx context.Context) (int, error) {
 	for _, dt := range DTypes {
 		for _, n := range []int{1, 7, 1031} {
 			for _, op := range Ops {
-				x, err := r.Tensor(dt, Values(dt, r.Rank, 0, n))
+				x, err := r.Tensor(dt, tensortest.Values(dt, r.Rank, 0, n))
 				if err != nil {
 					return checks, err
 				}
@@ -172,7 +98,7 @@ func (r *Rig) Matrix(ctx context.Context) (int, error) {
 				}
 				want := make([]float64, n)
 				for i := range want {
-					want[i] = Reduced(dt, op, r.Size, i)
+					want[i] = tensortest.Reduced(dt, op, r.Size, i)
 				}
 				if err := r.Check(name, x, want); err != nil {
 					return checks, err
@@ -191,7 +117,7 @@ func (r *Rig) Matrix(ctx context.Context) (int, error) {
 // others checks broadcast, allgather (uneven), reducescatter and alltoall.
 func (r *Rig) others(ctx context.Context, dt tensor.DType, n int) error {
 	root := r.Size - 1
-	x, err := r.Tensor(dt, Values(dt, r.Rank, 0, n))
+	x, err := r.Tensor(dt, tensortest.Values(dt, r.Rank, 0, n))
 	if err != nil {
 		return err
 	}
@@ -199,11 +125,11 @@ func (r *Rig) others(ctx context.Context, dt tensor.DType, n int) error {
 	if err := collective.BroadcastDevice(ctx, name, x, root, r.In); err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
-	if err := r.Check(name, x, Values(dt, root, 0, n)); err != nil {
+	if err := r.Check(name, x, tensortest.Values(dt, root, 0, n)); err != nil {
 		return err
 	}
 
-	g, err := r.Tensor(dt, Values(dt, r.Rank, 0, n+r.Rank)) // uneven first dimensions
+	g, err := r.Tensor(dt, tensortest.Values(dt, r.Rank, 0, n+r.Rank)) // uneven first dimensions
 	if err != nil {
 		return err
 	}
@@ -215,7 +141,7 @@ func (r *Rig) others(ctx context.Context, dt tensor.DType, n int) error {
 	r.allocated = append(r.allocated, out.Ptr)
 	var want []float64
 	for k := 0; k < r.Size; k++ {
-		want = append(want, Values(dt, k, 0, n+k)...)
+		want = append(want, tensortest.Values(dt, k, 0, n+k)...)
 		if k >= len(counts) || counts[k] != n+k {
 			return fmt.Errorf("%s: counts %v", name, counts)
 		}
@@ -225,7 +151,7 @@ func (r *Rig) others(ctx context.Context, dt tensor.DType, n int) error {
 	}
 
 	full := n*r.Size + 1 // not a multiple of the size: the first block is longer
-	s, err := r.Tensor(dt, Values(dt, r.Rank, 0, full))
+	s, err := r.Tensor(dt, tensortest.Values(dt, r.Rank, 0, full))
 	if err != nil {
 		return err
 	}
@@ -241,7 +167,7 @@ func (r *Rig) others(ctx context.Context, dt tensor.DType, n int) error {
 	}
 	want = want[:0]
 	for i := 0; i < block.Count; i++ {
-		want = append(want, Reduced(dt, tensor.Sum, r.Size, off+i))
+		want = append(want, tensortest.Reduced(dt, tensor.Sum, r.Size, off+i))
 	}
 	if err := r.Check(name, block, want); err != nil {
 		return err
@@ -253,7 +179,7 @@ func (r *Rig) others(ctx context.Context, dt tensor.DType, n int) error {
 		splits[k] = k + 1
 		total += k + 1
 	}
-	a, err := r.Tensor(dt, Values(dt, r.Rank, 0, total))
+	a, err := r.Tensor(dt, tensortest.Values(dt, r.Rank, 0, total))
 	if err != nil {
 		return err
 	}
@@ -266,7 +192,7 @@ func (r *Rig) others(ctx context.Context, dt tensor.DType, n int) error {
 	want = want[:0]
 	start := r.Rank * (r.Rank + 1) / 2
 	for k := 0; k < r.Size; k++ {
-		want = append(want, Values(dt, k, start, r.Rank+1)...)
+		want = append(want, tensortest.Values(dt, k, start, r.Rank+1)...)
 	}
 	return r.Check(name, got, want)
 }
@@ -295,7 +221,7 @@ func (r *Rig) Fusion(ctx context.Context, n int) error {
 	ts := make([]collective.DeviceTensor, n)
 	for i := range ts {
 		var err error
-		if ts[i], err = r.Tensor(tensor.Float32, Values(tensor.Float32, r.Rank, i, 1+i%5)); err != nil {
+		if ts[i], err = r.Tensor(tensor.Float32, tensortest.Values(tensor.Float32, r.Rank, i, 1+i%5)); err != nil {
 			return err
 		}
 	}
@@ -310,7 +236,7 @@ func (r *Rig) Fusion(ctx context.Context, n int) error {
 		want := make([]float64, ts[i].Count)
 		for j := range want {
 			for k := 0; k < r.Size; k++ {
-				want[j] += Value(tensor.Float32, k, i+j)
+				want[j] += tensortest.Value(tensor.Float32, k, i+j)
 			}
 		}
 		if err := r.Check(fmt.Sprintf("small/%d", i), ts[i], want); err != nil {
@@ -323,7 +249,7 @@ func (r *Rig) Fusion(ctx context.Context, n int) error {
 // UntilFailure runs up to steps allreduces and returns the first error
 // (nil when none failed): the fault-injection runs expect one.
 func (r *Rig) UntilFailure(ctx context.Context, steps int) error {
-	x, err := r.Tensor(tensor.Float32, Values(tensor.Float32, r.Rank, 0, 33))
+	x, err := r.Tensor(tensor.Float32, tensortest.Values(tensor.Float32, r.Rank, 0, 33))
 	if err != nil {
 		return err
 	}
