@@ -262,21 +262,21 @@ func (c *Controller) cycle(ctx context.Context, x Exchange, now time.Time, newRe
 	if !c.cur.slow {
 		return c.finish(c.fastPath()), nil
 	}
-	payloads, err := x.GatherToRoot(ctx, c.requestPayload())
+	merged, err := c.gatherRequests(ctx, x, c.requestPayload())
 	if err != nil {
 		return ResponseList{}, fmt.Errorf("gathering requests to rank 0: %w", err)
 	}
 	var out []byte
 	var rl ResponseList
 	if c.cfg.Rank == 0 {
-		if rl, err = c.coordinate(payloads); err != nil {
+		if rl, err = c.coordinateMerged(merged); err != nil {
 			// Tell the other ranks why, rather than leave them waiting.
-			_, _ = x.BroadcastFromRoot(ctx, appendAbort(nil, err))
+			_, _ = broadcastResponses(ctx, x, appendAbort(nil, err))
 			return ResponseList{}, err
 		}
 		out = AppendResponseList(nil, &rl)
 	}
-	got, err := x.BroadcastFromRoot(ctx, out)
+	got, err := broadcastResponses(ctx, x, out)
 	if err != nil {
 		return ResponseList{}, fmt.Errorf("broadcasting responses from rank 0: %w", err)
 	}
@@ -568,32 +568,35 @@ func (c *Controller) requestPayload() []byte {
 	return AppendRequestList(nil, &l)
 }
 
-// coordinate is phase 5 on rank 0: count the gathered requests, answer the
-// ready ones (and the overdue ones), fuse, and return the list to broadcast.
+// coordinate is phase 5 on rank 0 from every rank's payload, in rank
+// order (the flat gather; tests).
 func (c *Controller) coordinate(payloads [][]byte) (ResponseList, error) {
 	if len(payloads) != c.cfg.Size {
 		return ResponseList{}, fmt.Errorf("%w: gathered %d request lists for %d ranks", ErrInvalid, len(payloads), c.cfg.Size)
 	}
-	lists := make([]RequestList, len(payloads))
-	for r, p := range payloads {
-		l, err := DecodeRequestList(p)
-		if err != nil {
-			return ResponseList{}, fmt.Errorf("request list from rank %d: %w", r, err)
-		}
-		lists[r] = l
-	}
-	return c.coordinateLists(lists), nil
+	return c.coordinateMerged(mergePayloads(payloads, c.cfg.Size))
 }
 
-func (c *Controller) coordinateLists(lists []RequestList) ResponseList {
-	t := c.table
-	shutdown := c.cur.anyShutdown
-	for rank := range lists {
-		shutdown = shutdown || lists[rank].Shutdown
+// coordinateMerged is phase 5 on rank 0: count the gathered requests,
+// answer the ready ones (and the overdue ones), fuse, and return the list
+// to broadcast.
+func (c *Controller) coordinateMerged(m *mergedRequests) (ResponseList, error) {
+	if m.err != nil {
+		return ResponseList{}, m.err
 	}
-	t.applyWithdrawals(lists) // before any request of the cycle is counted
+	if m.failure != "" {
+		return ResponseList{}, fmt.Errorf("%w: %s", ErrMalformed, m.failure)
+	}
+	t := c.table
+	t.cycle++
+	for _, w := range m.withdrawn { // before any request of the cycle is counted
+		eachRank(w.ranks, func(rank int) { t.withdraw(rank, key{w.w.ProcessSet, w.w.Name}) })
+	}
 	ready := readyEntries{in: make(map[*tableEntry]bool)}
-	errs, joinArrived := c.countRequests(lists, &ready)
+	errs, joinArrived, err := c.countRequests(m.groups, &ready)
+	if err != nil {
+		return ResponseList{}, err
+	}
 	if joinArrived {
 		// A join makes every tensor the joined ranks did not submit count
 		// them as ready.
@@ -616,7 +619,8 @@ func (c *Controller) coordinateLists(lists []RequestList) ResponseList {
 	for i := range responses {
 		all = append(all, &responses[i])
 	}
-	return ResponseList{Responses: append(errs, fuse(all, c.cfg.FusionThresholdBytes)...), Shutdown: shutdown}
+	rl := ResponseList{Responses: append(errs, fuse(all, c.cfg.FusionThresholdBytes)...), Shutdown: c.cur.anyShutdown || m.shutdown}
+	return rl, nil
 }
 
 // readyEntries are the table entries every member has submitted this
@@ -633,22 +637,34 @@ func (r *readyEntries) addIfReady(t *messageTable, e *tableEntry, members []int)
 	}
 }
 
-// countRequests enters every rank's requests in the table, collecting the
-// entries that become ready; it answers at once (errs) a request for a
-// set its sender is not in, and reports whether a join arrived.
-func (c *Controller) countRequests(lists []RequestList, ready *readyEntries) (errs []Response, joinArrived bool) {
+// countRequests enters every rank's requests in the table, reading the
+// ranks' lists one after another, and collects the entries that become
+// ready; it answers at once (errs) a request for a set its sender is not
+// in, and reports whether a join arrived. The ranks of a group share one
+// copy of its request (read-only from here on): the checking, copying and
+// hashing is once per group, only the table's slot and counters per rank.
+func (c *Controller) countRequests(groups []requestGroup, ready *readyEntries) (errs []Response, joinArrived bool, err error) {
+	order, start, err := readingOrder(groups, c.cfg.Size)
+	if err != nil {
+		return nil, false, err
+	}
 	t, now, obs := c.table, c.cur.now, c.cfg.Observer
-	for rank := range lists {
-		l := &lists[rank]
-		for i := range l.Requests {
-			req := &l.Requests[i]
-			req.Rank = rank
-			c.saw(rank, "submitted", req.Op, req.Name)
-			if req.Op == OpJoin {
-				req.Name, req.ProcessSet = JoinName, 0
+	shared := make([]*Request, len(groups))
+	for rank := range c.cfg.Size {
+		for _, gi := range order[start[rank]:start[rank+1]] {
+			req := shared[gi]
+			if req == nil {
+				req = new(Request)
+				*req = groups[gi].req
+				req.Rank = rank // the lowest rank of the group: its first read
+				if req.Op == OpJoin {
+					req.Name, req.ProcessSet = JoinName, 0
+				}
+				shared[gi] = req
 			}
+			c.saw(rank, "submitted", req.Op, req.Name)
 			members, ok := c.sets[req.ProcessSet]
-			if !ok || !slices.Contains(members, rank) {
+			if _, in := slices.BinarySearch(members, rank); !ok || !in {
 				// The sender's controller checks this; only a peer out of
 				// step with our process sets gets here.
 				errs = append(errs, Response{Op: req.Op, Names: []string{req.Name}, ProcessSet: req.ProcessSet, Device: CPU,
@@ -656,7 +672,7 @@ func (c *Controller) countRequests(lists []RequestList, ready *readyEntries) (er
 					ErrorKind: ErrorInvalid})
 				continue
 			}
-			e, isNew, dup := t.add(req, now)
+			e, isNew, dup := t.add(req, rank, now)
 			if dup {
 				continue
 			}
@@ -666,13 +682,11 @@ func (c *Controller) countRequests(lists []RequestList, ready *readyEntries) (er
 				}
 				obs.OnRankReady(now, req.Name, rank)
 			}
-			if req.Op == OpJoin {
-				joinArrived = true
-			}
+			joinArrived = joinArrived || req.Op == OpJoin
 			ready.addIfReady(t, e, members)
 		}
 	}
-	return errs, joinArrived
+	return errs, joinArrived, nil
 }
 
 // answerReady builds the responses of the ready entries and removes them

@@ -19,6 +19,7 @@ type tableEntry struct {
 	reqs       []*Request // by global rank; nil: not submitted yet
 	count      int        // non-nil reqs
 	lastRank   int        // the rank whose request arrived last
+	lastCycle  uint64     // the table cycle in which it arrived
 	firstSeen  time.Time
 	lastWarned time.Time
 	done       bool
@@ -31,6 +32,7 @@ type messageTable struct {
 	entries map[key]*tableEntry
 	order   []*tableEntry // by seq; done entries are dropped lazily
 	seq     uint64
+	cycle   uint64 // counts the cycles that brought requests
 }
 
 func newMessageTable(size int) *messageTable {
@@ -47,10 +49,11 @@ func (t *messageTable) joined(rank int) bool {
 
 func (t *messageTable) anyJoined() bool { return t.entries[joinKey] != nil }
 
-// add records req (whose Rank is set); it returns the entry and whether it
-// is new. A second request from the same rank for one name is ignored (the
-// controller of that rank never sends one).
-func (t *messageTable) add(req *Request, now time.Time) (e *tableEntry, isNew, dup bool) {
+// add records rank's request req (shared with the other ranks of its
+// group; not copied); it returns the entry and whether it is new. A second
+// request from the same rank for one name is ignored (the controller of
+// that rank never sends one).
+func (t *messageTable) add(req *Request, rank int, now time.Time) (e *tableEntry, isNew, dup bool) {
 	k := key{req.ProcessSet, req.Name}
 	e = t.entries[k]
 	if e == nil {
@@ -60,16 +63,19 @@ func (t *messageTable) add(req *Request, now time.Time) (e *tableEntry, isNew, d
 		t.order = append(t.order, e)
 		isNew = true
 	}
-	if e.reqs[req.Rank] != nil {
+	if e.reqs[rank] != nil {
 		return e, isNew, true
 	}
 	if req.Age > 0 && now.Add(-req.Age).Before(e.firstSeen) {
 		e.firstSeen = now.Add(-req.Age)
 	}
-	r := *req
-	e.reqs[req.Rank] = &r
+	e.reqs[rank] = req
 	e.count++
-	e.lastRank = req.Rank
+	// The last to arrive: within a cycle the highest rank, as if the
+	// ranks' lists were read one after another.
+	if e.lastCycle != t.cycle || rank > e.lastRank {
+		e.lastRank, e.lastCycle = rank, t.cycle
+	}
 	return e, isNew, false
 }
 
@@ -88,15 +94,6 @@ func (t *messageTable) ready(e *tableEntry, members []int) bool {
 		}
 	}
 	return true
-}
-
-// applyWithdrawals forgets the requests the ranks took back.
-func (t *messageTable) applyWithdrawals(lists []RequestList) {
-	for rank := range lists {
-		for _, w := range lists[rank].Withdrawn {
-			t.withdraw(rank, key{w.ProcessSet, w.Name})
-		}
-	}
 }
 
 // withdraw forgets rank's request for k, if it has one; an entry nobody
@@ -200,11 +197,13 @@ func checkRequests(e *tableEntry, members []int, first *Request, joined []int) *
 	if !first.Op.valid() {
 		return refuse(ErrorInvalid, "%q: rank %d sent unknown op %v", name, first.Rank, first.Op)
 	}
+	var checked *Request // ranks of one merged group share their request
 	for _, m := range members {
-		if r := e.reqs[m]; r != nil {
+		if r := e.reqs[m]; r != nil && r != checked {
 			if f := checkRequest(name, first, r); f != nil {
 				return f
 			}
+			checked = r
 		}
 	}
 	if first.Op == OpBroadcast {

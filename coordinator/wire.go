@@ -19,6 +19,10 @@ import (
 //	Request      = string(name) u8(op) u8(dtype) u8(reduceop) uvarint(ndims) varint*ndims
 //	               varint(root) varint(device) f64(prescale) f64(postscale) varint(set)
 //	               varint(age ns)
+//	Merged       = version flags(bit0 shutdown, bit1 withdrawals, bit2 merged, bit3 failure)
+//	               failure: string(reason)
+//	               else: uvarint(n) (Request ranks)*n [uvarint(m) (varint(set) string(name) ranks)*m]
+//	ranks        = uvarint(k) (uvarint(first) uvarint(count))*k, ascending, disjoint
 //	ResponseList = version flags(bit0 shutdown) uvarint(n) Response*n
 //	Response     = u8(op) u8(dtype) u8(reduceop) varint(root) varint(device) f64(prescale)
 //	               f64(postscale) varint(set) strings(names) varints(counts)
@@ -51,6 +55,8 @@ func decodeAbort(b []byte) error {
 const (
 	flagShutdown    = 1
 	flagWithdrawals = 2 // request lists only: withdrawals follow the requests
+	flagMerged      = 4 // merged request lists (of a subtree of ranks) only
+	flagFailure     = 8 // merged: a list in the subtree did not decode
 )
 
 // RequestList is what one rank sends rank 0 on the slow path.
@@ -77,19 +83,7 @@ func AppendRequestList(dst []byte, l *RequestList) []byte {
 	dst = append(dst, wireVersion, f)
 	dst = binary.AppendUvarint(dst, uint64(len(l.Requests)))
 	for i := range l.Requests {
-		r := &l.Requests[i]
-		dst = appendString(dst, r.Name)
-		dst = append(dst, byte(r.Op), byte(r.DType), byte(r.ReduceOp))
-		dst = binary.AppendUvarint(dst, uint64(len(r.Shape)))
-		for _, d := range r.Shape {
-			dst = binary.AppendVarint(dst, d)
-		}
-		dst = binary.AppendVarint(dst, int64(r.Root))
-		dst = binary.AppendVarint(dst, int64(r.Device))
-		dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(r.Prescale))
-		dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(r.Postscale))
-		dst = binary.AppendVarint(dst, int64(r.ProcessSet))
-		dst = binary.AppendVarint(dst, int64(r.Age))
+		dst = appendRequest(dst, &l.Requests[i])
 	}
 	if len(l.Withdrawn) > 0 {
 		dst = binary.AppendUvarint(dst, uint64(len(l.Withdrawn)))
@@ -113,18 +107,7 @@ func DecodeRequestList(b []byte) (RequestList, error) {
 		l.Requests = make([]Request, n)
 	}
 	for i := 0; i < n && d.err == nil; i++ {
-		r := &l.Requests[i]
-		r.Name = d.string()
-		r.Op = OpType(d.u8())
-		r.DType = tensor.DType(d.u8())
-		r.ReduceOp = tensor.ReduceOp(d.u8())
-		r.Shape = d.varints()
-		r.Root = d.int()
-		r.Device = d.int()
-		r.Prescale = d.f64()
-		r.Postscale = d.f64()
-		r.ProcessSet = d.int()
-		r.Age = time.Duration(d.varint())
+		d.request(&l.Requests[i])
 	}
 	if f&flagWithdrawals != 0 {
 		n := d.count()
@@ -139,6 +122,35 @@ func DecodeRequestList(b []byte) (RequestList, error) {
 		return RequestList{}, err
 	}
 	return l, nil
+}
+
+func appendRequest(dst []byte, r *Request) []byte {
+	dst = appendString(dst, r.Name)
+	dst = append(dst, byte(r.Op), byte(r.DType), byte(r.ReduceOp))
+	dst = binary.AppendUvarint(dst, uint64(len(r.Shape)))
+	for _, d := range r.Shape {
+		dst = binary.AppendVarint(dst, d)
+	}
+	dst = binary.AppendVarint(dst, int64(r.Root))
+	dst = binary.AppendVarint(dst, int64(r.Device))
+	dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(r.Prescale))
+	dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(r.Postscale))
+	dst = binary.AppendVarint(dst, int64(r.ProcessSet))
+	return binary.AppendVarint(dst, int64(r.Age))
+}
+
+func (d *decoder) request(r *Request) {
+	r.Name = d.string()
+	r.Op = OpType(d.u8())
+	r.DType = tensor.DType(d.u8())
+	r.ReduceOp = tensor.ReduceOp(d.u8())
+	r.Shape = d.varints()
+	r.Root = d.int()
+	r.Device = d.int()
+	r.Prescale = d.f64()
+	r.Postscale = d.f64()
+	r.ProcessSet = d.int()
+	r.Age = time.Duration(d.varint())
 }
 
 // AppendResponseList appends the encoding of l to dst.

@@ -3,6 +3,7 @@ package scaling
 import (
 	"context"
 	"fmt"
+	"math/bits"
 	"os"
 	"slices"
 	"sync"
@@ -17,20 +18,32 @@ import (
 // cycleCost is what one negotiation cycle cost, averaged over the measured
 // cycles.
 type cycleCost struct {
-	ranks, tensors        int
-	cached                bool
-	rootWork, rankWork    time.Duration // rank 0's own work; the median other rank's
-	rootIn, rootOut       int64         // bytes through rank 0
-	bitBytes              int64         // per rank
-	gathers               float64       // request gathers per cycle
-	responses, responses0 int
+	ranks, tensors     int
+	cached, flat       bool
+	rootWork, rankWork time.Duration // rank 0's own work; the median other rank's
+	critical           time.Duration // per segment between exchanges, the longest rank's own work, summed
+	hops               float64       // network hops on the cycle's critical path
+	hopBytes           float64       // the largest message of each hop, summed
+	rootIn, rootOut    int64         // bytes through rank 0
+	bitBytes           int64         // per rank
+	gathers            float64       // request gathers per cycle
+	responses          int
 }
 
-// measure runs warm-up cycles then cycles cycles in which every rank
+// cycleTime is the cycle's critical path over links like l: the ranks'
+// own work, segment by segment, plus the exchange's hops.
+func (c cycleCost) cycleTime(l Link) time.Duration {
+	return c.critical + time.Duration(c.hops*float64(l.Alpha)) + time.Duration(c.hopBytes/l.Beta*1e9)
+}
+
+// measure runs a warm-up cycle then cycles cycles in which every rank
 // submits the same tensors 4 KiB float32 allreduces, with the response
 // cache on (cached: steady state, the bit-vector fast path) or off (every
-// cycle gathers requests at rank 0 and broadcasts responses).
-func measure(t testing.TB, n, tensors, cycles int, cached bool) cycleCost {
+// cycle sends requests to rank 0 and responses back: up and down a tree,
+// or with flat gathered at rank 0 and sent to every rank). The ranks run
+// one at a time (coordinatortest.NewSerialLockstep), so each rank's own
+// time is its work alone.
+func measure(t testing.TB, n, tensors, cycles int, cached, flat bool) cycleCost {
 	ctrls := make([]*coordinator.Controller, n)
 	for r := range ctrls {
 		cfg := coordinator.DefaultConfig(r, n)
@@ -49,23 +62,19 @@ func measure(t testing.TB, n, tensors, cycles int, cached bool) cycleCost {
 		reqs[i] = coordinator.Request{Name: fmt.Sprintf("grad/%d", i), Op: coordinator.OpAllreduce, DType: tensor.Float32,
 			Shape: []int64{1024}, ReduceOp: tensor.Sum, Device: coordinator.CPU, Prescale: 1, Postscale: 1}
 	}
-	l := coordinatortest.NewLockstep(n)
-	work := make([]time.Duration, n)
 	var responses int
-	run := func(timed bool) {
+	run := func(l *coordinatortest.Lockstep) {
 		var wg sync.WaitGroup
 		for r := range ctrls {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				start := time.Now()
+				l.Start(r)
+				defer l.Done(r)
 				rl, err := ctrls[r].Cycle(context.Background(), l.Rank(r), time.Unix(0, 0), reqs, false)
 				if err != nil {
 					t.Error(err)
 					return
-				}
-				if timed {
-					work[r] += time.Since(start)
 				}
 				if r == 0 {
 					responses = len(rl.Responses)
@@ -74,20 +83,27 @@ func measure(t testing.TB, n, tensors, cycles int, cached bool) cycleCost {
 		}
 		wg.Wait()
 	}
-	run(false)                         // the first cycle fills the response cache
-	l = coordinatortest.NewLockstep(n) // count the measured cycles only
+	warm := coordinatortest.NewSerialLockstep(n)
+	warm.Flat = flat
+	run(warm) // the first cycle fills the response cache
+	l := coordinatortest.NewSerialLockstep(n)
+	l.Flat = flat
 	for range cycles {
-		run(true)
+		run(l)
 	}
-	c := cycleCost{ranks: n, tensors: tensors, cached: cached, responses: responses}
-	own := make([]time.Duration, n)
-	for r := range own {
-		own[r] = (work[r] - l.Waited[r]) / time.Duration(cycles)
-	}
-	c.rootWork = own[0]
-	others := slices.Clone(own[1:])
+	return summarize(l, cycleCost{ranks: n, tensors: tensors, cached: cached, flat: flat, responses: responses}, cycles)
+}
+
+// summarize turns the exchange's counters into per-cycle costs.
+func summarize(l *coordinatortest.Lockstep, c cycleCost, cycles int) cycleCost {
+	per := func(d time.Duration) time.Duration { return d / time.Duration(cycles) }
+	c.rootWork = per(l.Own[0])
+	others := slices.Clone(l.Own[1:])
 	slices.Sort(others)
-	c.rankWork = others[len(others)/2]
+	c.rankWork = per(others[len(others)/2])
+	c.critical = per(l.Critical)
+	c.hops = float64(l.Hops) / float64(cycles)
+	c.hopBytes = float64(l.HopBytes) / float64(cycles)
 	c.rootIn, c.rootOut = l.RootIn/int64(cycles), l.RootOut/int64(cycles)
 	c.bitBytes = l.BitBytes / int64(cycles)
 	c.gathers = float64(l.Gathers) / float64(cycles)
@@ -96,37 +112,53 @@ func measure(t testing.TB, n, tensors, cycles int, cached bool) cycleCost {
 
 // TestSteadyStateNeedsNoRequests: with every tensor cached, cycles go by
 // the bit-vector exchange alone; nothing is gathered at rank 0, whatever
-// the number of ranks; without the cache every cycle gathers.
+// the number of ranks; without the cache every cycle gathers, and up the
+// tree rank 0 receives a fraction of what the flat gather brings it.
 func TestSteadyStateNeedsNoRequests(t *testing.T) {
 	for _, n := range []int{8, 64} {
-		c := measure(t, n, 200, 3, true)
+		c := measure(t, n, 200, 3, true, false)
 		if c.gathers != 0 || c.rootIn != 0 || c.responses != 1 {
 			t.Errorf("%d ranks, cached: %.1f gathers, %d bytes into rank 0, %d responses per cycle; want 0, 0, 1 fused", n, c.gathers, c.rootIn, c.responses)
 		}
-		m := measure(t, n, 200, 2, false)
-		if m.gathers != 1 || m.rootIn == 0 {
+		m := measure(t, n, 200, 2, false, false)
+		f := measure(t, n, 200, 2, false, true)
+		if m.gathers != 1 || m.rootIn == 0 || f.gathers != 1 {
 			t.Errorf("%d ranks, no cache: %.1f gathers, %d bytes into rank 0 per cycle; want 1 and some", n, m.gathers, m.rootIn)
+		}
+		if levels := int64(bits.Len(uint(n - 1))); m.rootIn*int64(n-1) > f.rootIn*levels*2 {
+			t.Errorf("%d ranks, no cache: %d bytes into rank 0 up the tree, %d flat; want about %d/%d of it at most",
+				n, m.rootIn, f.rootIn, levels*2, n-1)
+		}
+		if m.responses != f.responses {
+			t.Errorf("%d ranks, no cache: %d responses up the tree, %d flat", n, m.responses, f.responses)
 		}
 	}
 }
 
-// TestNegotiationTable prints the table of docs/scaling.md (with
+// TestNegotiationTable prints the tables of docs/scaling.md (with
 // GOROVOD_SCALING=1; 1024 ranks take a while on a small machine).
 func TestNegotiationTable(t *testing.T) {
 	if os.Getenv("GOROVOD_SCALING") == "" {
 		t.Skip("set GOROVOD_SCALING=1 to print the table")
 	}
-	t.Logf("%6s %7s %8s %12s %12s %14s %14s %10s", "ranks", "tensors", "cache", "rank0 us", "rank us", "rank0 in B", "rank0 out B", "bits B")
-	for _, cached := range []bool{true, false} {
+	t.Logf("%5s %5s %5s %10s %10s %10s %6s %10s %10s %8s %10s %10s", "ranks", "cache", "gath",
+		"rank0 us", "rank us", "crit us", "hops", "r0 in B", "r0 out B", "bits B", "tcp us", "shm us")
+	for _, mode := range []struct{ cached, flat bool }{{true, false}, {false, false}, {false, true}} {
 		for _, n := range []int{8, 64, 256, 1024} {
 			cycles := max(3, 2048/n)
-			c := measure(t, n, 200, cycles, cached)
-			mode := "hit"
-			if !cached {
-				mode = "miss"
+			c := measure(t, n, 200, cycles, mode.cached, mode.flat)
+			cache, gather := "hit", "tree"
+			if !mode.cached {
+				cache = "miss"
 			}
-			t.Logf("%6d %7d %8s %12.1f %12.1f %14d %14d %10d", n, c.tensors, mode,
-				float64(c.rootWork.Nanoseconds())/1e3, float64(c.rankWork.Nanoseconds())/1e3, c.rootIn, c.rootOut, c.bitBytes)
+			if mode.flat {
+				gather = "flat"
+			}
+			t.Logf("%5d %5s %5s %10.1f %10.1f %10.1f %6.0f %10d %10d %8d %10.1f %10.1f", n, cache, gather,
+				us(c.rootWork), us(c.rankWork), us(c.critical), c.hops, c.rootIn, c.rootOut, c.bitBytes,
+				us(c.cycleTime(tcpLink)), us(c.cycleTime(shmLink)))
 		}
 	}
 }
+
+func us(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }

@@ -79,3 +79,57 @@ func BroadcastFromRoot(ctx context.Context, m transport.Mesh, payload []byte) ([
 	}
 	return payload, nil
 }
+
+// ReduceToRoot combines every rank's payload up a binomial tree rooted at
+// rank 0: rank r receives, for each mask below r's lowest set bit, the
+// combination of ranks [r+mask, r+2 mask) from rank r+mask and folds it
+// into its own by combine(acc, child, r+mask) (acc holds the lower ranks),
+// then sends the result to r minus its lowest set bit. Rank 0 returns the
+// combination of all ranks; the others nil. Rank 0 receives log2(n)
+// messages instead of n-1, and each carries what combine made of a subtree.
+func ReduceToRoot(ctx context.Context, m transport.Mesh, payload []byte, combine func(acc, child []byte, from int) []byte) ([]byte, error) {
+	rank, size := m.Rank(), m.Size()
+	acc := payload
+	for mask := 1; mask < size; mask <<= 1 {
+		if rank&mask != 0 {
+			return nil, SendFrame(ctx, m.Link(rank-mask), acc)
+		}
+		child := rank + mask
+		if child >= size {
+			continue
+		}
+		p, err := RecvFrame(ctx, m.Link(child), child)
+		if err != nil {
+			return nil, err
+		}
+		acc = combine(acc, p, child)
+	}
+	return acc, nil
+}
+
+// BroadcastDown sends rank 0's payload down the binomial tree of
+// ReduceToRoot and returns it on every rank (every rank's argument but rank
+// 0's is ignored): rank 0 sends log2(n) messages instead of n-1.
+func BroadcastDown(ctx context.Context, m transport.Mesh, payload []byte) ([]byte, error) {
+	rank, size := m.Rank(), m.Size()
+	low := 1 // rank's lowest set bit; above every mask for rank 0
+	for low < size {
+		low <<= 1
+	}
+	if rank != 0 {
+		low = rank & -rank
+		p, err := RecvFrame(ctx, m.Link(rank-low), rank-low)
+		if err != nil {
+			return nil, err
+		}
+		payload = p
+	}
+	for mask := low >> 1; mask >= 1; mask >>= 1 {
+		if child := rank + mask; child < size {
+			if err := SendFrame(ctx, m.Link(child), payload); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return payload, nil
+}
