@@ -650,6 +650,7 @@ func (c *Controller) countRequests(groups []requestGroup, ready *readyEntries) (
 	}
 	t, now, obs := c.table, c.cur.now, c.cfg.Observer
 	shared := make([]*Request, len(groups))
+	entries := make([]*tableEntry, len(groups)) // the group's entry once added
 	for rank := range c.cfg.Size {
 		for _, gi := range order[start[rank]:start[rank+1]] {
 			req := shared[gi]
@@ -664,7 +665,7 @@ func (c *Controller) countRequests(groups []requestGroup, ready *readyEntries) (
 			}
 			c.saw(rank, "submitted", req.Op, req.Name)
 			members, ok := c.sets[req.ProcessSet]
-			if _, in := slices.BinarySearch(members, rank); !ok || !in {
+			if !ok || !isMember(members, rank, c.cfg.Size) {
 				// The sender's controller checks this; only a peer out of
 				// step with our process sets gets here.
 				errs = append(errs, Response{Op: req.Op, Names: []string{req.Name}, ProcessSet: req.ProcessSet, Device: CPU,
@@ -672,7 +673,8 @@ func (c *Controller) countRequests(groups []requestGroup, ready *readyEntries) (
 					ErrorKind: ErrorInvalid})
 				continue
 			}
-			e, isNew, dup := t.add(req, rank, now)
+			e, isNew, dup := t.add(entries[gi], req, rank, now)
+			entries[gi] = e
 			if dup {
 				continue
 			}
@@ -687,6 +689,15 @@ func (c *Controller) countRequests(groups []requestGroup, ready *readyEntries) (
 		}
 	}
 	return errs, joinArrived, nil
+}
+
+// isMember reports whether rank is in members (ascending).
+func isMember(members []int, rank, size int) bool {
+	if len(members) == size { // every rank (set 0)
+		return rank >= 0 && rank < size
+	}
+	_, in := slices.BinarySearch(members, rank)
+	return in
 }
 
 // answerReady builds the responses of the ready entries and removes them

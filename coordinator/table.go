@@ -50,12 +50,15 @@ func (t *messageTable) joined(rank int) bool {
 func (t *messageTable) anyJoined() bool { return t.entries[joinKey] != nil }
 
 // add records rank's request req (shared with the other ranks of its
-// group; not copied); it returns the entry and whether it is new. A second
-// request from the same rank for one name is ignored (the controller of
-// that rank never sends one).
-func (t *messageTable) add(req *Request, rank int, now time.Time) (e *tableEntry, isNew, dup bool) {
+// group; not copied) in e, req's entry if the caller has it (nil: looked
+// up); it returns the entry and whether it is new. A second request from
+// the same rank for one name is ignored (the controller of that rank never
+// sends one).
+func (t *messageTable) add(e *tableEntry, req *Request, rank int, now time.Time) (_ *tableEntry, isNew, dup bool) {
 	k := key{req.ProcessSet, req.Name}
-	e = t.entries[k]
+	if e == nil || e.done {
+		e = t.entries[k]
+	}
 	if e == nil {
 		t.seq++
 		e = &tableEntry{key: k, seq: t.seq, reqs: make([]*Request, t.size), firstSeen: now}

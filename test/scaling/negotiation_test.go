@@ -2,9 +2,12 @@ package scaling
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/bits"
 	"os"
+	"runtime"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"testing"
@@ -28,6 +31,7 @@ type cycleCost struct {
 	bitBytes           int64         // per rank
 	gathers            float64       // request gathers per cycle
 	responses          int
+	soloRoot, soloRank time.Duration // steady state: own work per cycle with a warm state (solo)
 }
 
 // cycleTime is the cycle's critical path over links like l: the ranks'
@@ -88,10 +92,57 @@ func measure(t testing.TB, n, tensors, cycles int, cached, flat bool) cycleCost 
 	run(warm) // the first cycle fills the response cache
 	l := coordinatortest.NewSerialLockstep(n)
 	l.Flat = flat
+	// No collection during the measured cycles: a collection's pauses and
+	// assists would land on whichever rank holds the turn, and its work
+	// scales with every rank's heap in this process, not with one rank's.
+	runtime.GC()
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
 	for range cycles {
 		run(l)
 	}
-	return summarize(l, cycleCost{ranks: n, tensors: tensors, cached: cached, flat: flat, responses: responses}, cycles)
+	c := summarize(l, cycleCost{ranks: n, tensors: tensors, cached: cached, flat: flat, responses: responses}, cycles)
+	if cached {
+		c.soloRoot = solo(t, ctrls[0], identity{0, n}, reqs, 200)
+		c.soloRank = solo(t, ctrls[n-1], identity{n - 1, n}, reqs, 200)
+	}
+	return c
+}
+
+// solo is a rank's own work per steady-state cycle with its state warm, as
+// on a machine of its own: the controller, taken from the world after the
+// measured cycles, runs cycles back to back on one goroutine. Every rank
+// submits the same cached tensors, so the bit-vector AND of all ranks is
+// this rank's own vector and the exchange can return it unchanged.
+func solo(t testing.TB, c *coordinator.Controller, x identity, reqs []coordinator.Request, cycles int) time.Duration {
+	var total time.Duration
+	for i := range cycles + 1 {
+		start := time.Now()
+		rl, err := c.Cycle(context.Background(), x, time.Unix(0, 0), reqs, false)
+		if err != nil || len(rl.Responses) != 1 {
+			t.Fatalf("solo cycle: %v, %d responses", err, len(rl.Responses))
+		}
+		if i > 0 { // the first warms the rank's state
+			total += time.Since(start)
+		}
+	}
+	return total / time.Duration(cycles)
+}
+
+// identity is the exchange of a world whose ranks all send the same bit
+// vector: the AND is the vector itself. The steady state needs nothing
+// else; a request gather means the cycle was not steady.
+type identity struct{ rank, size int }
+
+func (x identity) Rank() int { return x.rank }
+func (x identity) Size() int { return x.size }
+func (x identity) AllreduceBits(context.Context, []uint64, tensor.ReduceOp) error {
+	return nil
+}
+func (x identity) GatherToRoot(context.Context, []byte) ([][]byte, error) {
+	return nil, errors.New("solo: a steady-state cycle gathered requests")
+}
+func (x identity) BroadcastFromRoot(context.Context, []byte) ([]byte, error) {
+	return nil, errors.New("solo: a steady-state cycle broadcast responses")
 }
 
 // summarize turns the exchange's counters into per-cycle costs.
@@ -141,8 +192,8 @@ func TestNegotiationTable(t *testing.T) {
 	if os.Getenv("GOROVOD_SCALING") == "" {
 		t.Skip("set GOROVOD_SCALING=1 to print the table")
 	}
-	t.Logf("%5s %5s %5s %10s %10s %10s %6s %10s %10s %8s %10s %10s", "ranks", "cache", "gath",
-		"rank0 us", "rank us", "crit us", "hops", "r0 in B", "r0 out B", "bits B", "tcp us", "shm us")
+	t.Logf("%5s %5s %5s %10s %10s %10s %6s %10s %10s %8s %10s %10s %8s %8s %8s", "ranks", "cache", "gath",
+		"rank0 us", "rank us", "crit us", "hops", "r0 in B", "r0 out B", "bits B", "tcp us", "shm us", "solo0", "soloN", "warmtcp")
 	for _, mode := range []struct{ cached, flat bool }{{true, false}, {false, false}, {false, true}} {
 		for _, n := range []int{8, 64, 256, 1024} {
 			cycles := max(3, 2048/n)
@@ -154,9 +205,11 @@ func TestNegotiationTable(t *testing.T) {
 			if mode.flat {
 				gather = "flat"
 			}
-			t.Logf("%5d %5s %5s %10.1f %10.1f %10.1f %6.0f %10d %10d %8d %10.1f %10.1f", n, cache, gather,
+			warm := c
+			warm.critical = max(c.soloRoot, c.soloRank)
+			t.Logf("%5d %5s %5s %10.1f %10.1f %10.1f %6.0f %10d %10d %8d %10.1f %10.1f %8.1f %8.1f %8.1f", n, cache, gather,
 				us(c.rootWork), us(c.rankWork), us(c.critical), c.hops, c.rootIn, c.rootOut, c.bitBytes,
-				us(c.cycleTime(tcpLink)), us(c.cycleTime(shmLink)))
+				us(c.cycleTime(tcpLink)), us(c.cycleTime(shmLink)), us(c.soloRoot), us(c.soloRank), us(warm.cycleTime(tcpLink)))
 		}
 	}
 }
