@@ -105,8 +105,12 @@ type Controller struct {
 	// Rank 0 only.
 	table    *messageTable
 	stalls   []Stall
-	activity []RankActivity // by rank: what rank 0 last saw each rank do
-	stallsAt time.Time      // when stalls were found
+	activity []RankActivity // by rank: what rank 0 last saw each rank submit
+	// activityAt orders activity and completed: when each was seen.
+	activityAt  []uint64
+	completed   map[int]completion // by process set: its last response
+	activitySeq uint64
+	stallsAt    time.Time // when stalls were found
 
 	settings uint64 // settingsHash(cfg)
 	cur      cycleState
@@ -152,6 +156,7 @@ func NewController(cfg Config) (*Controller, error) {
 	if cfg.Rank == 0 {
 		c.table = newMessageTable(cfg.Size)
 		c.activity = make([]RankActivity, cfg.Size)
+		c.activityAt = make([]uint64, cfg.Size)
 	}
 	return c, nil
 }

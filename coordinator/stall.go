@@ -23,25 +23,61 @@ func (c *Controller) saw(rank int, what string, op OpType, name string) {
 	if rank < 0 || rank >= len(c.activity) {
 		return
 	}
+	c.activitySeq++
 	c.activity[rank] = RankActivity{What: what, Op: op, Name: name, At: c.cur.now}
+	c.activityAt[rank] = c.activitySeq
+}
+
+// completion is the last response of a process set given to its members,
+// and when in rank 0's sequence of sightings.
+type completion struct {
+	act RankActivity
+	seq uint64
 }
 
 // sawCompleted records the last response of rl for every member of its
-// process set (rank 0).
+// process set (rank 0): once per set, not per member, so that the steady
+// state costs rank 0 nothing per rank; rankActivity resolves it.
 func (c *Controller) sawCompleted(rl *ResponseList) {
 	for i := range rl.Responses {
 		r := &rl.Responses[i]
 		if r.Error != "" || len(r.Names) == 0 {
 			continue
 		}
-		for _, m := range c.sets[r.ProcessSet] {
-			c.saw(m, "completed", r.Op, r.Names[len(r.Names)-1])
+		if c.completed == nil {
+			c.completed = make(map[int]completion)
+		}
+		c.activitySeq++
+		c.completed[r.ProcessSet] = completion{
+			act: RankActivity{What: "completed", Op: r.Op, Name: r.Names[len(r.Names)-1], At: c.cur.now},
+			seq: c.activitySeq,
 		}
 	}
 }
 
+// rankActivity is the latest of what rank submitted and what its sets
+// completed.
+func (c *Controller) rankActivity(rank int) RankActivity {
+	a, seq := c.activity[rank], c.activityAt[rank]
+	for set, done := range c.completed {
+		if done.seq > seq && isMember(c.sets[set], rank, c.cfg.Size) {
+			a, seq = done.act, done.seq
+		}
+	}
+	return a
+}
+
 // Activity returns, on rank 0, what each rank was last seen doing.
-func (c *Controller) Activity() []RankActivity { return slices.Clone(c.activity) }
+func (c *Controller) Activity() []RankActivity {
+	if c.activity == nil {
+		return nil
+	}
+	out := make([]RankActivity, len(c.activity))
+	for r := range out {
+		out[r] = c.rankActivity(r)
+	}
+	return out
+}
 
 // FormatStalls renders stalls as Horovod's "missing ranks" report, better
 // sorted: one line per missing rank with up to maxNames tensor names (the
@@ -108,9 +144,12 @@ func (c *Controller) StallReport() string {
 }
 
 func (c *Controller) lastSeen(rank int) string {
-	if rank < 0 || rank >= len(c.activity) || c.activity[rank].What == "" {
+	if rank < 0 || rank >= len(c.activity) {
 		return "nothing seen from it yet"
 	}
-	a := c.activity[rank]
+	a := c.rankActivity(rank)
+	if a.What == "" {
+		return "nothing seen from it yet"
+	}
 	return fmt.Sprintf("last %s %s %q %v ago", a.What, a.Op, a.Name, c.stallsAt.Sub(a.At).Round(time.Millisecond))
 }

@@ -53,8 +53,10 @@ type Lockstep struct {
 	Waited          []time.Duration // by rank: time spent waiting in the exchange (concurrent)
 	Own             []time.Duration // by rank: time spent holding the token (serial)
 	Critical        time.Duration   // serial: sum over segments of the longest rank's
-	Hops            int             // network hops on the critical path
-	HopBytes        int64           // the largest message of each hop, summed
+	CycleCritical   []time.Duration // serial: Critical by cycle (from Start to the last Done)
+	cycleMark       time.Duration
+	Hops            int   // network hops on the critical path
+	HopBytes        int64 // the largest message of each hop, summed
 }
 
 // NewLockstep returns the exchange of n ranks, all running at once.
@@ -97,6 +99,8 @@ func (l *Lockstep) Done(rank int) {
 	l.stopClock(rank)
 	if rank == l.n-1 {
 		l.endSegment()
+		l.CycleCritical = append(l.CycleCritical, l.Critical-l.cycleMark)
+		l.cycleMark = l.Critical
 		return
 	}
 	l.tok[rank+1] <- struct{}{}
