@@ -15,7 +15,8 @@
 // identically on every rank before they are used. All I/O goes through the
 // Exchange the caller implements: one bitwise allreduce of a small []uint64
 // per cycle, and on the slow path a gather to rank 0 and a broadcast from
-// it. A Join is submitted as a Request with Op OpJoin; it is answered under
+// it (up and down a binomial tree when the Exchange is a TreeExchange,
+// inner ranks merging identical requests; merge.go). A Join is submitted as a Request with Op OpJoin; it is answered under
 // JoinName.
 //
 // # One cycle
@@ -34,7 +35,9 @@
 //     common hits into responses in bit order and fuses them; nothing goes
 //     to rank 0. Hits not common to all ranks stay queued.
 //  4. Slow path: every rank sends its uncached requests (RequestList, see
-//     wire.go) to rank 0, which counts them per name in its message table.
+//     wire.go) to rank 0, directly or merged up a tree, and rank 0 counts
+//     them per name in its message table, reading the ranks' lists one
+//     after another either way.
 //     A tensor is ready when every rank of its process set submitted it or
 //     joined. Rank 0 validates the requests (op, dtype, count or
 //     non-first dimensions, reduce op, scale factors, root, device) and
