@@ -636,7 +636,7 @@ type readyEntries struct {
 }
 
 func (r *readyEntries) addIfReady(t *messageTable, e *tableEntry, members []int) {
-	if !r.in[e] && t.ready(e, members) {
+	if t.ready(e, members) && !r.in[e] {
 		r.in[e] = true
 		r.list = append(r.list, e)
 	}
@@ -668,7 +668,6 @@ func (c *Controller) countRequests(groups []requestGroup, ready *readyEntries) (
 				}
 				shared[gi] = req
 			}
-			c.saw(rank, "submitted", req.Op, req.Name)
 			members, ok := c.sets[req.ProcessSet]
 			if !ok || !isMember(members, rank, c.cfg.Size) {
 				// The sender's controller checks this; only a peer out of
@@ -691,6 +690,10 @@ func (c *Controller) countRequests(groups []requestGroup, ready *readyEntries) (
 			}
 			joinArrived = joinArrived || req.Op == OpJoin
 			ready.addIfReady(t, e, members)
+		}
+		if n := start[rank+1]; n > start[rank] { // the last request read is what rank 0 last saw
+			last := shared[order[n-1]]
+			c.saw(rank, "submitted", last.Op, last.Name)
 		}
 	}
 	return errs, joinArrived, nil
