@@ -243,11 +243,12 @@ func (e *engine) run() {
 	timer := time.NewTimer(e.cfg.CycleTime)
 	defer timer.Stop()
 	stopped := false
+	busy := false // submissions arrived while the last cycle ran: a burst
 	for {
 		if !stopped {
 			select {
 			case <-e.wake:
-				e.settle()
+				e.settle(busy)
 			case <-timer.C:
 			case <-e.stop:
 				stopped = true
@@ -301,6 +302,7 @@ func (e *engine) run() {
 			e.die(fmt.Errorf("%w", ErrShutdown))
 			return
 		}
+		busy = e.queued() > 0
 		if !timer.Stop() {
 			select {
 			case <-timer.C:
@@ -331,18 +333,19 @@ func (e *engine) timeoutErr(err error) error {
 
 // settle gives a burst of submissions (a model's gradients) the chance to
 // land in one cycle: it polls the queue until no submission arrived for the
-// batch window, or a whole cycle time passed. A lone op pays one window.
-func (e *engine) settle() {
+// batch window, or a whole cycle time passed. It waits only for a burst:
+// when busy (submissions arrived while the last cycle ran) or more than one
+// submission is queued. A lone call on an idle loop is negotiated at once;
+// while its cycle runs, what arrives behind it marks the next wake a burst.
+func (e *engine) settle(busy bool) {
 	quiet := e.cfg.BatchWindow
-	if quiet <= 0 {
+	if quiet <= 0 || (!busy && e.queued() <= 1) {
 		return
 	}
 	start := time.Now()
 	lastGrowth, last := start, -1
 	for {
-		e.mu.Lock()
-		n := len(e.queue)
-		e.mu.Unlock()
+		n := e.queued()
 		now := time.Now()
 		switch {
 		case n != last:
@@ -355,6 +358,13 @@ func (e *engine) settle() {
 		}
 		runtime.Gosched()
 	}
+}
+
+// queued is the number of submissions the loop has not taken yet.
+func (e *engine) queued() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.queue)
 }
 
 // die fails every pending call with err and stops accepting new ones.
