@@ -74,6 +74,7 @@ type engine struct {
 	withdrawals  []*entry          // calls whose context ended, for the loop
 	nextSet      int               // last process set id handed out (API side)
 	sets         map[int]*setState // loop goroutine only
+	prog         progress          // loop goroutine only
 
 	inflight   chan inflightOp // device ops enqueued, for the completion goroutine (see AsyncBackend)
 	inflightWG sync.WaitGroup  // ops in inflight not finished yet; Add on the loop goroutine only
@@ -239,6 +240,7 @@ func (e *engine) run() {
 	}()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	defer e.prog.release()
 	x := &exchange{e: e}
 	timer := time.NewTimer(e.cfg.CycleTime)
 	defer timer.Stop()
@@ -315,11 +317,40 @@ func (e *engine) run() {
 
 // progressDeadline bounds one negotiation cycle or one data-plane op: a
 // peer that is alive but stuck (stopped, deadlocked) must not hang the job.
+// Loop goroutine only. See progress for the context it returns.
 func (e *engine) progressDeadline(ctx context.Context) (context.Context, context.CancelFunc) {
 	if e.cfg.ProgressTimeout <= 0 {
 		return ctx, func() {}
 	}
-	return context.WithTimeout(ctx, e.cfg.ProgressTimeout)
+	return e.prog.bound(ctx, e.cfg.ProgressTimeout), func() {}
+}
+
+// progress hands the loop's phases one deadline context while it has at
+// least 63/64 of ProgressTimeout left, so a phase gets between 63/64 of it
+// and all of it: a context and a timer per phase cost a microsecond of a
+// small op's ten. Loop goroutine only; release cancels the last one.
+type progress struct {
+	parent context.Context
+	ctx    context.Context
+	cancel context.CancelFunc
+	until  time.Time
+}
+
+func (p *progress) bound(parent context.Context, limit time.Duration) context.Context {
+	now := time.Now()
+	if p.ctx == nil || p.parent != parent || p.until.Sub(now) < limit-limit/64 {
+		p.release()
+		p.parent, p.until = parent, now.Add(limit)
+		p.ctx, p.cancel = context.WithDeadline(parent, p.until)
+	}
+	return p.ctx
+}
+
+func (p *progress) release() {
+	if p.cancel != nil {
+		p.cancel()
+	}
+	*p = progress{}
 }
 
 // timeoutErr marks a progress deadline as ErrTimeout (the wrapped
