@@ -247,22 +247,7 @@ func (e *engine) run() {
 	stopped := false
 	busy := false // submissions arrived while the last cycle ran: a burst
 	for {
-		if !stopped {
-			select {
-			case <-e.wake:
-				e.settle(busy)
-			case <-timer.C:
-			case <-e.stop:
-				stopped = true
-			}
-		}
-		if !stopped {
-			select {
-			case <-e.stop:
-				stopped = true
-			default:
-			}
-		}
+		stopped = e.awaitWork(timer, busy, stopped)
 		if err := e.applyWithdrawals(); err != nil {
 			e.die(err)
 			return
@@ -312,6 +297,28 @@ func (e *engine) run() {
 			}
 		}
 		timer.Reset(e.cfg.CycleTime)
+	}
+}
+
+// awaitWork waits for a submission (then settles a burst; busy: calls
+// arrived during the last cycle), the cycle time or Shutdown, and reports
+// whether Shutdown was asked; once it was, the loop no longer waits.
+func (e *engine) awaitWork(timer *time.Timer, busy, stopped bool) bool {
+	if stopped {
+		return true
+	}
+	select {
+	case <-e.wake:
+		e.settle(busy)
+	case <-timer.C:
+	case <-e.stop:
+		return true
+	}
+	select {
+	case <-e.stop:
+		return true
+	default:
+		return false
 	}
 }
 
