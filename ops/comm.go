@@ -47,10 +47,12 @@ type Comm struct {
 	snd *sender // nil when size == 1
 
 	// spins: idle rounds the duplex engine retries before it yields the
-	// core (memorySpins over shared memory, duplexSpins otherwise); 1 (no
-	// spinning) when this host has more ranks than cores, where the peer
-	// waited for may need this very core.
+	// core (memorySpins over shared memory while the host's cores are not
+	// oversubscribed, see load; duplexSpins otherwise); 1 (no spinning)
+	// when this host has more ranks than cores, where the peer waited for
+	// may need this very core.
 	spins int
+	load  *hostLoad // nil unless spins may be memorySpins; under opMu
 
 	sc       singleCopy       // under opMu
 	scStatus SingleCopyStatus // under mu
@@ -92,11 +94,12 @@ func NewComm(mesh transport.Mesh, cfg Config) (*Comm, error) {
 	}
 	c.topology()
 	c.spins = duplexSpins
-	if c.memoryLinks() {
-		c.spins = memorySpins
-	}
-	if len(c.local) > runtime.NumCPU() {
+	switch {
+	case len(c.local) > runtime.NumCPU():
 		c.spins = 1
+	case c.memoryLinks():
+		c.spins = memorySpins
+		c.load = newHostLoad()
 	}
 	if size > 1 {
 		c.snd = newSender()
@@ -106,11 +109,26 @@ func NewComm(mesh transport.Mesh, cfg Config) (*Comm, error) {
 }
 
 // memorySpins is Comm.spins when every link is in memory (shared memory:
-// a retry is two loads, some 25 ns, so 512 are about 13 us). Two ranks'
-// small ops drift apart by a few microseconds; a waiter that yields within
-// that hands its core to another thread and sees the peer's data late:
-// with 32 spins a 64 KiB allreduce through the API took 1.4x as long.
+// a retry is two loads, some 25 ns, so 512 are about 13 us) and the host's
+// cores are not oversubscribed. Two ranks' small ops drift apart by a few
+// microseconds; a waiter that yields within that hands its core to another
+// thread and sees the peer's data late: with 32 spins a 64 KiB allreduce
+// through the API took 1.4x as long. When other work waits for the cores
+// (hostLoad), spinning keeps the peer from running: 32 spins were 4x
+// faster than 512 at 4 KiB on the 2-core VM while it compiled.
 const memorySpins = 512
+
+// setSpins picks the spins of the next op from the host's load (see
+// memorySpins). Under opMu.
+func (c *Comm) setSpins() {
+	if c.load == nil {
+		return
+	}
+	c.spins = memorySpins
+	if c.load.oversubscribed() {
+		c.spins = duplexSpins
+	}
+}
 
 // memoryLinks reports whether every link reduces from its own memory
 // (transport.DuplexReducer: shared memory), where retrying costs no
@@ -174,6 +192,7 @@ func (c *Comm) Close() error {
 			close(c.snd.quit)
 			<-c.snd.done
 		}
+		c.load.close()
 	})
 	return nil
 }
@@ -189,6 +208,7 @@ func (c *Comm) run(ctx context.Context, name string, body func(ctx context.Conte
 	if err != nil {
 		return fmt.Errorf("ops: %s on rank %d: %w", name, c.rank, err)
 	}
+	c.setSpins()
 	if c.snd != nil {
 		c.snd.begin(opCtx, cancel)
 	}
