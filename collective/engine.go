@@ -74,6 +74,7 @@ type engine struct {
 	withdrawals  []*entry          // calls whose context ended, for the loop
 	nextSet      int               // last process set id handed out (API side)
 	sets         map[int]*setState // loop goroutine only
+	prog         progress          // loop goroutine only
 
 	inflight   chan inflightOp // device ops enqueued, for the completion goroutine (see AsyncBackend)
 	inflightWG sync.WaitGroup  // ops in inflight not finished yet; Add on the loop goroutine only
@@ -239,27 +240,14 @@ func (e *engine) run() {
 	}()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	defer e.prog.release()
 	x := &exchange{e: e}
 	timer := time.NewTimer(e.cfg.CycleTime)
 	defer timer.Stop()
 	stopped := false
+	busy := false // submissions arrived while the last cycle ran: a burst
 	for {
-		if !stopped {
-			select {
-			case <-e.wake:
-				e.settle()
-			case <-timer.C:
-			case <-e.stop:
-				stopped = true
-			}
-		}
-		if !stopped {
-			select {
-			case <-e.stop:
-				stopped = true
-			default:
-			}
-		}
+		stopped = e.awaitWork(timer, busy, stopped)
 		if err := e.applyWithdrawals(); err != nil {
 			e.die(err)
 			return
@@ -301,6 +289,7 @@ func (e *engine) run() {
 			e.die(fmt.Errorf("%w", ErrShutdown))
 			return
 		}
+		busy = e.queued() > 0
 		if !timer.Stop() {
 			select {
 			case <-timer.C:
@@ -311,13 +300,64 @@ func (e *engine) run() {
 	}
 }
 
+// awaitWork waits for a submission (then settles a burst; busy: calls
+// arrived during the last cycle), the cycle time or Shutdown, and reports
+// whether Shutdown was asked; once it was, the loop no longer waits.
+func (e *engine) awaitWork(timer *time.Timer, busy, stopped bool) bool {
+	if stopped {
+		return true
+	}
+	select {
+	case <-e.wake:
+		e.settle(busy)
+	case <-timer.C:
+	case <-e.stop:
+		return true
+	}
+	select {
+	case <-e.stop:
+		return true
+	default:
+		return false
+	}
+}
+
 // progressDeadline bounds one negotiation cycle or one data-plane op: a
 // peer that is alive but stuck (stopped, deadlocked) must not hang the job.
+// Loop goroutine only. See progress for the context it returns.
 func (e *engine) progressDeadline(ctx context.Context) (context.Context, context.CancelFunc) {
 	if e.cfg.ProgressTimeout <= 0 {
 		return ctx, func() {}
 	}
-	return context.WithTimeout(ctx, e.cfg.ProgressTimeout)
+	return e.prog.bound(ctx, e.cfg.ProgressTimeout), func() {}
+}
+
+// progress hands the loop's phases one deadline context while it has at
+// least 63/64 of ProgressTimeout left, so a phase gets between 63/64 of it
+// and all of it: a context and a timer per phase cost a microsecond of a
+// small op's ten. Loop goroutine only; release cancels the last one.
+type progress struct {
+	parent context.Context
+	ctx    context.Context
+	cancel context.CancelFunc
+	until  time.Time
+}
+
+func (p *progress) bound(parent context.Context, limit time.Duration) context.Context {
+	now := time.Now()
+	if p.ctx == nil || p.parent != parent || p.until.Sub(now) < limit-limit/64 {
+		p.release()
+		p.parent, p.until = parent, now.Add(limit)
+		p.ctx, p.cancel = context.WithDeadline(parent, p.until)
+	}
+	return p.ctx
+}
+
+func (p *progress) release() {
+	if p.cancel != nil {
+		p.cancel()
+	}
+	*p = progress{}
 }
 
 // timeoutErr marks a progress deadline as ErrTimeout (the wrapped
@@ -331,18 +371,19 @@ func (e *engine) timeoutErr(err error) error {
 
 // settle gives a burst of submissions (a model's gradients) the chance to
 // land in one cycle: it polls the queue until no submission arrived for the
-// batch window, or a whole cycle time passed. A lone op pays one window.
-func (e *engine) settle() {
+// batch window, or a whole cycle time passed. It waits only for a burst:
+// when busy (submissions arrived while the last cycle ran) or more than one
+// submission is queued. A lone call on an idle loop is negotiated at once;
+// while its cycle runs, what arrives behind it marks the next wake a burst.
+func (e *engine) settle(busy bool) {
 	quiet := e.cfg.BatchWindow
-	if quiet <= 0 {
+	if quiet <= 0 || (!busy && e.queued() <= 1) {
 		return
 	}
 	start := time.Now()
 	lastGrowth, last := start, -1
 	for {
-		e.mu.Lock()
-		n := len(e.queue)
-		e.mu.Unlock()
+		n := e.queued()
 		now := time.Now()
 		switch {
 		case n != last:
@@ -355,6 +396,13 @@ func (e *engine) settle() {
 		}
 		runtime.Gosched()
 	}
+}
+
+// queued is the number of submissions the loop has not taken yet.
+func (e *engine) queued() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.queue)
 }
 
 // die fails every pending call with err and stops accepting new ones.

@@ -2,8 +2,10 @@ package collective
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand"
 	"runtime"
 	"strings"
@@ -363,5 +365,29 @@ func TestMetricsEndpoint(t *testing.T) {
 	}
 	if metricValue(t, fams, "go_goroutines", rank0) == 0 {
 		t.Error("go_goroutines is 0")
+	}
+}
+
+// A lone call on an idle loop is negotiated at once: with a batch window
+// (and cycle time) of an hour, calls that waited for it would never end.
+func TestLoneCallSkipsBatchWindow(t *testing.T) {
+	cfg := config.Default()
+	cfg.CycleTime, cfg.BatchWindow = time.Hour, time.Hour
+	wd := newWorld(t, 2, cfg)
+	for i := range 3 { // the first negotiated through rank 0, the others cached
+		ens := make([]*entry, 2)
+		for r, e := range wd.engines {
+			buf := make([]byte, 16)
+			binary.NativeEndian.PutUint32(buf, math.Float32bits(float32(r+1)))
+			ens[r] = e.submit(context.Background(), allreduceReq("lone", 4, tensor.Sum), buf, nil)
+		}
+		for r, en := range ens {
+			if err := wait(t, en); err != nil {
+				t.Fatalf("call %d, rank %d: %v", i, r, err)
+			}
+			if got := math.Float32frombits(binary.NativeEndian.Uint32(en.Buf)); got != 3 {
+				t.Fatalf("call %d, rank %d: first element %v, want 3", i, r, got)
+			}
+		}
 	}
 }

@@ -899,3 +899,28 @@ func runAllreduceBench(b *testing.B, comms []*Comm, bufs [][]byte) {
 	}
 	wg.Wait()
 }
+
+// TestSpinsByLink: the duplex engine retries longer over memory links
+// (shared memory, where a retry is two loads) than over links whose retry
+// is a system call, and not at all when ranks outnumber cores.
+func TestSpinsByLink(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opts []inmem.Option
+		want int
+	}{
+		{"memory", []inmem.Option{inmem.WithDuplex(), inmem.WithRecvReducer(), inmem.WithRanksPerHost(1)}, memorySpins},
+		{"socket-like", []inmem.Option{inmem.WithDuplex(), inmem.WithRanksPerHost(1)}, duplexSpins},
+		{"oversubscribed memory", []inmem.Option{inmem.WithDuplex(), inmem.WithRecvReducer()}, 1},
+	} {
+		n := 2
+		if tc.want == 1 {
+			n = runtime.NumCPU() + 1
+		}
+		ws := newWorld(t, n, Config{}, tc.opts...)
+		if s := ws.comms[0].spins; s != tc.want {
+			t.Errorf("%s: %d spins, want %d", tc.name, s, tc.want)
+		}
+		ws.close()
+	}
+}

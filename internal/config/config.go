@@ -49,8 +49,11 @@ type Config struct {
 	// CycleTime is the longest the background loop sleeps between negotiation
 	// cycles when no work arrives (work arriving wakes it at once).
 	CycleTime time.Duration
-	// BatchWindow is how long the loop, once woken by a submission, waits for
-	// further submissions before negotiating (lets a burst of tensors fuse).
+	// BatchWindow is how long the queue must stay unchanged before the loop
+	// negotiates a burst (lets its tensors fuse): it waits only when woken
+	// with more than one call queued or after calls arrived while the
+	// previous cycle ran; a lone call on an idle loop is negotiated at once
+	// (what arrives during its cycle forms the next). 0: never wait.
 	BatchWindow time.Duration
 	// CacheCapacity is the response cache size in entries; 0 disables it.
 	CacheCapacity int
