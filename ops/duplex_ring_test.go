@@ -166,4 +166,21 @@ func TestNoSpinningWhenOversubscribed(t *testing.T) {
 	if s := ws2.comms[0].spins; s != duplexSpins {
 		t.Errorf("one rank per host: %d spins, want %d", s, duplexSpins)
 	}
+	// Links that reduce from their own memory (shared memory) wait longer
+	// before blocking, unless ranks outnumber cores.
+	for _, tc := range []struct {
+		ws                  *world
+		reducer             bool
+		wantSpin, wantYield int
+	}{
+		{newWorld(t, 2, Config{}, inmem.WithDuplex(), inmem.WithRecvReducer(), inmem.WithRanksPerHost(1)), true, shmSpins, shmYields},
+		{newWorld(t, 2, Config{}, inmem.WithDuplex(), inmem.WithRanksPerHost(1)), false, duplexSpins, duplexYields},
+		{newWorld(t, n, Config{}, inmem.WithDuplex(), inmem.WithRecvReducer()), true, 1, shmYields},
+	} {
+		if d, ok := tc.ws.comms[0].duplexTo(1); !ok || d.spins != tc.wantSpin || d.yields != tc.wantYield {
+			t.Errorf("%d ranks, reducer %v: duplex %v (%+v), want %d spins and %d yields",
+				len(tc.ws.comms), tc.reducer, ok, d, tc.wantSpin, tc.wantYield)
+		}
+		tc.ws.close()
+	}
 }
