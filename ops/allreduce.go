@@ -177,6 +177,9 @@ func (c *Comm) ring(ctx context.Context, r ringSpec) error {
 	seg := max(c.cfg.SegmentBytes/esz*esz, esz)
 	if n == 2 {
 		if d, ok := c.duplexTo(right); ok {
+			if r.rs && r.ag && d.rr != nil {
+				return c.duplexAllreduce2(ctx, d, r, seg)
+			}
 			return c.duplexRing(ctx, d, r, seg)
 		}
 	}

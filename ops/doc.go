@@ -38,7 +38,12 @@
 //     Algorithm) reduce-scatters within each host, allreduces across hosts
 //     among ranks with the same local index, and allgathers within the host.
 //     Postscale/average is applied to each rank's reduced chunk before the
-//     allgather, so every rank scales 1/n of the data.
+//     allgather, so every rank scales 1/n of the data. Two ranks over
+//     shared memory (duplexAllreduce2) cut each segment in two halves, one
+//     per rank, and per segment send the peer's half, reduce their own half
+//     and write it to the link in the same pass (transport.DuplexForwarder,
+//     reduceOut), then receive the peer's reduced half: three passes over
+//     the data, each segment's while it is in cache.
 //   - Single copy (singlecopy.go): when every rank is on one host, reached
 //     over shared memory (transport.RecvReducer links), and the kernel
 //     allows cross-memory attach, allreduce, allgatherv,
@@ -47,7 +52,8 @@
 //     (addresses exchanged over the links): one copy per byte moved instead
 //     of two through slots, three small exchanges per op. A probe at the
 //     first such op decides once, on every rank alike, then the ranks time
-//     a 4 MiB allreduce both ways and adopt rank 0's verdict
+//     allreduces of 1 to 32 MiB both ways and use the single copy in the
+//     band of sizes where it was 10% faster on rank 0, if any
 //     (Config.SingleCopyMaxBytes overrides it).
 //   - Allgatherv: the allgather half of the ring, any count per rank.
 //   - ReduceScatter: the reduce-scatter half of the ring, any count per rank.

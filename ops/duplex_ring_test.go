@@ -15,10 +15,12 @@ import (
 	"github.com/gorovod/gorovod/internal/transport/inmem"
 )
 
-// TestDuplexRingN: rings of 3-5 ranks over Duplex links run on the op's
+// TestDuplexRingN: rings of 2-5 ranks over Duplex links run on the op's
 // goroutine (no sender hand-off); allreduce (ring and hierarchical),
 // allgatherv and reduce-scatter against references, with pipes small
-// enough that sends and receives interleave in pieces.
+// enough that sends and receives interleave in pieces (and, for two ranks
+// over links that reduce, that the reduce-and-forward of a segment goes
+// partly in one pass and partly reduced then queued).
 func TestDuplexRingN(t *testing.T) {
 	defer checkGoroutines(t)()
 	r := rand.New(rand.NewPCG(8, 13))
@@ -26,7 +28,7 @@ func TestDuplexRingN(t *testing.T) {
 	if testing.Short() {
 		iters = 4
 	}
-	for n := 3; n <= 5; n++ {
+	for n := 2; n <= 5; n++ {
 		for _, reducer := range []bool{false, true} {
 			t.Run(fmt.Sprintf("np%d-reducer=%v", n, reducer), func(t *testing.T) {
 				for it := range iters {
@@ -163,5 +165,22 @@ func TestNoSpinningWhenOversubscribed(t *testing.T) {
 	defer ws2.close()
 	if s := ws2.comms[0].spins; s != duplexSpins {
 		t.Errorf("one rank per host: %d spins, want %d", s, duplexSpins)
+	}
+	// Links that reduce from their own memory (shared memory) wait longer
+	// before blocking, unless ranks outnumber cores.
+	for _, tc := range []struct {
+		ws                  *world
+		reducer             bool
+		wantSpin, wantYield int
+	}{
+		{newWorld(t, 2, Config{}, inmem.WithDuplex(), inmem.WithRecvReducer(), inmem.WithRanksPerHost(1)), true, shmSpins, shmYields},
+		{newWorld(t, 2, Config{}, inmem.WithDuplex(), inmem.WithRanksPerHost(1)), false, duplexSpins, duplexYields},
+		{newWorld(t, n, Config{}, inmem.WithDuplex(), inmem.WithRecvReducer()), true, 1, shmYields},
+	} {
+		if d, ok := tc.ws.comms[0].duplexTo(1); !ok || d.spins != tc.wantSpin || d.yields != tc.wantYield {
+			t.Errorf("%d ranks, reducer %v: duplex %v (%+v), want %d spins and %d yields",
+				len(tc.ws.comms), tc.reducer, ok, d, tc.wantSpin, tc.wantYield)
+		}
+		tc.ws.close()
 	}
 }

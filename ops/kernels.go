@@ -71,6 +71,17 @@ func reduce(dt tensor.DType, op tensor.ReduceOp, dst, src []byte) {
 	reduceGo(dt, op, dst, src)
 }
 
+// reduceOut is reduce that also writes the result to out (a ring step's
+// forwarded copy), in one pass where a C kernel does it. out must not
+// overlap dst or src.
+func reduceOut(dt tensor.DType, op tensor.ReduceOp, dst, src, out []byte) {
+	if len(dst) >= cgoMinBytes && reduceOutSIMD(dt, op, dst, src, out) {
+		return
+	}
+	reduceGo(dt, op, dst, src)
+	copy(out, dst)
+}
+
 func scale(dt tensor.DType, buf []byte, factor float64) {
 	if len(buf) >= cgoMinBytes && scaleSIMD(dt, buf, factor) {
 		return

@@ -82,6 +82,26 @@ ATTR static void NAME(int op, TD *restrict d, const TD *restrict s, size_t n) { 
 	} \
 }
 
+// REDUCE_OUT is REDUCE that also stores each result in o (the forwarded
+// copy of a ring step), in the same pass.
+#define REDUCE_OUT(NAME, ATTR, TD, TV, LD, ST) \
+ATTR static void NAME(int op, TD *restrict d, const TD *restrict s, TD *restrict o, size_t n) { \
+	switch (op) { \
+	case OP_SUM: case OP_AVG: \
+		for (size_t i = 0; i < n; i++) { TD v = ST(LD(d[i]) + LD(s[i])); d[i] = v; o[i] = v; } \
+		break; \
+	case OP_PROD: \
+		for (size_t i = 0; i < n; i++) { TD v = ST(LD(d[i]) * LD(s[i])); d[i] = v; o[i] = v; } \
+		break; \
+	case OP_MIN: \
+		for (size_t i = 0; i < n; i++) { TV a = LD(d[i]), b = LD(s[i]); TD v = ST(b < a ? b : a); d[i] = v; o[i] = v; } \
+		break; \
+	case OP_MAX: \
+		for (size_t i = 0; i < n; i++) { TV a = LD(d[i]), b = LD(s[i]); TD v = ST(b > a ? b : a); d[i] = v; o[i] = v; } \
+		break; \
+	} \
+}
+
 #define SCALE(NAME, ATTR, TD, TV, LD, ST) \
 ATTR static void NAME(TD *restrict d, size_t n, TV f) { \
 	for (size_t i = 0; i < n; i++) d[i] = ST(LD(d[i]) * f); \
@@ -91,6 +111,9 @@ ATTR static void NAME(TD *restrict d, size_t n, TV f) { \
 	REDUCE(red_f32_##SUF, ATTR, float, float, ID, ID) \
 	REDUCE(red_f64_##SUF, ATTR, double, double, ID, ID) \
 	REDUCE(red_bf16_##SUF, ATTR, uint16_t, float, bf16_to_f32, f_to_bf16) \
+	REDUCE_OUT(redo_f32_##SUF, ATTR, float, float, ID, ID) \
+	REDUCE_OUT(redo_f64_##SUF, ATTR, double, double, ID, ID) \
+	REDUCE_OUT(redo_bf16_##SUF, ATTR, uint16_t, float, bf16_to_f32, f_to_bf16) \
 	SCALE(scale_f32_##SUF, ATTR, float, float, ID, ID) \
 	SCALE(scale_f64_##SUF, ATTR, double, double, ID, ID) \
 	SCALE(scale_bf16_##SUF, ATTR, uint16_t, float, bf16_to_f32, f_to_bf16)
@@ -105,6 +128,7 @@ ALL(avx512, ATTR_AVX512)
 
 // float16 without F16C: scalar conversions.
 REDUCE(red_f16_v2, ATTR_V2, uint16_t, float, f16_to_f32, f32_to_f16)
+REDUCE_OUT(redo_f16_v2, ATTR_V2, uint16_t, float, f16_to_f32, f32_to_f16)
 SCALE(scale_f16_v2, ATTR_V2, uint16_t, float, f16_to_f32, f32_to_f16)
 
 static inline float op_scalar(int op, float a, float b) {
@@ -118,7 +142,8 @@ static inline float op_scalar(int op, float a, float b) {
 
 // float16 with F16C: 8 lanes per step, converting in hardware (round to
 // nearest even, the same results as f32_to_f16).
-ATTR_AVX2 static void red_f16_avx2(int op, uint16_t *restrict d, const uint16_t *restrict s, size_t n) {
+// o, when not NULL, gets a copy of every result (REDUCE_OUT).
+ATTR_AVX2 static void red_f16o_avx2(int op, uint16_t *restrict d, const uint16_t *restrict s, uint16_t *restrict o, size_t n) {
 	size_t i = 0;
 	for (; i + 8 <= n; i += 8) {
 		__m256 a = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(d + i)));
@@ -130,9 +155,22 @@ ATTR_AVX2 static void red_f16_avx2(int op, uint16_t *restrict d, const uint16_t 
 		case OP_PROD: r = _mm256_mul_ps(a, b); break;
 		default: r = _mm256_add_ps(a, b); break;
 		}
-		_mm_storeu_si128((__m128i *)(d + i), _mm256_cvtps_ph(r, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+		__m128i h = _mm256_cvtps_ph(r, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+		_mm_storeu_si128((__m128i *)(d + i), h);
+		if (o) _mm_storeu_si128((__m128i *)(o + i), h);
 	}
-	for (; i < n; i++) d[i] = f32_to_f16(op_scalar(op, f16_to_f32(d[i]), f16_to_f32(s[i])));
+	for (; i < n; i++) {
+		d[i] = f32_to_f16(op_scalar(op, f16_to_f32(d[i]), f16_to_f32(s[i])));
+		if (o) o[i] = d[i];
+	}
+}
+
+ATTR_AVX2 static void red_f16_avx2(int op, uint16_t *restrict d, const uint16_t *restrict s, size_t n) {
+	red_f16o_avx2(op, d, s, NULL, n);
+}
+
+ATTR_AVX2 static void redo_f16_avx2(int op, uint16_t *restrict d, const uint16_t *restrict s, uint16_t *restrict o, size_t n) {
+	red_f16o_avx2(op, d, s, o, n);
 }
 
 ATTR_AVX2 static void scale_f16_avx2(uint16_t *restrict d, size_t n, float f) {
@@ -145,7 +183,7 @@ ATTR_AVX2 static void scale_f16_avx2(uint16_t *restrict d, size_t n, float f) {
 	for (; i < n; i++) d[i] = f32_to_f16(f16_to_f32(d[i]) * f);
 }
 
-ATTR_AVX512 static void red_f16_avx512(int op, uint16_t *restrict d, const uint16_t *restrict s, size_t n) {
+ATTR_AVX512 static void red_f16o_avx512(int op, uint16_t *restrict d, const uint16_t *restrict s, uint16_t *restrict o, size_t n) {
 	size_t i = 0;
 	for (; i + 16 <= n; i += 16) {
 		__m512 a = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(d + i)));
@@ -157,9 +195,19 @@ ATTR_AVX512 static void red_f16_avx512(int op, uint16_t *restrict d, const uint1
 		case OP_PROD: r = _mm512_mul_ps(a, b); break;
 		default: r = _mm512_add_ps(a, b); break;
 		}
-		_mm256_storeu_si256((__m256i *)(d + i), _mm512_cvtps_ph(r, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+		__m256i h = _mm512_cvtps_ph(r, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+		_mm256_storeu_si256((__m256i *)(d + i), h);
+		if (o) _mm256_storeu_si256((__m256i *)(o + i), h);
 	}
-	red_f16_avx2(op, d + i, s + i, n - i);
+	red_f16o_avx2(op, d + i, s + i, o ? o + i : NULL, n - i);
+}
+
+ATTR_AVX512 static void red_f16_avx512(int op, uint16_t *restrict d, const uint16_t *restrict s, size_t n) {
+	red_f16o_avx512(op, d, s, NULL, n);
+}
+
+ATTR_AVX512 static void redo_f16_avx512(int op, uint16_t *restrict d, const uint16_t *restrict s, uint16_t *restrict o, size_t n) {
+	red_f16o_avx512(op, d, s, o, n);
 }
 
 ATTR_AVX512 static void scale_f16_avx512(uint16_t *restrict d, size_t n, float f) {
@@ -173,12 +221,14 @@ ATTR_AVX512 static void scale_f16_avx512(uint16_t *restrict d, size_t n, float f
 }
 
 typedef void (*red_fn)(int, void *, const void *, size_t);
+typedef void (*redo_fn)(int, void *, const void *, void *, size_t);
 typedef void (*scale_fn)(void *, size_t, float);
 typedef void (*scale64_fn)(void *, size_t, double);
 
 static struct {
 	int level;
 	red_fn f32, f64, f16, bf16;
+	redo_fn of32, of64, of16, obf16;
 	scale_fn sf32, sf16, sbf16;
 	scale64_fn sf64;
 } K;
@@ -186,6 +236,8 @@ static struct {
 #define PICK(SUF) do { \
 	K.f32 = (red_fn)red_f32_##SUF; K.f64 = (red_fn)red_f64_##SUF; \
 	K.f16 = (red_fn)red_f16_##SUF; K.bf16 = (red_fn)red_bf16_##SUF; \
+	K.of32 = (redo_fn)redo_f32_##SUF; K.of64 = (redo_fn)redo_f64_##SUF; \
+	K.of16 = (redo_fn)redo_f16_##SUF; K.obf16 = (redo_fn)redo_bf16_##SUF; \
 	K.sf32 = (scale_fn)scale_f32_##SUF; K.sf16 = (scale_fn)scale_f16_##SUF; \
 	K.sbf16 = (scale_fn)scale_bf16_##SUF; K.sf64 = (scale64_fn)scale_f64_##SUF; \
 } while (0)
@@ -220,6 +272,18 @@ int gv_reduce(int dt, int op, void *d, const void *s, size_t n) {
 	case DT_F64: K.f64(op, d, s, n); return 1;
 	case DT_F16: K.f16(op, d, s, n); return 1;
 	case DT_BF16: K.bf16(op, d, s, n); return 1;
+	}
+	return 0;
+}
+
+// gv_reduce_out is gv_reduce that also copies each result to o.
+int gv_reduce_out(int dt, int op, void *d, const void *s, void *o, size_t n) {
+	if (op < OP_SUM || op > OP_PROD) return 0;
+	switch (dt) {
+	case DT_F32: K.of32(op, d, s, o, n); return 1;
+	case DT_F64: K.of64(op, d, s, o, n); return 1;
+	case DT_F16: K.of16(op, d, s, o, n); return 1;
+	case DT_BF16: K.obf16(op, d, s, o, n); return 1;
 	}
 	return 0;
 }

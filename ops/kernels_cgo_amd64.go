@@ -5,6 +5,7 @@ package ops
 // #cgo CFLAGS: -O3 -march=x86-64-v2
 // #include <stddef.h>
 // int gv_reduce(int dt, int op, void *d, const void *s, size_t n);
+// int gv_reduce_out(int dt, int op, void *d, const void *s, void *o, size_t n);
 // int gv_scale(int dt, void *d, size_t n, double f);
 // int gv_set_level(int max_level);
 import "C"
@@ -24,6 +25,12 @@ func SIMDLevel(max int) int { return int(C.gv_set_level(C.int(max))) }
 func reduceSIMD(dt tensor.DType, op tensor.ReduceOp, dst, src []byte) bool {
 	n := len(dst) / dt.Size()
 	return C.gv_reduce(C.int(dt), C.int(op), unsafe.Pointer(unsafe.SliceData(dst)), unsafe.Pointer(unsafe.SliceData(src)), C.size_t(n)) != 0
+}
+
+func reduceOutSIMD(dt tensor.DType, op tensor.ReduceOp, dst, src, out []byte) bool {
+	n := len(dst) / dt.Size()
+	return C.gv_reduce_out(C.int(dt), C.int(op), unsafe.Pointer(unsafe.SliceData(dst)), unsafe.Pointer(unsafe.SliceData(src)),
+		unsafe.Pointer(unsafe.SliceData(out)), C.size_t(n)) != 0
 }
 
 func scaleSIMD(dt tensor.DType, buf []byte, factor float64) bool {

@@ -9,4 +9,6 @@ func SIMDLevel(max int) int { return -1 }
 
 func reduceSIMD(tensor.DType, tensor.ReduceOp, []byte, []byte) bool { return false }
 
+func reduceOutSIMD(tensor.DType, tensor.ReduceOp, []byte, []byte, []byte) bool { return false }
+
 func scaleSIMD(tensor.DType, []byte, float64) bool { return false }

@@ -212,6 +212,31 @@ func TestReduceAgainstReference(t *testing.T) {
 	}
 }
 
+// TestReduceOut: the fused reduce-and-copy leaves dst and out equal to a
+// plain reduce, bit for bit, for every dtype and op, on both sides of the
+// size from which the C kernels run.
+func TestReduceOut(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 8))
+	for _, dt := range allDTypes {
+		for _, op := range allOps {
+			if !opValid(dt, op) {
+				continue
+			}
+			for _, n := range []int{0, 1, 9, cgoMinBytes/dt.Size() - 1, cgoMinBytes / dt.Size(), 4099} {
+				a, b := randBuf(r, dt, n, true), randBuf(r, dt, n, true)
+				want := append([]byte(nil), a...)
+				reduce(dt, op, want, b)
+				dst, out := append([]byte(nil), a...), make([]byte, len(a))
+				reduceOut(dt, op, dst, b, out)
+				if !bytes.Equal(dst, want) || !bytes.Equal(out, want) {
+					t.Fatalf("%s %s n=%d: reduceOut differs from reduce (dst equal %v, out equal %v)",
+						dt, op, n, bytes.Equal(dst, want), bytes.Equal(out, want))
+				}
+			}
+		}
+	}
+}
+
 func TestReduceInvalid(t *testing.T) {
 	cases := []struct {
 		dt       tensor.DType
@@ -306,6 +331,14 @@ func TestSIMDMatchesGo(t *testing.T) {
 						sz := dt.Size()
 						t.Fatalf("level %d %s %s n=%d: element %d: simd % x, go % x (inputs % x, % x)", level, dt, op, n, i,
 							simd[i*sz:(i+1)*sz], pure[i*sz:(i+1)*sz], a[i*sz:(i+1)*sz], b[i*sz:(i+1)*sz])
+					}
+					fused, out := append([]byte(nil), a...), make([]byte, len(a))
+					if !reduceOutSIMD(dt, op, fused, b, out) {
+						t.Fatalf("no SIMD reduce-out kernel for %s %s", dt, op)
+					}
+					if !bytes.Equal(fused, simd) || !bytes.Equal(out, simd) {
+						t.Fatalf("level %d %s %s n=%d: reduce-out differs from reduce (dst equal %v, out equal %v)",
+							level, dt, op, n, bytes.Equal(fused, simd), bytes.Equal(out, simd))
 					}
 				}
 				buf := randBuf(r, dt, 1001, true)

@@ -6,8 +6,11 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
+	"math"
 	"os"
 	"runtime"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/gorovod/gorovod/internal/tensor"
@@ -39,14 +42,28 @@ type SingleCopyStatus struct {
 	Probed    bool   // the probe ran (all ranks on one host and an op wanted it)
 	Permitted bool   // every rank can read every other's buffer
 	Reason    string // why not permitted, or why Auto does not use it
-	// MaxBytes is the largest op Auto sends by single copy (rank 0's
-	// configuration or calibration; 0: Auto does not use it).
-	MaxBytes int
+	// MinBytes and MaxBytes bound the ops Auto sends by single copy (rank
+	// 0's configuration or calibration; MaxBytes 0: Auto does not use it;
+	// MinBytes 0: from Config.SmallBytes).
+	MinBytes, MaxBytes int
 	// Rank 0's calibration (zero when not calibrated): the best time of a
 	// CalibrationBytes float32 allreduce by single copy and through the
-	// links.
+	// links, and every size timed (Calibration).
 	CalibrationBytes          int
 	SingleCopyTime, SlotsTime time.Duration
+	Calibration               []CalibrationPoint
+}
+
+// CalibrationPoint is one size of the single-copy calibration: the best
+// time of a float32 allreduce of Bytes by single copy and through the links.
+type CalibrationPoint struct {
+	Bytes                     int
+	SingleCopyTime, SlotsTime time.Duration
+}
+
+// wins reports a clear win of the single copy (the slots are the default).
+func (p CalibrationPoint) wins() bool {
+	return p.SingleCopyTime > 0 && p.SingleCopyTime < p.SlotsTime*9/10
 }
 
 // SingleCopy reports the single-copy probe's outcome so far.
@@ -62,14 +79,16 @@ type singleCopy struct {
 	// stored in the heap-allocated Comm, every buffer published escapes
 	// (the compiler's escape analysis sees the store), so none lives on a
 	// goroutine stack, which moves when it grows; cleared after each op.
-	exposed []byte
-	probed  bool
-	ok      bool
-	pids    []int
-	max     int
-	// read is cma.Read and calibrate Comm.timeBothWays; tests replace them.
+	exposed  []byte
+	probed   bool
+	ok       bool
+	pids     []int
+	min, max int
+	// read is cma.Read and calibrate Comm.timeBothWays (timing an allreduce
+	// of calBytes); tests replace them.
 	read      func(pid int, dst []byte, src uint64) error
 	calibrate func(ctx context.Context) (single, slots time.Duration, err error)
+	calBytes  int
 }
 
 // Message tags, so that ranks out of step fail loudly instead of reading
@@ -112,7 +131,7 @@ func (c *Comm) wantSingleCopy(n int, forced bool) bool {
 	if c.cfg.SingleCopyOff || n < c.cfg.SmallBytes || c.cfg.SingleCopyMaxBytes > 0 && n > c.cfg.SingleCopyMaxBytes {
 		return false
 	}
-	return !c.sc.probed || (c.sc.ok && n <= c.sc.max)
+	return !c.sc.probed || (c.sc.ok && n <= c.sc.max && n >= c.sc.min)
 }
 
 // useSingleCopy runs the probe if needed and reports whether the op of n
@@ -127,7 +146,7 @@ func (c *Comm) useSingleCopy(ctx context.Context, n int, forced bool) (bool, err
 			return false, err
 		}
 	}
-	return c.sc.ok && (forced || n <= c.sc.max), nil
+	return c.sc.ok && (forced || n <= c.sc.max && n >= c.sc.min), nil
 }
 
 // The probe's message: tag, pid, nonce address, nonce (16 bytes), the Auto
@@ -176,7 +195,7 @@ func (c *Comm) probeSingleCopy(ctx context.Context) error {
 		if err := c.calibrate(ctx, &st); err != nil {
 			return err
 		}
-		c.sc.max = st.MaxBytes
+		c.sc.min, c.sc.max = st.MinBytes, st.MaxBytes
 	}
 	c.mu.Lock()
 	c.scStatus = st
@@ -184,50 +203,104 @@ func (c *Comm) probeSingleCopy(ctx context.Context) error {
 	return nil
 }
 
-// calibrationBytes is the allreduce rank 0 times both ways (at most the
-// machine's limit).
+// calibrationBytes is the size whose times SingleCopyStatus reports in
+// SingleCopyTime and SlotsTime (at most the machine's limit).
 const calibrationBytes = 4 << 20
 
-// calibrate times a mid-size allreduce by single copy and through the
-// links on every rank (best of three each, alternated), and every rank
-// adopts rank 0's figures: Auto uses the single copy up to
-// DefaultSingleCopyMaxBytes when it was at least 10% faster, else not at
-// all.
+// calibrationSizes are the allreduce sizes timed both ways, those up to
+// DefaultSingleCopyMaxBytes (a short calibration: some 50 ms).
+var calibrationSizes = []int{1 << 20, 4 << 20, 16 << 20, 32 << 20}
+
+// calibrate times float32 allreduces of calibrationSizes by single copy
+// and through the links on every rank (best of three each, alternated),
+// and every rank adopts rank 0's figures: Auto uses the single copy in the
+// band of sizes where it was at least 10% faster (singleCopyBand), else
+// not at all. Which one wins depends on the machine: on some the second
+// copy through cache-resident slots is as cheap as the kernel's page
+// pinning at every size, on others the single copy wins mid-size.
 func (c *Comm) calibrate(ctx context.Context, st *SingleCopyStatus) error {
-	single, slots, err := c.sc.calibrate(ctx)
-	if err != nil {
-		return err
+	limit := DefaultSingleCopyMaxBytes()
+	var pts []CalibrationPoint
+	for _, n := range calibrationSizes {
+		if n > limit && len(pts) > 0 {
+			break
+		}
+		c.sc.calBytes = min(n, limit)
+		single, slots, err := c.sc.calibrate(ctx)
+		if err != nil {
+			return err
+		}
+		pts = append(pts, CalibrationPoint{Bytes: c.sc.calBytes, SingleCopyTime: single, SlotsTime: slots})
 	}
-	limit := 0
-	if single > 0 && single < slots*9/10 { // a clear win only: the slots are the default
-		limit = DefaultSingleCopyMaxBytes()
-	}
+	lo, hi := singleCopyBand(pts, limit)
 	le := binary.LittleEndian
-	msg := make([]byte, 24)
-	le.PutUint64(msg, uint64(single))
-	le.PutUint64(msg[8:], uint64(slots))
-	le.PutUint64(msg[16:], uint64(limit))
+	msg := make([]byte, 16+16*len(pts))
+	le.PutUint64(msg, uint64(lo))
+	le.PutUint64(msg[8:], uint64(hi))
+	for i, p := range pts {
+		le.PutUint64(msg[16+16*i:], uint64(p.SingleCopyTime))
+		le.PutUint64(msg[24+16*i:], uint64(p.SlotsTime))
+	}
 	in, err := c.swapAll(ctx, msg)
 	if err != nil {
 		return err
 	}
-	st.SingleCopyTime = time.Duration(le.Uint64(in[0]))
-	st.SlotsTime = time.Duration(le.Uint64(in[0][8:]))
-	st.MaxBytes = int(le.Uint64(in[0][16:]))
-	st.CalibrationBytes = min(calibrationBytes, DefaultSingleCopyMaxBytes())
+	st.MinBytes, st.MaxBytes = int(le.Uint64(in[0])), int(le.Uint64(in[0][8:]))
+	for i := range pts {
+		pts[i].SingleCopyTime = time.Duration(le.Uint64(in[0][16+16*i:]))
+		pts[i].SlotsTime = time.Duration(le.Uint64(in[0][24+16*i:]))
+		if pts[i].Bytes <= calibrationBytes || i == 0 {
+			st.CalibrationBytes, st.SingleCopyTime, st.SlotsTime = pts[i].Bytes, pts[i].SingleCopyTime, pts[i].SlotsTime
+		}
+	}
+	st.Calibration = pts
 	if st.MaxBytes == 0 {
-		st.Reason = fmt.Sprintf("calibration on rank 0: a %d-byte allreduce took %v by single copy and %v through the links",
-			st.CalibrationBytes, st.SingleCopyTime, st.SlotsTime)
+		st.Reason = "calibration on rank 0: the single copy was not 10% faster than the links at any size timed " + describe(pts)
 	}
 	return nil
 }
 
-// timeBothWays is the calibration: a float32 sum allreduce of
-// calibrationBytes (at most the machine's limit), by single copy and by
-// the ring, three times each, alternated; the best time of each.
+// singleCopyBand is the range of sizes the single copy goes by: from the
+// first size timed where it won clearly to the last of the wins that
+// follow, each end halfway (geometrically) to the neighbouring loss, or
+// open (min 0: from SmallBytes; max: limit) where no loss bounds it.
+// 0, 0 when it never won.
+func singleCopyBand(pts []CalibrationPoint, limit int) (lo, hi int) {
+	i := slices.IndexFunc(pts, CalibrationPoint.wins)
+	if i < 0 {
+		return 0, 0
+	}
+	j := i
+	for j+1 < len(pts) && pts[j+1].wins() {
+		j++
+	}
+	mid := func(a, b int) int { return int(math.Sqrt(float64(a) * float64(b))) }
+	if i > 0 {
+		lo = mid(pts[i-1].Bytes, pts[i].Bytes)
+	}
+	hi = limit
+	if j+1 < len(pts) {
+		hi = mid(pts[j].Bytes, pts[j+1].Bytes)
+	}
+	return lo, max(hi, lo)
+}
+
+func describe(pts []CalibrationPoint) string {
+	var b strings.Builder
+	for i, p := range pts {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%d bytes: %v by single copy, %v through the links", p.Bytes, p.SingleCopyTime, p.SlotsTime)
+	}
+	return "(" + b.String() + ")"
+}
+
+// timeBothWays is one point of the calibration: a float32 sum allreduce
+// of c.sc.calBytes by single copy and by the ring, three times each,
+// alternated; the best time of each.
 func (c *Comm) timeBothWays(ctx context.Context) (single, slots time.Duration, err error) {
-	n := min(calibrationBytes, DefaultSingleCopyMaxBytes()) / 4 * 4
-	buf := make([]byte, n)
+	buf := make([]byte, c.sc.calBytes/4*4)
 	single, slots = time.Duration(1<<62), time.Duration(1<<62)
 	for range 3 {
 		start := time.Now()

@@ -339,6 +339,8 @@ func TestSingleCopyCalibration(t *testing.T) {
 // timed on every rank) completes and leaves a consistent status.
 func TestSingleCopyCalibrationRuns(t *testing.T) {
 	defer checkGoroutines(t)()
+	defer func(s []int) { calibrationSizes = s }(calibrationSizes)
+	calibrationSizes = []int{4 << 10, 64 << 10, 256 << 10} // the real ones are slow over inmem under -race
 	ws := newWorld(t, 2, Config{SmallBytes: 1}, linkKinds["duplex-reducer"]...)
 	defer ws.close()
 	for _, c := range ws.comms {
@@ -350,9 +352,68 @@ func TestSingleCopyCalibrationRuns(t *testing.T) {
 	})
 	for r, c := range ws.comms {
 		st := c.SingleCopy()
-		if !st.Probed || st.SingleCopyTime <= 0 || st.SlotsTime <= 0 || st.CalibrationBytes <= 0 ||
-			(st.MaxBytes > 0) != (st.SingleCopyTime < st.SlotsTime*9/10) {
+		if !st.Probed || st.SingleCopyTime <= 0 || st.SlotsTime <= 0 || st.CalibrationBytes <= 0 || len(st.Calibration) != 3 {
 			t.Errorf("rank %d: status %+v", r, st)
+			continue
+		}
+		lo, hi := singleCopyBand(st.Calibration, DefaultSingleCopyMaxBytes())
+		if st.MinBytes != lo || st.MaxBytes != hi {
+			t.Errorf("rank %d: band [%d, %d], want [%d, %d] from %+v", r, st.MinBytes, st.MaxBytes, lo, hi, st.Calibration)
+		}
+	}
+}
+
+// TestSingleCopyBand: the single copy is used between the sizes where it
+// won, bounded halfway to the losses around them.
+func TestSingleCopyBand(t *testing.T) {
+	ms := time.Millisecond
+	win, lose := [2]time.Duration{1 * ms, 2 * ms}, [2]time.Duration{2 * ms, 2 * ms}
+	pts := func(ws ...[2]time.Duration) []CalibrationPoint {
+		var p []CalibrationPoint
+		for i, w := range ws {
+			p = append(p, CalibrationPoint{Bytes: 1 << (20 + 2*i), SingleCopyTime: w[0], SlotsTime: w[1]})
+		}
+		return p
+	}
+	for _, tc := range []struct {
+		pts    []CalibrationPoint
+		lo, hi int
+	}{
+		{pts(lose, lose, lose), 0, 0},
+		{pts(win, win, win), 0, 64 << 20},
+		{pts(lose, win, lose), 2 << 20, 8 << 20},
+		{pts(lose, lose, win), 8 << 20, 64 << 20},
+		{pts(win, lose, win), 0, 2 << 20},
+	} {
+		if lo, hi := singleCopyBand(tc.pts, 64<<20); lo != tc.lo || hi != tc.hi {
+			t.Errorf("%+v: band [%d, %d], want [%d, %d]", tc.pts, lo, hi, tc.lo, tc.hi)
+		}
+	}
+	// Auto follows the band.
+	if DefaultSingleCopyMaxBytes() < 16<<20 {
+		t.Skipf("the machine's limit (%d bytes) stops the calibration before 16 MiB", DefaultSingleCopyMaxBytes())
+	}
+	ws := newWorld(t, 2, Config{SmallBytes: 1}, inmem.WithRecvReducer())
+	defer ws.close()
+	for _, c := range ws.comms {
+		c.sc.calibrate = func(context.Context) (time.Duration, time.Duration, error) {
+			if c.sc.calBytes == 4<<20 {
+				return ms, 2 * ms, nil
+			}
+			return 2 * ms, ms, nil
+		}
+	}
+	ctx := testCtx(t)
+	ws.mustEach(t, func(_ int, c *Comm) error {
+		return c.Allreduce(ctx, make([]byte, 4096), tensor.Uint8, tensor.Sum, 1, 1)
+	})
+	c := ws.comms[0]
+	if st := c.SingleCopy(); st.MinBytes != 2<<20 || st.MaxBytes != 8<<20 {
+		t.Fatalf("status %+v, want the band [2 MiB, 8 MiB]", st)
+	}
+	for n, want := range map[int]bool{1 << 20: false, 4 << 20: true, 16 << 20: false} {
+		if got := c.wantSingleCopy(n, false); got != want {
+			t.Errorf("%d bytes: single copy %v, want %v", n, got, want)
 		}
 	}
 }

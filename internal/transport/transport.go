@@ -96,6 +96,20 @@ type DuplexReducer interface {
 	TryRecvReduce(dst []byte, fn func(dst, src []byte)) (int, error)
 }
 
+// DuplexForwarder is a DuplexReducer that can also send what it reduces in
+// the same pass over the data (a ring step that reduces a segment and
+// forwards it): TryRecvReduceSend takes what has arrived, up to len(dst),
+// in pieces of a multiple of unit bytes that it can also send now, and
+// calls fn(dst[off:off+k], src, out) with len(out) == k; fn reduces src
+// into dst and writes the result to out, which the link then sends, after
+// everything sent before. It returns the bytes moved and stops at the
+// first piece it cannot both receive and send whole (0, nil: none now);
+// the caller then receives the rest with TryRecvReduce and sends it later.
+type DuplexForwarder interface {
+	DuplexReducer
+	TryRecvReduceSend(dst []byte, unit int, fn func(dst, src, out []byte)) (int, error)
+}
+
 // Mesh is the set of links from one rank to every other rank of a world.
 type Mesh interface {
 	Rank() int

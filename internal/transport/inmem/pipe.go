@@ -201,6 +201,22 @@ func (p *pipe) read(ctx context.Context, e *endpoint, dst []byte, fn func(dst, s
 	return err
 }
 
+// space is the number of bytes a write would take now.
+func (p *pipe) space() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.buf) - p.n
+}
+
+// readUnits is readSome rounded down to whole units: nothing when the
+// contiguous run holds less than one.
+func (p *pipe) readUnits(e *endpoint, dst []byte, unit int, fn func(dst, src []byte)) (int, error) {
+	p.mu.Lock()
+	k := min(p.n, len(dst), len(p.buf)-p.r) / unit * unit
+	p.mu.Unlock()
+	return p.readSome(e, dst[:k], fn)
+}
+
 // readSome takes what the ring holds, up to len(dst) (only the contiguous
 // run up to the end of the ring), without waiting.
 func (p *pipe) readSome(e *endpoint, dst []byte, fn func(dst, src []byte)) (int, error) {

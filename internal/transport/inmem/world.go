@@ -66,8 +66,8 @@ func WithRecvReducer() Option {
 }
 
 // WithDuplex makes every link implement transport.Duplex, as TCP links
-// do; with WithRecvReducer too, transport.DuplexReducer and RecvReducer,
-// as shared-memory links do. The nonblocking calls ignore Delay.
+// do; with WithRecvReducer too, transport.DuplexForwarder (so
+// DuplexReducer) and RecvReducer, as shared-memory links do. The nonblocking calls ignore Delay.
 func WithDuplex() Option {
 	return func(o *options) error {
 		o.duplex = true
@@ -306,12 +306,13 @@ type Link struct {
 }
 
 var (
-	_ transport.Link          = (*Link)(nil)
-	_ transport.Buffered      = (*Link)(nil)
-	_ transport.RecvReducer   = (*reducerLink)(nil)
-	_ transport.Duplex        = (*duplexLink)(nil)
-	_ transport.DuplexReducer = (*duplexReducerLink)(nil)
-	_ transport.RecvReducer   = (*duplexReducerLink)(nil)
+	_ transport.Link            = (*Link)(nil)
+	_ transport.Buffered        = (*Link)(nil)
+	_ transport.RecvReducer     = (*reducerLink)(nil)
+	_ transport.Duplex          = (*duplexLink)(nil)
+	_ transport.DuplexReducer   = (*duplexReducerLink)(nil)
+	_ transport.DuplexForwarder = (*duplexReducerLink)(nil)
+	_ transport.RecvReducer     = (*duplexReducerLink)(nil)
 )
 
 // Send writes all of p, blocking while the pipe is full.
@@ -392,4 +393,28 @@ func (l *duplexReducerLink) RecvReduce(ctx context.Context, dst []byte, fn func(
 // TryRecvReduce hands what the pipe holds now, up to len(dst), to fn.
 func (l *duplexReducerLink) TryRecvReduce(dst []byte, fn func(dst, src []byte)) (int, error) {
 	return l.in.readSome(&l.ep, dst, fn)
+}
+
+// TryRecvReduceSend hands what the pipe holds now, in whole units up to
+// len(dst) and to the free space of the outgoing pipe, to fn, then writes
+// what fn put in out: one contiguous run of the ring per call.
+func (l *duplexReducerLink) TryRecvReduceSend(dst []byte, unit int, fn func(dst, src, out []byte)) (int, error) {
+	k := min(len(dst), l.out.space())
+	var out []byte
+	n, err := l.in.readUnits(&l.ep, dst[:k], max(unit, 1), func(d, s []byte) {
+		out = make([]byte, len(d))
+		fn(d, s, out)
+	})
+	if err != nil || n == 0 {
+		return n, err
+	}
+	// Only this goroutine writes: the space seen above is still there, and
+	// a short write is an injected fault, which writeSome then reports.
+	w, err := l.out.writeSome(&l.ep, out)
+	if err == nil && w < n {
+		if err = l.out.writeErr(&l.ep); err == nil {
+			err = l.ep.fail("send", fmt.Errorf("%w: %d of %d forwarded bytes written", transport.ErrPeerLost, w, n))
+		}
+	}
+	return n, err
 }

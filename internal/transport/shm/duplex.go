@@ -5,12 +5,13 @@ package shm
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorovod/gorovod/internal/transport"
 )
 
-var _ transport.DuplexReducer = (*Link)(nil)
+var _ transport.DuplexForwarder = (*Link)(nil)
 
 // TrySend implements transport.Duplex: it fills the free slots of the
 // peer's ring with p and publishes them.
@@ -65,6 +66,66 @@ func (l *Link) tryRecv(p []byte, fn func(dst, src []byte)) (int, error) {
 		return 0, l.lost("recv")
 	}
 	return off, nil
+}
+
+// TryRecvReduceSend implements transport.DuplexForwarder: fn reduces
+// what arrived, where it sits in this side's ring, and writes the result
+// straight into the next free slot of the peer's ring, one slot a step.
+func (l *Link) TryRecvReduceSend(dst []byte, unit int, fn func(dst, src, out []byte)) (int, error) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if err := l.usable("send"); err != nil {
+		return 0, err
+	}
+	off := 0
+	for off < len(dst) {
+		ready, err := l.slotReady()
+		if err != nil || !ready {
+			return off, err
+		}
+		free, err := l.slotFree()
+		if err != nil || !free {
+			return off, err
+		}
+		k, err := l.forward(dst[off:], unit, fn)
+		if err != nil || k == 0 {
+			return off, err
+		}
+		off += k
+	}
+	return off, nil
+}
+
+// forward is take and put in one: up to a slot's worth of the oldest
+// published slot (whole units only; 0 if less than one is left there)
+// goes through fn into the peer's next slot, which is published, then
+// the bytes taken are consumed. The caller saw both slots available.
+func (l *Link) forward(p []byte, unit int, fn func(dst, src, out []byte)) (int, error) {
+	r, t := l.rx, l.tx
+	n := int(atomic.LoadUint32(&r.lens[l.rxTail%r.slots]))
+	if n <= 0 || n > r.slotBytes || l.rxOff >= n {
+		return 0, l.fail("recv", fmt.Errorf("%w: shm slot length %d (slot size %d, %d consumed)", transport.ErrMalformed, n, r.slotBytes, l.rxOff))
+	}
+	src := r.slot(l.rxTail)[l.rxOff:n]
+	k := min(len(src), len(p), t.slotBytes)
+	k -= k % max(unit, 1)
+	if k == 0 {
+		return 0, nil
+	}
+	fn(p[:k], src[:k], t.slot(l.txHead)[:k])
+	// Publish as put does: length, then head by a swap (a full barrier).
+	atomic.StoreUint32(&t.lens[l.txHead%t.slots], uint32(k))
+	l.txHead++
+	atomic.SwapUint64(t.head, l.txHead)
+	wake(t.rxSeq, t.rxSleep)
+	// Consume as take does.
+	if l.rxOff += k; l.rxOff == n {
+		l.rxOff = 0
+		l.rxTail++
+		atomic.SwapUint64(r.tail, l.rxTail)
+		wake(r.txSeq, r.txSleep)
+	}
+	return k, nil
 }
 
 // usable reports a closed link; a lost peer only once nothing it published

@@ -14,7 +14,10 @@ func wrap(l transport.Link, t *Mesh, peer int) transport.Link {
 	rr, reducer := l.(transport.RecvReducer)
 	d, duplex := l.(transport.Duplex)
 	dr, duplexReducer := l.(transport.DuplexReducer)
+	fw, forwarder := l.(transport.DuplexForwarder)
 	switch {
+	case reducer && forwarder:
+		return &forwarderLink{duplexReducerLink{duplexLink{link: tl, d: d}, rr, dr}, fw}
 	case reducer && duplexReducer:
 		return &duplexReducerLink{duplexLink{link: tl, d: d}, rr, dr}
 	case reducer:
@@ -86,5 +89,15 @@ func (l *duplexReducerLink) RecvReduce(ctx context.Context, dst []byte, fn func(
 
 func (l *duplexReducerLink) TryRecvReduce(dst []byte, fn func(dst, src []byte)) (int, error) {
 	n, err := l.dr.TryRecvReduce(dst, fn)
+	return n, l.t.observe(l.peer, err)
+}
+
+type forwarderLink struct {
+	duplexReducerLink
+	fw transport.DuplexForwarder
+}
+
+func (l *forwarderLink) TryRecvReduceSend(dst []byte, unit int, fn func(dst, src, out []byte)) (int, error) {
+	n, err := l.fw.TryRecvReduceSend(dst, unit, fn)
 	return n, l.t.observe(l.peer, err)
 }

@@ -67,8 +67,9 @@ func TestLinksKeepTheirCapabilities(t *testing.T) {
 		_, reducer := l.(transport.RecvReducer)
 		_, duplex := l.(transport.Duplex)
 		_, dr := l.(transport.DuplexReducer)
-		if reducer != tc.reducer || duplex != tc.duplex || dr != (tc.reducer && tc.duplex) {
-			t.Errorf("%s: reducer %v duplex %v duplex-reducer %v", tc.name, reducer, duplex, dr)
+		_, fw := l.(transport.DuplexForwarder)
+		if reducer != tc.reducer || duplex != tc.duplex || dr != (tc.reducer && tc.duplex) || fw != dr {
+			t.Errorf("%s: reducer %v duplex %v duplex-reducer %v forwarder %v", tc.name, reducer, duplex, dr, fw)
 		}
 		if New(w.Mesh(0), nil).Link(0) != nil {
 			t.Errorf("%s: a link to itself", tc.name)

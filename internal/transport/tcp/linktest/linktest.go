@@ -351,6 +351,7 @@ func testDuplex(t *testing.T, newPair NewPair, big int) {
 	t.Run("NothingToMove", func(t *testing.T) { testDuplexNothingToMove(t, newPair) })
 	t.Run("PeerClose", func(t *testing.T) { testDuplexPeerClose(t, newPair) })
 	t.Run("TryRecvReduce", func(t *testing.T) { testDuplexTryRecvReduce(t, newPair, big) })
+	t.Run("TryRecvReduceSend", func(t *testing.T) { testDuplexTryRecvReduceSend(t, newPair, big) })
 	t.Run("LocalClose", func(t *testing.T) { testDuplexLocalClose(t, newPair) })
 }
 
@@ -470,6 +471,87 @@ func testDuplexTryRecvReduce(t *testing.T, newPair NewPair, big int) {
 		}
 		return nil
 	})
+}
+
+// testDuplexTryRecvReduceSend has p.B reduce what p.A sends and send the
+// result back, in one pass where TryRecvReduceSend takes it and else
+// reduced then sent, as a ring step does; p.A must get the sums in order.
+func testDuplexTryRecvReduceSend(t *testing.T, newPair NewPair, big int) {
+	p := newPair(t)
+	defer closePair(p)
+	fw, ok := p.B.(transport.DuplexForwarder)
+	if !ok {
+		t.Skip("link is not transport.DuplexForwarder")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r := rand.New(rand.NewPCG(7, 8))
+	for _, n := range []int{4, 333, 3*big + 12} {
+		src, dst := randBytes(r, n), randBytes(r, n)
+		want := make([]byte, n)
+		for i := range want {
+			want[i] = dst[i] + src[i]
+		}
+		done := sendAll(ctx, p.A, [][]byte{src})
+		back := make([]byte, n)
+		got := make(chan error, 1)
+		go func() { got <- p.A.Recv(ctx, back) }()
+		fused, err := forwardAll(ctx, fw, dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := errors.Join(<-done, <-got); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(dst, want) || !bytes.Equal(back, want) {
+			t.Fatalf("%d bytes: reduced in place equal %v, sent back equal %v", n, bytes.Equal(dst, want), bytes.Equal(back, want))
+		}
+		if fused == 0 {
+			t.Errorf("%d bytes: nothing went in one pass", n)
+		}
+	}
+}
+
+// forwardAll receives len(dst) bytes on fw, adds them into dst and sends
+// dst back in order: fused while nothing reduced waits to be sent, else
+// reduced and sent after. It returns the bytes fused.
+func forwardAll(ctx context.Context, fw transport.DuplexForwarder, dst []byte) (int, error) {
+	add := func(d, s []byte) {
+		for i := range d {
+			d[i] += s[i]
+		}
+	}
+	fused, off, sent := 0, 0, 0
+	for sent < len(dst) {
+		moved := false
+		if sent < off {
+			k, err := fw.TrySend(dst[sent:off])
+			if err != nil {
+				return fused, err
+			}
+			sent, moved = sent+k, k > 0
+		}
+		if off < len(dst) && sent == off {
+			k, err := fw.TryRecvReduceSend(dst[off:], 4, func(d, s, o []byte) { add(d, s); copy(o, d) })
+			if err != nil {
+				return fused, err
+			}
+			off, sent, fused, moved = off+k, sent+k, fused+k, moved || k > 0
+		}
+		if off < len(dst) && !moved {
+			k, err := fw.TryRecvReduce(dst[off:], add)
+			if err != nil {
+				return fused, err
+			}
+			off, moved = off+k, k > 0
+		}
+		if !moved {
+			if err := fw.Await(ctx, len(dst)-off, sent < off, time.Second); err != nil {
+				return fused, err
+			}
+		}
+	}
+	return fused, nil
 }
 
 // testDuplexLocalClose checks that TrySend and TryRecv on a closed link
