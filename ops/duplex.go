@@ -233,12 +233,13 @@ func (c *Comm) duplexPair(right, left int) (*duplex, bool) {
 }
 
 // withWaits sets d's waiting policy: the Comm's (no spinning when ranks
-// outnumber cores), longer over shared memory.
+// outnumber cores, short spins while the host is busy, see setSpins),
+// longer over shared memory while the cores are free.
 func (c *Comm) withWaits(d *duplex) *duplex {
 	d.spins, d.yields = c.spins, duplexYields
 	if d.rr != nil {
 		d.yields = shmYields
-		if c.spins > 1 {
+		if c.spins >= memorySpins {
 			d.spins = shmSpins
 		}
 	}
