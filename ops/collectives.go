@@ -181,6 +181,13 @@ func (c *Comm) Broadcast(ctx context.Context, buf []byte, root int) error {
 // concatenated in rank order, with the byte count from each rank. The
 // receive counts are exchanged first, so they need not be known.
 func (c *Comm) Alltoallv(ctx context.Context, send []byte, sendCounts []int) ([]byte, []int, error) {
+	return c.AlltoallvInto(ctx, send, sendCounts, nil)
+}
+
+// AlltoallvInto is Alltoallv receiving into dst[:n] when cap(dst) holds
+// the n bytes received (dst must not overlap send), into a new slice
+// otherwise.
+func (c *Comm) AlltoallvInto(ctx context.Context, send []byte, sendCounts []int, dst []byte) ([]byte, []int, error) {
 	total, err := checkCounts("alltoallv", sendCounts, c.size)
 	if err != nil {
 		return nil, nil, err
@@ -192,7 +199,9 @@ func (c *Comm) Alltoallv(ctx context.Context, send []byte, sendCounts []int) ([]
 	recvCounts := make([]int, c.size)
 	recvCounts[c.rank] = sendCounts[c.rank]
 	if c.size == 1 {
-		return append([]byte(nil), send...), recvCounts, nil
+		recv := grow(dst, len(send))
+		copy(recv, send)
+		return recv, recvCounts, nil
 	}
 	var recv []byte
 	err = c.run(ctx, "alltoallv", func(ctx context.Context) error {
@@ -217,7 +226,7 @@ func (c *Comm) Alltoallv(ctx context.Context, send []byte, sendCounts []int) ([]
 			return err
 		}
 		roffs := prefix(recvCounts, 1)
-		recv = make([]byte, roffs[n])
+		recv = grow(dst, roffs[n])
 		copy(recv[roffs[r]:], send[soffs[r]:soffs[r+1]])
 		for s := 1; s < n; s++ {
 			to, from := (r+s)%n, (r-s+n)%n
@@ -281,4 +290,12 @@ func (c *Comm) Barrier(ctx context.Context) error {
 		}
 		return c.snd.wait()
 	})
+}
+
+// grow returns dst[:n] when dst has the capacity, else a new slice.
+func grow(dst []byte, n int) []byte {
+	if cap(dst) >= n {
+		return dst[:n]
+	}
+	return make([]byte, n)
 }
