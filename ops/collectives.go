@@ -186,7 +186,8 @@ func (c *Comm) Alltoallv(ctx context.Context, send []byte, sendCounts []int) ([]
 
 // AlltoallvInto is Alltoallv receiving into dst[:n] when cap(dst) holds
 // the n bytes received (dst must not overlap send), into a new slice
-// otherwise.
+// otherwise. On one host with the single copy on, every rank reads its
+// parts straight from the peers' send buffers; else a pairwise exchange.
 func (c *Comm) AlltoallvInto(ctx context.Context, send []byte, sendCounts []int, dst []byte) ([]byte, []int, error) {
 	total, err := checkCounts("alltoallv", sendCounts, c.size)
 	if err != nil {
@@ -205,29 +206,26 @@ func (c *Comm) AlltoallvInto(ctx context.Context, send []byte, sendCounts []int,
 	}
 	var recv []byte
 	err = c.run(ctx, "alltoallv", func(ctx context.Context) error {
-		n, r := c.size, c.rank
-		// Pairwise schedule: at step s send to r+s, receive from r-s.
-		// Separate send and receive headers: a queued send must not be
-		// overwritten by a later receive.
-		shdr, rhdr := make([]byte, 8*n), make([]byte, 8*n)
-		for s := 1; s < n; s++ {
-			to, from := (r+s)%n, (r-s+n)%n
-			binary.LittleEndian.PutUint64(shdr[8*to:], uint64(sendCounts[to]))
-			if err := c.shift(ctx, to, shdr[8*to:8*to+8], from, rhdr[8*from:8*from+8]); err != nil {
-				return err
-			}
-			k := binary.LittleEndian.Uint64(rhdr[8*from:])
-			if k > 1<<40 {
-				return fmt.Errorf("%w: alltoallv: rank %d announced %d bytes", tensor.ErrInvalid, from, k)
-			}
-			recvCounts[from] = int(k)
-		}
-		if err := c.snd.wait(); err != nil {
+		hdrs, err := c.alltoallHeaders(ctx, len(send), sendCounts, soffs)
+		if err != nil {
 			return err
 		}
+		largest := len(send)
+		for q, h := range hdrs {
+			if q != c.rank {
+				recvCounts[q], largest = h.count, max(largest, h.total)
+			}
+		}
 		roffs := prefix(recvCounts, 1)
-		recv = grow(dst, roffs[n])
-		copy(recv[roffs[r]:], send[soffs[r]:soffs[r+1]])
+		recv = grow(dst, roffs[c.size])
+		copy(recv[roffs[c.rank]:], send[soffs[c.rank]:soffs[c.rank+1]])
+		if use, err := c.useSingleCopy(ctx, largest, false); err != nil || use {
+			if err != nil {
+				return err
+			}
+			return c.singleCopyAlltoallv(ctx, send, recv, roffs, hdrs)
+		}
+		n, r := c.size, c.rank
 		for s := 1; s < n; s++ {
 			to, from := (r+s)%n, (r-s+n)%n
 			if err := c.shift(ctx, to, send[soffs[to]:soffs[to+1]], from, recv[roffs[from]:roffs[from+1]]); err != nil {
@@ -240,6 +238,59 @@ func (c *Comm) AlltoallvInto(ctx context.Context, send []byte, sendCounts []int,
 		return nil, nil, err
 	}
 	return recv, recvCounts, nil
+}
+
+// a2aHeader is what a rank tells each peer before an alltoallv: the bytes
+// it sends that peer, where they start in its send buffer (the single copy
+// reads them there) and its whole send size (the path is chosen by the
+// largest, the same on every rank).
+type a2aHeader struct{ count, off, total int }
+
+const a2aHeaderBytes = 24
+
+// alltoallHeaders exchanges the headers (pairwise schedule: at step s send
+// to r+s, receive from r-s) and returns the one from each peer.
+func (c *Comm) alltoallHeaders(ctx context.Context, total int, sendCounts, soffs []int) ([]a2aHeader, error) {
+	n, r := c.size, c.rank
+	le := binary.LittleEndian
+	// Separate send and receive headers: a queued send must not be
+	// overwritten by a later receive.
+	shdr, rhdr := make([]byte, a2aHeaderBytes*n), make([]byte, a2aHeaderBytes*n)
+	hdrs := make([]a2aHeader, n)
+	for s := 1; s < n; s++ {
+		to, from := (r+s)%n, (r-s+n)%n
+		out, in := shdr[a2aHeaderBytes*to:a2aHeaderBytes*(to+1)], rhdr[a2aHeaderBytes*from:a2aHeaderBytes*(from+1)]
+		le.PutUint64(out, uint64(sendCounts[to]))
+		le.PutUint64(out[8:], uint64(soffs[to]))
+		le.PutUint64(out[16:], uint64(total))
+		if err := c.shift(ctx, to, out, from, in); err != nil {
+			return nil, err
+		}
+		k, off, tot := le.Uint64(in), le.Uint64(in[8:]), le.Uint64(in[16:])
+		if tot > 1<<40 || k > tot || off > tot-k {
+			return nil, fmt.Errorf("%w: alltoallv: rank %d announced %d bytes at %d of %d", tensor.ErrInvalid, from, k, off, tot)
+		}
+		hdrs[from] = a2aHeader{count: int(k), off: int(off), total: int(tot)}
+	}
+	return hdrs, c.snd.wait()
+}
+
+// singleCopyAlltoallv reads every peer's part for this rank from its send
+// buffer straight into recv (this rank's own part is already there).
+func (c *Comm) singleCopyAlltoallv(ctx context.Context, send, recv []byte, roffs []int, hdrs []a2aHeader) error {
+	addrs, err := c.publish(ctx, send, func(q int) int { return hdrs[q].total })
+	if err != nil {
+		return err
+	}
+	for q := range c.size {
+		if q == c.rank {
+			continue
+		}
+		if err := c.readPeer(ctx, q, recv[roffs[q]:roffs[q+1]], addrs[q]+uint64(hdrs[q].off)); err != nil {
+			return err
+		}
+	}
+	return c.signalAll(ctx, tagDone)
 }
 
 // shift is one step of a pairwise or dissemination schedule: it sends p to
