@@ -218,13 +218,14 @@ func (c *Comm) AlltoallvInto(ctx context.Context, send []byte, sendCounts []int,
 		}
 		roffs := prefix(recvCounts, 1)
 		recv = grow(dst, roffs[c.size])
-		copy(recv[roffs[c.rank]:], send[soffs[c.rank]:soffs[c.rank+1]])
+		mine := func() { copy(recv[roffs[c.rank]:], send[soffs[c.rank]:soffs[c.rank+1]]) }
 		if use, err := c.useSingleCopy(ctx, largest, false); err != nil || use {
 			if err != nil {
 				return err
 			}
-			return c.singleCopyAlltoallv(ctx, send, recv, roffs, hdrs)
+			return c.singleCopyAlltoallv(ctx, send, recv, roffs, hdrs, mine)
 		}
+		mine()
 		n, r := c.size, c.rank
 		for s := 1; s < n; s++ {
 			to, from := (r+s)%n, (r-s+n)%n
@@ -276,8 +277,9 @@ func (c *Comm) alltoallHeaders(ctx context.Context, total int, sendCounts, soffs
 }
 
 // singleCopyAlltoallv reads every peer's part for this rank from its send
-// buffer straight into recv (this rank's own part is already there).
-func (c *Comm) singleCopyAlltoallv(ctx context.Context, send, recv []byte, roffs []int, hdrs []a2aHeader) error {
+// buffer straight into recv, then copies its own part (mine) while the
+// peers may still be reading.
+func (c *Comm) singleCopyAlltoallv(ctx context.Context, send, recv []byte, roffs []int, hdrs []a2aHeader, mine func()) error {
 	addrs, err := c.publish(ctx, send, func(q int) int { return hdrs[q].total })
 	if err != nil {
 		return err
@@ -290,6 +292,7 @@ func (c *Comm) singleCopyAlltoallv(ctx context.Context, send, recv []byte, roffs
 			return err
 		}
 	}
+	mine()
 	return c.signalAll(ctx, tagDone)
 }
 
