@@ -153,10 +153,16 @@ func (c *Comm) Broadcast(ctx context.Context, buf []byte, root int) error {
 		seg := c.cfg.SegmentBytes
 		if v == 0 {
 			// Root only sends: blocking sends on this goroutine.
-			return c.links[real(1)].Send(ctx, buf)
+			if err := c.links[real(1)].Send(ctx, buf); err != nil {
+				return err
+			}
+			return c.chainDone(ctx, real(n-1), false)
 		}
 		if v == n-1 {
-			return c.recv(ctx, real(v-1), buf)
+			if err := c.recv(ctx, real(v-1), buf); err != nil {
+				return err
+			}
+			return c.chainDone(ctx, root, true)
 		}
 		o := c.toN(real(v+1), len(buf), (len(buf)+seg-1)/seg)
 		for b := buf; len(b) > 0; {
@@ -174,6 +180,25 @@ func (c *Comm) Broadcast(ctx context.Context, buf []byte, root int) error {
 		}
 		return nil
 	})
+}
+
+// chainDone ends a chain broadcast on the root and the last rank together:
+// the last rank tells the root it has everything. Otherwise the root ends
+// a whole copy early, and through the API it then waits out the last
+// rank's copy in the next negotiation, long enough to fall asleep there.
+func (c *Comm) chainDone(ctx context.Context, peer int, last bool) error {
+	const tok = 0xbd
+	if last {
+		return c.links[peer].Send(ctx, []byte{tok})
+	}
+	var in [1]byte
+	if err := c.recv(ctx, peer, in[:]); err != nil {
+		return err
+	}
+	if in[0] != tok {
+		return fmt.Errorf("%w: broadcast: rank %d sent %#x, not the end-of-chain token (operations out of step?)", transport.ErrMalformed, peer, in[0])
+	}
+	return nil
 }
 
 // Alltoallv sends send[off_r : off_r+sendCounts[r]] to every rank r (offsets
