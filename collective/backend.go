@@ -108,6 +108,19 @@ type Entry struct {
 	// allgather and alltoall (bytes from each member), reduce-scatter.
 	Out       []byte
 	OutCounts []int
+	// Dst is the caller's output buffer for those ops on host memory
+	// (WithOutput), nil without one: when its capacity holds the n bytes
+	// of the result, a backend writes them to Dst[:n] and sets Out to it.
+	Dst []byte
+}
+
+// output is where the n-byte result of en goes: en.Dst when it has room,
+// else a new slice.
+func output(en *Entry, n int) []byte {
+	if en != nil && cap(en.Dst) >= n {
+		return en.Dst[:n]
+	}
+	return make([]byte, n)
 }
 
 // WithDeviceBackend runs the responses of GPU tensors (device >= 0) on b.
@@ -224,7 +237,7 @@ func (b cpuBackend) allgather(ctx context.Context, r *coordinator.Response, entr
 		for _, c := range counts {
 			total += c
 		}
-		out := make([]byte, total)
+		out := output(en, total)
 		if err := comm.Allgatherv(ctx, bufs[i], out, counts); err != nil {
 			return err
 		}
@@ -238,10 +251,11 @@ func (b cpuBackend) allgather(ctx context.Context, r *coordinator.Response, entr
 func (b cpuBackend) alltoall(ctx context.Context, entries []*Entry, bufs [][]byte, comm *ops.Comm) error {
 	for i, en := range entries {
 		splits := make([]int, comm.Size())
+		var dst []byte
 		if en != nil {
-			splits = en.Splits
+			splits, dst = en.Splits, en.Dst
 		}
-		out, counts, err := comm.Alltoallv(ctx, bufs[i], splits)
+		out, counts, err := comm.AlltoallvInto(ctx, bufs[i], splits, dst)
 		if err != nil {
 			return err
 		}
@@ -261,7 +275,8 @@ func (b cpuBackend) reduceScatter(ctx context.Context, r *coordinator.Response, 
 			return err
 		}
 		if en != nil {
-			en.Out = append([]byte(nil), mine...)
+			en.Out = output(en, len(mine))
+			copy(en.Out, mine)
 		}
 	}
 	return nil

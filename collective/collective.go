@@ -255,6 +255,7 @@ type callOptions struct {
 	world               *World
 	device              Device
 	eng                 *engine // set inside the package; wins over world and set
+	out                 any     // WithOutput's slice ([]T)
 }
 
 // inEngine runs a call in e's world (calls the package makes itself).

@@ -308,3 +308,25 @@ func Example_collectivetest() {
 	fmt.Println(sums)
 	// Output: [[3 3] [3 3] [3 3]]
 }
+
+func ExampleWithOutput() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := collective.Init(ctx); err != nil {
+		log.Fatal(err)
+	}
+	defer collective.Shutdown(ctx)
+
+	// One output buffer for every step: no allocation per call.
+	out := make([]float32, 0, 64)
+	for step := range 2 {
+		all, err := collective.Allgather(ctx, "acts", []float32{float32(step), 1}, collective.WithOutput(out))
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Println(all, &all[0] == &out[:1][0])
+	}
+	// Output:
+	// [0 1] true
+	// [1 1] true
+}

@@ -34,12 +34,34 @@ func (r Result[T]) Done() <-chan struct{} { return r.h.Done() }
 
 func elemSize[T Element](z T) int { return dtypeOf[T]().Size() }
 
+// WithOutput has Allgather, Alltoall and ReduceScatter (and their Async
+// forms) of host tensors write their result into out instead of a new
+// slice when cap(out) holds it: the result is then out[:n], so a loop can
+// reuse one buffer. out must hold the call's element type (else it is
+// ignored) and must not be touched until the call finished; it must not
+// overlap the input, except that an allgather's input may be exactly this
+// rank's part of the result (in place). Other collectives ignore it.
+func WithOutput[T Element](out []T) CallOption {
+	return func(o *callOptions) { o.out = out }
+}
+
+// dst is the bytes of WithOutput's buffer (its whole capacity) for a call
+// on T, nil without a usable one.
+func dst[T Element](co callOptions) []byte {
+	out, ok := co.out.([]T)
+	if !ok || cap(out) == 0 || co.device != CPU {
+		return nil
+	}
+	return asBytes(out[:cap(out)])
+}
+
 // AllgatherAsync starts an allgather: every rank contributes in (any length,
 // may differ per rank) and receives the concatenation in rank order.
 func AllgatherAsync[T Element](ctx context.Context, name string, in []T, opts ...CallOption) Result[T] {
-	return Result[T]{h: submit(ctx, coordinator.Request{
+	co := callOpts(opts)
+	return Result[T]{h: submitWith(ctx, coordinator.Request{
 		Name: name, Op: coordinator.OpAllgather, DType: dtypeOf[T](), Shape: []int64{int64(len(in))},
-	}, asBytes(in), callOpts(opts))}
+	}, asBytes(in), co, func(en *entry) { en.Dst = dst[T](co) })}
 }
 
 // Allgather concatenates every rank's in, in rank order.
@@ -80,7 +102,7 @@ func AlltoallAsync[T Element](ctx context.Context, name string, in []T, splits [
 	}
 	h := submitWith(ctx, coordinator.Request{
 		Name: name, Op: coordinator.OpAlltoall, DType: dtypeOf[T](), Shape: []int64{int64(len(in))},
-	}, asBytes(in), co, func(en *entry) { en.Splits = byteSplits })
+	}, asBytes(in), co, func(en *entry) { en.Splits, en.Dst = byteSplits, dst[T](co) })
 	return Result[T]{h: h}
 }
 
@@ -99,9 +121,10 @@ func ReduceScatterAsync[T Element](ctx context.Context, name string, in []T, op 
 	default:
 		return Result[T]{h: failed(fmt.Errorf("%w: reducescatter %q: unsupported reduce op %v", ErrInvalid, name, op))}
 	}
-	return Result[T]{h: submit(ctx, coordinator.Request{
+	co := callOpts(opts)
+	return Result[T]{h: submitWith(ctx, coordinator.Request{
 		Name: name, Op: coordinator.OpReduceScatter, DType: dtypeOf[T](), Shape: []int64{int64(len(in))}, ReduceOp: op,
-	}, asBytes(in), callOpts(opts))}
+	}, asBytes(in), co, func(en *entry) { en.Dst = dst[T](co) })}
 }
 
 // ReduceScatter returns this rank's part of the reduction of every rank's in.

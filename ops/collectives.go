@@ -153,10 +153,16 @@ func (c *Comm) Broadcast(ctx context.Context, buf []byte, root int) error {
 		seg := c.cfg.SegmentBytes
 		if v == 0 {
 			// Root only sends: blocking sends on this goroutine.
-			return c.links[real(1)].Send(ctx, buf)
+			if err := c.links[real(1)].Send(ctx, buf); err != nil {
+				return err
+			}
+			return c.chainDone(ctx, real(n-1), false)
 		}
 		if v == n-1 {
-			return c.recv(ctx, real(v-1), buf)
+			if err := c.recv(ctx, real(v-1), buf); err != nil {
+				return err
+			}
+			return c.chainDone(ctx, root, true)
 		}
 		o := c.toN(real(v+1), len(buf), (len(buf)+seg-1)/seg)
 		for b := buf; len(b) > 0; {
@@ -176,11 +182,38 @@ func (c *Comm) Broadcast(ctx context.Context, buf []byte, root int) error {
 	})
 }
 
+// chainDone ends a chain broadcast on the root and the last rank together:
+// the last rank tells the root it has everything. Otherwise the root ends
+// a whole copy early, and through the API it then waits out the last
+// rank's copy in the next negotiation, long enough to fall asleep there.
+func (c *Comm) chainDone(ctx context.Context, peer int, last bool) error {
+	const tok = 0xbd
+	if last {
+		return c.links[peer].Send(ctx, []byte{tok})
+	}
+	var in [1]byte
+	if err := c.recv(ctx, peer, in[:]); err != nil {
+		return err
+	}
+	if in[0] != tok {
+		return fmt.Errorf("%w: broadcast: rank %d sent %#x, not the end-of-chain token (operations out of step?)", transport.ErrMalformed, peer, in[0])
+	}
+	return nil
+}
+
 // Alltoallv sends send[off_r : off_r+sendCounts[r]] to every rank r (offsets
 // in rank order) and returns what every rank sent to this one,
 // concatenated in rank order, with the byte count from each rank. The
 // receive counts are exchanged first, so they need not be known.
 func (c *Comm) Alltoallv(ctx context.Context, send []byte, sendCounts []int) ([]byte, []int, error) {
+	return c.AlltoallvInto(ctx, send, sendCounts, nil)
+}
+
+// AlltoallvInto is Alltoallv receiving into dst[:n] when cap(dst) holds
+// the n bytes received (dst must not overlap send), into a new slice
+// otherwise. On one host with the single copy on, every rank reads its
+// parts straight from the peers' send buffers; else a pairwise exchange.
+func (c *Comm) AlltoallvInto(ctx context.Context, send []byte, sendCounts []int, dst []byte) ([]byte, []int, error) {
 	total, err := checkCounts("alltoallv", sendCounts, c.size)
 	if err != nil {
 		return nil, nil, err
@@ -192,33 +225,33 @@ func (c *Comm) Alltoallv(ctx context.Context, send []byte, sendCounts []int) ([]
 	recvCounts := make([]int, c.size)
 	recvCounts[c.rank] = sendCounts[c.rank]
 	if c.size == 1 {
-		return append([]byte(nil), send...), recvCounts, nil
+		recv := grow(dst, len(send))
+		copy(recv, send)
+		return recv, recvCounts, nil
 	}
 	var recv []byte
 	err = c.run(ctx, "alltoallv", func(ctx context.Context) error {
-		n, r := c.size, c.rank
-		// Pairwise schedule: at step s send to r+s, receive from r-s.
-		// Separate send and receive headers: a queued send must not be
-		// overwritten by a later receive.
-		shdr, rhdr := make([]byte, 8*n), make([]byte, 8*n)
-		for s := 1; s < n; s++ {
-			to, from := (r+s)%n, (r-s+n)%n
-			binary.LittleEndian.PutUint64(shdr[8*to:], uint64(sendCounts[to]))
-			if err := c.shift(ctx, to, shdr[8*to:8*to+8], from, rhdr[8*from:8*from+8]); err != nil {
-				return err
-			}
-			k := binary.LittleEndian.Uint64(rhdr[8*from:])
-			if k > 1<<40 {
-				return fmt.Errorf("%w: alltoallv: rank %d announced %d bytes", tensor.ErrInvalid, from, k)
-			}
-			recvCounts[from] = int(k)
-		}
-		if err := c.snd.wait(); err != nil {
+		hdrs, err := c.alltoallHeaders(ctx, len(send), sendCounts, soffs)
+		if err != nil {
 			return err
 		}
+		largest := len(send)
+		for q, h := range hdrs {
+			if q != c.rank {
+				recvCounts[q], largest = h.count, max(largest, h.total)
+			}
+		}
 		roffs := prefix(recvCounts, 1)
-		recv = make([]byte, roffs[n])
-		copy(recv[roffs[r]:], send[soffs[r]:soffs[r+1]])
+		recv = grow(dst, roffs[c.size])
+		mine := func() { copy(recv[roffs[c.rank]:], send[soffs[c.rank]:soffs[c.rank+1]]) }
+		if use, err := c.useSingleCopy(ctx, largest, false); err != nil || use {
+			if err != nil {
+				return err
+			}
+			return c.singleCopyAlltoallv(ctx, send, recv, roffs, hdrs, mine)
+		}
+		mine()
+		n, r := c.size, c.rank
 		for s := 1; s < n; s++ {
 			to, from := (r+s)%n, (r-s+n)%n
 			if err := c.shift(ctx, to, send[soffs[to]:soffs[to+1]], from, recv[roffs[from]:roffs[from+1]]); err != nil {
@@ -231,6 +264,61 @@ func (c *Comm) Alltoallv(ctx context.Context, send []byte, sendCounts []int) ([]
 		return nil, nil, err
 	}
 	return recv, recvCounts, nil
+}
+
+// a2aHeader is what a rank tells each peer before an alltoallv: the bytes
+// it sends that peer, where they start in its send buffer (the single copy
+// reads them there) and its whole send size (the path is chosen by the
+// largest, the same on every rank).
+type a2aHeader struct{ count, off, total int }
+
+const a2aHeaderBytes = 24
+
+// alltoallHeaders exchanges the headers (pairwise schedule: at step s send
+// to r+s, receive from r-s) and returns the one from each peer.
+func (c *Comm) alltoallHeaders(ctx context.Context, total int, sendCounts, soffs []int) ([]a2aHeader, error) {
+	n, r := c.size, c.rank
+	le := binary.LittleEndian
+	// Separate send and receive headers: a queued send must not be
+	// overwritten by a later receive.
+	shdr, rhdr := make([]byte, a2aHeaderBytes*n), make([]byte, a2aHeaderBytes*n)
+	hdrs := make([]a2aHeader, n)
+	for s := 1; s < n; s++ {
+		to, from := (r+s)%n, (r-s+n)%n
+		out, in := shdr[a2aHeaderBytes*to:a2aHeaderBytes*(to+1)], rhdr[a2aHeaderBytes*from:a2aHeaderBytes*(from+1)]
+		le.PutUint64(out, uint64(sendCounts[to]))
+		le.PutUint64(out[8:], uint64(soffs[to]))
+		le.PutUint64(out[16:], uint64(total))
+		if err := c.shift(ctx, to, out, from, in); err != nil {
+			return nil, err
+		}
+		k, off, tot := le.Uint64(in), le.Uint64(in[8:]), le.Uint64(in[16:])
+		if tot > 1<<40 || k > tot || off > tot-k {
+			return nil, fmt.Errorf("%w: alltoallv: rank %d announced %d bytes at %d of %d", tensor.ErrInvalid, from, k, off, tot)
+		}
+		hdrs[from] = a2aHeader{count: int(k), off: int(off), total: int(tot)}
+	}
+	return hdrs, c.snd.wait()
+}
+
+// singleCopyAlltoallv reads every peer's part for this rank from its send
+// buffer straight into recv, then copies its own part (mine) while the
+// peers may still be reading.
+func (c *Comm) singleCopyAlltoallv(ctx context.Context, send, recv []byte, roffs []int, hdrs []a2aHeader, mine func()) error {
+	addrs, err := c.publish(ctx, send, func(q int) int { return hdrs[q].total })
+	if err != nil {
+		return err
+	}
+	for q := range c.size {
+		if q == c.rank {
+			continue
+		}
+		if err := c.readPeer(ctx, q, recv[roffs[q]:roffs[q+1]], addrs[q]+uint64(hdrs[q].off)); err != nil {
+			return err
+		}
+	}
+	mine()
+	return c.signalAll(ctx, tagDone)
 }
 
 // shift is one step of a pairwise or dissemination schedule: it sends p to
@@ -281,4 +369,12 @@ func (c *Comm) Barrier(ctx context.Context) error {
 		}
 		return c.snd.wait()
 	})
+}
+
+// grow returns dst[:n] when dst has the capacity, else a new slice.
+func grow(dst []byte, n int) []byte {
+	if cap(dst) >= n {
+		return dst[:n]
+	}
+	return make([]byte, n)
 }

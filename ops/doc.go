@@ -60,7 +60,8 @@
 //   - Broadcast: binomial tree below SmallBytes, else a pipelined chain from
 //     the root.
 //   - Alltoallv: pairwise exchange (step s: send to rank+s, receive from
-//     rank-s), receive counts exchanged first.
+//     rank-s), receive counts exchanged first; by single copy each rank
+//     reads its parts from the peers' send buffers.
 //   - Barrier: dissemination, ceil(log2 n) rounds of one byte.
 //
 // # Goroutines and copies

@@ -146,6 +146,38 @@ func checkSingleCopyOps(t *testing.T, ws *world, r *rand.Rand, desc string, dt t
 		}
 		return nil
 	})
+	checkAlltoallv(t, ws, r, desc, count)
+}
+
+// checkAlltoallv runs an alltoallv with a different count for every pair
+// (some zero) on ws and checks every rank's result.
+func checkAlltoallv(t *testing.T, ws *world, r *rand.Rand, desc string, count int) {
+	t.Helper()
+	n, ctx := len(ws.comms), testCtx(t)
+	splits := make([][]int, n) // splits[q][p]: bytes q sends to p
+	sends := make([][]byte, n)
+	for q := range n {
+		splits[q] = make([]int, n)
+		for p := range n {
+			splits[q][p] = (count*(q+2*p+1) + p) % (2*count + 1)
+		}
+		sends[q] = randBuf(r, tensor.Uint8, sum(splits[q]), false)
+	}
+	ws.mustEach(t, func(rank int, c *Comm) error {
+		var want []byte
+		for q := range n {
+			off := sum(splits[q][:rank])
+			want = append(want, sends[q][off:off+splits[q][rank]]...)
+		}
+		got, counts, err := c.AlltoallvInto(ctx, sends[rank], splits[rank], make([]byte, 0, len(want)))
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(got, want) || counts[n-1] != splits[n-1][rank] {
+			return fmt.Errorf("%s alltoallv: rank %d got wrong bytes or counts %v", desc, rank, counts)
+		}
+		return nil
+	})
 }
 
 // TestSingleCopyRefused forces the kernel's refusal (EPERM, as under Yama
@@ -470,4 +502,12 @@ func TestSingleCopyMachineLimit(t *testing.T) {
 			t.Errorf("parseCacheSize(%q) = %d, want %d", s, got, want)
 		}
 	}
+}
+
+func sum(v []int) int {
+	t := 0
+	for _, x := range v {
+		t += x
+	}
+	return t
 }

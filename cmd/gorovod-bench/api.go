@@ -21,26 +21,26 @@ func apiOnce(ctx context.Context, c *benchCase, name string, buf []byte, inplace
 func apiResult(ctx context.Context, c *benchCase, name string, buf []byte, inplace bool) ([]byte, error) {
 	switch c.b.o.dtype {
 	case tensor.Float32:
-		return typed[float32](ctx, c, name, buf)
+		return typedCall[float32](ctx, c, name, buf, inplace)
 	case tensor.Float64:
-		return typed[float64](ctx, c, name, buf)
+		return typedCall[float64](ctx, c, name, buf, inplace)
 	case tensor.Int32:
-		return typed[int32](ctx, c, name, buf)
+		return typedCall[int32](ctx, c, name, buf, inplace)
 	case tensor.Int64:
-		return typed[int64](ctx, c, name, buf)
+		return typedCall[int64](ctx, c, name, buf, inplace)
 	case tensor.Int8:
-		return typed[int8](ctx, c, name, buf)
+		return typedCall[int8](ctx, c, name, buf, inplace)
 	case tensor.Uint8:
-		return typed[uint8](ctx, c, name, buf)
+		return typedCall[uint8](ctx, c, name, buf, inplace)
 	case tensor.Float16:
-		return typed[tensor.F16](ctx, c, name, buf)
+		return typedCall[tensor.F16](ctx, c, name, buf, inplace)
 	case tensor.BFloat16:
-		return typed[tensor.BF16](ctx, c, name, buf)
+		return typedCall[tensor.BF16](ctx, c, name, buf, inplace)
 	}
 	return nil, fmt.Errorf("dtype %v not supported by the public API", c.b.o.dtype)
 }
 
-func typed[T collective.Element](ctx context.Context, c *benchCase, name string, buf []byte) ([]byte, error) {
+func typedCall[T collective.Element](ctx context.Context, c *benchCase, name string, buf []byte, inplace bool) ([]byte, error) {
 	o := c.b.o
 	t := asT[T](buf)
 	switch o.op {
@@ -48,15 +48,14 @@ func typed[T collective.Element](ctx context.Context, c *benchCase, name string,
 		return buf, collective.Allreduce(ctx, name, t, o.redop)
 	case "broadcast":
 		return buf, collective.Broadcast(ctx, name, t, o.root)
-	case "allgather":
-		out, err := collective.Allgather(ctx, name, asT[T](c.src))
-		copy(c.dst, asBytes(out))
-		return c.dst, err
+	case "allgather": // outputs reused, as a user's loop would
+		out, err := collective.Allgather(ctx, name, asT[T](c.agSend(inplace)), collective.WithOutput(asT[T](c.dst)))
+		return asBytes(out), err
 	case "reducescatter":
-		out, err := collective.ReduceScatter(ctx, name, t, o.redop)
+		out, err := collective.ReduceScatter(ctx, name, t, o.redop, collective.WithOutput(asT[T](c.out)))
 		return asBytes(out), err
 	case "alltoall":
-		out, _, err := collective.Alltoall(ctx, name, t, c.elemCounts)
+		out, _, err := collective.Alltoall(ctx, name, t, c.elemCounts, collective.WithOutput(asT[T](c.out)))
 		return asBytes(out), err
 	}
 	return nil, fmt.Errorf("unknown op %q", o.op)

@@ -19,9 +19,10 @@ type benchCase struct {
 	b          *bench
 	size       int64
 	src, dst   []byte
-	chunk      int64 // elements per rank (allgather: each rank's part; others: the split)
-	counts     []int // bytes per rank (allgather / alltoall splits)
-	elemCounts []int // elements per rank (reduce-scatter)
+	out        []byte // reduce-scatter and alltoall results (reused, as a user's loop would)
+	chunk      int64  // elements per rank (allgather: each rank's part; others: the split)
+	counts     []int  // bytes per rank (allgather / alltoall splits)
+	elemCounts []int  // elements per rank (reduce-scatter)
 }
 
 func newCase(b *bench, size int64) *benchCase {
@@ -44,6 +45,12 @@ func newCase(b *bench, size int64) *benchCase {
 		if !b.o.inplaceOnly {
 			c.dst = make([]byte, size)
 		}
+	}
+	switch b.o.op {
+	case "reducescatter":
+		c.out = make([]byte, (c.chunk+1)*es)
+	case "alltoall":
+		c.out = make([]byte, size)
 	}
 	c.fill()
 	return c
@@ -81,20 +88,25 @@ func (c *benchCase) once(ctx context.Context, name string, inplace bool, comm *o
 	case "broadcast":
 		return comm.Broadcast(ctx, buf, o.root)
 	case "allgather":
-		send := c.src
-		if inplace { // nccl-tests' in place: the send buffer is this rank's part of the output
-			off := int64(c.b.rank) * int64(len(c.src))
-			send = c.dst[off : off+int64(len(c.src))]
-		}
-		return comm.Allgatherv(ctx, send, c.dst, c.counts)
+		return comm.Allgatherv(ctx, c.agSend(inplace), c.dst, c.counts)
 	case "reducescatter":
 		_, err := comm.ReduceScatter(ctx, buf, c.elemCounts, o.dtype, o.redop)
 		return err
 	case "alltoall":
-		_, _, err := comm.Alltoallv(ctx, buf, c.counts)
+		_, _, err := comm.AlltoallvInto(ctx, buf, c.counts, c.out)
 		return err
 	}
 	return fmt.Errorf("unknown op %q", o.op)
+}
+
+// agSend is allgather's send buffer: in place (nccl-tests' convention)
+// this rank's part of the output, else the separate input.
+func (c *benchCase) agSend(inplace bool) []byte {
+	if !inplace {
+		return c.src
+	}
+	off := int64(c.b.rank) * int64(len(c.src))
+	return c.dst[off : off+int64(len(c.src))]
 }
 
 // time runs warm-up iterations, settles an iteration count every rank
@@ -202,6 +214,9 @@ func (c *benchCase) checkOnce(ctx context.Context, name string, inplace bool, co
 		copy(c.dst, c.src)
 		buf = c.dst
 	}
+	if o.op == "allgather" && inplace { // nccl-tests' in place: this rank's input sits in its part of the output
+		copy(c.agSend(true), c.src)
+	}
 	if comm == nil {
 		return apiResult(ctx, c, name, buf, inplace)
 	}
@@ -209,13 +224,9 @@ func (c *benchCase) checkOnce(ctx context.Context, name string, inplace bool, co
 	case "reducescatter":
 		return comm.ReduceScatter(ctx, buf, c.elemCounts, o.dtype, o.redop)
 	case "alltoall":
-		out, _, err := comm.Alltoallv(ctx, buf, c.counts)
+		out, _, err := comm.AlltoallvInto(ctx, buf, c.counts, c.out)
 		return out, err
 	case "allgather":
-		if inplace { // nccl-tests' in place: this rank's input sits in its part of the output
-			off := int64(c.b.rank) * int64(len(c.src))
-			copy(c.dst[off:off+int64(len(c.src))], c.src)
-		}
 		return c.dst, c.once(ctx, name, inplace, comm)
 	case "broadcast":
 		return buf, comm.Broadcast(ctx, buf, o.root)

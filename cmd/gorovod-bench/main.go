@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/gorovod/gorovod/collective"
+	"github.com/gorovod/gorovod/ops"
 )
 
 var version = "dev"
@@ -105,6 +106,9 @@ func sweep(ctx context.Context, o options, out io.Writer) error {
 		}
 	}
 	wrong := b.summary(out, rows)
+	if err := singleCopyLine(ctx, out); err != nil {
+		return err
+	}
 	if err := b.peakRSS(ctx, out); err != nil {
 		return err
 	}
@@ -222,4 +226,26 @@ func avgAcross(ctx context.Context, name string, v float64) (float64, error) {
 	buf := []float64{v}
 	err := collective.Allreduce(ctx, name, buf, collective.Average)
 	return buf[0], err
+}
+
+// singleCopyLine says whether the data plane read peers' memory (the
+// probe's and calibration's outcome: it differs between launches).
+func singleCopyLine(ctx context.Context, out io.Writer) error {
+	var st ops.SingleCopyStatus
+	err := collective.RunExclusive(ctx, "bench/single-copy", func(_ context.Context, c *ops.Comm) error {
+		st = c.SingleCopy()
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	switch {
+	case !st.Probed:
+		fmt.Fprintf(out, "# Single copy          : not probed\n")
+	case !st.Permitted || st.MaxBytes == 0:
+		fmt.Fprintf(out, "# Single copy          : off (%s)\n", st.Reason)
+	default:
+		fmt.Fprintf(out, "# Single copy          : up to %d bytes (calibration: %v single copy, %v slots)\n", st.MaxBytes, st.SingleCopyTime, st.SlotsTime)
+	}
+	return nil
 }
