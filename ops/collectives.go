@@ -52,7 +52,7 @@ func (c *Comm) Allgatherv(ctx context.Context, send, recv []byte, counts []int) 
 		return nil
 	}
 	return c.run(ctx, "allgatherv", func(ctx context.Context) error {
-		if use, err := c.useSingleCopy(ctx, total, false); err != nil || use {
+		if use, err := c.useSingleCopyMove(ctx, total, 0); err != nil || use {
 			if err != nil {
 				return err
 			}
@@ -122,7 +122,7 @@ func (c *Comm) Broadcast(ctx context.Context, buf []byte, root int) error {
 	real := func(v int) int { return (v + root) % n }
 	small := len(buf) < c.cfg.SmallBytes
 	return c.run(ctx, "broadcast", func(ctx context.Context) error {
-		if use, err := c.useSingleCopy(ctx, len(buf), false); err != nil || use {
+		if use, err := c.useSingleCopyMove(ctx, len(buf), singleCopyBroadcastMax); err != nil || use {
 			if err != nil {
 				return err
 			}

@@ -511,3 +511,76 @@ func sum(v []int) int {
 	}
 	return t
 }
+
+// TestSingleCopyMoves: with a calibration the single copy lost (so no
+// allreduce uses it), allgathers still go by single copy, broadcasts up to
+// singleCopyBroadcastMax too, larger broadcasts and SingleCopyOff not.
+func TestSingleCopyMoves(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		off   bool
+		bytes int
+		want  bool
+		run   func(context.Context, *Comm, []byte) error
+	}{
+		{"allgather", false, 1 << 20, true, allgatherHalves},
+		{"allgather off", true, 1 << 20, false, allgatherHalves},
+		{"allgather small", false, singleCopyMoveMin / 2, false, allgatherHalves},
+		{"broadcast", false, 1 << 20, true, broadcastFrom0},
+		{"broadcast large", false, 2 * singleCopyBroadcastMax, false, broadcastFrom0},
+	} {
+		ws := newWorld(t, 2, Config{SmallBytes: 1, SingleCopyOff: tc.off}, inmem.WithRecvReducer())
+		for _, c := range ws.comms {
+			c.sc.calibrate = func(context.Context) (time.Duration, time.Duration, error) {
+				return 3 * time.Millisecond, time.Millisecond, nil
+			}
+		}
+		reads := new(int) // rank 1's: a broadcast's root reads nothing
+		ws.comms[1].sc.read = func(pid int, dst []byte, src uint64) error {
+			*reads++
+			return cma.Read(pid, dst, src)
+		}
+		ctx := testCtx(t)
+		ws.mustEach(t, func(r int, c *Comm) error {
+			buf := make([]byte, tc.bytes)
+			for i := range buf {
+				buf[i] = byte(r + 1)
+			}
+			return tc.run(ctx, c, buf)
+		})
+		probe := 0
+		if ws.comms[1].SingleCopy().Probed {
+			probe = 1
+		}
+		if used := *reads > probe; used != tc.want {
+			t.Errorf("%s, %d bytes: single copy %v (%d reads), want %v", tc.name, tc.bytes, used, *reads, tc.want)
+		}
+		ws.close()
+	}
+}
+
+func allgatherHalves(ctx context.Context, c *Comm, buf []byte) error {
+	half := len(buf) / 2
+	recv := make([]byte, 2*half)
+	if err := c.Allgatherv(ctx, buf[:half], recv, []int{half, half}); err != nil {
+		return err
+	}
+	for i, b := range recv {
+		if want := byte(i/half + 1); b != want {
+			return fmt.Errorf("allgather byte %d is %d, want %d", i, b, want)
+		}
+	}
+	return nil
+}
+
+func broadcastFrom0(ctx context.Context, c *Comm, buf []byte) error {
+	if err := c.Broadcast(ctx, buf, 0); err != nil {
+		return err
+	}
+	for i, b := range buf {
+		if b != 1 {
+			return fmt.Errorf("broadcast byte %d is %d, want 1", i, b)
+		}
+	}
+	return nil
+}

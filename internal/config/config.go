@@ -95,8 +95,10 @@ type Config struct {
 	SmallBytes int
 	// DisableSingleCopy keeps ranks on one host from reading each other's
 	// buffers directly (cross-memory attach); they use shared-memory slots.
-	// True by default (GOROVOD_DISABLE_SINGLE_COPY=0 lets Auto calibrate
-	// and use it; AllreduceAlgorithm "single-copy" forces it).
+	// False by default: allgathers and mid-size broadcasts use it whenever
+	// the kernel allows, allreduces and reduce-scatters in the size band
+	// where rank 0's calibration found it faster (AllreduceAlgorithm
+	// "single-copy" forces it).
 	DisableSingleCopy bool
 	// SingleCopyMaxBytes is the largest op that goes by single copy; 0 =
 	// half the last-level cache, clamped to 2..32 MiB.
@@ -115,7 +117,6 @@ func Default() Config {
 		// Off by default: measured on 2026-12-07 (docs/performance.md), the
 		// slots beat the single copy at every size on the 2-core EPYC VM and
 		// the first-use calibration chose it where it lost at 1 MiB.
-		DisableSingleCopy: true,
 	}
 }
 
