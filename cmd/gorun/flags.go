@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/gorovod/gorovod/internal/config"
+	genv "github.com/gorovod/gorovod/internal/env"
 )
 
 // options are gorun's command-line settings.
@@ -49,6 +50,7 @@ type options struct {
 	timelineFile      string
 	metricsAddr       string
 	disableShm        bool
+	bindTo            string
 	hierarchical      bool
 	markCycles        bool
 }
@@ -88,6 +90,7 @@ func (o *options) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.hierarchical, "hierarchical-allreduce", false, "allreduce within each host first, then across hosts (jobs spanning hosts)")
 	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "serve Prometheus metrics of each worker at `HOST:PORT` (port + local rank on each host)")
 	fs.BoolVar(&o.disableShm, "disable-shm", false, "use TCP instead of shared memory between workers on one host")
+	fs.StringVar(&o.bindTo, "bind-to", "core", "bind each worker to its share of its host's cores (`core`, as mpirun does; skipped when workers outnumber cores) or not (none)")
 }
 
 // tuningEnv turns the tuning flags the user set into worker variables.
@@ -158,6 +161,13 @@ func (o *options) tuningEnv(fs *pflag.FlagSet) ([]string, error) {
 	}
 	if set("disable-shm") && o.disableShm {
 		env = append(env, config.EnvDisableShm+"=1")
+	}
+	switch o.bindTo {
+	case "core":
+	case "none":
+		env = append(env, genv.BindTo+"=none")
+	default:
+		return nil, usagef("--bind-to %q: want core or none", o.bindTo)
 	}
 	if set("metrics-addr") {
 		if _, _, err := net.SplitHostPort(o.metricsAddr); err != nil {

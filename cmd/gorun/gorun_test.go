@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/gorovod/gorovod/internal/env"
+	"github.com/gorovod/gorovod/internal/launch"
 	"github.com/gorovod/gorovod/internal/rendezvous"
 )
 
@@ -607,5 +608,52 @@ func TestWorkersShareTheHostsCores(t *testing.T) {
 				t.Errorf("%v: worker printed %q, want gomaxprocs=%s", tc.args, line, tc.want)
 			}
 		}
+	}
+}
+
+// TestWorkersAreBoundToTheirCores: workers sharing a host get disjoint cpu
+// lists (GOROVOD_CPU_LIST) unless --bind-to none, they outnumber the cores,
+// or the user set a list; --bind-to with another word is a usage error.
+func TestWorkersAreBoundToTheirCores(t *testing.T) {
+	cpus := launch.AllowedCPUs()
+	if len(cpus) < 2 {
+		t.Skipf("%d allowed cpus: nothing to share", len(cpus))
+	}
+	half := len(cpus) / 2
+	list := func(cs []int) string {
+		s := make([]string, len(cs))
+		for i, c := range cs {
+			s[i] = strconv.Itoa(c)
+		}
+		return strings.Join(s, ",")
+	}
+	for _, tc := range []struct {
+		args []string
+		want []string // by local rank
+	}{
+		{[]string{"-np", "2"}, []string{list(cpus[:half]), list(cpus[half : 2*half])}},
+		{[]string{"-np", "2", "--bind-to", "none"}, []string{"", ""}},
+		{[]string{"-np", "2", "-x", "GOROVOD_CPU_LIST=0"}, []string{"0", "0"}},
+		{[]string{"-np", strconv.Itoa(len(cpus) + 1)}, nil},
+	} {
+		args := append(tc.args, "sh", "-c", `echo "cpus=$GOROVOD_CPU_LIST"`)
+		r := gorun(t, 20*time.Second, args...)
+		if r.code != 0 {
+			t.Fatalf("%v: exit %d\n%s%s", tc.args, r.code, r.stdout, r.stderr)
+		}
+		for _, line := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
+			tag, v, _ := strings.Cut(line, ":")
+			rank, _ := strconv.Atoi(strings.Trim(tag, "[]<stdout>"))
+			want := ""
+			if tc.want != nil {
+				want = tc.want[rank]
+			}
+			if v != "cpus="+want {
+				t.Errorf("%v: rank %d printed %q, want cpus=%s", tc.args, rank, line, want)
+			}
+		}
+	}
+	if r := gorun(t, 20*time.Second, "-np", "2", "--bind-to", "socket", "true"); r.code != 2 || !strings.Contains(r.stderr, "--bind-to") {
+		t.Errorf("--bind-to socket: exit %d, stderr %q; want a usage error (2) naming --bind-to", r.code, r.stderr)
 	}
 }

@@ -69,6 +69,7 @@ func buildWorkers(o *options, p plan, np netPlan, je jobEnv) []launch.Worker {
 		)
 		if !np.isRemote(s.Host) { // remote workers get their host's share there
 			we = launch.WithGOMAXPROCS(we, runtime.NumCPU())
+			we = launch.WithCPUBinding(we, launch.AllowedCPUs())
 			we = je.gpus.Env(we, s.LocalRank)
 		}
 		workers[i] = launch.Worker{Rank: s.Rank, Host: s.Host, Argv: p.argv, Env: we, Dir: dir}

@@ -120,6 +120,7 @@ func (s *remoteSession) startWorker(stdout *os.File, envHooks []func([]string) [
 		return nil, 127, fmt.Errorf("rank %d on %s: %s: %v", req.Rank, s.host, req.Argv[0], programError(cmd.Err))
 	}
 	cmd.Env = WithGOMAXPROCS(append(os.Environ(), req.Env...), runtime.NumCPU()) // later entries win
+	cmd.Env = WithCPUBinding(cmd.Env, AllowedCPUs())
 	for _, hook := range envHooks {
 		cmd.Env = hook(cmd.Env)
 	}

@@ -72,6 +72,13 @@ func Join(ctx context.Context, li Info, disableShm bool, log *zap.Logger) (*Join
 	if li.SecretDerived && li.Rank == 0 { // one warning per job, not one per rank
 		log.Warn("no job secret in the environment; derived one from the launcher's job id (set GOROVOD_SECRET or GOROVOD_SECRET_FILE)")
 	}
+	if len(li.CPUs) > 0 {
+		if err := bindThreads(li.CPUs); err != nil { // the job still runs, unbound
+			log.Warn("could not bind to the cpus gorun assigned", zap.Ints("cpus", li.CPUs), zap.Error(err))
+		} else {
+			log.Debug("bound to cpus", zap.Ints("cpus", li.CPUs))
+		}
+	}
 	ctx, cancel := context.WithTimeout(ctx, li.StartTimeout+joinSlack)
 	defer cancel()
 	if li.ServeRendezvous {

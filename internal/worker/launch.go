@@ -30,6 +30,7 @@ type Info struct {
 	StartTimeout    time.Duration
 	BindAddr        string // IP the data plane listens on; "" = choose
 	Ifaces          string // GOROVOD_NETWORK_INTERFACE: interfaces to choose from
+	CPUs            []int  // GOROVOD_CPU_LIST: cpus to bind this process's threads to; nil: unbound
 }
 
 const defaultStartTimeout = 30 * time.Second
@@ -46,6 +47,9 @@ func Detect(getenv func(string) string) (Info, error) {
 	li.Host = firstNonEmpty(getenv(env.Hostname), hostname, "localhost")
 	var err error
 	if li.StartTimeout, err = StartTimeout(getenv); err != nil {
+		return li, err
+	}
+	if li.CPUs, err = ParseCPUList(getenv(env.CPUList)); err != nil {
 		return li, err
 	}
 	if v := getenv(env.Epoch); v != "" {
@@ -297,3 +301,37 @@ func firstNonEmpty(vs ...string) string {
 	}
 	return ""
 }
+
+// ParseCPUList reads a cpu list such as "0,2" or "0-3,8" (the kernel's
+// and taskset's notation); "" is nil.
+func ParseCPUList(v string) ([]int, error) {
+	if v == "" {
+		return nil, nil
+	}
+	bad := func(why string) error {
+		return fmt.Errorf("%w: %s=%q: %s (want cpu numbers and ranges, e.g. 0,2-3)", errkind.Invalid, env.CPUList, v, why)
+	}
+	var cpus []int
+	for _, part := range strings.Split(v, ",") {
+		lo, hi, isRange := strings.Cut(strings.TrimSpace(part), "-")
+		a, err := strconv.Atoi(lo)
+		b := a
+		if err == nil && isRange {
+			b, err = strconv.Atoi(hi)
+		}
+		switch {
+		case err != nil:
+			return nil, bad(fmt.Sprintf("%q is not a cpu number or range", part))
+		case a < 0 || b < a || b >= maxCPU:
+			return nil, bad(fmt.Sprintf("range %q is empty or out of 0..%d", part, maxCPU-1))
+		}
+		for c := a; c <= b; c++ {
+			cpus = append(cpus, c)
+		}
+	}
+	return cpus, nil
+}
+
+// maxCPU bounds the cpu numbers of a list (the kernel's cpu_set_t holds
+// 1024).
+const maxCPU = 1024
