@@ -90,7 +90,7 @@ func (o *options) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.hierarchical, "hierarchical-allreduce", false, "allreduce within each host first, then across hosts (jobs spanning hosts)")
 	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "serve Prometheus metrics of each worker at `HOST:PORT` (port + local rank on each host)")
 	fs.BoolVar(&o.disableShm, "disable-shm", false, "use TCP instead of shared memory between workers on one host")
-	fs.StringVar(&o.bindTo, "bind-to", "core", "bind each worker to its share of its host's cores (`core`, as mpirun does; skipped when workers outnumber cores) or not (none)")
+	fs.StringVar(&o.bindTo, "bind-to", "none", "`core`: bind each worker to its share of its host's cores (as mpirun --bind-to core; skipped when workers outnumber cores); none: leave them to the kernel, as horovodrun does")
 }
 
 // tuningEnv turns the tuning flags the user set into worker variables.
@@ -164,8 +164,8 @@ func (o *options) tuningEnv(fs *pflag.FlagSet) ([]string, error) {
 	}
 	switch o.bindTo {
 	case "core":
+		env = append(env, genv.BindTo+"=core")
 	case "none":
-		env = append(env, genv.BindTo+"=none")
 	default:
 		return nil, usagef("--bind-to %q: want core or none", o.bindTo)
 	}

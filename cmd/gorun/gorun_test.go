@@ -611,9 +611,10 @@ func TestWorkersShareTheHostsCores(t *testing.T) {
 	}
 }
 
-// TestWorkersAreBoundToTheirCores: workers sharing a host get disjoint cpu
-// lists (GOROVOD_CPU_LIST) unless --bind-to none, they outnumber the cores,
-// or the user set a list; --bind-to with another word is a usage error.
+// TestWorkersAreBoundToTheirCores: with --bind-to core workers sharing a
+// host get disjoint cpu lists (GOROVOD_CPU_LIST) unless they outnumber the
+// cores or the user set a list; by default none; --bind-to with another
+// word is a usage error.
 func TestWorkersAreBoundToTheirCores(t *testing.T) {
 	cpus := launch.AllowedCPUs()
 	if len(cpus) < 2 {
@@ -631,10 +632,10 @@ func TestWorkersAreBoundToTheirCores(t *testing.T) {
 		args []string
 		want []string // by local rank
 	}{
-		{[]string{"-np", "2"}, []string{list(cpus[:half]), list(cpus[half : 2*half])}},
-		{[]string{"-np", "2", "--bind-to", "none"}, []string{"", ""}},
-		{[]string{"-np", "2", "-x", "GOROVOD_CPU_LIST=0"}, []string{"0", "0"}},
-		{[]string{"-np", strconv.Itoa(len(cpus) + 1)}, nil},
+		{[]string{"-np", "2", "--bind-to", "core"}, []string{list(cpus[:half]), list(cpus[half : 2*half])}},
+		{[]string{"-np", "2"}, []string{"", ""}},
+		{[]string{"-np", "2", "--bind-to", "core", "-x", "GOROVOD_CPU_LIST=0"}, []string{"0", "0"}},
+		{[]string{"-np", strconv.Itoa(len(cpus) + 1), "--bind-to", "core"}, nil},
 	} {
 		args := append(tc.args, "sh", "-c", `echo "cpus=$GOROVOD_CPU_LIST"`)
 		r := gorun(t, 20*time.Second, args...)

@@ -24,7 +24,7 @@ const (
 	Launcher       = "GOROVOD_LAUNCHER"          // "gorun" when started by gorun
 	NetworkIface   = "GOROVOD_NETWORK_INTERFACE" // comma list of interfaces to pick addresses from
 	CPUList        = "GOROVOD_CPU_LIST"          // cpus the worker binds its threads to ("0,1" or "0-3"); unset: unbound
-	BindTo         = "GOROVOD_BIND_TO"           // "core" (default) or "none": whether gorun gives workers a CPUList
+	BindTo         = "GOROVOD_BIND_TO"           // "core" or "none" (default): whether gorun gives workers a CPUList
 )
 
 // Read by gorun itself.

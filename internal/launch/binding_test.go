@@ -9,7 +9,7 @@ import (
 
 func TestWithCPUBinding(t *testing.T) {
 	place := func(rank, size string) []string {
-		return []string{"A=1", env.LocalRank + "=" + rank, env.LocalSize + "=" + size}
+		return []string{"A=1", env.BindTo + "=core", env.LocalRank + "=" + rank, env.LocalSize + "=" + size}
 	}
 	for _, tc := range []struct {
 		name    string
@@ -23,8 +23,9 @@ func TestWithCPUBinding(t *testing.T) {
 		{"alone", place("0", "1"), []int{0, 1}, ""},
 		{"outnumbered cores", place("0", "3"), []int{0, 1}, ""},
 		{"bind-to none", append(place("0", "2"), env.BindTo+"=none"), []int{0, 1}, ""},
+		{"not asked", []string{env.LocalRank + "=0", env.LocalSize + "=2"}, []int{0, 1}, ""},
 		{"user's list", append(place("0", "2"), env.CPUList+"=7"), []int{0, 1}, ""},
-		{"no place", []string{"A=1"}, []int{0, 1}, ""},
+		{"no place", []string{env.BindTo + "=core"}, []int{0, 1}, ""},
 		{"no affinity", place("0", "2"), nil, ""},
 	} {
 		got := WithCPUBinding(slices.Clone(tc.env), tc.allowed)
