@@ -280,9 +280,12 @@ func TestSingleCopyNeedsSharedMemoryEverywhere(t *testing.T) {
 }
 
 // countReads makes rank 0 of ws count its single-copy reads.
-func countReads(ws *world) *int {
+func countReads(ws *world) *int { return countReadsOn(ws, 0) }
+
+// countReadsOn makes rank r of ws count its single-copy reads.
+func countReadsOn(ws *world, r int) *int {
 	n := new(int)
-	ws.comms[0].sc.read = func(pid int, dst []byte, src uint64) error {
+	ws.comms[r].sc.read = func(pid int, dst []byte, src uint64) error {
 		*n++
 		return cma.Read(pid, dst, src)
 	}
@@ -535,11 +538,7 @@ func TestSingleCopyMoves(t *testing.T) {
 				return 3 * time.Millisecond, time.Millisecond, nil
 			}
 		}
-		reads := new(int) // rank 1's: a broadcast's root reads nothing
-		ws.comms[1].sc.read = func(pid int, dst []byte, src uint64) error {
-			*reads++
-			return cma.Read(pid, dst, src)
-		}
+		reads := countReadsOn(ws, 1) // a broadcast's root reads nothing
 		ctx := testCtx(t)
 		ws.mustEach(t, func(r int, c *Comm) error {
 			buf := make([]byte, tc.bytes)
