@@ -87,8 +87,8 @@ type Config struct {
 	// use: the ranks time allreduces of 1, 4, 16 and 32 MiB (at most
 	// DefaultSingleCopyMaxBytes(), from the machine's caches) both ways,
 	// and every rank uses the single copy in the band of sizes where rank 0
-	// found it at least 10% faster (SingleCopyStatus.MinBytes..MaxBytes;
-	// none when it never was).
+	// found it at least 10% faster (SingleCopyStatus.MinBytes..MaxBytes,
+	// never below the smallest size timed; none when it never was).
 	SingleCopyMaxBytes int
 }
 

@@ -294,9 +294,12 @@ func (c *Comm) calibrate(ctx context.Context, st *SingleCopyStatus) error {
 
 // singleCopyBand is the range of sizes the single copy goes by: from the
 // first size timed where it won clearly to the last of the wins that
-// follow, each end halfway (geometrically) to the neighbouring loss, or
-// open (min 0: from SmallBytes; max: limit) where no loss bounds it.
-// 0, 0 when it never won.
+// follow, each end halfway (geometrically) to the neighbouring loss; open
+// above (max: limit) where no loss bounds it, but never below the smallest
+// size timed: the single copy's fixed cost per op (system calls, pinning,
+// the handshake) weighs more the smaller the op, so a win at 1 MiB says
+// nothing of 64 KiB (extended down, a launch whose 1 MiB point won ran 64
+// KiB-256 KiB allreduces 1.5x slower than the slots). 0, 0 when it never won.
 func singleCopyBand(pts []CalibrationPoint, limit int) (lo, hi int) {
 	i := slices.IndexFunc(pts, CalibrationPoint.wins)
 	if i < 0 {
@@ -307,6 +310,7 @@ func singleCopyBand(pts []CalibrationPoint, limit int) (lo, hi int) {
 		j++
 	}
 	mid := func(a, b int) int { return int(math.Sqrt(float64(a) * float64(b))) }
+	lo = pts[i].Bytes
 	if i > 0 {
 		lo = mid(pts[i-1].Bytes, pts[i].Bytes)
 	}

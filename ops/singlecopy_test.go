@@ -350,8 +350,8 @@ func TestSingleCopyCalibration(t *testing.T) {
 			}
 			reads := countReads(ws)
 			ctx := testCtx(t)
-			ws.mustEach(t, func(_ int, c *Comm) error {
-				return c.Allreduce(ctx, make([]byte, 4096), tensor.Uint8, tensor.Sum, 1, 1)
+			ws.mustEach(t, func(_ int, c *Comm) error { // the smallest size timed: in the band when it won
+				return c.Allreduce(ctx, make([]byte, calibrationSizes[0]), tensor.Uint8, tensor.Sum, 1, 1)
 			})
 			for r, c := range ws.comms {
 				st := c.SingleCopy()
@@ -399,7 +399,8 @@ func TestSingleCopyCalibrationRuns(t *testing.T) {
 }
 
 // TestSingleCopyBand: the single copy is used between the sizes where it
-// won, bounded halfway to the losses around them.
+// won, bounded halfway to the losses around them, never below the smallest
+// size timed.
 func TestSingleCopyBand(t *testing.T) {
 	ms := time.Millisecond
 	win, lose := [2]time.Duration{1 * ms, 2 * ms}, [2]time.Duration{2 * ms, 2 * ms}
@@ -415,10 +416,10 @@ func TestSingleCopyBand(t *testing.T) {
 		lo, hi int
 	}{
 		{pts(lose, lose, lose), 0, 0},
-		{pts(win, win, win), 0, 64 << 20},
+		{pts(win, win, win), 1 << 20, 64 << 20},
 		{pts(lose, win, lose), 2 << 20, 8 << 20},
 		{pts(lose, lose, win), 8 << 20, 64 << 20},
-		{pts(win, lose, win), 0, 2 << 20},
+		{pts(win, lose, win), 1 << 20, 2 << 20},
 	} {
 		if lo, hi := singleCopyBand(tc.pts, 64<<20); lo != tc.lo || hi != tc.hi {
 			t.Errorf("%+v: band [%d, %d], want [%d, %d]", tc.pts, lo, hi, tc.lo, tc.hi)
