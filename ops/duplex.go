@@ -265,11 +265,25 @@ const (
 	duplexSendBufferMin = 1 << 20
 )
 
+// sizerOf finds the sendBufferSizer under l's wrappers (tracked links).
+func sizerOf(l any) (sendBufferSizer, bool) {
+	for {
+		if s, ok := l.(sendBufferSizer); ok {
+			return s, true
+		}
+		u, ok := l.(interface{ Unwrap() transport.Link })
+		if !ok {
+			return nil, false
+		}
+		l = u.Unwrap()
+	}
+}
+
 // narrowSend shrinks the send buffer of d's link to duplexSendBuffer for a
 // ring of two over n bytes, returning what puts it back. Best effort: a
 // link that cannot resize runs as it is.
 func narrowSend(d *duplex, n int) func() {
-	sz, ok := d.tx.(sendBufferSizer)
+	sz, ok := sizerOf(d.tx)
 	if !ok || n < duplexSendBufferMin || !sz.LocalPeer() {
 		return func() {}
 	}
