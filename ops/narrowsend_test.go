@@ -9,6 +9,7 @@ import (
 // sizerLink records the send buffer asked of it; only the sendBufferSizer
 // methods are called.
 type sizerLink struct {
+	transport.Link
 	transport.Duplex
 	local bool
 	buf   int
@@ -24,6 +25,14 @@ func (l *sizerLink) SetSendBuffer(n int) (int, error) {
 	return prev, nil
 }
 
+// wrapped hides a link behind a decorator, as tracked links do.
+type wrapped struct {
+	transport.Duplex
+	l transport.Link
+}
+
+func (w wrapped) Unwrap() transport.Link { return w.l }
+
 func TestNarrowSend(t *testing.T) {
 	for _, c := range []struct {
 		name   string
@@ -34,9 +43,14 @@ func TestNarrowSend(t *testing.T) {
 		{"local large", true, duplexSendBufferMin, true},
 		{"local small", true, duplexSendBufferMin - 1, false},
 		{"remote large", false, 16 << 20, false},
+		{"wrapped local large", true, 16 << 20, true},
 	} {
 		l := &sizerLink{local: c.local, buf: 512 << 10}
-		restore := narrowSend(&duplex{tx: l, rx: l}, c.n)
+		var tx transport.Duplex = l
+		if c.name[:7] == "wrapped" {
+			tx = wrapped{l: l}
+		}
+		restore := narrowSend(&duplex{tx: tx, rx: tx}, c.n)
 		if got := l.buf == duplexSendBuffer; got != c.narrow {
 			t.Errorf("%s: buffer %d during the op, narrowed %v, want %v", c.name, l.buf, got, c.narrow)
 		}
