@@ -246,6 +246,55 @@ func (c *Comm) withWaits(d *duplex) *duplex {
 	return d
 }
 
+// sendBufferSizer is a link whose kernel send buffer can be resized (TCP)
+// and that knows whether its peer is on this host.
+type sendBufferSizer interface {
+	SetSendBuffer(n int) (prev int, err error)
+	LocalPeer() bool
+}
+
+// duplexSendBuffer is the send buffer of a TCP link to a peer on this host
+// while an allreduce of at least duplexSendBufferMin bytes runs on it as a
+// ring of two. Fewer bytes in flight keep the kernel's copies in cache:
+// against the 512 KiB of tcp.SocketBufferBytes, 64 KiB measured 1.5x
+// faster at 16 MiB and 1.4x at 64 MiB on loopback (3 alternated rounds).
+// Not at connection time: rings of three (over two links) lost 15% with
+// it; nor across hosts, where the buffer must cover the network's
+// bandwidth-delay product.
+const (
+	duplexSendBuffer    = 64 << 10
+	duplexSendBufferMin = 1 << 20
+)
+
+// sizerOf finds the sendBufferSizer under l's wrappers (tracked links).
+func sizerOf(l any) (sendBufferSizer, bool) {
+	for {
+		if s, ok := l.(sendBufferSizer); ok {
+			return s, true
+		}
+		u, ok := l.(interface{ Unwrap() transport.Link })
+		if !ok {
+			return nil, false
+		}
+		l = u.Unwrap()
+	}
+}
+
+// narrowSend shrinks the send buffer of d's link to duplexSendBuffer for a
+// ring of two over n bytes, returning what puts it back. Best effort: a
+// link that cannot resize runs as it is.
+func narrowSend(d *duplex, n int) func() {
+	sz, ok := sizerOf(d.tx)
+	if !ok || n < duplexSendBufferMin || !sz.LocalPeer() {
+		return func() {}
+	}
+	prev, err := sz.SetSendBuffer(duplexSendBuffer)
+	if err != nil {
+		return func() {}
+	}
+	return func() { _, _ = sz.SetSendBuffer(prev) }
+}
+
 // duplexRing is ring for a group of two over a Duplex link: the peer is
 // both neighbours. Chunks are indexed by position p (this rank) and q.
 // Reduce-scatter sends chunk q and reduces the peer's chunk p into this
@@ -254,6 +303,9 @@ func (c *Comm) withWaits(d *duplex) *duplex {
 func (c *Comm) duplexRing(ctx context.Context, d *duplex, r ringSpec, seg int) error {
 	p, q := r.pos, 1-r.pos
 	chunk := func(i int) []byte { return r.buf[r.offs[i]:r.offs[i+1]] }
+	if r.rs && r.ag {
+		defer narrowSend(d, len(r.buf))()
+	}
 	if r.rs {
 		d.push(chunk(q))
 		mine := chunk(p)

@@ -44,8 +44,10 @@ type Link struct {
 
 	rd, wr deadline
 
-	raw   syscall.RawConn // nil when conn is not a socket
-	lowat int             // SO_RCVLOWAT in force (0 or 1: the default); receiver's
+	raw    syscall.RawConn // nil when conn is not a socket
+	sndbuf int             // send buffer asked of the kernel (SetSendBuffer)
+	local  bool            // the peer is on this host (same or loopback address)
+	lowat  int             // SO_RCVLOWAT in force (0 or 1: the default); receiver's
 }
 
 var (
@@ -58,7 +60,7 @@ var (
 // (TCP_NODELAY, keepalive, a SocketBufferBytes send buffer). The Link owns
 // conn from now on.
 func New(conn net.Conn, rank int, host string) *Link {
-	l := &Link{conn: conn, rank: rank, host: host}
+	l := &Link{conn: conn, rank: rank, host: host, sndbuf: SocketBufferBytes}
 	l.rd.set = conn.SetReadDeadline
 	l.wr.set = conn.SetWriteDeadline
 	if tc, ok := conn.(*net.TCPConn); ok {
@@ -72,8 +74,24 @@ func New(conn net.Conn, rank int, host string) *Link {
 	if sc, ok := conn.(syscall.Conn); ok {
 		l.raw, _ = sc.SyscallConn()
 	}
+	l.local = sameHost(conn.LocalAddr(), conn.RemoteAddr())
 	return l
 }
+
+// sameHost reports whether a connection between a and b stays on this host:
+// a loopback peer, or the peer's address is this end's own.
+func sameHost(a, b net.Addr) bool {
+	la, ok1 := a.(*net.TCPAddr)
+	ra, ok2 := b.(*net.TCPAddr)
+	if !ok1 || !ok2 {
+		return false
+	}
+	return ra.IP.IsLoopback() || ra.IP.Equal(la.IP)
+}
+
+// LocalPeer reports whether the peer runs on this host, where the bytes in
+// flight need not cover a network's bandwidth-delay product.
+func (l *Link) LocalPeer() bool { return l.local }
 
 // sendBufferBytes is the data the kernel's send buffer takes without the
 // peer reading. Linux reports twice the usable figure (it counts its own
@@ -213,6 +231,33 @@ func (l *Link) Await(ctx context.Context, recvBytes int, send bool, timeout time
 		return l.fail("poll", err)
 	}
 	return nil
+}
+
+// SetSendBuffer asks the kernel for an n-byte send buffer (SO_SNDBUF) and
+// returns the size asked before, for the caller to put back. Bytes already
+// queued stay queued; a smaller buffer only makes later sends wait sooner.
+// BufferedBytes keeps the figure of New: put the buffer back before the
+// link is used outside the operation that changed it.
+func (l *Link) SetSendBuffer(n int) (int, error) {
+	if l.closed.Load() {
+		return 0, l.fail("setsockopt", transport.ErrClosed)
+	}
+	if l.raw == nil {
+		return 0, l.fail("setsockopt", errNotSocket)
+	}
+	var err error
+	cerr := l.raw.Control(func(fd uintptr) {
+		err = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF, n)
+	})
+	if cerr != nil {
+		return 0, l.fail("setsockopt", transport.ErrClosed)
+	}
+	if err != nil {
+		return 0, l.fail("setsockopt", fmt.Errorf("%w: SO_SNDBUF: %v", transport.ErrPeerLost, err))
+	}
+	prev := l.sndbuf
+	l.sndbuf = n
+	return prev, nil
 }
 
 func (l *Link) setLowat(n int) error {

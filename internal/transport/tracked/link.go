@@ -42,6 +42,10 @@ func (l *link) Recv(ctx context.Context, p []byte) error {
 	return l.t.observe(l.peer, l.Link.Recv(ctx, p))
 }
 
+// Unwrap returns the decorated link, for a transport's own tuning knobs
+// (tcp.Link.SetSendBuffer) that this wrapper does not forward.
+func (l *link) Unwrap() transport.Link { return l.Link }
+
 func (l *link) BufferedBytes() int {
 	if b, ok := l.Link.(transport.Buffered); ok {
 		return b.BufferedBytes()
