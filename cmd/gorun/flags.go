@@ -156,6 +156,24 @@ func (o *options) tuningEnv(fs *pflag.FlagSet) ([]string, error) {
 		}
 		env = append(env, config.EnvTimelineMarkCycles+"=1")
 	}
+	placement, err := o.placementEnv(set)
+	if err != nil {
+		return nil, err
+	}
+	env = append(env, placement...)
+	if set("metrics-addr") {
+		if _, _, err := net.SplitHostPort(o.metricsAddr); err != nil {
+			return nil, usagef("--metrics-addr %q: want HOST:PORT", o.metricsAddr)
+		}
+		env = append(env, config.EnvMetricsAddr+"="+o.metricsAddr)
+	}
+	return env, nil
+}
+
+// placementEnv is the workers' variables of the flags that say where data
+// and workers go: --hierarchical-allreduce, --disable-shm, --bind-to.
+func (o *options) placementEnv(set func(string) bool) ([]string, error) {
+	var env []string
 	if set("hierarchical-allreduce") && o.hierarchical {
 		env = append(env, config.EnvHierarchical+"=1")
 	}
@@ -168,12 +186,6 @@ func (o *options) tuningEnv(fs *pflag.FlagSet) ([]string, error) {
 	case "none":
 	default:
 		return nil, usagef("--bind-to %q: want core or none", o.bindTo)
-	}
-	if set("metrics-addr") {
-		if _, _, err := net.SplitHostPort(o.metricsAddr); err != nil {
-			return nil, usagef("--metrics-addr %q: want HOST:PORT", o.metricsAddr)
-		}
-		env = append(env, config.EnvMetricsAddr+"="+o.metricsAddr)
 	}
 	return env, nil
 }
