@@ -46,14 +46,15 @@
 //     the data, each segment's while it is in cache.
 //   - Single copy (singlecopy.go): when every rank is on one host, reached
 //     over shared memory (transport.RecvReducer links), and the kernel
-//     allows cross-memory attach, allreduce, allgatherv,
-//     reduce-scatter and broadcast from SmallBytes up to a calibrated
-//     limit read the peers' buffers directly with process_vm_readv
-//     (addresses exchanged over the links): one copy per byte moved instead
-//     of two through slots, three small exchanges per op. A probe at the
-//     first such op decides once, on every rank alike, then the ranks time
-//     allreduces of 1 to 32 MiB both ways and use the single copy in the
-//     band of sizes where it was 10% faster on rank 0, if any
+//     allows cross-memory attach, ops read the peers' buffers directly
+//     with process_vm_readv (addresses exchanged over the links): one copy
+//     per byte moved instead of two through slots, three small exchanges
+//     per op. A probe at the first such op decides once, on every rank
+//     alike. Allgathers from 64 KiB and broadcasts from 64 KiB to 4 MiB
+//     then always go this way (useSingleCopyMove); for allreduce and
+//     reduce-scatter the ranks time allreduces of 1 to 32 MiB both ways and
+//     use the single copy in the band of sizes where it was 10% faster on
+//     rank 0, if any, never below the smallest size timed
 //     (Config.SingleCopyMaxBytes overrides it).
 //   - Allgatherv: the allgather half of the ring, any count per rank.
 //   - ReduceScatter: the reduce-scatter half of the ring, any count per rank.
