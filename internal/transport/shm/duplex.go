@@ -5,7 +5,6 @@ package shm
 import (
 	"context"
 	"fmt"
-	"sync/atomic"
 	"time"
 
 	"github.com/gorovod/gorovod/internal/transport"
@@ -101,30 +100,18 @@ func (l *Link) TryRecvReduceSend(dst []byte, unit int, fn func(dst, src, out []b
 // goes through fn into the peer's next slot, which is published, then
 // the bytes taken are consumed. The caller saw both slots available.
 func (l *Link) forward(p []byte, unit int, fn func(dst, src, out []byte)) (int, error) {
-	r, t := l.rx, l.tx
-	n := int(atomic.LoadUint32(&r.lens[l.rxTail%r.slots]))
-	if n <= 0 || n > r.slotBytes || l.rxOff >= n {
-		return 0, l.fail("recv", fmt.Errorf("%w: shm slot length %d (slot size %d, %d consumed)", transport.ErrMalformed, n, r.slotBytes, l.rxOff))
+	src, err := l.oldest()
+	if err != nil {
+		return 0, err
 	}
-	src := r.slot(l.rxTail)[l.rxOff:n]
-	k := min(len(src), len(p), t.slotBytes)
+	k := min(len(src), len(p), l.tx.slotBytes)
 	k -= k % max(unit, 1)
 	if k == 0 {
 		return 0, nil
 	}
-	fn(p[:k], src[:k], t.slot(l.txHead)[:k])
-	// Publish as put does: length, then head by a swap (a full barrier).
-	atomic.StoreUint32(&t.lens[l.txHead%t.slots], uint32(k))
-	l.txHead++
-	atomic.SwapUint64(t.head, l.txHead)
-	wake(t.rxSeq, t.rxSleep)
-	// Consume as take does.
-	if l.rxOff += k; l.rxOff == n {
-		l.rxOff = 0
-		l.rxTail++
-		atomic.SwapUint64(r.tail, l.rxTail)
-		wake(r.txSeq, r.txSleep)
-	}
+	fn(p[:k], src[:k], l.tx.slot(l.txHead)[:k])
+	l.publish(k)
+	l.consume(k, len(src))
 	return k, nil
 }
 

@@ -135,9 +135,16 @@ func (l *Link) slotReady() (bool, error) {
 // put copies up to a slot of p into the next free slot of the peer's ring
 // (the caller saw one free) and publishes it.
 func (l *Link) put(p []byte) int {
+	k := min(len(p), l.tx.slotBytes)
+	copy(l.tx.slot(l.txHead), p[:k])
+	l.publish(k)
+	return k
+}
+
+// publish makes the next slot of the peer's ring, holding k bytes, the
+// peer's to read.
+func (l *Link) publish(k int) {
 	r := l.tx
-	k := min(len(p), r.slotBytes)
-	copy(r.slot(l.txHead), p[:k])
 	atomic.StoreUint32(&r.lens[l.txHead%r.slots], uint32(k))
 	l.txHead++
 	// Publishes data and length. A swap, not a store: a full barrier even
@@ -145,7 +152,6 @@ func (l *Link) put(p []byte) int {
 	// so the read of the sleep flag below cannot pass it.
 	atomic.SwapUint64(r.head, l.txHead)
 	wake(r.rxSeq, r.rxSleep)
-	return k
 }
 
 // Recv copies len(p) bytes out of this side's ring.
@@ -193,26 +199,42 @@ func (l *Link) recv(ctx context.Context, p []byte, fn func(dst, src []byte)) err
 // saw head ahead of rxTail), copying them or handing them to fn, and frees
 // the slot once it is used up.
 func (l *Link) take(p []byte, fn func(dst, src []byte)) (int, error) {
-	r := l.rx
-	n := int(atomic.LoadUint32(&r.lens[l.rxTail%r.slots]))
-	if n <= 0 || n > r.slotBytes || l.rxOff >= n {
-		return 0, l.fail("recv", fmt.Errorf("%w: shm slot length %d (slot size %d, %d consumed)", transport.ErrMalformed, n, r.slotBytes, l.rxOff))
+	src, err := l.oldest()
+	if err != nil {
+		return 0, err
 	}
-	src := r.slot(l.rxTail)[l.rxOff:n]
 	k := min(len(src), len(p))
 	if fn != nil {
 		fn(p[:k], src[:k])
 	} else {
 		copy(p[:k], src[:k])
 	}
+	l.consume(k, len(src))
+	return k, nil
+}
+
+// oldest is what is left unread of the oldest published slot of this
+// side's ring (the caller saw one published).
+func (l *Link) oldest() ([]byte, error) {
+	r := l.rx
+	n := int(atomic.LoadUint32(&r.lens[l.rxTail%r.slots]))
+	if n <= 0 || n > r.slotBytes || l.rxOff >= n {
+		return nil, l.fail("recv", fmt.Errorf("%w: shm slot length %d (slot size %d, %d consumed)", transport.ErrMalformed, n, r.slotBytes, l.rxOff))
+	}
+	return r.slot(l.rxTail)[l.rxOff:n], nil
+}
+
+// consume marks k more of the left bytes of the oldest slot (oldest's
+// length) read, freeing the slot for the peer once all of it is.
+func (l *Link) consume(k, left int) {
+	r := l.rx
 	l.rxOff += k
-	if l.rxOff == n {
+	if k == left {
 		l.rxOff = 0
 		l.rxTail++
 		atomic.SwapUint64(r.tail, l.rxTail) // frees the slot; a swap as in Send
 		wake(r.txSeq, r.txSleep)
 	}
-	return k, nil
 }
 
 func (l *Link) start(ctx context.Context, op string) error {
