@@ -141,12 +141,19 @@ func (c *Comm) useSingleCopy(ctx context.Context, n int, forced bool) (bool, err
 	if !c.wantSingleCopy(n, forced) {
 		return false, nil
 	}
-	if !c.sc.probed {
-		if err := c.probeSingleCopy(ctx); err != nil {
-			return false, err
-		}
+	if err := c.ensureProbed(ctx); err != nil {
+		return false, err
 	}
 	return c.sc.ok && (forced || n <= c.sc.max && n >= c.sc.min), nil
+}
+
+// ensureProbed runs the probe (and the calibration) at the first op that
+// could use the single copy.
+func (c *Comm) ensureProbed(ctx context.Context) error {
+	if c.sc.probed {
+		return nil
+	}
+	return c.probeSingleCopy(ctx)
 }
 
 // singleCopyMoveMin is the smallest broadcast or allgather that goes by
@@ -173,10 +180,8 @@ func (c *Comm) useSingleCopyMove(ctx context.Context, n, limit int) (bool, error
 		limit > 0 && n > limit || c.cfg.SingleCopyMaxBytes > 0 && n > c.cfg.SingleCopyMaxBytes {
 		return false, nil
 	}
-	if !c.sc.probed {
-		if err := c.probeSingleCopy(ctx); err != nil {
-			return false, err
-		}
+	if err := c.ensureProbed(ctx); err != nil {
+		return false, err
 	}
 	return c.sc.ok, nil
 }
