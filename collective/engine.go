@@ -126,7 +126,7 @@ func newEngine(cfg config.Config, log *zap.Logger, topo topology, raw transport.
 	e := &engine{
 		tl:  tl,
 		cfg: cfg, log: log, topo: topo, mesh: mesh, comm: comm, ctrl: ctrl,
-		fbuf:     fusion.NewBuffer(),
+		fbuf:     fusionBuffer(cfg),
 		met:      newMetrics(),
 		pending:  make(map[string]*entry),
 		sets:     make(map[int]*setState),
@@ -146,8 +146,23 @@ func opsConfig(cfg config.Config) ops.Config {
 	algo, _ := ops.ParseAlgorithm(cfg.AllreduceAlgorithm) // validated with the config
 	return ops.Config{SegmentBytes: cfg.SegmentBytes, Hierarchical: cfg.HierarchicalAllreduce,
 		SmallBytes: cfg.SmallBytes, Algorithm: algo,
-		SingleCopyOff: cfg.DisableSingleCopy, SingleCopyMaxBytes: cfg.SingleCopyMaxBytes}
+		SingleCopyOff: cfg.DisableSingleCopy, SingleCopyMaxBytes: cfg.SingleCopyMaxBytes,
+		SharedBuffersOff: cfg.DisableSharedBuffers}
 }
+
+// fusionBuffer draws from shared memory (ops.Alloc), so that fused
+// allreduces run on the peers' buffers directly, unless that is off.
+func fusionBuffer(cfg config.Config) *fusion.Buffer {
+	if cfg.DisableSharedBuffers {
+		return fusion.NewBuffer()
+	}
+	return fusion.NewBufferAlloc(sharedAllocator{})
+}
+
+type sharedAllocator struct{}
+
+func (sharedAllocator) Alloc(n int) ([]byte, error) { return ops.Alloc(n) }
+func (sharedAllocator) Free(b []byte) error         { return ops.Free(b) }
 
 func (e *engine) opsConfig() ops.Config { return opsConfig(e.cfg) }
 
@@ -241,6 +256,7 @@ func (e *engine) run() {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	defer e.prog.release()
+	defer e.fbuf.Release()
 	x := &exchange{e: e}
 	timer := time.NewTimer(e.cfg.CycleTime)
 	defer timer.Stop()

@@ -7,6 +7,8 @@ package fusion
 // Not safe for concurrent use; one background loop owns it.
 type Buffer struct {
 	pool    *Pool
+	alloc   Allocator // nil: the pool's memory
+	owned   bool      // buf came from alloc
 	buf     []byte
 	offsets []int // offsets[i] is where entry i starts; the last is the total
 }
@@ -22,16 +24,45 @@ func NewBufferFromPool(p *Pool) *Buffer {
 	return &Buffer{pool: p}
 }
 
+// Allocator is memory other than a Pool's for a Buffer (shared memory
+// the peers of a host can map).
+type Allocator interface {
+	Alloc(n int) ([]byte, error)
+	Free(b []byte) error
+}
+
+// NewBufferAlloc returns an empty buffer drawing memory from a, by size
+// class; when a fails, from DefaultPool from then on. Release gives the
+// memory back.
+func NewBufferAlloc(a Allocator) *Buffer { return &Buffer{pool: DefaultPool, alloc: a} }
+
 // Reserve makes sure the buffer holds at least n bytes without growing
 // later, and returns buf[:n].
 func (b *Buffer) Reserve(n int) []byte {
 	if n > cap(b.buf) {
-		if b.buf != nil {
-			b.pool.Put(b.buf)
+		b.free()
+		if b.alloc != nil && n > 0 {
+			if m, err := b.alloc.Alloc(ClassSize(n)); err == nil {
+				b.buf, b.owned = m, true
+				return b.buf[:n]
+			}
+			b.alloc = nil
 		}
 		b.buf = b.pool.Get(n)
 	}
 	return b.buf[:n]
+}
+
+// free gives buf back to where it came from.
+func (b *Buffer) free() {
+	switch {
+	case b.buf == nil:
+	case b.owned:
+		_ = b.alloc.Free(b.buf)
+	default:
+		b.pool.Put(b.buf)
+	}
+	b.buf, b.owned = nil, false
 }
 
 // Pack copies entries back to back into the buffer and returns the packed
@@ -77,9 +108,6 @@ func (b *Buffer) Cap() int { return cap(b.buf) }
 
 // Release gives the memory back to the pool; the buffer stays usable.
 func (b *Buffer) Release() {
-	if b.buf != nil {
-		b.pool.Put(b.buf)
-		b.buf = nil
-	}
+	b.free()
 	b.offsets = nil
 }

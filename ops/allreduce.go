@@ -36,6 +36,15 @@ func (c *Comm) Allreduce(ctx context.Context, buf []byte, dt tensor.DType, op te
 	}
 	algo := c.choose(len(buf))
 	return c.run(ctx, "allreduce", func(ctx context.Context) error {
+		if c.cfg.Algorithm == Auto {
+			views, ok, err := c.sharedViews(ctx, buf, func(int) int { return len(buf) })
+			if err != nil || ok {
+				if err != nil {
+					return err
+				}
+				return c.sharedAllreduce(ctx, views, dt, rop, finish)
+			}
+		}
 		if algo == SingleCopy {
 			use, err := c.useSingleCopy(ctx, len(buf), c.cfg.Algorithm == SingleCopy)
 			if err != nil {

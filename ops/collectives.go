@@ -122,6 +122,13 @@ func (c *Comm) Broadcast(ctx context.Context, buf []byte, root int) error {
 	real := func(v int) int { return (v + root) % n }
 	small := len(buf) < c.cfg.SmallBytes
 	return c.run(ctx, "broadcast", func(ctx context.Context) error {
+		views, ok, err := c.sharedViews(ctx, buf, func(int) int { return len(buf) })
+		if err != nil || ok {
+			if err != nil {
+				return err
+			}
+			return c.sharedBroadcast(ctx, views, root)
+		}
 		if use, err := c.useSingleCopyMove(ctx, len(buf), singleCopyBroadcastMax); err != nil || use {
 			if err != nil {
 				return err

@@ -55,6 +55,7 @@ type Comm struct {
 	load  *hostLoad // nil unless spins may be memorySpins; sampled under opMu
 
 	sc       singleCopy       // under opMu
+	shr      sharedState      // under opMu
 	scStatus SingleCopyStatus // under mu
 
 	opMu    sync.Mutex // serialises operations
@@ -193,6 +194,11 @@ func (c *Comm) Close() error {
 			<-c.snd.done
 		}
 		c.load.close()
+		// The interrupted op (if any) returns soon; then no one reads the
+		// peers' mappings any more.
+		c.opMu.Lock()
+		c.closeShared()
+		c.opMu.Unlock()
 	})
 	return nil
 }

@@ -90,6 +90,9 @@ type Config struct {
 	// found it at least 10% faster (SingleCopyStatus.MinBytes..MaxBytes,
 	// never below the smallest size timed; none when it never was).
 	SingleCopyMaxBytes int
+	// SharedBuffersOff keeps ops of buffers from Alloc from running on the
+	// peers' buffers directly (shared.go) when all ranks share a host.
+	SharedBuffersOff bool
 }
 
 // DefaultConfig returns the defaults spelled out.

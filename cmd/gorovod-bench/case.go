@@ -23,6 +23,7 @@ type benchCase struct {
 	chunk      int64  // elements per rank (allgather: each rank's part; others: the split)
 	counts     []int  // bytes per rank (allgather / alltoall splits)
 	elemCounts []int  // elements per rank (reduce-scatter)
+	shared     [][]byte
 }
 
 func newCase(b *bench, size int64) *benchCase {
@@ -38,12 +39,12 @@ func newCase(b *bench, size int64) *benchCase {
 	}
 	switch b.o.op {
 	case "allgather":
-		c.src = make([]byte, c.chunk*es)
-		c.dst = make([]byte, size)
+		c.src = c.alloc(c.chunk * es)
+		c.dst = c.alloc(size)
 	default:
-		c.src = make([]byte, size)
+		c.src = c.alloc(size)
 		if !b.o.inplaceOnly {
-			c.dst = make([]byte, size)
+			c.dst = c.alloc(size)
 		}
 	}
 	switch b.o.op {
@@ -54,6 +55,25 @@ func newCase(b *bench, size int64) *benchCase {
 	}
 	c.fill()
 	return c
+}
+
+// alloc returns n bytes from ops.Alloc (--shared-buffers) or the heap.
+func (c *benchCase) alloc(n int64) []byte {
+	if c.b.o.sharedBufs && n > 0 {
+		if m, err := ops.Alloc(int(n)); err == nil {
+			c.shared = append(c.shared, m)
+			return m
+		}
+	}
+	return make([]byte, n)
+}
+
+// release frees the shared buffers.
+func (c *benchCase) release() {
+	for _, m := range c.shared {
+		_ = ops.Free(m)
+	}
+	c.shared = nil
 }
 
 // value is element i of rank r's input.

@@ -63,6 +63,7 @@ type options struct {
 	targetTime    time.Duration
 	direct        bool
 	inplaceOnly   bool
+	sharedBufs    bool
 	jsonFile      string
 	csvFile       string
 	plotFile      string
@@ -97,6 +98,7 @@ func newFlagSet(o *options, r *rawFlags) *pflag.FlagSet {
 	fs.IntVarP(&r.nthreads, "nthreads", "t", 1, "threads per process: 1 (one rank per process)")
 	fs.IntVarP(&r.ngpus, "ngpus", "g", 1, "GPUs per thread: 1 (accepted for nccl-tests command lines; CPU buffers)")
 	fs.BoolVarP(&o.inplaceOnly, "inplace-only", "I", false, "in place only (no out-of-place columns; halves memory)")
+	fs.BoolVar(&o.sharedBufs, "shared-buffers", true, "allocate the buffers with collective.Alloc (shared memory the ranks of a host run on directly, as MPI_Alloc_mem); false: the Go heap")
 	fs.StringVar(&o.csvFile, "csv", "", "also write the rows to this CSV file (rank 0)")
 	fs.StringVar(&o.plotFile, "plot", "", "also draw busbw against size into this SVG file (rank 0)")
 	fs.StringVar(&o.label, "label", "gorovod", "series name in the CSV file and the plot")

@@ -147,6 +147,7 @@ func (b *bench) measure(ctx context.Context, size int64) (Row, error) {
 		row.RedOp = "none"
 	}
 	c := newCase(b, size)
+	defer c.release()
 	for _, inplace := range []bool{false, true} {
 		if !inplace && b.o.inplaceOnly {
 			continue

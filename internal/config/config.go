@@ -36,6 +36,7 @@ const (
 	EnvSmallBytes         = "GOROVOD_SMALL_BYTES"            // latency-path bound in bytes
 	EnvDisableSingleCopy  = "GOROVOD_DISABLE_SINGLE_COPY"    // 1/true
 	EnvSingleCopyMax      = "GOROVOD_SINGLE_COPY_MAX_BYTES"  // bytes; 0 = from the machine's caches
+	EnvDisableShared      = "GOROVOD_DISABLE_SHARED_BUFFERS" // 1/true
 )
 
 // Algorithms are the names AllreduceAlgorithm takes ("" is "auto").
@@ -103,6 +104,10 @@ type Config struct {
 	// SingleCopyMaxBytes is the largest op that goes by single copy; 0 =
 	// half the last-level cache, clamped to 2..32 MiB.
 	SingleCopyMaxBytes int
+	// DisableSharedBuffers keeps collectives of tensors from
+	// collective.Alloc (and the fusion buffer, which then comes from the
+	// heap) from running on the peers' buffers directly.
+	DisableSharedBuffers bool
 }
 
 // Default returns the defaults Horovod users expect.
@@ -185,6 +190,7 @@ func (c Config) FromEnv(getenv func(string) string) (Config, error) {
 	set(EnvSmallBytes, func(v string) error { return parseInt(v, &c.SmallBytes) })
 	set(EnvDisableSingleCopy, func(v string) error { return parseBool(v, &c.DisableSingleCopy) })
 	set(EnvSingleCopyMax, func(v string) error { return parseInt(v, &c.SingleCopyMaxBytes) })
+	set(EnvDisableShared, func(v string) error { return parseBool(v, &c.DisableSharedBuffers) })
 	if err != nil {
 		return c, err
 	}
