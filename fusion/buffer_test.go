@@ -2,6 +2,7 @@ package fusion
 
 import (
 	"bytes"
+	"errors"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -163,5 +164,57 @@ func TestPoolConcurrent(t *testing.T) {
 	}
 	for g := 0; g < 4; g++ {
 		<-done
+	}
+}
+
+// fakeAlloc counts live allocations; fail makes Alloc fail.
+type fakeAlloc struct {
+	live map[*byte]int
+	fail bool
+}
+
+func (a *fakeAlloc) Alloc(n int) ([]byte, error) {
+	if a.fail {
+		return nil, errors.New("no shared memory")
+	}
+	b := make([]byte, n)
+	a.live[&b[0]] = n
+	return b, nil
+}
+
+func (a *fakeAlloc) Free(b []byte) error {
+	if _, ok := a.live[&b[0]]; !ok {
+		return errors.New("not from Alloc")
+	}
+	delete(a.live, &b[0])
+	return nil
+}
+
+// TestBufferAllocator: memory comes from the allocator by size class,
+// growing frees the old block, Release frees the last; a failing
+// allocator leaves the buffer on the pool for good.
+func TestBufferAllocator(t *testing.T) {
+	a := &fakeAlloc{live: map[*byte]int{}}
+	b := NewBufferAlloc(a)
+	p := b.Reserve(5000)
+	if len(p) != 5000 || len(a.live) != 1 || a.live[&p[0]] != ClassSize(5000) {
+		t.Fatalf("Reserve(5000): len %d, allocations %v", len(p), a.live)
+	}
+	b.Pack([][]byte{make([]byte, 3000), make([]byte, 6000)})
+	if len(a.live) != 1 || b.Cap() != ClassSize(9000) {
+		t.Fatalf("after growing: %d live allocations, cap %d", len(a.live), b.Cap())
+	}
+	b.Release()
+	if len(a.live) != 0 {
+		t.Fatalf("after Release: %d live allocations", len(a.live))
+	}
+	a.fail = true
+	if p := b.Reserve(100); len(p) != 100 || b.alloc != nil {
+		t.Fatalf("failing allocator: len %d, allocator kept %v", len(p), b.alloc != nil)
+	}
+	a.fail = false
+	b.Reserve(1 << 20)
+	if len(a.live) != 0 {
+		t.Fatal("the allocator was used again after it failed")
 	}
 }

@@ -36,6 +36,9 @@ const sharedMinBytes = 64 << 10
 // regions, so every rank knows when a peer maps a region afresh).
 const sharedKeep = 16
 
+// mapRegion is shm.MapRegion (tests make it fail).
+var mapRegion = shm.MapRegion
+
 var regions struct {
 	mu   sync.Mutex
 	list []*shm.Region // sorted by address
@@ -184,6 +187,7 @@ const sharedSkipMax = 256
 // rank updates it from what all ranks exchanged, so it is the same on all.
 type sharedState struct {
 	off   bool        // a mapping failed once: no more shared ops
+	ran   int         // ops that ran on shared buffers (tests)
 	skip  int         // eligible ops left to skip the header
 	wait  int         // the skip set after the next unshared op
 	mine  regionLRU   // what the peers hold of this rank's regions
@@ -291,6 +295,7 @@ func (c *Comm) sharedViews(ctx context.Context, buf []byte, want func(q int) int
 		return nil, false, mapErr
 	}
 	views[c.rank] = buf
+	c.shr.ran++
 	return views, true, nil
 }
 
@@ -312,7 +317,7 @@ func (c *Comm) mapPeers(in [][]byte, want func(q int) int) ([][]byte, error) {
 		ent, fresh, dropped := c.shr.peers[q].use(h)
 		unmapAll(dropped)
 		if fresh {
-			mem, err := shm.MapRegion(h)
+			mem, err := mapRegion(h)
 			if err != nil {
 				firstErr = firstOf(firstErr, fmt.Errorf("mapping rank %d's shared buffer: %w", q, err))
 				continue

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gorovod/gorovod/internal/tensor"
+	"github.com/gorovod/gorovod/internal/transport"
 	"github.com/gorovod/gorovod/internal/transport/cma"
 	"github.com/gorovod/gorovod/internal/transport/mesh"
 )
@@ -70,6 +71,9 @@ func TestSingleCopyAcrossProcesses(t *testing.T) {
 	ok, why := cma.Check()
 	t.Logf("rank 0: %s", outs[0])
 	for r := range n {
+		if !strings.Contains(outs[r].String(), "shared ops=4") {
+			t.Errorf("rank %d: output lacks \"shared ops=4\":\n%s", r, outs[r])
+		}
 		if want := fmt.Sprintf("permitted=%v", ok); ok && !strings.Contains(outs[r].String(), want) {
 			t.Errorf("rank %d: output lacks %q (cma.Check: %s):\n%s", r, want, why, outs[r])
 		}
@@ -136,4 +140,46 @@ func TestSingleCopyChild(t *testing.T) {
 	}
 	st := c.SingleCopy()
 	fmt.Printf("rank %d: permitted=%v reason=%q status=%+v\n", rank, st.Permitted, st.Reason, st)
+	_ = c.Close()
+	sharedChild(ctx, t, m, rank, n)
+}
+
+// sharedChild runs allreduces and a broadcast of buffers from Alloc: the
+// peers map each other's regions across processes.
+func sharedChild(ctx context.Context, t *testing.T, m transport.Mesh, rank, n int) {
+	c, err := NewComm(m, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for _, count := range []int{sharedMinBytes / 8, 1 << 20} {
+		buf, err := Alloc(8 * count)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range count {
+			as[int64](buf)[i] = int64(rank*i + 1)
+		}
+		if err := c.Allreduce(ctx, buf, tensor.Int64, tensor.Sum, 1, 1); err != nil {
+			t.Fatal(err)
+		}
+		for i := range count {
+			if want := int64(n*(n-1)/2*i + n); as[int64](buf)[i] != want {
+				t.Fatalf("shared count %d element %d: %d want %d", count, i, as[int64](buf)[i], want)
+			}
+		}
+		if rank == 1 {
+			copy(buf, strings.Repeat("b", len(buf)))
+		}
+		if err := c.Broadcast(ctx, buf, 1); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Trim(string(buf), "b") != "" {
+			t.Fatalf("shared broadcast of %d bytes: wrong bytes", len(buf))
+		}
+		if err := Free(buf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fmt.Printf("rank %d: shared ops=%d\n", rank, c.shr.ran)
 }
