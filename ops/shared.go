@@ -33,8 +33,10 @@ const sharedMinBytes = 64 << 10
 
 // sharedKeep is how many regions of each peer a Comm keeps mapped (least
 // recently used dropped first; a rank mirrors its peers' lists of its own
-// regions, so every rank knows when a peer maps a region afresh).
-const sharedKeep = 16
+// regions, so every rank knows when a peer maps a region afresh): enough
+// for every gradient of a large model allocated apart. A region freed by
+// its owner is dropped when its descriptor comes back in a new region.
+const sharedKeep = 256
 
 // mapRegion is shm.MapRegion (tests make it fail).
 var mapRegion = shm.MapRegion

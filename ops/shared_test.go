@@ -207,7 +207,7 @@ func TestSharedRegionReuse(t *testing.T) {
 	ctx := testCtx(t)
 	r := rand.New(rand.NewPCG(5, 5))
 	var keep [][]byte // some stay allocated, so new ones get new descriptors
-	for it := range 3 * sharedKeep {
+	for it := range sharedKeep + 20 {
 		count := sharedMinBytes/8 + it
 		inputs := [][]byte{randBuf(r, tensor.Int64, count, false), randBuf(r, tensor.Int64, count, false)}
 		bufs := make([][]byte, n)
@@ -235,8 +235,8 @@ func TestSharedRegionReuse(t *testing.T) {
 		}
 	}
 	for q, c := range ws.comms {
-		if c.shr.ran != 3*sharedKeep {
-			t.Fatalf("rank %d ran %d shared ops, want %d", q, c.shr.ran, 3*sharedKeep)
+		if c.shr.ran != sharedKeep+20 {
+			t.Fatalf("rank %d ran %d shared ops, want %d", q, c.shr.ran, sharedKeep+20)
 		}
 		for p, l := range c.shr.peers {
 			if len(l) > sharedKeep {

@@ -20,12 +20,14 @@ type trainOptions struct {
 	steps    int
 	warmup   int
 	baseline time.Duration
+	shared   bool
 }
 
 func parseTrain(args []string) (trainOptions, error) {
 	var o trainOptions
 	fs := flag.NewFlagSet("train", flag.ContinueOnError)
 	fs.StringVar(&o.model, "model", "resnet50", "gradients of: resnet50 (161 tensors, 25.6 M parameters) or transformer (-layers encoder layers of BERT-base shape)")
+	fs.BoolVar(&o.shared, "shared-buffers", true, "gradients from collective.Alloc (shared memory the ranks of a host run on directly); false: the Go heap")
 	fs.IntVar(&o.layers, "layers", 12, "transformer: encoder layers")
 	fs.DurationVar(&o.compute, "compute", 150*time.Millisecond, "backward compute per step, spread over the tensors in proportion to their size")
 	fs.BoolVar(&o.spin, "spin", false, "compute by spinning a core (CPU training) instead of sleeping (an accelerator computes; the cores are free)")
@@ -73,6 +75,7 @@ func train(args []string, w io.Writer) error {
 		model = transformer(o.layers)
 	}
 	s := newTrainStep(model, o)
+	defer s.release()
 	for range o.warmup {
 		if _, err := s.run(ctx); err != nil {
 			return err
@@ -119,6 +122,15 @@ type trainStep struct {
 	ends    []time.Duration // compute done before gradient i (backward order) is ready
 	spin    bool
 	handles []*collective.Handle
+	shared  [][]float32 // grads from collective.Alloc
+}
+
+// release frees the gradients from collective.Alloc.
+func (s *trainStep) release() {
+	for _, g := range s.shared {
+		_ = collective.Free(g)
+	}
+	s.shared = nil
 }
 
 func newTrainStep(model []gradient, o trainOptions) *trainStep {
@@ -126,7 +138,16 @@ func newTrainStep(model []gradient, o trainOptions) *trainStep {
 	total := params(model)
 	done := 0
 	for i := len(model) - 1; i >= 0; i-- { // backward order: last layer first
-		s.grads = append(s.grads, make([]float32, model[i].count))
+		g, err := []float32(nil), error(nil)
+		if o.shared {
+			if g, err = collective.Alloc[float32](model[i].count); err == nil {
+				s.shared = append(s.shared, g)
+			}
+		}
+		if g == nil {
+			g = make([]float32, model[i].count)
+		}
+		s.grads = append(s.grads, g)
 		done += model[i].count
 		s.ends = append(s.ends, time.Duration(float64(o.compute)*float64(done)/float64(total)))
 	}
