@@ -4,14 +4,16 @@
 # docs/performance.md, reproducible from a clone.
 #
 #   scripts/peers/run.sh [-n NP] [-s 4K,64K,1M,16M,64M] [-o OP] [-r ROUNDS] [-t SECONDS]
-#                        [-p gorovod,gorovod-api,gorovod-tcp,mpi-shm,mpi-tcp,gloo]
+#                        [-p gorovod,gorovod-api,gorovod-heap,gorovod-api-heap,gorovod-tcp,mpi-shm,mpi-tcp,gloo]
 #
 # OP: allreduce (default), allgather, broadcast, reducescatter, alltoall (the
 # gloo peer does allreduce, allgather and broadcast). float32 sum, in place. Gorovod runs bin/gorovod-bench under
 # bin/gorun (make build): gorovod = data plane only (--direct), gorovod-api =
 # through negotiation, gorovod-tcp = --direct with --disable-shm. mpi-shm /
 # mpi-tcp = OpenMPI with btl vader / tcp (mpi_bench.c); gloo = torch.distributed
-# gloo (gloo_bench.py, Debian's python3-torch). Every peer prints
+# gloo (gloo_bench.py, Debian's python3-torch). Gorovod's buffers come from
+# collective.Alloc (shared memory, as MPI_Alloc_mem); gorovod-heap and
+# gorovod-api-heap are the same with Go heap buffers (--shared-buffers=false). Every peer prints
 #   RESULT label op np bytes iters reps med_us min_us max_us algbw_GBps busbw_GBps wrong
 # per size and round; the summary gives, per size and label, the median over
 # rounds of busbw (GB/s, nccl-tests convention) and of the time (us).
@@ -67,6 +69,8 @@ run_peer() {
     gorovod)     gorovod gorovod -- --direct ;;
     gorovod-api) gorovod gorovod-api -- ;;
     gorovod-tcp) gorovod gorovod-tcp --disable-shm -- --direct ;;
+    gorovod-heap) gorovod gorovod-heap -- --direct --shared-buffers=false ;;
+    gorovod-api-heap) gorovod gorovod-api-heap -- --shared-buffers=false ;;
     mpi-shm) timeout 300 "${mpirun[@]}" --mca btl self,vader -np "$np" "$build/mpi_bench" -o "$op" -s "$sizes" -r 5 -t "$batch" -l mpi-shm 2>/dev/null | grep '^RESULT' ;;
     mpi-tcp) timeout 300 "${mpirun[@]}" --mca btl self,tcp -np "$np" "$build/mpi_bench" -o "$op" -s "$sizes" -r 5 -t "$batch" -l mpi-tcp 2>/dev/null | grep '^RESULT' ;;
     gloo) case $op in allreduce|allgather|broadcast) ;; *) return ;; esac; timeout 300 /usr/bin/python3 "$here/gloo_bench.py" -n "$np" -o "$op" -s "$sizes" -r 5 -t "$batch" -l gloo 2>/dev/null | grep '^RESULT' ;;
