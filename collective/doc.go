@@ -39,6 +39,11 @@
 // Calls returning new data (Allgather, Alltoall, ReduceScatter) return fresh
 // slices.
 //
+// Tensors from Alloc (shared memory the workers of a host can map, given
+// back with Free) make allreduces and broadcasts within a host run on the
+// ranks' tensors themselves, with no staging copies; tensors from make
+// work the same, through the transports' slots.
+//
 // # Cancellation
 //
 // A call whose context ends before its collective has started is

@@ -52,6 +52,13 @@ func (c *Comm) Allgatherv(ctx context.Context, send, recv []byte, counts []int) 
 		return nil
 	}
 	return c.run(ctx, "allgatherv", func(ctx context.Context) error {
+		views, ok, err := c.sharedViews(ctx, recv, func(int) int { return total })
+		if err != nil || ok {
+			if err != nil {
+				return err
+			}
+			return c.sharedAllgatherv(ctx, views, send, offs)
+		}
 		if use, err := c.useSingleCopyMove(ctx, total, 0); err != nil || use {
 			if err != nil {
 				return err
@@ -92,6 +99,13 @@ func (c *Comm) ReduceScatter(ctx context.Context, buf []byte, counts []int, dt t
 		return mine, nil
 	}
 	err = c.run(ctx, "reducescatter", func(ctx context.Context) error {
+		views, ok, err := c.sharedViews(ctx, buf, func(int) int { return len(buf) })
+		if err != nil || ok {
+			if err != nil {
+				return err
+			}
+			return c.sharedReduceScatter(ctx, views, offs, dt, rop, finish)
+		}
 		if use, err := c.useSingleCopy(ctx, len(buf), false); err != nil || use {
 			if err != nil {
 				return err

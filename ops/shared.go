@@ -47,9 +47,13 @@ var regions struct {
 }
 
 // Alloc returns n bytes of memory that collectives can run on in place
-// across the processes of a host (see the package documentation): a
-// shared-memory region of whole pages, zeroed. Give it back with Free; it
-// is not garbage collected, and must not be used after Free.
+// across the processes of a host (see the comment at the top of this
+// file): a shared-memory region of whole pages, zeroed. Give it back with
+// Free; it is not garbage collected, and must not be used after Free.
+// During a shared op the peers write into the buffer; when an op fails
+// (a peer lost, a deadline) a peer still running may write its part after
+// this rank's call returned, so the buffer's contents are undefined after
+// a failed op (the job has failed anyway).
 func Alloc(n int) ([]byte, error) {
 	if n <= 0 {
 		return nil, fmt.Errorf("%w: Alloc(%d): want a positive size", tensor.ErrInvalid, n)
@@ -383,6 +387,40 @@ func (c *Comm) sharedBroadcast(ctx context.Context, views [][]byte, root int) er
 	for q := range c.size {
 		if q != root {
 			copy(views[q][lo:hi], views[root][lo:hi])
+		}
+	}
+	return c.signalAll(ctx, tagSharedEnd)
+}
+
+// sharedAllgatherv: rank r writes its part into every peer's recv buffer
+// (its own is in place already), then all signal.
+func (c *Comm) sharedAllgatherv(ctx context.Context, views [][]byte, send []byte, offs []int) error {
+	for q := range c.size {
+		if q != c.rank {
+			copy(views[q][offs[c.rank]:offs[c.rank+1]], send)
+		}
+	}
+	return c.signalAll(ctx, tagSharedEnd)
+}
+
+// sharedReduceScatter: rank r reduces its part reading every peer's
+// buffer, segment by segment, peers in rank order; then all signal (the
+// peers may change their buffers once everyone has read them).
+func (c *Comm) sharedReduceScatter(ctx context.Context, views [][]byte, offs []int, dt tensor.DType, op tensor.ReduceOp, finish func([]byte)) error {
+	buf := views[c.rank]
+	seg := max(c.cfg.SegmentBytes/dt.Size()*dt.Size(), dt.Size())
+	for o := offs[c.rank]; o < offs[c.rank+1]; o += seg {
+		e := min(o+seg, offs[c.rank+1])
+		for q := range c.size {
+			if q != c.rank {
+				reduce(dt, op, buf[o:e], views[q][o:e])
+			}
+		}
+		if finish != nil {
+			finish(buf[o:e])
+		}
+		if err := ctx.Err(); err != nil {
+			return err
 		}
 	}
 	return c.signalAll(ctx, tagSharedEnd)

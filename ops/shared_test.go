@@ -280,3 +280,69 @@ func TestAllocFree(t *testing.T) {
 		t.Fatal("memory still shared after Free")
 	}
 }
+
+// TestSharedAllgatherReduceScatter: allgatherv (counts differ, one is
+// zero) and reduce-scatter of buffers from Alloc, np 2..4.
+func TestSharedAllgatherReduceScatter(t *testing.T) {
+	defer checkGoroutines(t)()
+	r := rand.New(rand.NewPCG(6, 7))
+	for n := 2; n <= 4; n++ {
+		ws := newWorld(t, n, Config{SegmentBytes: 8192}, sharedLinks...)
+		ctx := testCtx(t)
+		counts := make([]int, n)
+		var want []byte
+		sends := make([][]byte, n)
+		for q := range n {
+			counts[q] = sharedMinBytes/(n-1) + r.IntN(3000)
+			if q == 1 {
+				counts[q] = 0
+			}
+			sends[q] = randBuf(r, tensor.Uint8, counts[q], false)
+			want = append(want, sends[q]...)
+		}
+		recvs := sharedCopies(t, func() [][]byte {
+			b := make([][]byte, n)
+			for q := range b {
+				b[q] = make([]byte, len(want))
+			}
+			return b
+		}())
+		ws.mustEach(t, func(q int, c *Comm) error { return c.Allgatherv(ctx, sends[q], recvs[q], counts) })
+		for q := range n {
+			if !bytes.Equal(recvs[q], want) {
+				t.Fatalf("np=%d allgatherv: rank %d's result differs", n, q)
+			}
+		}
+
+		elems := make([]int, n)
+		for q := range elems {
+			elems[q] = counts[q] // int32 elements per rank
+		}
+		ins := make([][]byte, n)
+		var sum []byte
+		for q := range n {
+			ins[q] = randBuf(r, tensor.Int32, len(want), false)
+			if q == 0 {
+				sum = append([]byte(nil), ins[q]...)
+			} else {
+				sum = refReduce(tensor.Int32, tensor.Sum, sum, ins[q])
+			}
+		}
+		bufs := sharedCopies(t, ins)
+		offs := prefix(elems, 4)
+		ws.mustEach(t, func(q int, c *Comm) error {
+			mine, err := c.ReduceScatter(ctx, bufs[q], elems, tensor.Int32, tensor.Sum)
+			if err != nil {
+				return err
+			}
+			if !bytes.Equal(mine, sum[offs[q]:offs[q+1]]) {
+				return fmt.Errorf("np=%d reducescatter: rank %d's part is wrong", n, q)
+			}
+			return nil
+		})
+		if ran := sharedRan(ws); ran[0] != 2 {
+			t.Fatalf("np=%d: %d of 2 ops ran on shared buffers", n, ran[0])
+		}
+		ws.close()
+	}
+}
