@@ -338,12 +338,15 @@ func describe(pts []CalibrationPoint) string {
 }
 
 // timeBothWays is one point of the calibration: a float32 sum allreduce
-// of c.sc.calBytes by single copy and by the ring, three times each,
-// alternated; the best time of each.
+// of c.sc.calBytes by single copy and by the ring, five times each,
+// alternated; the best time of each. (With three, the best 1 MiB ring
+// time varied 166-625 us over five launches on the 2-core Xeon against
+// 143 us in steady state: a passing load can slow every sample of one
+// side and fake a win.)
 func (c *Comm) timeBothWays(ctx context.Context) (single, slots time.Duration, err error) {
 	buf := make([]byte, c.sc.calBytes/4*4)
 	single, slots = time.Duration(1<<62), time.Duration(1<<62)
-	for range 3 {
+	for range 5 {
 		start := time.Now()
 		if err := c.singleCopyAllreduce(ctx, buf, tensor.Float32, tensor.Sum, nil); err != nil {
 			return 0, 0, err
