@@ -84,7 +84,7 @@ func NewComm(mesh transport.Mesh, cfg Config) (*Comm, error) {
 		return nil, fmt.Errorf("%w: NewComm: rank %d of size %d", tensor.ErrInvalid, rank, size)
 	}
 	c := &Comm{mesh: mesh, cfg: cfg, rank: rank, size: size, links: make([]transport.Link, size)}
-	c.sc.read, c.sc.calibrate = cma.Read, c.timeBothWays
+	c.sc.read, c.sc.write, c.sc.calibrate = cma.Read, cma.Write, c.timeBothWays
 	for p := range size {
 		if p == rank {
 			continue

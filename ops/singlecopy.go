@@ -87,6 +87,7 @@ type singleCopy struct {
 	// read is cma.Read and calibrate Comm.timeBothWays (timing an allreduce
 	// of calBytes); tests replace them.
 	read      func(pid int, dst []byte, src uint64) error
+	write     func(pid int, src []byte, dst uint64) error
 	calibrate func(ctx context.Context) (single, slots time.Duration, err error)
 	calBytes  int
 }
@@ -227,7 +228,7 @@ func (c *Comm) probeSingleCopy(ctx context.Context) error {
 		}
 	}
 	st := SingleCopyStatus{Probed: true, Permitted: ok, Reason: reason, MaxBytes: int(le.Uint64(in[0][40:]))}
-	c.sc = singleCopy{probed: true, ok: ok, pids: pids, max: st.MaxBytes, read: c.sc.read, calibrate: c.sc.calibrate, exposed: nonce}
+	c.sc = singleCopy{probed: true, ok: ok, pids: pids, max: st.MaxBytes, read: c.sc.read, write: c.sc.write, calibrate: c.sc.calibrate, exposed: nonce}
 	if ok && st.MaxBytes == 0 {
 		if err := c.calibrate(ctx, &st); err != nil {
 			return err
@@ -466,17 +467,31 @@ func (c *Comm) readPeer(ctx context.Context, q int, dst []byte, addr uint64) err
 	if len(dst) == 0 {
 		return nil
 	}
+	return c.peerCopy(ctx, q, "single-copy read", func(pid int) error { return c.sc.read(pid, dst, addr) })
+}
+
+// writePeer copies src to addr of rank q's memory.
+func (c *Comm) writePeer(ctx context.Context, q int, src []byte, addr uint64) error {
+	if len(src) == 0 {
+		return nil
+	}
+	return c.peerCopy(ctx, q, "single-copy write", func(pid int) error { return c.sc.write(pid, src, addr) })
+}
+
+// peerCopy runs one cross-memory copy with rank q and reports its failure
+// as a PeerError.
+func (c *Comm) peerCopy(ctx context.Context, q int, op string, copyFn func(pid int) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := c.sc.read(c.sc.pids[q], dst, addr); err != nil {
+	if err := copyFn(c.sc.pids[q]); err != nil {
 		if cma.Gone(err) {
 			// The peer's process is gone, and the kernel closed its
 			// sockets before its pid went: its link says so too, once the
 			// few signal bytes it sent before it died are read. Reported
 			// through the link, the loss surfaces like every other (the
 			// job's failure tracking names the first rank lost). The op
-			// fails either way, so the bytes read do not matter; the
+			// fails either way, so the bytes copied do not matter; the
 			// bound keeps a peer that somehow still talks from holding
 			// this rank.
 			if lerr := c.drainUntilLost(ctx, q); lerr != nil {
@@ -484,7 +499,7 @@ func (c *Comm) readPeer(ctx context.Context, q int, dst []byte, addr uint64) err
 			}
 			err = fmt.Errorf("%w: %w", transport.ErrPeerLost, err)
 		}
-		return &transport.PeerError{Rank: q, Host: c.mesh.Host(q), Op: "single-copy read", Err: err}
+		return &transport.PeerError{Rank: q, Host: c.mesh.Host(q), Op: op, Err: err}
 	}
 	return nil
 }
@@ -588,15 +603,27 @@ func (c *Comm) singleCopyAllgatherv(ctx context.Context, send, recv []byte, coun
 	return c.signalAll(ctx, tagDone)
 }
 
-// singleCopyBroadcast: every rank reads root's buffer.
+// singleCopyBroadcast: rank r copies chunk r of root's buffer to every
+// non-root rank: the root writes its chunk into the peers' buffers while
+// the others read theirs from the root and write it on, so every core
+// copies (reading all from the root left the root's core idle).
 func (c *Comm) singleCopyBroadcast(ctx context.Context, buf []byte, root int) error {
 	addrs, err := c.publish(ctx, buf, func(int) int { return len(buf) })
 	if err != nil {
 		return err
 	}
+	offs := chunkOffsets(len(buf), 1, c.size)
+	lo, hi := offs[c.rank], offs[c.rank+1]
 	if c.rank != root {
-		if err := c.readPeer(ctx, root, buf, addrs[root]); err != nil {
+		if err := c.readPeer(ctx, root, buf[lo:hi], addrs[root]+uint64(lo)); err != nil {
 			return err
+		}
+	}
+	for q := range c.size {
+		if q != root && q != c.rank {
+			if err := c.writePeer(ctx, q, buf[lo:hi], addrs[q]+uint64(lo)); err != nil {
+				return err
+			}
 		}
 	}
 	return c.signalAll(ctx, tagDone)

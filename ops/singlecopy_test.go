@@ -480,6 +480,24 @@ func TestSingleCopyPeerGone(t *testing.T) {
 	}
 }
 
+// TestSingleCopyWriteGone: the same for a broadcast's write into a peer.
+func TestSingleCopyWriteGone(t *testing.T) {
+	defer checkGoroutines(t)()
+	ws := newWorld(t, 2, singleCopyCfg, linkKinds["reducer"]...)
+	defer ws.close()
+	ctx := testCtx(t)
+	ws.mustEach(t, func(_ int, c *Comm) error { return c.Broadcast(ctx, make([]byte, 64<<10), 0) })
+	ws.comms[0].sc.write = func(int, []byte, uint64) error { return os.NewSyscallError("process_vm_writev", syscall.ESRCH) }
+	errs := ws.each(func(_ int, c *Comm) error { return c.Broadcast(ctx, make([]byte, 64<<10), 0) })
+	var pe *transport.PeerError
+	if !errors.Is(errs[0], transport.ErrPeerLost) || !errors.As(errs[0], &pe) || pe.Op != "single-copy write" || pe.Rank != 1 {
+		t.Fatalf("rank 0: %v, want rank 1 lost on a single-copy write", errs[0])
+	}
+	if errs[1] == nil {
+		t.Error("rank 1 succeeded after rank 0 failed")
+	}
+}
+
 func TestSingleCopyMachineLimit(t *testing.T) {
 	dir := t.TempDir()
 	for i, c := range []struct{ level, size string }{{"1", "48K"}, {"2", "2048K"}, {"3", "32768K"}, {"1", "32K"}} {

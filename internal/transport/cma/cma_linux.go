@@ -38,6 +38,28 @@ func Read(pid int, dst []byte, src uint64) error {
 	return nil
 }
 
+// Write copies src to address dst of process pid (process_vm_writev),
+// continuing partial writes; errors as Read's.
+func Write(pid int, src []byte, dst uint64) error {
+	for len(src) > 0 {
+		local := []unix.Iovec{{Base: &src[0]}}
+		local[0].SetLen(len(src))
+		remote := []unix.RemoteIovec{{Base: uintptr(dst), Len: len(src)}}
+		n, err := unix.ProcessVMWritev(pid, local, remote, 0)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return os.NewSyscallError("process_vm_writev", err)
+		case n <= 0:
+			return io.ErrUnexpectedEOF
+		}
+		src = src[n:]
+		dst += uint64(n)
+	}
+	return nil
+}
+
 // Addr is the address of b's first byte, as a peer passes it to Read. Go's
 // heap does not move objects; the owner must keep b alive while peers read.
 func Addr(b []byte) uint64 { return uint64(uintptr(unsafe.Pointer(unsafe.SliceData(b)))) }

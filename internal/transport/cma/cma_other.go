@@ -12,6 +12,9 @@ var errNotLinux = errors.New("process_vm_readv: cross-memory attach exists on Li
 // Read fails: cross-memory attach is Linux-only.
 func Read(int, []byte, uint64) error { return errNotLinux }
 
+// Write fails: cross-memory attach is Linux-only.
+func Write(int, []byte, uint64) error { return errNotLinux }
+
 // Addr is the address of b's first byte.
 func Addr(b []byte) uint64 { return uint64(uintptr(unsafe.Pointer(unsafe.SliceData(b)))) }
 
