@@ -132,7 +132,7 @@ func probe(ctx context.Context, p prober) Report {
 		name string
 		run  func()
 	}{
-		{"transports", func() { r.Transports = []Transport{probeTCP(), probeShm(p.shmDir), probeCMA()} }},
+		{"transports", func() { r.Transports = []Transport{probeTCP(), probeShm(p.shmDir), probeCMA(), probeShared()} }},
 		{"nccl", func() { r.NCCL = p.nccl() }},
 		{"gpus", func() { r.GPU = p.gpus() }},
 		{"interfaces", func() { r.Interfaces = probeInterfaces() }},

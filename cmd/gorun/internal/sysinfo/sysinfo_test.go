@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"testing"
@@ -21,11 +22,14 @@ func TestProbeThisMachine(t *testing.T) {
 	if runtime.GOARCH == "amd64" && len(r.CPU.Features) == 0 {
 		t.Error("no CPU features listed on amd64")
 	}
-	if len(r.Transports) != 3 || r.Transports[0].Name != "tcp" || !r.Transports[0].Available {
+	if len(r.Transports) != 4 || r.Transports[0].Name != "tcp" || !r.Transports[0].Available {
 		t.Errorf("Transports = %+v, want tcp available first", r.Transports)
 	}
 	if c := r.Transports[2]; c.Name != "cma" || !strings.HasPrefix(c.Detail, "single copy within a host: ") {
 		t.Errorf("Transports[2] = %+v, want the cma check with its detail", c)
+	}
+	if s, m := r.Transports[3], r.Transports[1]; s.Name != "shared" || s.Available != m.Available || !strings.HasPrefix(s.Detail, "shared buffers (collective.Alloc): ") {
+		t.Errorf("Transports[3] = %+v, want the shared-buffer check, available as shm (%v)", s, m.Available)
 	}
 	var loopback bool
 	for _, i := range r.Interfaces {
@@ -101,7 +105,7 @@ func TestProbeReportsNCCLReason(t *testing.T) {
 	}
 	var out bytes.Buffer
 	r.Write(&out)
-	if !strings.Contains(out.String(), "NCCL:  unavailable: libnccl.so.2: not found\n") {
+	if !regexp.MustCompile(`NCCL: +unavailable: libnccl.so.2: not found\n`).MatchString(out.String()) {
 		t.Errorf("Write:\n%s", out.String())
 	}
 }
