@@ -265,6 +265,13 @@ func (c *Comm) AlltoallvInto(ctx context.Context, send []byte, sendCounts []int,
 		roffs := prefix(recvCounts, 1)
 		recv = grow(dst, roffs[c.size])
 		mine := func() { copy(recv[roffs[c.rank]:], send[soffs[c.rank]:soffs[c.rank+1]]) }
+		views, ok, err := c.sharedViewsOf(ctx, largest, send, func(q int) int { return hdrs[q].total })
+		if err != nil || ok {
+			if err != nil {
+				return err
+			}
+			return c.sharedAlltoallv(ctx, views, recv, roffs, hdrs, mine)
+		}
 		if use, err := c.useSingleCopy(ctx, largest, false); err != nil || use {
 			if err != nil {
 				return err

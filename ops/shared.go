@@ -237,7 +237,13 @@ func (c *Comm) sharedEligible(n int) bool {
 // shared region, returns each peer's buffer mapped here (views[rank] is
 // buf); want(q) is the length rank q's buffer must have.
 func (c *Comm) sharedViews(ctx context.Context, buf []byte, want func(q int) int) ([][]byte, bool, error) {
-	if !c.sharedEligible(len(buf)) || c.shr.off {
+	return c.sharedViewsOf(ctx, len(buf), buf, want)
+}
+
+// sharedViewsOf is sharedViews for ops whose buffers differ in length
+// between ranks: n, the same on every rank, decides eligibility.
+func (c *Comm) sharedViewsOf(ctx context.Context, n int, buf []byte, want func(q int) int) ([][]byte, bool, error) {
+	if !c.sharedEligible(n) || c.shr.off {
 		return nil, false, nil
 	}
 	if c.shr.skip > 0 {
@@ -421,6 +427,18 @@ func (c *Comm) sharedReduceScatter(ctx context.Context, views [][]byte, offs []i
 		}
 		if err := ctx.Err(); err != nil {
 			return err
+		}
+	}
+	return c.signalAll(ctx, tagSharedEnd)
+}
+
+// sharedAlltoallv: rank r reads what every peer sends it straight from the
+// peer's send buffer into recv, then all signal.
+func (c *Comm) sharedAlltoallv(ctx context.Context, views [][]byte, recv []byte, roffs []int, hdrs []a2aHeader, mine func()) error {
+	mine()
+	for q := range c.size {
+		if q != c.rank {
+			copy(recv[roffs[q]:roffs[q+1]], views[q][hdrs[q].off:hdrs[q].off+hdrs[q].count])
 		}
 	}
 	return c.signalAll(ctx, tagSharedEnd)

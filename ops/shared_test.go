@@ -346,3 +346,55 @@ func TestSharedAllgatherReduceScatter(t *testing.T) {
 		ws.close()
 	}
 }
+
+// TestSharedAlltoallv: send buffers from Alloc, splits that differ per
+// rank (some zero), np 2..4.
+func TestSharedAlltoallv(t *testing.T) {
+	defer checkGoroutines(t)()
+	r := rand.New(rand.NewPCG(9, 4))
+	for n := 2; n <= 4; n++ {
+		ws := newWorld(t, n, Config{}, sharedLinks...)
+		ctx := testCtx(t)
+		splits := make([][]int, n)
+		sends := make([][]byte, n)
+		for q := range n {
+			splits[q] = make([]int, n)
+			for p := range n {
+				if (q+p)%3 != 1 {
+					splits[q][p] = sharedMinBytes + r.IntN(999)
+				}
+			}
+			total := 0
+			for _, k := range splits[q] {
+				total += k
+			}
+			sends[q] = randBuf(r, tensor.Uint8, total, false)
+		}
+		bufs := sharedCopies(t, sends)
+		ws.mustEach(t, func(q int, c *Comm) error {
+			recv, counts, err := c.AlltoallvInto(ctx, bufs[q], splits[q], nil)
+			if err != nil {
+				return err
+			}
+			var want []byte
+			for p := range n {
+				off := 0
+				for k := range q {
+					off += splits[p][k]
+				}
+				want = append(want, sends[p][off:off+splits[p][q]]...)
+				if counts[p] != splits[p][q] {
+					return fmt.Errorf("np=%d rank %d: count from %d is %d, want %d", n, q, p, counts[p], splits[p][q])
+				}
+			}
+			if !bytes.Equal(recv, want) {
+				return fmt.Errorf("np=%d alltoallv: rank %d received wrong bytes", n, q)
+			}
+			return nil
+		})
+		if ran := sharedRan(ws); ran[0] != 1 {
+			t.Fatalf("np=%d: the alltoallv did not run on shared buffers", n)
+		}
+		ws.close()
+	}
+}
