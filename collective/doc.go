@@ -40,7 +40,7 @@
 // slices.
 //
 // Tensors from Alloc (shared memory the workers of a host can map, given
-// back with Free) make allreduces and broadcasts within a host run on the
+// back with Free) make collectives within a host run on the
 // ranks' tensors themselves, with no staging copies; tensors from make
 // work the same, through the transports' slots.
 //
