@@ -457,6 +457,12 @@ func checkOutcome(sc scenario, injected bool, code int, out string) []problem {
 		return nil
 	case sc.fault == stopPast && allDone && code == 0:
 		return nil // stopped after its last collective: nothing to blame
+	case (sc.fault == killWorker || sc.fault == killRank0) && allDone && code == 0:
+		// Every rank printed done and exited 0: the kill reached the
+		// target on its way out (after its last collective), where
+		// SIGKILL no longer changes the exit status. Seen once in 400
+		// runs (seed 1796661482241012941, run 24: np 3, 483 ms).
+		return nil
 	}
 	// A kill or a stop past the deadline: the target is to blame.
 	var probs []problem
