@@ -112,18 +112,7 @@ func TestSingleCopyChild(t *testing.T) {
 	defer c.Close()
 	n := len(addrs)
 	for _, count := range []int{1, 1000, 100003} {
-		buf := make([]byte, 8*count)
-		for i := range count {
-			as[int64](buf)[i] = int64(rank*i + 1)
-		}
-		if err := c.Allreduce(ctx, buf, tensor.Int64, tensor.Sum, 1, 1); err != nil {
-			t.Fatal(err)
-		}
-		for i := range count {
-			if want := int64(n*(n-1)/2*i + n); as[int64](buf)[i] != want {
-				t.Fatalf("count %d element %d: %d want %d", count, i, as[int64](buf)[i], want)
-			}
-		}
+		allreduceRankSums(ctx, t, c, make([]byte, 8*count), rank, n)
 		send := []byte(strings.Repeat(string(rune('a'+rank)), count))
 		recv := make([]byte, n*count)
 		if err := c.Allgatherv(ctx, send, recv, []int{count, count, count}); err != nil {
@@ -157,17 +146,7 @@ func sharedChild(ctx context.Context, t *testing.T, m transport.Mesh, rank, n in
 		if err != nil {
 			t.Fatal(err)
 		}
-		for i := range count {
-			as[int64](buf)[i] = int64(rank*i + 1)
-		}
-		if err := c.Allreduce(ctx, buf, tensor.Int64, tensor.Sum, 1, 1); err != nil {
-			t.Fatal(err)
-		}
-		for i := range count {
-			if want := int64(n*(n-1)/2*i + n); as[int64](buf)[i] != want {
-				t.Fatalf("shared count %d element %d: %d want %d", count, i, as[int64](buf)[i], want)
-			}
-		}
+		allreduceRankSums(ctx, t, c, buf, rank, n)
 		if rank == 1 {
 			copy(buf, strings.Repeat("b", len(buf)))
 		}
@@ -182,4 +161,22 @@ func sharedChild(ctx context.Context, t *testing.T, m transport.Mesh, rank, n in
 		}
 	}
 	fmt.Printf("rank %d: shared ops=%d\n", rank, c.shr.ran)
+}
+
+// allreduceRankSums sums element i = rank*i+1 of buf (int64) over n ranks
+// and checks the result.
+func allreduceRankSums(ctx context.Context, t *testing.T, c *Comm, buf []byte, rank, n int) {
+	t.Helper()
+	count := len(buf) / 8
+	for i := range count {
+		as[int64](buf)[i] = int64(rank*i + 1)
+	}
+	if err := c.Allreduce(ctx, buf, tensor.Int64, tensor.Sum, 1, 1); err != nil {
+		t.Fatal(err)
+	}
+	for i := range count {
+		if want := int64(n*(n-1)/2*i + n); as[int64](buf)[i] != want {
+			t.Fatalf("count %d element %d: %d want %d", count, i, as[int64](buf)[i], want)
+		}
+	}
 }

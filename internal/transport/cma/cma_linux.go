@@ -19,43 +19,37 @@ import (
 // continuing partial reads. Errors wrap the errno (errors.Is(err,
 // unix.EPERM), ESRCH for a process that is gone).
 func Read(pid int, dst []byte, src uint64) error {
-	for len(dst) > 0 {
-		local := []unix.Iovec{{Base: &dst[0]}}
-		local[0].SetLen(len(dst))
-		remote := []unix.RemoteIovec{{Base: uintptr(src), Len: len(dst)}}
-		n, err := unix.ProcessVMReadv(pid, local, remote, 0)
-		switch {
-		case err == unix.EINTR:
-			continue
-		case err != nil:
-			return os.NewSyscallError("process_vm_readv", err)
-		case n <= 0:
-			return io.ErrUnexpectedEOF
-		}
-		dst = dst[n:]
-		src += uint64(n)
-	}
-	return nil
+	return each(dst, src, "process_vm_readv", func(l []unix.Iovec, r []unix.RemoteIovec) (int, error) {
+		return unix.ProcessVMReadv(pid, l, r, 0)
+	})
 }
 
 // Write copies src to address dst of process pid (process_vm_writev),
 // continuing partial writes; errors as Read's.
 func Write(pid int, src []byte, dst uint64) error {
-	for len(src) > 0 {
-		local := []unix.Iovec{{Base: &src[0]}}
-		local[0].SetLen(len(src))
-		remote := []unix.RemoteIovec{{Base: uintptr(dst), Len: len(src)}}
-		n, err := unix.ProcessVMWritev(pid, local, remote, 0)
+	return each(src, dst, "process_vm_writev", func(l []unix.Iovec, r []unix.RemoteIovec) (int, error) {
+		return unix.ProcessVMWritev(pid, l, r, 0)
+	})
+}
+
+// each runs one cross-memory copy between local b and remote address addr
+// until all of b is done, retrying EINTR and continuing partial copies.
+func each(b []byte, addr uint64, call string, copyFn func([]unix.Iovec, []unix.RemoteIovec) (int, error)) error {
+	for len(b) > 0 {
+		local := []unix.Iovec{{Base: &b[0]}}
+		local[0].SetLen(len(b))
+		remote := []unix.RemoteIovec{{Base: uintptr(addr), Len: len(b)}}
+		n, err := copyFn(local, remote)
 		switch {
 		case err == unix.EINTR:
 			continue
 		case err != nil:
-			return os.NewSyscallError("process_vm_writev", err)
+			return os.NewSyscallError(call, err)
 		case n <= 0:
 			return io.ErrUnexpectedEOF
 		}
-		src = src[n:]
-		dst += uint64(n)
+		b = b[n:]
+		addr += uint64(n)
 	}
 	return nil
 }
