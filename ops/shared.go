@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync"
-	"unsafe"
 
 	"github.com/gorovod/gorovod/internal/tensor"
 	"github.com/gorovod/gorovod/internal/transport/shm"
@@ -40,106 +38,6 @@ const sharedKeep = 256
 
 // mapRegion is shm.MapRegion (tests make it fail).
 var mapRegion = shm.MapRegion
-
-var regions struct {
-	mu   sync.Mutex
-	list []*shm.Region // sorted by address
-}
-
-// Alloc returns n bytes of memory that collectives can run on in place
-// across the processes of a host (see the comment at the top of this
-// file): a shared-memory region of whole pages, zeroed. Give it back with
-// Free; it is not garbage collected, and must not be used after Free.
-// During a shared op the peers write into the buffer; when an op fails
-// (a peer lost, a deadline) a peer still running may write its part after
-// this rank's call returned, so the buffer's contents are undefined after
-// a failed op (the job has failed anyway).
-func Alloc(n int) ([]byte, error) {
-	if n <= 0 {
-		return nil, fmt.Errorf("%w: Alloc(%d): want a positive size", tensor.ErrInvalid, n)
-	}
-	r, err := shm.NewRegion("", n)
-	if err != nil {
-		return nil, fmt.Errorf("ops: Alloc(%d): %w", n, err)
-	}
-	regions.mu.Lock()
-	defer regions.mu.Unlock()
-	i, _ := slices.BinarySearchFunc(regions.list, base(r.Bytes()), func(x *shm.Region, a uintptr) int { return cmpAddr(base(x.Bytes()), a) })
-	regions.list = slices.Insert(regions.list, i, r)
-	return r.Bytes()[:n:n], nil
-}
-
-// Free releases memory from Alloc (b must start where Alloc's slice
-// started). Peers that mapped it keep their mapping until they drop it.
-func Free(b []byte) error {
-	regions.mu.Lock()
-	i, ok := regionIndex(b)
-	var r *shm.Region
-	if ok && base(regions.list[i].Bytes()) == base(b) {
-		r = regions.list[i]
-		regions.list = slices.Delete(regions.list, i, i+1)
-	}
-	regions.mu.Unlock()
-	if r == nil {
-		return fmt.Errorf("%w: Free: %w", tensor.ErrInvalid, ErrNotShared)
-	}
-	return r.Close()
-}
-
-// Shared reports whether b lies in memory from Alloc.
-func Shared(b []byte) bool {
-	_, _, ok := regionOf(b)
-	return ok
-}
-
-func base(b []byte) uintptr {
-	if cap(b) == 0 {
-		return 0
-	}
-	return uintptr(unsafe.Pointer(unsafe.SliceData(b)))
-}
-
-func cmpAddr(a, b uintptr) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
-}
-
-// regionIndex finds the region holding all of b (regions.mu held).
-func regionIndex(b []byte) (int, bool) {
-	p := base(b)
-	if p == 0 {
-		return 0, false
-	}
-	i, found := slices.BinarySearchFunc(regions.list, p, func(x *shm.Region, a uintptr) int { return cmpAddr(base(x.Bytes()), a) })
-	if !found {
-		i--
-	}
-	if i < 0 {
-		return 0, false
-	}
-	m := regions.list[i].Bytes()
-	if p+uintptr(len(b)) > base(m)+uintptr(len(m)) {
-		return 0, false
-	}
-	return i, true
-}
-
-// regionOf is the handle of the region holding b and b's offset in it.
-func regionOf(b []byte) (shm.RegionHandle, int, bool) {
-	regions.mu.Lock()
-	defer regions.mu.Unlock()
-	i, ok := regionIndex(b)
-	if !ok {
-		return shm.RegionHandle{}, 0, false
-	}
-	r := regions.list[i]
-	return r.Handle(), int(base(b) - base(r.Bytes())), true
-}
 
 // regionLRU is a list of regions, most recently used first: a Comm keeps
 // one per peer (with the mappings) and one of its own (handles only, the

@@ -202,6 +202,8 @@ func TestSharedMapFailure(t *testing.T) {
 func TestSharedRegionReuse(t *testing.T) {
 	defer checkGoroutines(t)()
 	const n = 2
+	defer func(v int) { sharedDedicatedBytes = v }(sharedDedicatedBytes)
+	sharedDedicatedBytes = 1 // a region per buffer: many regions, descriptors reused
 	ws := newWorld(t, n, Config{}, sharedLinks...)
 	defer ws.close()
 	ctx := testCtx(t)
@@ -276,8 +278,58 @@ func TestAllocFree(t *testing.T) {
 	if err := Free(m); err != nil {
 		t.Fatal(err)
 	}
-	if Shared(m) {
-		t.Fatal("memory still shared after Free")
+	if err := Free(m); !errors.Is(err, ErrNotShared) {
+		t.Fatalf("second Free: %v, want ErrNotShared", err)
+	}
+}
+
+// TestAllocArenas: small buffers share a region (aligned, zeroed, apart),
+// a large one gets its own; a region goes when its last buffer is freed.
+func TestAllocArenas(t *testing.T) {
+	var bufs [][]byte
+	for i := range 40 {
+		b, err := Alloc(1000 + i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if base(b)%allocAlign != 0 || len(b) != 1000+i || cap(b) != len(b) {
+			t.Fatalf("buffer %d: address %#x, len %d cap %d", i, base(b), len(b), cap(b))
+		}
+		for k := range b {
+			if b[k] != 0 {
+				t.Fatalf("buffer %d byte %d not zero", i, k)
+			}
+			b[k] = byte(i + 1)
+		}
+		bufs = append(bufs, b)
+	}
+	ids := map[uint64]bool{}
+	for i, b := range bufs {
+		h, _, _ := regionOf(b)
+		ids[h.ID] = true
+		for k := range b {
+			if b[k] != byte(i+1) {
+				t.Fatalf("buffer %d overlaps another (byte %d is %d)", i, k, b[k])
+			}
+		}
+	}
+	if len(ids) > 2 { // the arena in use may fill up once
+		t.Fatalf("40 small buffers in %d regions, want them to share arenas", len(ids))
+	}
+	big, err := Alloc(sharedDedicatedBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h, off, _ := regionOf(big); ids[h.ID] || off != 0 {
+		t.Fatalf("a %d-byte buffer is at %d of region %d, with small buffers", len(big), off, h.ID)
+	}
+	if err := Free(big); err != nil || Shared(big) {
+		t.Fatalf("Free of the large buffer: %v, still shared %v", err, Shared(big))
+	}
+	for _, b := range bufs {
+		if err := Free(b); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
