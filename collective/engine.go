@@ -261,7 +261,7 @@ func (e *engine) run() {
 	timer := time.NewTimer(e.cfg.CycleTime)
 	defer timer.Stop()
 	stopped := false
-	busy := false // submissions arrived while the last cycle ran: a burst
+	busy := false // submissions arrived while the last cycle negotiated: a burst
 	for {
 		stopped = e.awaitWork(timer, busy, stopped)
 		if err := e.applyWithdrawals(); err != nil {
@@ -287,6 +287,10 @@ func (e *engine) run() {
 			fmt.Printf("rank %d cycle reqs=%d responses=%d first=%d\n", e.topo.Rank, len(reqs), len(rl.Responses), len(rl.Responses[0].Names))
 		}
 		e.logStalls()
+		// A burst is what arrived while this cycle negotiated; a call
+		// submitted once the ops below have completed others is not (it
+		// may well be the caller's next lone call).
+		busy = e.queued() > 0
 		now := time.Now()
 		for i := range rl.Responses {
 			if e.tl.Enabled() {
@@ -305,7 +309,6 @@ func (e *engine) run() {
 			e.die(fmt.Errorf("%w", ErrShutdown))
 			return
 		}
-		busy = e.queued() > 0
 		if !timer.Stop() {
 			select {
 			case <-timer.C:
@@ -317,7 +320,7 @@ func (e *engine) run() {
 }
 
 // awaitWork waits for a submission (then settles a burst; busy: calls
-// arrived during the last cycle), the cycle time or Shutdown, and reports
+// arrived while the last cycle negotiated), the cycle time or Shutdown, and reports
 // whether Shutdown was asked; once it was, the loop no longer waits.
 func (e *engine) awaitWork(timer *time.Timer, busy, stopped bool) bool {
 	if stopped {
@@ -390,7 +393,8 @@ func (e *engine) timeoutErr(err error) error {
 // batch window, or a whole cycle time passed. It waits only for a burst:
 // when busy (submissions arrived while the last cycle ran) or more than one
 // submission is queued. A lone call on an idle loop is negotiated at once;
-// while its cycle runs, what arrives behind it marks the next wake a burst.
+// what arrives while its cycle negotiates marks the next wake a burst.
+// Shutdown ends the wait.
 func (e *engine) settle(busy bool) {
 	quiet := e.cfg.BatchWindow
 	if quiet <= 0 || (!busy && e.queued() <= 1) {
@@ -409,6 +413,11 @@ func (e *engine) settle(busy bool) {
 		}
 		if now.Sub(start) >= e.cfg.CycleTime {
 			return
+		}
+		select {
+		case <-e.stop: // shutting down: no burst to wait for
+			return
+		default:
 		}
 		runtime.Gosched()
 	}
