@@ -7,8 +7,7 @@ package fusion
 // Not safe for concurrent use; one background loop owns it.
 type Buffer struct {
 	pool    *Pool
-	alloc   Allocator // nil: the pool's memory
-	owned   bool      // buf came from alloc
+	alloc   Allocator // nil: the pool's memory (buf came from alloc while it is set)
 	buf     []byte
 	offsets []int // offsets[i] is where entry i starts; the last is the total
 }
@@ -41,9 +40,9 @@ func NewBufferAlloc(a Allocator) *Buffer { return &Buffer{pool: DefaultPool, all
 func (b *Buffer) Reserve(n int) []byte {
 	if n > cap(b.buf) {
 		b.free()
-		if b.alloc != nil && n > 0 {
+		if b.alloc != nil {
 			if m, err := b.alloc.Alloc(ClassSize(n)); err == nil {
-				b.buf, b.owned = m, true
+				b.buf = m
 				return b.buf[:n]
 			}
 			b.alloc = nil
@@ -57,12 +56,12 @@ func (b *Buffer) Reserve(n int) []byte {
 func (b *Buffer) free() {
 	switch {
 	case b.buf == nil:
-	case b.owned:
+	case b.alloc != nil:
 		_ = b.alloc.Free(b.buf)
 	default:
 		b.pool.Put(b.buf)
 	}
-	b.buf, b.owned = nil, false
+	b.buf = nil
 }
 
 // Pack copies entries back to back into the buffer and returns the packed
