@@ -53,7 +53,7 @@ type regionEnt struct {
 // entry with h's descriptor but another id (that region was closed) and
 // the least recently used beyond sharedKeep, and returns those.
 func (l *regionLRU) use(h shm.RegionHandle) (ent *regionEnt, fresh bool, dropped []regionEnt) {
-	i := slices.IndexFunc(*l, func(e regionEnt) bool { return e.h.ID == h.ID && e.h.Pid == h.Pid })
+	i := l.index(h)
 	e := regionEnt{h: h}
 	if i >= 0 {
 		e = (*l)[i]
@@ -76,9 +76,9 @@ func (l *regionLRU) use(h shm.RegionHandle) (ent *regionEnt, fresh bool, dropped
 	return &(*l)[0], fresh, dropped
 }
 
-// contains reports whether h is in the list.
-func (l regionLRU) contains(h shm.RegionHandle) bool {
-	return slices.ContainsFunc(l, func(e regionEnt) bool { return e.h.ID == h.ID && e.h.Pid == h.Pid })
+// index is where h is in the list, or -1.
+func (l regionLRU) index(h shm.RegionHandle) int {
+	return slices.IndexFunc(l, func(e regionEnt) bool { return e.h.ID == h.ID && e.h.Pid == h.Pid })
 }
 
 // sharedSkipMax bounds the backoff: after an op whose buffers were not all
@@ -155,7 +155,7 @@ func (c *Comm) sharedViewsOf(ctx context.Context, n int, buf []byte, want func(q
 	le.PutUint64(msg, tagShared)
 	if ok {
 		flags := uint64(flagShared)
-		if !c.shr.mine.contains(h) {
+		if c.shr.mine.index(h) < 0 {
 			flags |= flagFresh
 		}
 		for i, v := range []uint64{flags, uint64(h.Pid), uint64(h.Fd), h.ID, h.Size, uint64(off), uint64(len(buf))} {
@@ -250,15 +250,24 @@ func firstOf(first, err error) error {
 	return err
 }
 
-// sharedAllreduce: rank r reduces chunk r from every peer's buffer, in
-// rank order and segment by segment (so a segment is still in cache when
-// it is written back), and writes each reduced segment into every peer's
-// buffer; a final signal tells that every chunk is everywhere.
+// sharedAllreduce: rank r reduces chunk r from every peer's buffer and
+// writes it into every peer's buffer (sharedReduce); a final signal tells
+// that every chunk is everywhere.
 func (c *Comm) sharedAllreduce(ctx context.Context, views [][]byte, dt tensor.DType, op tensor.ReduceOp, finish func([]byte)) error {
+	offs := chunkOffsets(len(views[c.rank])/dt.Size(), dt.Size(), c.size)
+	if err := c.sharedReduce(ctx, views, offs, dt, op, finish, true); err != nil {
+		return err
+	}
+	return c.signalAll(ctx, tagSharedEnd)
+}
+
+// sharedReduce reduces this rank's part (offs[rank]..offs[rank+1]) of its
+// buffer with every peer's, segment by segment, peers in rank order, runs
+// finish on each segment and, with push, writes the segment into every
+// peer's buffer while it is still in cache.
+func (c *Comm) sharedReduce(ctx context.Context, views [][]byte, offs []int, dt tensor.DType, op tensor.ReduceOp, finish func([]byte), push bool) error {
 	buf := views[c.rank]
-	es := dt.Size()
-	offs := chunkOffsets(len(buf)/es, es, c.size)
-	seg := max(c.cfg.SegmentBytes/es*es, es)
+	seg := max(c.cfg.SegmentBytes/dt.Size()*dt.Size(), dt.Size())
 	for o := offs[c.rank]; o < offs[c.rank+1]; o += seg {
 		e := min(o+seg, offs[c.rank+1])
 		s := buf[o:e]
@@ -271,7 +280,7 @@ func (c *Comm) sharedAllreduce(ctx context.Context, views [][]byte, dt tensor.DT
 			finish(s)
 		}
 		for q := range c.size {
-			if q != c.rank {
+			if q != c.rank && push {
 				copy(views[q][o:e], s)
 			}
 		}
@@ -279,7 +288,7 @@ func (c *Comm) sharedAllreduce(ctx context.Context, views [][]byte, dt tensor.DT
 			return err
 		}
 	}
-	return c.signalAll(ctx, tagSharedEnd)
+	return nil
 }
 
 // sharedBroadcast: rank r copies chunk r of root's buffer into every
@@ -308,24 +317,11 @@ func (c *Comm) sharedAllgatherv(ctx context.Context, views [][]byte, send []byte
 }
 
 // sharedReduceScatter: rank r reduces its part reading every peer's
-// buffer, segment by segment, peers in rank order; then all signal (the
-// peers may change their buffers once everyone has read them).
+// buffer (sharedReduce, no push); then all signal (the peers may change
+// their buffers once everyone has read them).
 func (c *Comm) sharedReduceScatter(ctx context.Context, views [][]byte, offs []int, dt tensor.DType, op tensor.ReduceOp, finish func([]byte)) error {
-	buf := views[c.rank]
-	seg := max(c.cfg.SegmentBytes/dt.Size()*dt.Size(), dt.Size())
-	for o := offs[c.rank]; o < offs[c.rank+1]; o += seg {
-		e := min(o+seg, offs[c.rank+1])
-		for q := range c.size {
-			if q != c.rank {
-				reduce(dt, op, buf[o:e], views[q][o:e])
-			}
-		}
-		if finish != nil {
-			finish(buf[o:e])
-		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
+	if err := c.sharedReduce(ctx, views, offs, dt, op, finish, false); err != nil {
+		return err
 	}
 	return c.signalAll(ctx, tagSharedEnd)
 }
