@@ -125,6 +125,18 @@ type trainStep struct {
 	shared  [][]float32 // grads from collective.Alloc
 }
 
+// alloc is a gradient of n elements: from collective.Alloc when shared
+// (the heap if that fails), else the heap.
+func (s *trainStep) alloc(n int, shared bool) []float32 {
+	if shared {
+		if g, err := collective.Alloc[float32](n); err == nil {
+			s.shared = append(s.shared, g)
+			return g
+		}
+	}
+	return make([]float32, n)
+}
+
 // release frees the gradients from collective.Alloc.
 func (s *trainStep) release() {
 	for _, g := range s.shared {
@@ -138,16 +150,7 @@ func newTrainStep(model []gradient, o trainOptions) *trainStep {
 	total := params(model)
 	done := 0
 	for i := len(model) - 1; i >= 0; i-- { // backward order: last layer first
-		g, err := []float32(nil), error(nil)
-		if o.shared {
-			if g, err = collective.Alloc[float32](model[i].count); err == nil {
-				s.shared = append(s.shared, g)
-			}
-		}
-		if g == nil {
-			g = make([]float32, model[i].count)
-		}
-		s.grads = append(s.grads, g)
+		s.grads = append(s.grads, s.alloc(model[i].count, o.shared))
 		done += model[i].count
 		s.ends = append(s.ends, time.Duration(float64(o.compute)*float64(done)/float64(total)))
 	}
