@@ -391,7 +391,7 @@ func (e *engine) timeoutErr(err error) error {
 // settle gives a burst of submissions (a model's gradients) the chance to
 // land in one cycle: it polls the queue until no submission arrived for the
 // batch window, or a whole cycle time passed. It waits only for a burst:
-// when busy (submissions arrived while the last cycle ran) or more than one
+// when busy (submissions arrived while the last cycle negotiated) or more than one
 // submission is queued. A lone call on an idle loop is negotiated at once;
 // what arrives while its cycle negotiates marks the next wake a burst.
 // Shutdown ends the wait.

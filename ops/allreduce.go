@@ -37,12 +37,10 @@ func (c *Comm) Allreduce(ctx context.Context, buf []byte, dt tensor.DType, op te
 	algo := c.choose(len(buf))
 	return c.run(ctx, "allreduce", func(ctx context.Context) error {
 		if c.cfg.Algorithm == Auto {
-			views, ok, err := c.sharedViews(ctx, buf, func(int) int { return len(buf) })
-			if err != nil || ok {
-				if err != nil {
-					return err
-				}
+			if done, err := c.onShared(ctx, len(buf), buf, sameLen(buf), func(views [][]byte) error {
 				return c.sharedAllreduce(ctx, views, dt, rop, finish)
+			}); done || err != nil {
+				return err
 			}
 		}
 		if algo == SingleCopy {

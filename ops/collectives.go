@@ -52,12 +52,10 @@ func (c *Comm) Allgatherv(ctx context.Context, send, recv []byte, counts []int) 
 		return nil
 	}
 	return c.run(ctx, "allgatherv", func(ctx context.Context) error {
-		views, ok, err := c.sharedViews(ctx, recv, func(int) int { return total })
-		if err != nil || ok {
-			if err != nil {
-				return err
-			}
+		if done, err := c.onShared(ctx, total, recv, sameLen(recv), func(views [][]byte) error {
 			return c.sharedAllgatherv(ctx, views, send, offs)
+		}); done || err != nil {
+			return err
 		}
 		if use, err := c.useSingleCopyMove(ctx, total, 0); err != nil || use {
 			if err != nil {
@@ -99,12 +97,10 @@ func (c *Comm) ReduceScatter(ctx context.Context, buf []byte, counts []int, dt t
 		return mine, nil
 	}
 	err = c.run(ctx, "reducescatter", func(ctx context.Context) error {
-		views, ok, err := c.sharedViews(ctx, buf, func(int) int { return len(buf) })
-		if err != nil || ok {
-			if err != nil {
-				return err
-			}
+		if done, err := c.onShared(ctx, len(buf), buf, sameLen(buf), func(views [][]byte) error {
 			return c.sharedReduceScatter(ctx, views, offs, dt, rop, finish)
+		}); done || err != nil {
+			return err
 		}
 		if use, err := c.useSingleCopy(ctx, len(buf), false); err != nil || use {
 			if err != nil {
@@ -136,12 +132,10 @@ func (c *Comm) Broadcast(ctx context.Context, buf []byte, root int) error {
 	real := func(v int) int { return (v + root) % n }
 	small := len(buf) < c.cfg.SmallBytes
 	return c.run(ctx, "broadcast", func(ctx context.Context) error {
-		views, ok, err := c.sharedViews(ctx, buf, func(int) int { return len(buf) })
-		if err != nil || ok {
-			if err != nil {
-				return err
-			}
+		if done, err := c.onShared(ctx, len(buf), buf, sameLen(buf), func(views [][]byte) error {
 			return c.sharedBroadcast(ctx, views, root)
+		}); done || err != nil {
+			return err
 		}
 		if use, err := c.useSingleCopyMove(ctx, len(buf), singleCopyBroadcastMax); err != nil || use {
 			if err != nil {
@@ -265,12 +259,10 @@ func (c *Comm) AlltoallvInto(ctx context.Context, send []byte, sendCounts []int,
 		roffs := prefix(recvCounts, 1)
 		recv = grow(dst, roffs[c.size])
 		mine := func() { copy(recv[roffs[c.rank]:], send[soffs[c.rank]:soffs[c.rank+1]]) }
-		views, ok, err := c.sharedViewsOf(ctx, largest, send, func(q int) int { return hdrs[q].total })
-		if err != nil || ok {
-			if err != nil {
-				return err
-			}
+		if done, err := c.onShared(ctx, largest, send, func(q int) int { return hdrs[q].total }, func(views [][]byte) error {
 			return c.sharedAlltoallv(ctx, views, recv, roffs, hdrs, mine)
+		}); done || err != nil {
+			return err
 		}
 		if use, err := c.useSingleCopy(ctx, largest, false); err != nil || use {
 			if err != nil {

@@ -131,16 +131,25 @@ func (c *Comm) sharedEligible(n int) bool {
 	return c.size > 1 && n >= max(sharedMinBytes, c.cfg.SmallBytes) && !c.cfg.SharedBuffersOff && c.oneHost()
 }
 
-// sharedViews exchanges the header and, when every rank's buf is in a
-// shared region, returns each peer's buffer mapped here (views[rank] is
-// buf); want(q) is the length rank q's buffer must have.
-func (c *Comm) sharedViews(ctx context.Context, buf []byte, want func(q int) int) ([][]byte, bool, error) {
-	return c.sharedViewsOf(ctx, len(buf), buf, want)
+// onShared runs fn on the peers' buffers (sharedViews) when every
+// rank's buffer is shared, and reports whether it ran: the ops' one entry
+// to the shared path.
+func (c *Comm) onShared(ctx context.Context, n int, buf []byte, want func(q int) int, fn func(views [][]byte) error) (bool, error) {
+	views, ok, err := c.sharedViews(ctx, n, buf, want)
+	if err != nil || !ok {
+		return false, err
+	}
+	return true, fn(views)
 }
 
-// sharedViewsOf is sharedViews for ops whose buffers differ in length
-// between ranks: n, the same on every rank, decides eligibility.
-func (c *Comm) sharedViewsOf(ctx context.Context, n int, buf []byte, want func(q int) int) ([][]byte, bool, error) {
+// sameLen is want for ops whose buffers have buf's length on every rank.
+func sameLen(buf []byte) func(int) int { return func(int) int { return len(buf) } }
+
+// sharedViews exchanges the header and, when every rank's buf is in a
+// shared region, returns each peer's buffer mapped here (views[rank] is
+// buf); want(q) is the length rank q's buffer must have, and n, the same
+// on every rank (buffers may differ in length), decides eligibility.
+func (c *Comm) sharedViews(ctx context.Context, n int, buf []byte, want func(q int) int) ([][]byte, bool, error) {
 	if !c.sharedEligible(n) || c.shr.off {
 		return nil, false, nil
 	}
