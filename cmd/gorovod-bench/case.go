@@ -23,11 +23,11 @@ type benchCase struct {
 	chunk      int64  // elements per rank (allgather: each rank's part; others: the split)
 	counts     []int  // bytes per rank (allgather / alltoall splits)
 	elemCounts []int  // elements per rank (reduce-scatter)
-	shared     [][]byte
+	bufs       buffers
 }
 
 func newCase(b *bench, size int64) *benchCase {
-	c := &benchCase{b: b, size: size}
+	c := &benchCase{b: b, size: size, bufs: buffers{shared: b.o.sharedBufs}}
 	es := int64(b.o.dtype.Size())
 	count := size / es
 	c.chunk = count / int64(b.np)
@@ -57,24 +57,11 @@ func newCase(b *bench, size int64) *benchCase {
 	return c
 }
 
-// alloc returns n bytes from ops.Alloc (--shared-buffers) or the heap.
-func (c *benchCase) alloc(n int64) []byte {
-	if c.b.o.sharedBufs && n > 0 {
-		if m, err := ops.Alloc(int(n)); err == nil {
-			c.shared = append(c.shared, m)
-			return m
-		}
-	}
-	return make([]byte, n)
-}
+// alloc returns n bytes (--shared-buffers: from collective.Alloc).
+func (c *benchCase) alloc(n int64) []byte { return get[uint8](&c.bufs, int(n)) }
 
 // release frees the shared buffers.
-func (c *benchCase) release() {
-	for _, m := range c.shared {
-		_ = ops.Free(m)
-	}
-	c.shared = nil
-}
+func (c *benchCase) release() { c.bufs.release() }
 
 // value is element i of rank r's input.
 func (c *benchCase) value(r int, i int64) float64 {

@@ -122,35 +122,18 @@ type trainStep struct {
 	ends    []time.Duration // compute done before gradient i (backward order) is ready
 	spin    bool
 	handles []*collective.Handle
-	shared  [][]float32 // grads from collective.Alloc
-}
-
-// alloc is a gradient of n elements: from collective.Alloc when shared
-// (the heap if that fails), else the heap.
-func (s *trainStep) alloc(n int, shared bool) []float32 {
-	if shared {
-		if g, err := collective.Alloc[float32](n); err == nil {
-			s.shared = append(s.shared, g)
-			return g
-		}
-	}
-	return make([]float32, n)
+	bufs    buffers
 }
 
 // release frees the gradients from collective.Alloc.
-func (s *trainStep) release() {
-	for _, g := range s.shared {
-		_ = collective.Free(g)
-	}
-	s.shared = nil
-}
+func (s *trainStep) release() { s.bufs.release() }
 
 func newTrainStep(model []gradient, o trainOptions) *trainStep {
-	s := &trainStep{model: model, spin: o.spin, handles: make([]*collective.Handle, len(model))}
+	s := &trainStep{model: model, spin: o.spin, handles: make([]*collective.Handle, len(model)), bufs: buffers{shared: o.shared}}
 	total := params(model)
 	done := 0
 	for i := len(model) - 1; i >= 0; i-- { // backward order: last layer first
-		s.grads = append(s.grads, s.alloc(model[i].count, o.shared))
+		s.grads = append(s.grads, get[float32](&s.bufs, model[i].count))
 		done += model[i].count
 		s.ends = append(s.ends, time.Duration(float64(o.compute)*float64(done)/float64(total)))
 	}
