@@ -514,7 +514,8 @@ func testDuplexTryRecvReduceSend(t *testing.T, newPair NewPair, big int) {
 
 // forwardAll receives len(dst) bytes on fw, adds them into dst and sends
 // dst back in order: fused while nothing reduced waits to be sent, else
-// reduced and sent after. It returns the bytes fused.
+// reduced and sent after (once the first step went fused). It returns the
+// bytes fused.
 func forwardAll(ctx context.Context, fw transport.DuplexForwarder, dst []byte) (int, error) {
 	add := func(d, s []byte) {
 		for i := range d {
@@ -538,7 +539,11 @@ func forwardAll(ctx context.Context, fw transport.DuplexForwarder, dst []byte) (
 			}
 			off, sent, fused, moved = off+k, sent+k, fused+k, moved || k > 0
 		}
-		if off < len(dst) && !moved {
+		// Until the first fused step, wait for it (the send side starts
+		// empty, so it comes as soon as the first bytes arrive): taking the
+		// first bytes unfused while the sender is slow to start, as under
+		// load, would leave nothing fused to check.
+		if off < len(dst) && !moved && fused > 0 {
 			k, err := fw.TryRecvReduce(dst[off:], add)
 			if err != nil {
 				return fused, err
